@@ -1,0 +1,384 @@
+"""Loading, checking and normalizing network specs (symbackprop.spec)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import pathlib
+import tempfile
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from symbackprop.errors import SpecError
+from symbackprop.rules import ACTIVATIONS, LOSSES
+from symbackprop.spec import (
+    LAYOUTS, PRESETS, InputSpec, LayerSpec, LossSpec, Spec, load_spec, seed_spec, spec_to_dict,
+)
+
+SPECS_DIR = pathlib.Path(__file__).parent / "specs"
+CORPUS = sorted(SPECS_DIR.glob("*.toml"))
+
+
+def seed_dict() -> dict:
+    return spec_to_dict(seed_spec())
+
+
+def spec_error(source) -> SpecError:
+    with pytest.raises(SpecError) as info:
+        load_spec(source)
+    return info.value
+
+
+# --- valid specs ---------------------------------------------------------------------------------
+
+
+def test_seed_matches_file_and_round_trips():
+    assert seed_spec() == load_spec(SPECS_DIR / "seed.toml")
+    assert seed_spec() == load_spec(str(SPECS_DIR / "seed.toml"))
+    assert seed_spec() == load_spec(seed_dict())
+    assert PRESETS["seed"]() == seed_spec()
+
+
+def test_seed_shape():
+    spec = seed_spec()
+    assert spec.sizes == (2, 3, 2, 1)
+    assert spec.input == InputSpec(2, "X")
+    assert [layer.params for layer in spec.layers] == [{"relu_grad_at_zero": 1}, {"relu_grad_at_zero": 1}, {}]
+    assert (spec.loss, spec.title, spec.layout) == (LossSpec("half_sse"), "Backpropagation", "batch-first")
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=lambda path: path.stem)
+def test_corpus_file_loads_and_round_trips(path):
+    spec = load_spec(path)
+    assert load_spec(spec_to_dict(spec)) == spec
+    assert max(spec.sizes) <= 8
+
+
+def test_corpus_coverage():
+    specs = [load_spec(path) for path in CORPUS]
+    assert len(specs) >= 32
+    hidden = {layer.activation for spec in specs for layer in spec.layers[:-1]}
+    assert hidden == set(ACTIVATIONS)
+    assert {spec.loss.kind for spec in specs} == set(LOSSES)
+    assert {spec.layout for spec in specs} == set(LAYOUTS)
+    assert {1, 2, 3, 4, 5, 6} <= {len(spec.layers) for spec in specs}
+    assert any(layer.size == 1 for spec in specs for layer in spec.layers[:-1])
+    assert any(spec.layers[-1].size == 1 for spec in specs)
+    assert any(spec.layers[-1].activation != "identity" for spec in specs)
+    layers = [layer for spec in specs for layer in spec.layers]
+    for name in ("leaky_relu", "elu"):
+        default = dict(ACTIVATIONS[name].defaults)["alpha"]
+        assert any(layer.activation == name and layer.alpha != default for layer in layers)
+    assert {layer.relu_grad_at_zero for layer in layers if layer.activation == "relu"} == {0, 0.5, 1}
+    softmax_outputs = {spec.layers[-1].size for spec in specs if spec.loss.kind == "softmax_cross_entropy"}
+    assert {2, 4} <= softmax_outputs
+
+
+def test_dict_with_all_keys():
+    spec = load_spec({
+        "title": "Tiny", "layout": "column",
+        "input": {"size": 3, "name": "inputs"},
+        "layers": ({"size": 2, "activation": "elu", "alpha": 2}, {"size": 2, "activation": "identity"}),
+        "loss": {"kind": "softmax_cross_entropy"},
+    })
+    assert spec == Spec(InputSpec(3, "inputs"), (LayerSpec(2, "elu", alpha=2.0), LayerSpec(2, "identity")),
+                        LossSpec("softmax_cross_entropy"), title="Tiny", layout="column")
+
+
+def test_parameters_are_normalized():
+    data = seed_dict()
+    data["layers"] = [
+        {"size": 2, "activation": "leaky_relu"},
+        {"size": 2, "activation": "elu"},
+        {"size": 2, "activation": "leaky_relu", "alpha": 1},
+        {"size": 2, "activation": "relu"},
+        {"size": 2, "activation": "relu", "relu_grad_at_zero": 0.0},
+        {"size": 2, "activation": "relu", "relu_grad_at_zero": 0.5},
+        {"size": 2, "activation": "tanh"},
+    ]
+    layers = load_spec(data).layers
+    assert [layer.params for layer in layers] == [
+        {"alpha": 0.01}, {"alpha": 1.0}, {"alpha": 1.0}, {"relu_grad_at_zero": 1},
+        {"relu_grad_at_zero": 0}, {"relu_grad_at_zero": 0.5}, {},
+    ]
+    assert type(layers[2].alpha) is float
+    assert [type(layer.relu_grad_at_zero) for layer in layers[3:6]] == [int, int, float]
+    assert layers[0].relu_grad_at_zero is None and layers[3].alpha is None and layers[6].alpha is None
+
+
+# --- file errors ---------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "absent.toml"
+    error = spec_error(path)
+    assert error.source == str(path) and "not found" in error.message
+
+
+def test_unreadable_file(tmp_path):
+    error = spec_error(tmp_path)  # a directory
+    assert error.source == str(tmp_path) and "cannot read" in error.message
+
+
+def test_not_utf8(tmp_path):
+    path = tmp_path / "binary.toml"
+    path.write_bytes(b"title = \"\xff\"\n")
+    assert "UTF-8" in spec_error(path).message
+
+
+def test_toml_syntax_error_has_line_and_column(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[input]\nsize = 2\n[[layers]\n")
+    error = spec_error(path)
+    assert "invalid TOML" in error.message and "line 3" in error.message and "column" in error.message
+    assert error.source == str(path) and str(path) in str(error)
+
+
+def test_source_of_wrong_kind():
+    assert "mapping" in spec_error(42).message
+
+
+def test_toml_is_never_executed(tmp_path):
+    path = tmp_path / "sneaky.toml"
+    title = "__import__('os').system('false')"
+    path.write_text(f'title = "{title}"\n' + (SPECS_DIR / "seed.toml").read_text())
+    assert load_spec(path).title == title
+
+
+# --- content errors ------------------------------------------------------------------------------
+
+
+def mutate(path: tuple, value=None, delete: bool = False) -> dict:
+    """The seed dict with the entry at ``path`` replaced (or deleted)."""
+    data = copy.deepcopy(seed_dict())
+    target = data
+    for step in path[:-1]:
+        target = target[step]
+    if delete:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return data
+
+
+def check(data, key: str, *fragments: str) -> SpecError:
+    error = spec_error(data)
+    assert error.source == "<dict>"
+    assert error.key == key
+    for fragment in fragments:
+        assert fragment in error.message, error.message
+    return error
+
+
+@pytest.mark.parametrize("piece", ["input", "loss"])
+def test_piece_not_a_table(piece):
+    check(mutate((piece,), 3), piece, "must be a table", "integer")
+
+
+@pytest.mark.parametrize("value", [{"size": 3, "activation": "relu"}, 3, [1, 2], "relu"])
+def test_layers_not_an_array_of_tables(value):
+    check(mutate(("layers",), value), "layers", "array of tables")
+
+
+def test_layer_not_a_table_in_toml(tmp_path):
+    path = tmp_path / "inline.toml"
+    path.write_text('layers = [1]\n[input]\nsize = 2\n[loss]\nkind = "mse"\n')
+    assert spec_error(path).key == "layers"
+
+
+def test_no_layers():
+    check(mutate(("layers",), []), "layers", "at least one layer")
+
+
+@pytest.mark.parametrize("path, key", [
+    (("input",), "input"), (("layers",), "layers"), (("loss",), "loss"),
+    (("input", "size"), "input.size"), (("loss", "kind"), "loss.kind"),
+    (("layers", 1, "size"), "layers[1].size"), (("layers", 2, "activation"), "layers[2].activation"),
+])
+def test_missing_required_key(path, key):
+    check(mutate(path, delete=True), key, "missing required key")
+
+
+@pytest.mark.parametrize("path, key, suggestion", [
+    (("tilte",), "tilte", "'title'"),
+    (("input", "nmae"), "input.nmae", "'name'"),
+    (("layers", 0, "actvation"), "layers[0].actvation", "'activation'"),
+    (("layers", 2, "alhpa"), "layers[2].alhpa", "'alpha'"),
+    (("loss", "knid"), "loss.knid", "'kind'"),
+])
+def test_unknown_key_suggests(path, key, suggestion):
+    check(mutate(path, 1), key, "unknown key", "allowed:", f"did you mean {suggestion}?")
+
+
+def test_unknown_key_without_close_match():
+    error = check(mutate(("zzzz",), 1), "zzzz", "unknown key", "allowed: title, layout, input, layers, loss")
+    assert "did you mean" not in error.message
+
+
+def test_non_string_key():
+    check(mutate(("input", 7), 1), "input.7", "unknown key 7")
+
+
+def test_unknown_activation_suggests():
+    check(mutate(("layers", 0, "activation"), "rleu"), "layers[0].activation",
+          "unknown activation 'rleu'", "allowed: identity, relu,", "did you mean 'relu'?")
+
+
+def test_unknown_loss_suggests():
+    check(mutate(("loss", "kind"), "half_see"), "loss.kind",
+          "unknown loss 'half_see'", "softmax_cross_entropy", "did you mean 'half_sse'?")
+
+
+def test_unknown_layout_suggests():
+    check(mutate(("layout",), "columns"), "layout", "batch-first, column", "did you mean 'column'?")
+
+
+@pytest.mark.parametrize("path, value, key, kind", [
+    (("input", "size"), True, "input.size", "an integer, got a boolean"),
+    (("input", "size"), 2.0, "input.size", "an integer, got a float"),
+    (("layers", 1, "size"), "2", "layers[1].size", "an integer, got a string"),
+    (("input", "name"), 3, "input.name", "a string"),
+    (("layers", 0, "activation"), ["relu"], "layers[0].activation", "a string, got an array"),
+    (("loss", "kind"), None, "loss.kind", "a string"),
+    (("title",), 1, "title", "a string, got an integer"),
+    (("layout",), True, "layout", "a string, got a boolean"),
+])
+def test_wrong_type(path, value, key, kind):
+    check(mutate(path, value), key, f"must be {kind}")
+
+
+def test_alpha_wrong_type():
+    data = mutate(("layers", 0), {"size": 3, "activation": "leaky_relu", "alpha": True})
+    check(data, "layers[0].alpha", "must be a number", "boolean")
+    data["layers"][0]["alpha"] = "0.1"
+    check(data, "layers[0].alpha", "must be a number", "string")
+
+
+@pytest.mark.parametrize("size", [0, -3])
+def test_size_not_positive(size):
+    check(mutate(("layers", 2, "size"), size), "layers[2].size", "positive integer")
+    check(mutate(("input", "size"), size), "input.size", "positive integer")
+
+
+def test_parameter_on_activation_without_it():
+    check(mutate(("layers", 0, "alpha"), 0.1), "layers[0].alpha",
+          "'relu' does not take parameter 'alpha'", "it takes: relu_grad_at_zero")
+    data = mutate(("layers", 0), {"size": 3, "activation": "elu", "relu_grad_at_zero": 1})
+    check(data, "layers[0].relu_grad_at_zero", "'elu' does not take", "it takes: alpha")
+    check(mutate(("layers", 2, "alpha"), 0.1), "layers[2].alpha", "'identity'", "takes no parameters")
+
+
+@pytest.mark.parametrize("value", [2, -1, 0.25, math.nan, "1", True])
+def test_relu_grad_at_zero_not_allowed(value):
+    check(mutate(("layers", 1, "relu_grad_at_zero"), value), "layers[1].relu_grad_at_zero", "0, 0.5, 1")
+
+
+@pytest.mark.parametrize("value", [0, -0.1, math.inf, -math.inf, math.nan, 10**400])
+def test_alpha_not_finite_positive(value):
+    data = mutate(("layers", 0), {"size": 3, "activation": "elu", "alpha": value})
+    check(data, "layers[0].alpha", "finite number > 0")
+
+
+def test_loss_needs_more_outputs():
+    check(mutate(("loss", "kind"), "softmax_cross_entropy"), "loss.kind",
+          "needs at least 2 outputs", "layers[2]", "has 1")
+
+
+@pytest.mark.parametrize("name", ["1X", "_X", "X-1", "X 1", "", "Xé", "X\n"])
+def test_input_name_invalid(name):
+    check(mutate(("input", "name"), name), "input.name", "invalid input name", "^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@pytest.mark.parametrize("name", ["W1", "b2", "Z10", "a3", "delta1", "Y_pred", "Y_true", "L", "N", "ones",
+                                  "sum"])
+def test_input_name_reserved(name):
+    check(mutate(("input", "name"), name), "input.name", "clashes", "choose another")
+
+
+@pytest.mark.parametrize("name", ["W", "a", "delta", "Wx", "L1", "ones_", "x1"])
+def test_input_name_allowed(name):
+    assert load_spec(mutate(("input", "name"), name)).input.name == name
+
+
+def test_title_too_long():
+    check(mutate(("title",), "t" * 201), "title", "at most 200 characters")
+    assert load_spec(mutate(("title",), "t" * 200)).title == "t" * 200
+
+
+@pytest.mark.parametrize("title", ["two\nlines", "tab\there", "bell\a", "sep\u2028"])
+def test_title_control_characters(title):
+    check(mutate(("title",), title), "title", "control characters")
+
+
+# --- robustness ----------------------------------------------------------------------------------
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 10), st.integers(), st.floats(), st.text(max_size=8),
+    st.sampled_from([*ACTIVATIONS, *LOSSES, *LAYOUTS, "X", "W1"]),
+)
+_keys = st.one_of(st.sampled_from(["size", "name", "activation", "alpha", "relu_grad_at_zero", "kind",
+                                   "title", "layout", "input", "layers", "loss"]), st.text(max_size=6))
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3)
+                       | st.dictionaries(_keys, inner, max_size=4), max_leaves=12)
+_layer = st.fixed_dictionaries(
+    {"size": st.one_of(st.integers(1, 4), _scalars),
+     "activation": st.one_of(st.sampled_from(list(ACTIVATIONS)), _scalars)},
+    optional={"alpha": _scalars, "relu_grad_at_zero": st.one_of(st.sampled_from([0, 0.5, 1]), _scalars),
+              "extra": _scalars},
+)
+_near_valid = st.fixed_dictionaries(
+    {"input": st.one_of(st.fixed_dictionaries({"size": st.integers(1, 4)}, optional={"name": _scalars}),
+                        _values),
+     "layers": st.one_of(st.lists(_layer, max_size=4), _values),
+     "loss": st.one_of(st.fixed_dictionaries({"kind": st.sampled_from(list(LOSSES))}), _values)},
+    optional={"title": _scalars, "layout": _scalars, "other": _values},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_near_valid, st.dictionaries(_keys, _values, max_size=5)))
+def test_random_mappings_give_spec_or_spec_error(data):
+    try:
+        spec = load_spec(data)
+    except SpecError:
+        return
+    assert load_spec(spec_to_dict(spec)) == spec
+
+
+_toml_fragments = st.sampled_from([
+    "[input]\n", "[[layers]]\n", "[loss]\n", "size = 2\n", "size = 0\n", 'activation = "relu"\n',
+    'kind = "mse"\n', "alpha = 0.5\n", "relu_grad_at_zero = 0.5\n", 'title = "t"\n', "layers = []\n",
+    "[[[\n", '"\n', "x = [[[[[[1]]]]]]\n", "size = inf\n", "input = 1\n",
+])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.binary(max_size=200),
+                 st.lists(_toml_fragments, max_size=14).map(lambda parts: "".join(parts).encode())))
+def test_random_files_give_spec_or_spec_error(content):
+    with tempfile.TemporaryDirectory() as folder:
+        path = pathlib.Path(folder) / "random.toml"
+        path.write_bytes(content)
+        try:
+            assert isinstance(load_spec(path), Spec)
+        except SpecError as error:
+            assert error.source == str(path)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.builds(
+    Spec,
+    input=st.builds(InputSpec, st.integers(1, 8), st.sampled_from(["X", "inputs", "x_1"])),
+    layers=st.lists(st.sampled_from([
+        LayerSpec(2, "relu", relu_grad_at_zero=0), LayerSpec(3, "relu", relu_grad_at_zero=0.5),
+        LayerSpec(1, "leaky_relu", alpha=0.2), LayerSpec(2, "elu", alpha=1.0), LayerSpec(4, "gelu"),
+        LayerSpec(2, "sigmoid"), LayerSpec(2, "identity"),
+    ]), min_size=1, max_size=6).map(tuple),
+    loss=st.sampled_from([LossSpec("half_sse"), LossSpec("mse"), LossSpec("bce_logits")]),
+    title=st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=30),
+    layout=st.sampled_from(LAYOUTS),
+))
+def test_valid_specs_round_trip(spec):
+    assert load_spec(spec_to_dict(spec)) == spec
