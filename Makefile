@@ -1,0 +1,32 @@
+# Set-up and checks for symbackprop. `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TEX_PACKAGES := texlive-latex-recommended texlive-lang-korean poppler-utils
+
+.PHONY: demo test bench install tex docs clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+
+demo: install
+	$(BIN)/symbackprop derive --out out --force
+
+# TeX Live (pdflatex, kotex) and pdftotext for the tests that compile generated documents.
+tex:
+	@command -v pdflatex >/dev/null && command -v pdftotext >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEX_PACKAGES) >/dev/null; }
+
+test: $(BIN)/python tex
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,notebook]'
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) out build dist *.egg-info
