@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-TEX_PACKAGES := texlive-latex-recommended texlive-lang-korean poppler-utils
+TEX_PACKAGES := texlive-latex-recommended texlive-pictures texlive-lang-korean poppler-utils
 
 .PHONY: demo test bench install tex docs clean
 
@@ -27,6 +27,15 @@ test: $(BIN)/python tex
 bench: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	$(BIN)/python -m benchmarks
+
+# One slide of the Korean lecture deck as a PNG for the README (the backward pass, fully revealed).
+DOCS_SLIDE ?= 55
+docs: install tex
+	$(BIN)/symbackprop derive --format beamer --lang ko --out build/docs --force >/dev/null
+	cd build/docs && pdflatex -interaction=nonstopmode -halt-on-error backprop_slides.tex >/dev/null \
+	  && pdflatex -interaction=nonstopmode -halt-on-error backprop_slides.tex >/dev/null
+	mkdir -p docs
+	pdftoppm -f $(DOCS_SLIDE) -l $(DOCS_SLIDE) -png -r 110 -singlefile build/docs/backprop_slides.pdf docs/slide_backward_ko
 
 clean:
 	rm -rf $(VENV) out build dist *.egg-info

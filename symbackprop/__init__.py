@@ -19,7 +19,7 @@ def __getattr__(name):
 
         return getattr(spec, name)
     if name == "check":
-        from .check import check
+        from .claims import check
 
         return check
     raise AttributeError(f"module 'symbackprop' has no attribute {name!r}")

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import click
 
-from .errors import SymbackpropError
+from .errors import SymbackpropError, one_line
 
 DEFAULT_FORMATS = "md,tex,py"
 
@@ -26,7 +27,7 @@ class _Group(click.Group):
         except SymbackpropError as error:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"symbackprop: error: {error}", err=True)
+            click.echo(f"symbackprop: error: {one_line(str(error))}", err=True)
             ctx.exit(error.exit_code)
 
 
@@ -62,20 +63,26 @@ def load(spec_path):
 @main.command()
 @spec_option
 @click.option("--format", "formats", default=DEFAULT_FORMATS, show_default=True, metavar="LIST",
-              help="Comma-separated formats: md, tex, py (or markdown, latex, numpy).")
-@click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR", help="Output directory.")
+              help="Comma-separated formats: md, tex, py, beamer (slides), ipynb (notebook), or all "
+                   "(markdown, latex, numpy also accepted).")
+@click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR",
+              help="Output directory, or - to print a single format on stdout (the report goes to stderr).")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @click.option("--lang", default="en", show_default=True, type=click.Choice(["en", "ko"]),
               help="Language of the generated text.")
-def derive(spec_path, formats, out_dir, force, lang):
+@click.option("--batch", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Batch size for the memory table of the lecture formats.")
+def derive(spec_path, formats, out_dir, force, lang, batch):
     """Derive the backward pass, verify it, and write the chosen formats."""
-    from .output import write_outputs
+    from .output import STDOUT, check_targets, write_outputs
     from .derivation import derive as run_derive
 
-    derivation = run_derive(load(spec_path))
+    spec = load(spec_path)
+    check_targets(formats, out_dir, force=force)
+    derivation = run_derive(spec)
     report = derivation.verify()
-    written = write_outputs(derivation, report, formats, out_dir, force=force, lang=lang)
-    click.echo(report.table())
+    written = write_outputs(derivation, report, formats, out_dir, force=force, lang=lang, batch=batch)
+    click.echo(report.table(), err=out_dir == STDOUT)
     for path in written:
         click.echo(f"wrote {path}")
     sys.exit(0 if report.ok else 1)
@@ -84,10 +91,86 @@ def derive(spec_path, formats, out_dir, force, lang):
 @main.command()
 @spec_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(spec_path, as_json):
+@click.option("--batch", type=click.IntRange(min=1), metavar="N",
+              help="Verify at the spec's own widths with batch size N (default: small witness sizes).")
+@click.option("--budget", default=60.0, show_default=True, metavar="SECONDS",
+              type=click.FloatRange(min=0, min_open=True),
+              help="Time allowed for the check at the spec's sizes (--batch); past it, witness sizes are used.")
+def verify(spec_path, as_json, batch, budget):
     """Check every backward formula against direct differentiation."""
     from .derivation import derive as run_derive
 
-    report = run_derive(load(spec_path)).verify()
+    derivation = run_derive(load(spec_path))
+    with _Progress("verifying") as progress:
+        report = derivation.verify(batch=batch, budget=budget if batch else None, progress=progress)
+    if report.note:
+        click.echo(f"symbackprop: {report.note}", err=True)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
     sys.exit(0 if report.ok else 1)
+
+
+class _Progress:
+    """A one-line progress bar on stderr, drawn only on a terminal and only once a run passes a second."""
+
+    DELAY = 1.0
+    WIDTH = 30
+
+    def __init__(self, label: str):
+        self.label, self.drawn = label, False
+        self.enabled = click.get_text_stream("stderr").isatty()
+
+    def __enter__(self):
+        self.start = time.monotonic()
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.enabled and time.monotonic() - self.start >= self.DELAY:
+            filled = self.WIDTH * done // max(total, 1)
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            click.echo(f"\r{self.label} [{bar}] {done}/{total}", err=True, nl=False)
+            self.drawn = True
+
+    def __exit__(self, *exc):
+        if self.drawn:
+            click.echo("\r\x1b[K", err=True, nl=False)
+
+
+@main.command()
+@spec_option
+@click.option("--json", "as_json", is_flag=True, help="Print the verdicts as a JSON list.")
+@click.option("--file", "claims_file", type=click.File("r", encoding="utf-8"), metavar="CLAIMS",
+              help="NumPy-like claims, one per line (blank lines and # comments skipped).")
+@click.option("--latex", "latex_file", type=click.File("r", encoding="utf-8"), metavar="TEX",
+              help="LaTeX claims: every $$...$$, \\[...\\] or $...$ block with an '=' (equations side by "
+                   "side split at \\quad, \\qquad, \\\\); without such blocks, one claim per line. "
+                   "Lines starting with % are skipped.")
+@click.argument("claims", nargs=-1)
+def check(spec_path, as_json, claims_file, latex_file, claims):
+    """Check written backprop formulas (CLAIMS) against the derivation.
+
+    \b
+    A claim is a gradient or a local gradient, e.g.
+      'dL/dW3 = a2.T @ (Y_pred - Y_true)'     'dL/dZ1 = dL/da1 * (Z1 >= 0)'
+      'dL/db1 = sum(dL/dZ1, axis=0)'          'dZ2/da1 = W2.T'
+    with @ (matrix product), * (elementwise), .T, + -, scalars, ones(N), relu'(Z1), sigmoid'(Z1), ...
+    A claim with a backslash is read as LaTeX. Exit 0: all correct; 1: some claim is wrong;
+    2: a claim cannot be parsed.
+    """
+    from .claims import Checker, claims_from_text, latex_claims_from_text
+
+    items = [(claim, None) for claim in claims]
+    if claims_file is not None:
+        items += [(claim, False) for claim in claims_from_text(claims_file.read())]
+    if latex_file is not None:
+        items += [(claim, True) for claim in latex_claims_from_text(latex_file.read())]
+    if not items:
+        raise click.UsageError("no claims: give CLAIM arguments, --file CLAIMS or --latex TEX")
+    checker = Checker(load(spec_path))
+    verdicts = [checker.check(claim, latex) for claim, latex in items]
+    if as_json:
+        click.echo(json.dumps([verdict.to_dict() for verdict in verdicts], indent=2, ensure_ascii=False))
+    else:
+        for verdict in verdicts:
+            click.echo(verdict.text())
+        click.echo(f"{sum(v.ok for v in verdicts)} of {len(verdicts)} claims correct")
+    sys.exit(0 if all(v.ok for v in verdicts) else 1)

@@ -1,5 +1,16 @@
 """Errors symbackprop raises on purpose; the CLI maps each to an exit code and one line on stderr."""
 
+import unicodedata
+
+# Unicode categories of characters that can break a line (or a comment, a paragraph), or cannot be encoded.
+LINE_BREAKING = ("Cc", "Cs", "Zl", "Zp")
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters written as Python escapes (``\\n``, ``\\x1e``)."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in LINE_BREAKING
+                   else ch for ch in text)
+
 
 class SymbackpropError(Exception):
     """Base class: a problem the user can fix, reported without a traceback."""

@@ -62,7 +62,7 @@ class Evaluator:
         return result
 
     def _OneMatrix(self, expr):
-        return self.backend.ones((int(expr.shape[0].subs(self.sizes)), int(expr.shape[1].subs(self.sizes))))
+        return self.backend.ones(tuple(int(sp.sympify(d).xreplace(self.sizes)) for d in expr.shape))
 
     def _Elementwise(self, expr):
         value = self(expr.arg)
@@ -79,7 +79,7 @@ class Evaluator:
         return e * self.backend.reciprocal(e.sum(axis=expr.axis, keepdims=True))
 
     def scalar(self, value):
-        return self.backend.scalar(sp.Rational(sp.sympify(value).subs(self.sizes)))
+        return self.backend.scalar(sp.Rational(sp.sympify(value).xreplace(self.sizes)))
 
     def forward(self, network, start_after: str | None = None) -> None:
         """Run the forward steps up to Y_pred (all, or those after ``start_after``) into ``env``."""
@@ -104,7 +104,7 @@ class _Common:
         return np.full(shape, self.scalar(1), dtype=object)
 
     def elementwise(self, fn, array):
-        return np.vectorize(fn, otypes=[object])(array) if array.size else array
+        return np.frompyfunc(fn, 1, 1)(array).astype(object) if array.size else array
 
 
 class Float64Backend:
@@ -311,6 +311,11 @@ class Valuation:
             return value ** k
         if kind == "FunctionSymbol":
             return self.backend.apply((node.get_name(), 0), self(node.args[0]))
+        if kind == "log":
+            return self.backend.apply("log", self(node.args[0]))
+        if kind == "Derivative":  # f'(x) at a symbol x
+            function, variable = node.args
+            return self.backend.apply((function.get_name(), 1), self(variable))
         if kind == "Subs":
             derivative, _, point = node.args
             function = derivative.args[0]

@@ -177,11 +177,16 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
 
     Sizes print as the expressions ``sizes`` gives them (``N`` -> ``N``, ``n_3`` -> ``3``); activation
     derivatives call the module's ``<name>_grad`` helpers; ``1ᵀ M`` prints as a sum over the batch.
+    ``outputs`` maps a pre-activation symbol to its activation's name: a derivative whose rule can be written
+    in the output prints as ``<name>_grad_from_output(a)``. With ``in_place``, ``dA ⊙ f'(Z)`` prints as an
+    update of the upstream gradient's array (``np.multiply(dA, f'(Z), out=dA)``), which the backward pass owns.
     """
 
-    def __init__(self, sizes: dict | None = None):
+    def __init__(self, sizes: dict | None = None, outputs: dict | None = None, in_place: bool = False):
         super().__init__()
         self.sizes = sizes or {}
+        self.outputs = outputs or {}
+        self.in_place = in_place
 
     def _print_Symbol(self, expr):
         return str(self.sizes.get(expr, expr.name))
@@ -215,9 +220,18 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
 
     grouped = (sp.MatAdd, sp.HadamardProduct, sp.MatMul)
 
+    def _print_HadamardProduct(self, expr):
+        upstream, *factors = sorted(expr.args, key=lambda a: type(a).__name__ == "Elementwise")
+        if not (self.in_place and isinstance(upstream, sp.MatrixSymbol) and len(factors) == 1):
+            return super()._print_HadamardProduct(expr)
+        name = self._print(upstream)
+        return f"np.multiply({name}, {self._print(factors[0])}, out={name})"
+
     def _print_Elementwise(self, expr):
         if expr.activation == "identity" and expr.order == 0:
             return self._print(expr.arg)
+        if expr.order == 1 and expr.arg in self.outputs and ACTIVATIONS[expr.activation].numpy_derivative_from_output:
+            return f"{function_name(expr, from_output=True)}({self.outputs[expr.arg]})"
         return f"{function_name(expr)}({self._print(expr.arg)})"
 
     def _print_Sigmoid(self, expr):
@@ -227,11 +241,12 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
         return f"softmax({self._print(expr.arg)}, axis={expr.axis})"
 
 
-def function_name(node) -> str:
-    """The generated module's function for an Elementwise node: ``relu``, ``relu_grad``, ``elu_0_5_grad``."""
+def function_name(node, from_output: bool = False) -> str:
+    """The generated module's function for an Elementwise node: ``relu``, ``relu_grad``, ``elu_0_5_grad``;
+    ``sigmoid_grad_from_output`` for a derivative computed from the activation's output."""
     suffix = "".join(f"_{v:g}".replace(".", "_").replace("-", "m") for _, v in sorted(node.params.items())
                      if node.activation in ("leaky_relu", "elu"))
-    return f"{node.activation}{suffix}{'_grad' if node.order else ''}"
+    return f"{node.activation}{suffix}{'_grad' if node.order else ''}{'_from_output' if from_output else ''}"
 
 
 def latex(expr) -> str:
@@ -242,8 +257,8 @@ def text(expr) -> str:
     return TextPrinter().doprint(expr)
 
 
-def numpy_code(expr, sizes: dict | None = None) -> str:
-    return NumPyPrinter(sizes).doprint(expr)
+def numpy_code(expr, sizes: dict | None = None, outputs: dict | None = None, in_place: bool = False) -> str:
+    return NumPyPrinter(sizes, outputs, in_place).doprint(expr)
 
 
 def shape_latex(shape) -> str:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import re
 import tomllib
+import unicodedata
 from functools import lru_cache
 from importlib import resources
 
 import jinja2
 
+from .errors import LINE_BREAKING, one_line
+from .lecture import lecture_context
 from .printing import function_name, latex, latex_name, numpy_code, shape_latex, shape_text, text, text_name
 from .rules import ACTIVATIONS, LOSSES
 
@@ -21,6 +24,8 @@ FORMATS = {
     "markdown": ("backprop.md.j2", "backprop.md"),
     "latex": ("backprop.tex.j2", "backprop.tex"),
     "numpy": ("backprop.py.j2", "backprop.py"),
+    "beamer": ("backprop_slides.tex.j2", "backprop_slides.tex"),
+    "ipynb": (None, "backprop.ipynb"),  # built by notebook.py with nbformat, not by a template
 }
 # Short names accepted on the command line.
 ALIASES = {"md": "markdown", "tex": "latex", "py": "numpy"}
@@ -28,23 +33,39 @@ LANGUAGES = ("en", "ko")
 
 _TEX_SPECIALS = {
     "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#", "%": r"\%",
-    "_": r"\_", "^": r"\^{}", "~": r"\~{}",
+    "_": r"\_", "^": r"\^{}", "~": r"\~{}", "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
+    # The math symbols our own plain-text formulas use (verification details), which pdflatex lacks as text.
+    "δ": r"$\delta$", "ᵀ": r"$^{T}$", "⊙": r"$\odot$", "∂": r"$\partial$", "≤": r"$\le$", "×": r"$\times$",
+    "σ": r"$\sigma$", "α": r"$\alpha$", "′": "'",
 }
 
 
+def _breaks_line(ch: str) -> bool:
+    return unicodedata.category(ch) in LINE_BREAKING
+
+
 def tex_escape(value: str) -> str:
-    """User text made inert in LaTeX: every special character printed literally."""
-    return "".join(_TEX_SPECIALS.get(ch, ch) for ch in str(value))
+    """User text made inert in LaTeX: every special character printed literally, all on one line.
+
+    With every backslash escaped no control sequence (``\\input``, ``\\write18``) can be formed, and ``^``
+    is escaped too, so neither can TeX's ``^^5c`` notation for a backslash.
+    """
+    return "".join(" " if _breaks_line(ch) else _TEX_SPECIALS.get(ch, ch) for ch in str(value))
 
 
 def md_escape(value: str) -> str:
-    """User text made inert in Markdown (no emphasis, links, HTML or math)."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>$~])", r"\\\1", str(value))
+    """User text made inert in Markdown (no emphasis, links, HTML, entities or math), all on one line."""
+    line = "".join(" " if _breaks_line(ch) else ch for ch in str(value))
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>$~&])", r"\\\1", line)
 
 
 def py_comment(value: str) -> str:
-    """User text safe inside a Python comment or docstring line."""
-    return str(value).replace("\\", "\\\\").replace('"""', "'''")
+    """User text safe inside a Python docstring (whose value is then exactly the text) or a comment line.
+
+    Backslashes and double quotes are escaped, so the text can neither end the string nor form an escape;
+    line breaks and other control characters become escapes, so it cannot leave a comment line either.
+    """
+    return one_line(str(value).replace("\\", "\\\\").replace('"', '\\"'))
 
 
 @lru_cache(maxsize=None)
@@ -66,19 +87,36 @@ def catalog(lang: str) -> dict:
     return tomllib.loads(resources.files("symbackprop.templates").joinpath(f"text/{lang}.toml").read_text("utf-8"))
 
 
-def render(derivation, fmt: str, *, lang: str = "en", report=None) -> str:
-    """Render ``derivation`` in ``fmt`` (``markdown``, ``latex`` or ``numpy``; ``md``/``tex``/``py`` too)."""
+def render(derivation, fmt: str, *, lang: str = "en", report=None, batch: int = 64) -> str:
+    """Render ``derivation`` in ``fmt`` (a name of ``FORMATS`` or ``ALIASES``).
+
+    ``batch`` is the batch size of the memory table in the lecture formats."""
     fmt = ALIASES.get(fmt, fmt)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     if report is None and fmt != "numpy":
         report = derivation.verify()
+    if fmt == "ipynb":
+        from .notebook import notebook
+
+        return notebook(derivation, lang=lang, report=report, batch=batch)
     template = _environment().get_template(FORMATS[fmt][0])
-    return template.render(**context(derivation, lang=lang, report=report))
+    return template.render(**context(derivation, lang=lang, report=report, batch=batch))
 
 
-def context(derivation, *, lang: str = "en", report=None) -> dict:
-    """Everything the templates need, as printed strings."""
+def _chain(step) -> str:
+    """The chain-rule product behind a backward step, its local factor labelled: ``a^{[2]T} \\delta^{[3]}``."""
+    if step.upstream is None:
+        return ""
+    local = step.local
+    factor = rf"\underbrace{{{latex(local.expr)}}}_{{\partial {latex_name(local.of)} / \partial {latex_name(local.wrt)}}}"
+    upstream = latex_name(f"d{step.upstream}")
+    return {"left": f"{factor} \\, {upstream}", "right": f"{upstream} \\, {factor}",
+            "elementwise": rf"{upstream} \odot {factor}"}[local.side]
+
+
+def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> dict:
+    """Everything the templates need, as printed strings (``batch``: the memory table's batch size)."""
     net = derivation.network
     spec = net.spec
     sizes = dict(zip(net.widths, spec.sizes))
@@ -108,6 +146,8 @@ def context(derivation, *, lang: str = "en", report=None) -> dict:
         "of": "L" if lg.of == "L" else latex_name(lg.of), "wrt": latex_name(lg.wrt), "expr": latex(lg.expr),
         "side": lg.side, "layer": lg.layer,
     } for lg in derivation.local_gradients]
+    # Derivatives written in the output (sigmoid: a (1 - a)) reuse the activation the forward pass kept.
+    outputs = {net.symbol(f"Z{l}"): net.activation_name(l) for l in range(1, net.depth + 1)}
     backward = []
     for step in derivation.backward:
         backward.append({
@@ -118,15 +158,22 @@ def context(derivation, *, lang: str = "en", report=None) -> dict:
             "local_of": "L" if step.local.of == "L" else latex_name(step.local.of),
             "local_wrt": latex_name(step.local.wrt),
             "shape": shape_latex(step.shape), "shape_text": shape_text(step.shape),
-            "text": text(step.expr), "code": numpy_code(step.expr, code_sizes),
+            "text": text(step.expr), "code": numpy_code(step.expr, code_sizes, outputs, in_place=True),
             "text_lhs": text_name(step.symbol.name),
+            "chain": _chain(step),
         })
-    helpers = {}
+    helpers = {}  # function name -> (argument, NumPy expression): forward, and the derivative backward calls
     for step in net.steps:
         if step.kind == "activation" and step.expr.activation != "identity":
-            for order in (0, 1):
-                node = type(step.expr)(step.expr.activation, step.expr.arg, order, tuple(step.expr.params.items()))
-                helpers[function_name(node)] = ACTIVATIONS[node.activation].numpy(order, node.params, z="z")
+            node, rule = step.expr, ACTIVATIONS[step.expr.activation]
+            helpers[function_name(node)] = ("z", rule.numpy(0, node.params, z="z"))
+            grad = type(node)(node.activation, node.arg, 1, tuple(node.params.items()))
+            from_output = rule.numpy_from_output(node.params, a="a")
+            helpers[function_name(grad, from_output=bool(from_output))] = (
+                ("a", from_output) if from_output else ("z", rule.numpy(1, node.params, z="z")))
+    # The forward pass keeps only what a backward line reads.
+    cached = [name for name in [spec.input.name, *(s.name for s in net.steps if s.kind != "loss")]
+              if any(re.search(rf"\b{re.escape(name)}\b", step["code"]) for step in backward)]
     relu_layers = [layer for layer in layers if layer["activation"] == "relu"]
     return {
         "t": t, "lang": lang, "title": spec.title, "spec": spec, "layers": layers, "forward": forward,
@@ -137,11 +184,12 @@ def context(derivation, *, lang: str = "en", report=None) -> dict:
         "loss": {"kind": loss_rule.name, "latex": loss_rule.latex, "reduction": loss_rule.reduction,
                  "numpy": loss_rule.numpy_value, "distributions": loss_rule.targets_are_distributions},
         "relu_at_zero": sorted({layer["params"]["relu_grad_at_zero"] for layer in relu_layers}),
-        "helpers": helpers,
+        "helpers": helpers, "cached": cached,
         "uses_batch_size": any(re.search(r"\bN\b", step["code"]) for step in backward),
         "needs_erf": any(ACTIVATIONS[layer.activation].needs_erf for layer in spec.layers),
         "needs_sigmoid": spec.loss.kind == "bce_logits",
         "needs_softmax": spec.loss.kind == "softmax_cross_entropy",
         "updates": [{"name": name, "param": latex_name(name), "grad": latex_name(f"d{name}")}
                     for name in net.inputs if name[0] in "Wb" and name[1:].isdigit()],
+        **lecture_context(derivation, batch),
     }

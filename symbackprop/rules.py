@@ -21,7 +21,11 @@ class ActivationRule:
 
     ``forward`` and ``derivative`` map a SymPy symbol and the parameter dict to scalar expressions.
     ``numpy_forward`` / ``numpy_derivative`` are expressions in ``z`` (and the parameters, formatted in)
-    that the generated module and the float64 checks use; they must be stable for |z| ~ 1000.
+    that the generated module and the float64 checks use; they must be stable for |z| ~ 1000 and keep the
+    dtype of ``z`` when multiplied with an array of that dtype (float32 stays float32).
+    ``numpy_derivative`` may be a function of the parameters returning the expression.
+    ``numpy_derivative_from_output`` is the same derivative written in the output ``a = f(z)`` where that is
+    exact (sigmoid: ``a (1 - a)``), so the generated backward pass reuses the cached activation.
     """
 
     name: str
@@ -29,7 +33,8 @@ class ActivationRule:
     forward: Callable[[sp.Symbol, dict], sp.Expr]
     derivative: Callable[[sp.Symbol, dict], sp.Expr]
     numpy_forward: str
-    numpy_derivative: str
+    numpy_derivative: str | Callable[[dict], str]
+    numpy_derivative_from_output: str | None = None
     defaults: tuple[tuple[str, float], ...] = ()
     kinks: tuple[float, ...] = ()
     needs_erf: bool = False
@@ -42,7 +47,15 @@ class ActivationRule:
     def numpy(self, order: int, params: dict, z: str = "z") -> str:
         """The NumPy expression of the forward (order 0) or derivative (order 1) applied to ``z``."""
         template = self.numpy_forward if order == 0 else self.numpy_derivative
+        if callable(template):
+            template = template(params)
         return template.format(z=z, **{k: _py_number(v) for k, v in params.items()})
+
+    def numpy_from_output(self, params: dict, a: str = "a") -> str | None:
+        """The NumPy derivative written in the output ``a``, or None where the rule has no such form."""
+        if self.numpy_derivative_from_output is None:
+            return None
+        return self.numpy_derivative_from_output.format(a=a, **{k: _py_number(v) for k, v in params.items()})
 
 
 def _py_number(value: float) -> str:
@@ -63,8 +76,10 @@ def _relu_derivative(z, p):
     return sp.Piecewise((1, z > 0), (at_zero, sp.Eq(z, 0)), (0, True))
 
 
-def _relu_numpy_derivative() -> str:
-    # One expression for every convention: 1 above zero, the chosen value at zero, 0 below.
+def _relu_numpy_derivative(p) -> str:
+    # A boolean mask where the value at zero is 0 or 1: one pass, and it keeps the dtype of what it multiplies.
+    if p["relu_grad_at_zero"] in (0, 1):
+        return "({z} >= 0)" if p["relu_grad_at_zero"] == 1 else "({z} > 0)"
     return "np.where({z} > 0, 1.0, np.where({z} == 0, {relu_grad_at_zero}, 0.0)).astype({z}.dtype)"
 
 
@@ -81,7 +96,7 @@ ACTIVATIONS: dict[str, ActivationRule] = {
         ActivationRule(
             "relu", r"\operatorname{ReLU}",
             lambda z, p: sp.Max(0, z), _relu_derivative,
-            "np.maximum({z}, 0)", _relu_numpy_derivative(),
+            "np.maximum({z}, 0)", _relu_numpy_derivative,
             defaults=(("relu_grad_at_zero", 1),), kinks=(0.0,),
         ),
         ActivationRule(
@@ -89,17 +104,20 @@ ACTIVATIONS: dict[str, ActivationRule] = {
             lambda z, p: sp.Piecewise((z, z > 0), (_rational(p["alpha"]) * z, True)),
             lambda z, p: sp.Piecewise((1, z > 0), (_rational(p["alpha"]), True)),
             "np.where({z} > 0, {z}, {alpha} * {z})", "np.where({z} > 0, 1.0, {alpha}).astype({z}.dtype)",
+            numpy_derivative_from_output="np.where({a} > 0, 1.0, {alpha}).astype({a}.dtype)",  # alpha > 0
             defaults=(("alpha", 0.01),), kinks=(0.0,),
         ),
         ActivationRule(
             "sigmoid", r"\sigma",
             lambda z, p: _sigmoid(z), lambda z, p: _sigmoid(z) * (1 - _sigmoid(z)),
             _STABLE_SIGMOID, "(lambda s: s * (1 - s))(" + _STABLE_SIGMOID + ")",
+            numpy_derivative_from_output="{a} * (1 - {a})",
         ),
         ActivationRule(
             "tanh", r"\tanh",
             lambda z, p: sp.tanh(z), lambda z, p: 1 - sp.tanh(z) ** 2,
             "np.tanh({z})", "1 - np.tanh({z}) ** 2",
+            numpy_derivative_from_output="1 - {a} ** 2",
         ),
         ActivationRule(
             "softplus", r"\operatorname{softplus}",
@@ -112,14 +130,15 @@ ACTIVATIONS: dict[str, ActivationRule] = {
             lambda z, p: sp.Piecewise((1, z > 0), (_rational(p["alpha"]) * sp.exp(z), True)),
             "np.where({z} > 0, {z}, {alpha} * np.expm1(np.minimum({z}, 0)))",
             "np.where({z} > 0, 1.0, {alpha} * np.exp(np.minimum({z}, 0))).astype({z}.dtype)",
+            numpy_derivative_from_output="np.where({a} > 0, 1.0, {a} + {alpha})",  # a > 0 exactly where z > 0
             defaults=(("alpha", 1.0),), kinks=(0.0,),
         ),
         ActivationRule(
             "gelu", r"\operatorname{GELU}",
             lambda z, p: z * (1 + sp.erf(z / sp.sqrt(2))) / 2,
             lambda z, p: (1 + sp.erf(z / sp.sqrt(2))) / 2 + z * sp.exp(-z**2 / 2) / sp.sqrt(2 * sp.pi),
-            "0.5 * {z} * (1 + erf({z} / np.sqrt(2)))",
-            "0.5 * (1 + erf({z} / np.sqrt(2))) + {z} * np.exp(-0.5 * {z} ** 2) / np.sqrt(2 * np.pi)",
+            "0.5 * {z} * (1 + erf({z} / 2 ** 0.5))",
+            "0.5 * (1 + erf({z} / 2 ** 0.5)) + {z} * np.exp(-0.5 * {z} ** 2) / (2 * np.pi) ** 0.5",
             needs_erf=True,
         ),
         ActivationRule(

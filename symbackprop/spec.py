@@ -7,6 +7,7 @@ what is allowed. Spec files are only parsed as TOML; nothing in them is ever exe
 from __future__ import annotations
 
 import difflib
+import keyword
 import math
 import numbers
 import os
@@ -31,8 +32,14 @@ _LAYER_KEYS = ("size", "activation", *_PARAMETER_KEYS)
 _LOSS_KEYS = ("kind",)
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-_RESERVED_NAMES = re.compile(r"(?:W|b|Z|a|delta)[0-9]+|Y_pred|Y_true|L|N|ones|sum")
-_RESERVED_DESCRIPTION = "W<n>, b<n>, Z<n>, a<n>, delta<n>, Y_pred, Y_true, L, N, ones, sum"
+_RESERVED_NAMES = re.compile(r"d?(?:(?:W|b|Z|a|delta)[0-9]+|Y_pred|Y_true)|L|N|ones|sum")
+_RESERVED_DESCRIPTION = "W<n>, b<n>, Z<n>, a<n>, delta<n>, Y_pred, Y_true, their d-prefixed gradients, L, N, ones, sum"
+# Names the generated NumPy module binds itself, and Python's keywords: an input may not shadow them.
+_MODULE_NAMES = frozenset({
+    "np", "erf", "math", "SIZES", "BATCH_FIRST", "params", "cache", "grads", "lr", "rng", "seed", "dtype", "eps",
+    "init_params", "forward", "loss", "backward", "sgd_step", "gradient_check", "softmax", "sigmoid",
+    *ACTIVATIONS, *(f"{name}_grad" for name in ACTIVATIONS), *keyword.kwlist, *keyword.softkwlist,
+})
 
 
 @dataclass(frozen=True)
@@ -232,9 +239,10 @@ class _Reader:
         if not _NAME.fullmatch(name):
             self.fail(f"invalid input name {name!r}; it must match ^{_NAME.pattern}$ "
                       "(a letter, then letters, digits or underscores)", "input.name")
-        if _RESERVED_NAMES.fullmatch(name):
-            self.fail(f"input name {name!r} clashes with a name the derivation uses "
-                      f"({_RESERVED_DESCRIPTION}); choose another", "input.name")
+        if _RESERVED_NAMES.fullmatch(name) or name in _MODULE_NAMES:
+            self.fail(f"input name {name!r} clashes with a name the derivation or the generated module uses "
+                      f"({_RESERVED_DESCRIPTION}, Python keywords, and module names such as np, params, "
+                      "forward); choose another", "input.name")
         return InputSpec(size, name)
 
     def layer(self, value: Any, key: str) -> LayerSpec:

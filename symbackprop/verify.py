@@ -1,18 +1,25 @@
 """Derivation -> Report: every formula checked against direct differentiation of the loss.
 
 The oracle is independent of our chain rule: an explicit network whose entries are symengine symbols and
-whose activations are opaque functions, differentiated by symengine. Three ways to compare, each named in
-the report:
+whose activations are opaque functions, differentiated by symengine. The report names how each row was
+checked:
 
-- ``expand``: per entry, the direct derivative minus the formula, expanded to the zero polynomial (an exact
-  proof, used where the network is small enough for expansion to be cheap);
-- ``schwartz-zippel``: both sides evaluated exactly, modulo a 61-bit prime, at a random point, every function
-  given consistent random values; a wrong formula passes with probability below the bound printed;
-- ``finite-difference``: central differences of the real loss in float64 at a random point (a sanity check
-  that also exercises the rule table's NumPy forms; never the proof on its own).
+- ``sympy.diff``: an activation's derivative rule equals the derivative of its forward rule;
+- local steps, ``expand``: each backward step equals direct differentiation of its own forward step, with
+  the upstream gradient a matrix of free symbols ``G`` (``dW = A^T G`` against ``d/dW sum(G ⊙ (A W + 1 b))``,
+  ``delta = G ⊙ f'(Z)`` against ``d/dZ sum(G ⊙ f(Z))``, the loss gradient against ``d/dY_pred L``), expanded
+  to the zero polynomial entry by entry: exact, and independent of depth;
+- every composed formula against direct differentiation of the whole loss, entry by entry, with
+  ``expand`` (an exact proof, where the network is small enough for expansion to be cheap) or
+  ``schwartz-zippel`` (both sides evaluated exactly, modulo a 61-bit prime, at a random point, every
+  function given consistent random values; a wrong formula passes with probability below the bound printed);
+- ``finite-difference``: central differences of the real loss in float64 along a random direction (a sanity
+  check that also exercises the rule table's NumPy forms; never the proof on its own), in every composed row.
 
-Depth-independent local steps are proved exactly on their own: each activation's derivative rule (SymPy),
-each linear step's ``dW``, ``db``, ``dA`` and the loss gradient (expansion).
+Differentiating the whole loss at once is exponential in depth (symengine does not share work across the
+expression DAG), so the oracle is split into small nodes by symengine's ``cse``: symengine differentiates
+each node by each of its inputs, and the partials are combined along the DAG (reverse accumulation), which
+gives every ``dL/d(entry)`` at once in time linear in the network's size.
 """
 
 from __future__ import annotations
@@ -26,12 +33,18 @@ import symengine as se
 import sympy as sp
 
 from .evaluate import PRIME, Evaluator, FieldBackend, Float64Backend, OracleBackend, SymbolicBackend, Valuation
+from .printing import TextPrinter
 from .rules import ACTIVATIONS, LOSSES
 
-# Expansion is exact but grows quickly with depth; above this many oracle symbols we evaluate instead.
+# Expansion is exact but grows quickly with depth; above this many matrix entries we evaluate instead.
 EXPAND_LIMIT = 220
 FD_STEP = 1e-6
 FD_TOLERANCE = 1e-5
+# Measured cost of the exact check per scalar multiply-add of the forward pass (oracle, cse, partials,
+# evaluation), and per term visited by the local steps' direct differentiation; used to refuse sizes that
+# cannot fit a budget before starting.
+SECONDS_PER_TERM = 2e-4
+SECONDS_PER_LOCAL_TERM = 5e-8
 
 
 class BudgetExceeded(Exception):
@@ -95,28 +108,69 @@ def verify(derivation, *, batch: int | None = None, budget: float | None = None,
     """Verify every formula of ``derivation``.
 
     With ``batch``, the check runs at the spec's own widths and that batch size; if it cannot finish within
-    ``budget`` seconds it says so and verifies at witness sizes instead. ``progress(done, total)`` is called
-    as checks complete.
+    ``budget`` seconds (refused up front when the estimate is already over, stopped when the time runs out)
+    it says so in the report's note and verifies at witness sizes instead. ``progress(done, total)`` is
+    called as checks complete.
     """
     start = time.perf_counter()
     network = derivation.network
     note = ""
     if batch is not None:
-        deadline = None if budget is None else start + budget
-        try:
-            checks = _Verifier(derivation, batch, network.spec.sizes, seed, deadline, progress).run()
-            return Report(checks, time.perf_counter() - start,
-                          _size_dict(network, batch, network.spec.sizes), "spec")
-        except BudgetExceeded:
-            note = (f"The exact check at the spec's sizes (batch {batch}) did not finish within the "
-                    f"{budget:g} s budget; verified at witness sizes instead.")
+        widths = network.spec.sizes
+        estimate = estimated_seconds(network, batch, widths)
+        if budget is not None and estimate > budget:
+            note = (f"The exact check at the spec's sizes (batch {batch}) would take about {estimate:.3g} s, "
+                    f"more than the {budget:g} s budget; verified at witness sizes instead.")
+        else:
+            deadline = None if budget is None else start + budget
+            try:
+                checks = _Verifier(derivation, batch, widths, seed, deadline, progress).run()
+                return Report(tuple(checks), time.perf_counter() - start,
+                              _size_dict(network, batch, widths), "spec")
+            except BudgetExceeded:
+                note = (f"The exact check at the spec's sizes (batch {batch}) did not finish within the "
+                        f"{budget:g} s budget; verified at witness sizes instead.")
     N, widths = witness_sizes(network.depth)
     checks = _Verifier(derivation, N, widths, seed, None, progress).run()
-    return Report(checks, time.perf_counter() - start, _size_dict(network, N, widths), "witness", note)
+    return Report(tuple(checks), time.perf_counter() - start, _size_dict(network, N, widths), "witness", note)
+
+
+def estimated_seconds(network, N: int, widths) -> float:
+    """A rough upper estimate of the exact check's time at batch ``N`` and ``widths`` (n_0, ..., n_L)."""
+    total = 0.0
+    for n_in, n_out in zip(widths, widths[1:]):
+        terms = N * n_in * n_out
+        total += terms * SECONDS_PER_TERM
+        total += terms * (n_in * n_out + N * n_in + N * n_out) * SECONDS_PER_LOCAL_TERM
+    return total
 
 
 def _size_dict(network, N, widths) -> dict:
     return {"N": N, **{str(symbol): int(width) for symbol, width in zip(network.widths, widths)}}
+
+
+def evaluate_formulas(derivation, backend, env: dict, sizes: dict, skip=frozenset()) -> dict:
+    """Forward values and every backward formula evaluated with ``backend`` (``env``: the inputs' values).
+
+    Formulas named in ``skip`` (those that cannot be evaluated) are left out.
+    """
+    evaluator = Evaluator(backend, dict(env), sizes)
+    evaluator.forward(derivation.network)
+    for step in derivation.backward:
+        if step.name not in skip:
+            evaluator.env[step.symbol.name] = evaluator(step.expr)
+    return evaluator.env
+
+
+def random_float_inputs(network, sizes: dict, rng) -> dict:
+    """Standard normal float64 values for every input; a softmax loss's targets become distributions."""
+    inputs = {name: rng.standard_normal(tuple(int(d.xreplace(sizes)) for d in symbol.shape))
+              for name, symbol in network.inputs.items()}
+    if LOSSES[network.spec.loss.kind].targets_are_distributions:
+        T = inputs["Y_true"] if network.batch_first else inputs["Y_true"].T
+        T = np.exp(T) / np.exp(T).sum(axis=1, keepdims=True)
+        inputs["Y_true"] = T if network.batch_first else T.T
+    return inputs
 
 
 def check_activation_rule(name: str, params: dict) -> Check:
@@ -133,6 +187,64 @@ def check_activation_rule(name: str, params: dict) -> Check:
     return Check(f"{name}'(z)", ok, "sympy.diff", detail if ok else "derivative rule differs from d/dz f")
 
 
+def _symbols(name: str, shape) -> np.ndarray:
+    """A matrix of symengine symbols ``name[i,j]`` (brackets keep them apart from every generated name)."""
+    rows, cols = shape
+    return np.array([[se.Symbol(f"{name}[{i},{j}]") for j in range(cols)] for i in range(rows)], dtype=object)
+
+
+class _Oracle:
+    """The loss as one explicit symengine expression DAG, every quantity shifted by symbols of its own.
+
+    Inputs are matrices of symbols; every forward quantity ``q`` is computed from the earlier ones and then
+    shifted by a matrix of perturbation symbols ``P_q`` (valued 0), so ``dL/dq_ij = dL/dP_q[i,j]`` at
+    ``P = 0`` for inputs and intermediate quantities alike. ``cse`` splits the loss into small nodes;
+    symengine differentiates each node by each of its inputs once, and ``gradients`` accumulates those
+    partials backwards along the DAG.
+    """
+
+    def __init__(self, verifier, names):
+        network = verifier.network
+        self.shifts = {name: _symbols(f"P_{name}", verifier.shapes[name]) for name in names}
+        env = {name: verifier.symbols[name] + self.shifts[name] if name in self.shifts else verifier.symbols[name]
+               for name in network.inputs}
+        evaluator = Evaluator(OracleBackend(), env, verifier.sizes)
+        for step in network.steps:
+            if step.kind != "loss":
+                value = evaluator(step.expr)
+                env[step.name] = value + self.shifts[step.name] if step.name in self.shifts else value
+        loss = evaluator.loss(network)
+        replacements, (reduced,) = se.cse([loss])
+        self.root = se.Symbol("L[root]")
+        active = {s for shift in self.shifts.values() for s in shift.flat} | {s for s, _ in replacements}
+        self.nodes = []
+        for symbol, expr in [*replacements, (self.root, reduced)]:
+            self.nodes.append((symbol, expr, [(s, expr.diff(s)) for s in expr.free_symbols if s in active]))
+            verifier.check_deadline()
+
+    def gradients(self, backend, values: dict, check_deadline) -> dict:
+        """``dL/d(entry)`` of every shifted quantity, in ``backend`` (``values``: the inputs' symbols' values)."""
+        zero = backend.scalar(0)
+        values = dict(values)
+        values.update((s, zero) for shift in self.shifts.values() for s in shift.flat)
+        valuation = Valuation(backend, values)
+        partials = []
+        for symbol, expr, derivatives in self.nodes:
+            if symbol is not self.root:
+                values[symbol] = valuation(expr)
+            partials.append([(s, valuation(d)) for s, d in derivatives])
+            check_deadline()
+        adjoint = {self.root: backend.scalar(1)}
+        for (symbol, _, _), local in zip(reversed(self.nodes), reversed(partials)):
+            weight = adjoint.get(symbol)
+            if weight is None:
+                continue
+            for s, d in local:
+                adjoint[s] = adjoint[s] + weight * d if s in adjoint else weight * d
+        return {name: np.array([[adjoint.get(s, zero) for s in row] for row in shift], dtype=object)
+                for name, shift in self.shifts.items()}
+
+
 class _Verifier:
     """One verification run at fixed sizes: builds the oracle once and checks every formula against it."""
 
@@ -144,37 +256,9 @@ class _Verifier:
         self.shapes = {}
         for name in [*self.network.inputs, *(s.name for s in self.network.steps if s.kind != "loss")]:
             symbol = self.network.symbol(name)
-            self.shapes[name] = tuple(int(d.subs(self.sizes)) for d in symbol.shape)
-
-    # -- the oracle ---------------------------------------------------------------------------------------
-    def _symbols(self, name, prefix=""):
-        rows, cols = self.shapes[name]
-        return np.array([[se.Symbol(f"{prefix}{name}_{i}_{j}") for j in range(cols)] for i in range(rows)],
-                        dtype=object)
-
-    def _oracle_loss(self, quantity):
-        """The loss as a symengine expression of ``quantity``'s entries (perturbed along ``v`` by ``t``)."""
-        env = {name: self.base[name] + self.t[name] * self.v[name] for name in self.network.inputs}
-        start_after = None
-        if quantity not in self.network.inputs:
-            env[quantity] = self.base[quantity] + self.t[quantity] * self.v[quantity]
-            start_after = quantity
-        evaluator = Evaluator(OracleBackend(), env, self.sizes)
-        evaluator.forward(self.network, start_after)
-        return evaluator.loss(self.network)
-
-    # -- values -------------------------------------------------------------------------------------------
-    def _leaf_values(self, backend, inputs, forward, directions=None):
-        """Values for every oracle symbol: base entries, perturbation parameters (0) and directions."""
-        values = {}
-        zero = backend.scalar(0)
-        for name, base in self.base.items():
-            source = inputs[name] if name in inputs else forward[name]
-            values.update(zip(base.flat, source.flat))
-            values[self.t[name]] = zero
-            values.update((v, directions[name].flat[k] if directions else zero)
-                          for k, v in enumerate(self.v[name].flat))
-        return values
+            self.shapes[name] = tuple(int(d.xreplace(self.sizes)) for d in symbol.shape)
+        self.symbols = {name: _symbols(name, shape) for name, shape in self.shapes.items()}
+        self.skip = frozenset()
 
     def _target_constraint(self, T, backend):
         """Targets of a softmax loss are distributions: each sample's last entry is 1 minus the others."""
@@ -186,65 +270,66 @@ class _Verifier:
 
     def _formulas(self, backend, env):
         """Forward values and every backward formula evaluated with ``backend`` (env: inputs' values)."""
-        evaluator = Evaluator(backend, dict(env), self.sizes)
-        evaluator.forward(self.network)
-        for step in self.derivation.backward:
-            evaluator.env[step.symbol.name] = evaluator(step.expr)
-        return evaluator.env
+        return evaluate_formulas(self.derivation, backend, env, self.sizes, self.skip)
 
     # -- the run ------------------------------------------------------------------------------------------
     def run(self) -> list[Check]:
-        network = self.network
-        names = list(self.shapes)
-        self.base = {name: self._symbols(name) for name in names}
-        self.v = {name: self._symbols(name, "v_") for name in names}
-        self.t = {name: se.Symbol(f"t_{name}") for name in names}
-        steps = self.derivation.backward
-        checks = self._local_checks()
-        total = len(checks) + len(steps)
+        network, steps = self.network, self.derivation.backward
+        problems = {step.name: self._shape_problem(step) for step in steps}
+        # A formula whose factors do not fit cannot be evaluated, nor can any formula built on it.
+        blocked = {name for name, problem in problems.items() if problem}
+        for step in steps:
+            if {s.name for s in step.expr.free_symbols} & {f"d{name}" for name in blocked}:
+                blocked.add(step.name)
+        self.skip = frozenset(blocked)
+
+        checks = self._rule_checks()
+        groups = self._local_groups([step for step in steps if not problems[step.name]])
+        total = len(checks) + len(groups) + 1 + len(steps)
         self._tick(len(checks), total)
+        for label, group in groups:
+            checks.append(self._local_check(label, group))
+            self._tick(len(checks), total)
 
-        shape_failures = {step.name: self._shape_problem(step) for step in steps}
-        n_symbols = sum(a.size for a in self.base.values())
-        exact = n_symbols <= EXPAND_LIMIT
+        exact = sum(rows * cols for rows, cols in self.shapes.values()) <= EXPAND_LIMIT
+        oracle = _Oracle(self, [step.name for step in steps if step.name not in blocked])
+        if exact:
+            backend = SymbolicBackend()
+            inputs = {name: self.symbols[name] for name in network.inputs}
+        else:
+            backend = FieldBackend(self.seed)
+            inputs = {name: self._random_array(backend, name) for name in network.inputs}
+        inputs["Y_true"] = self._target_constraint(inputs["Y_true"], backend)
+        leaves = {s: v for name in network.inputs for s, v in zip(self.symbols[name].flat, inputs[name].flat)}
+        env = self._formulas(backend, inputs)
+        direct = oracle.gradients(backend, leaves, self.check_deadline)
+        self._tick(len(checks) + 1, total)
 
-        field = FieldBackend(self.seed)
-        inputs = {name: self._random_array(field, name) for name in network.inputs}
-        inputs["Y_true"] = self._target_constraint(inputs["Y_true"], field)
-        self.direction = {name: self._random_array(field, name) for name in names}
-        field_env = self._formulas(field, inputs) if not any(shape_failures.values()) else None
-        field_values = Valuation(field, self._leaf_values(field, inputs, field_env, self.direction)) if field_env else None
-
-        if exact and field_env:
-            symbolic = SymbolicBackend()
-            sym_inputs = {name: self.base[name] for name in network.inputs}
-            sym_inputs["Y_true"] = self._target_constraint(sym_inputs["Y_true"], symbolic)
-            sym_env = self._formulas(symbolic, sym_inputs)
-            sym_values = Valuation(symbolic, self._leaf_values(symbolic, sym_inputs, sym_env))
-
-        fd = _FiniteDifferences(self, self.rng) if field_env else None
-        for done, step in enumerate(steps, start=len(checks) + 1):
+        fd = _FiniteDifferences(self, self.rng)
+        for done, step in enumerate(steps, start=len(checks) + 2):
             label = gradient_label(step.name)
-            if shape_failures[step.name]:
-                checks.append(Check(label, False, "shape", shape_failures[step.name]))
-                continue
-            loss = self._oracle_loss(step.name)
-            if exact:
-                check = self._expand(step, loss, sym_env, sym_values)
+            if problems[step.name]:
+                checks.append(Check(label, False, "shape", problems[step.name]))
+            elif step.name in blocked:
+                checks.append(Check(label, False, "not checked", "built on a formula whose shapes do not fit"))
             else:
-                check = self._schwartz_zippel(step, loss, field_env, field_values)
-            fd_error = fd.error(step)
-            fd_ok = fd_error <= FD_TOLERANCE
-            detail = f"{check.detail}; finite differences: rel. error {fd_error:.1e}"
-            if not fd_ok:
-                detail += f" > {FD_TOLERANCE:g}"
-            checks.append(Check(label, check.ok and fd_ok, check.method, detail))
+                compare = self._expand if exact else self._schwartz_zippel
+                check = compare(direct[step.name], env[step.symbol.name], backend)
+                fd_error = fd.error(step)
+                fd_ok = fd_error <= FD_TOLERANCE
+                detail = f"{check.detail}; finite differences: rel. error {fd_error:.1e}"
+                if not fd_ok:
+                    detail += f" > {FD_TOLERANCE:g}"
+                checks.append(Check(label, check.ok and fd_ok, check.method, detail))
             self._tick(done, total)
         return checks
 
-    def _tick(self, done, total):
+    def check_deadline(self):
         if self.deadline is not None and time.perf_counter() > self.deadline:
             raise BudgetExceeded
+
+    def _tick(self, done, total):
+        self.check_deadline()
         if self.progress:
             self.progress(done, total)
 
@@ -262,49 +347,79 @@ class _Verifier:
             return f"the formula has shape {' x '.join(map(str, shape))}, the gradient must be {want}"
         return ""
 
-    def _entry(self, step, i, j, loss, values, formula):
-        """Direct derivative and formula at entry (i, j), in the valuation's backend."""
-        direct = values(loss.diff(self.base[step.name][i, j]))
-        return direct, formula[i, j]
+    # -- comparisons --------------------------------------------------------------------------------------
+    def _expand(self, direct, formula, backend) -> Check:
+        for (i, j), value in np.ndenumerate(direct):
+            difference = se.expand(value - formula[i, j])
+            if difference != 0:
+                return Check("", False, "expand", f"entry ({i}, {j}): direct minus formula = {_short(difference)}")
+            self.check_deadline()
+        return Check("", True, "expand", f"identically zero in all {direct.size} entries")
 
-    def _expand(self, step, loss, env, values) -> Check:
-        formula = env[step.symbol.name]
-        rows, cols = self.shapes[step.name]
-        for i in range(rows):
-            for j in range(cols):
-                direct, claimed = self._entry(step, i, j, loss, values, formula)
-                difference = se.expand(direct - claimed)
-                if difference != 0:
-                    return Check("", False, "expand", f"entry ({i}, {j}): direct minus formula = {_short(difference)}")
-        return Check("", True, "expand", f"identically zero in all {rows * cols} entries")
+    def _schwartz_zippel(self, direct, formula, backend) -> Check:
+        for (i, j), value in np.ndenumerate(direct):
+            if value != formula[i, j]:
+                return Check("", False, "schwartz-zippel",
+                             f"entry ({i}, {j}) differs from direct differentiation at a random point")
+        degree = 2 * self.network.depth + int(self.sizes[self.network.widths[-1]]) + 4
+        applications = len(backend.table) + 1
+        bound = degree * (1 + applications**2) / PRIME
+        return Check("", True, "schwartz-zippel",
+                     f"all {direct.size} entries equal at a random point mod 2^61-1 (false pass <= {bound:.0e})")
 
-    def _schwartz_zippel(self, step, loss, env, values) -> Check:
-        formula = env[step.symbol.name]
-        direct = values(loss.diff(self.t[step.name]))
-        claimed = sum((d * f for d, f in zip(self.direction[step.name].flat, formula.flat)), values.backend.scalar(0))
-        if direct == claimed:
-            degree = 2 * self.network.depth + int(self.sizes[self.network.widths[-1]]) + 4
-            applications = len(values.backend.table) + 1
-            bound = degree * (1 + applications**2) / PRIME
-            return Check("", True, "schwartz-zippel",
-                         f"equal at a random point mod 2^61-1 (false pass <= {bound:.0e})")
-        rows, cols = self.shapes[step.name]
-        for i in range(rows):
-            for j in range(cols):
-                d, f = self._entry(step, i, j, loss, values, formula)
-                if d != f:
-                    return Check("", False, "schwartz-zippel", f"entry ({i}, {j}) differs from direct differentiation")
-        return Check("", False, "schwartz-zippel", "differs from direct differentiation")
-
-    def _local_checks(self) -> list[Check]:
-        network, checks = self.network, []
-        seen = set()
-        for layer in network.spec.layers:
+    # -- rules and local steps ----------------------------------------------------------------------------
+    def _rule_checks(self) -> list[Check]:
+        checks, seen = [], set()
+        for layer in self.network.spec.layers:
             key = (layer.activation, tuple(sorted(layer.params.items())))
             if key not in seen:
                 seen.add(key)
                 checks.append(check_activation_rule(layer.activation, layer.params))
         return checks
+
+    def _local_groups(self, steps) -> list[tuple[str, list]]:
+        """The steps to prove locally: the loss gradient, then each layer's steps, in backward order."""
+        groups = {}
+        for step in steps:
+            label = "local: loss gradient" if step.upstream is None else f"local: layer {step.layer}"
+            groups.setdefault(label, []).append(step)
+        return list(groups.items())
+
+    def _local_check(self, label, steps) -> Check:
+        """Each step against direct differentiation of the forward step it reverses (``G``: free symbols)."""
+        printer, entries, claims = TextPrinter(), 0, []
+        for step in steps:
+            objective, formula, backend = self._local_sides(step)
+            valuation = Valuation(backend, {s: s for s in objective.free_symbols})
+            claim = f"{printer.doprint(step.symbol)} = {printer.doprint(step.expr)}"
+            claims.append(claim)
+            for (i, j), q in np.ndenumerate(self.symbols[step.name]):
+                difference = se.expand(valuation(objective.diff(q)) - formula[i, j])
+                if difference != 0:
+                    return Check(label, False, "expand",
+                                 f"{claim}: entry ({i}, {j}): direct minus formula = {_short(difference)}")
+                self.check_deadline()
+            entries += self.symbols[step.name].size
+        what = ("direct differentiation of the loss" if steps[0].upstream is None else
+                "direct differentiation of sum(G ⊙ its forward step), G a matrix of free symbols")
+        return Check(label, True, "expand", f"{'; '.join(claims)}: each equals {what}, "
+                                            f"identically in all {entries} entries")
+
+    def _local_sides(self, step):
+        """The objective to differentiate (symengine), the step's formula, and the backend that evaluated it."""
+        network = self.network
+        symbols = dict(self.symbols)
+        if step.upstream is None:
+            symbols["Y_true"] = self._target_constraint(symbols["Y_true"], SymbolicBackend())
+            objective = Evaluator(OracleBackend(), symbols, self.sizes).loss(network)
+        else:
+            upstream = next(s for s in network.steps if s.name == step.upstream)
+            G = _symbols("G", self.shapes[step.upstream])
+            values = Evaluator(OracleBackend(), symbols, self.sizes)(upstream.expr)
+            objective = sum((g * z for g, z in zip(G.flat, values.flat)), se.Integer(0))
+            symbols[f"d{step.upstream}"] = G
+        backend = SymbolicBackend()
+        return objective, Evaluator(backend, symbols, self.sizes)(step.expr), backend
 
 
 class _FiniteDifferences:
@@ -314,12 +429,7 @@ class _FiniteDifferences:
         self.network, self.verifier = verifier.network, verifier
         self.sizes = verifier.sizes
         shapes = verifier.shapes
-        self.inputs = {name: rng.standard_normal(shapes[name]) for name in self.network.inputs}
-        rule = LOSSES[self.network.spec.loss.kind]
-        if rule.targets_are_distributions:
-            T = self.inputs["Y_true"] if self.network.batch_first else self.inputs["Y_true"].T
-            T = np.exp(T) / np.exp(T).sum(axis=1, keepdims=True)
-            self.inputs["Y_true"] = T if self.network.batch_first else T.T
+        self.inputs = random_float_inputs(self.network, self.sizes, rng)
         self.env = verifier._formulas(Float64Backend(), self.inputs)
         self.directions = {name: rng.standard_normal(shape) for name, shape in shapes.items()}
 

@@ -1,0 +1,259 @@
+"""One training step (forward + backward + SGD) of the generated NumPy module against its references.
+
+For each network and dtype, in one interleaved run (every repeat times each variant once, so load on the
+machine hits them alike), the median step time of:
+- generated: the module ``symbackprop derive`` writes (``forward``, ``backward``, ``sgd_step``);
+- hand-written: the same step as an expert writes it in NumPy (in-place bias, mask and SGD updates);
+- hand-written, no dX: the same without the input gradient, which training does not need but the generated
+  API returns (its cost is one matrix product);
+- matmul bound: the step's matrix products alone, into preallocated arrays (the input gradient included);
+- PyTorch CPU eager and JAX (jit), when installed, computing the same gradients (the input's included).
+Ratios are printed against the generated step. Run with ``python -m benchmarks.training``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from symbackprop import derive
+
+N = 512
+LR = 1e-3
+NETWORKS = {
+    "784-1024-1024-10 ReLU, half_sse": (784, [1024, 1024, 10]),
+    "deep narrow 64 x 10 ReLU, half_sse": (64, [64] * 10),
+}
+
+
+def spec(n_in: int, widths: list[int]) -> dict:
+    """ReLU hidden layers (ReLU'(0) = 1), identity output, half sum of squared errors, batch-first."""
+    layers = [{"size": w, "activation": "relu", "relu_grad_at_zero": 1} for w in widths[:-1]]
+    return {"input": {"size": n_in}, "layers": [*layers, {"size": widths[-1], "activation": "identity"}],
+            "loss": {"kind": "half_sse"}}
+
+
+def generated_module(spec_dict: dict, directory: str):
+    """Render, write and import the generated module for ``spec_dict``."""
+    path = Path(directory) / f"backprop_{len(spec_dict['layers'])}_{spec_dict['input']['size']}.py"
+    path.write_text(derive(spec_dict).render("numpy"), encoding="utf-8")
+    module_spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def hand_written_step(Ws, bs, X, Y, lr, input_gradient=True):
+    """An expert's NumPy step: ReLU layers, identity output, half SSE; updates Ws and bs in place."""
+    depth = len(Ws)
+    inputs, pre = [X], []
+    for l in range(depth):
+        Z = inputs[-1] @ Ws[l]
+        Z += bs[l]
+        pre.append(Z)
+        inputs.append(np.maximum(Z, 0) if l < depth - 1 else Z)
+    delta = inputs[-1] - Y
+    grads = []
+    for l in range(depth - 1, -1, -1):
+        grads.append((inputs[l].T @ delta, delta.sum(axis=0, keepdims=True)))
+        if l or input_gradient:
+            upstream = delta @ Ws[l].T
+            if l:
+                upstream *= pre[l - 1] >= 0
+                delta = upstream
+    for l, (dW, db) in enumerate(reversed(grads)):
+        Ws[l] -= lr * dW
+        bs[l] -= lr * db
+    return Ws, bs
+
+
+def matmul_bound(Ws, X, dtype):
+    """The step's matrix products alone (forward, weight and input gradients), into preallocated arrays."""
+    depth, batch = len(Ws), X.shape[0]
+    acts = [X] + [np.ones((batch, W.shape[1]), dtype) for W in Ws]
+    grads = [np.empty_like(W) for W in Ws]
+    ups = [np.empty((batch, W.shape[0]), dtype) for W in Ws]
+
+    def step():
+        for l in range(depth):
+            np.matmul(acts[l], Ws[l], out=acts[l + 1])
+        delta = acts[-1]
+        for l in range(depth - 1, -1, -1):
+            np.matmul(acts[l].T, delta, out=grads[l])
+            np.matmul(delta, Ws[l].T, out=ups[l])
+            delta = ups[l]
+
+    return step
+
+
+def torch_step(params, X, Y, dtype):
+    """PyTorch CPU eager: the same network, loss and gradients (the input's too), SGD under no_grad."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(_blas_threads())
+    tdtype = torch.float32 if dtype == np.float32 else torch.float64
+    depth = len(params) // 2
+    Ws = [torch.tensor(params[f"W{l}"], dtype=tdtype, requires_grad=True) for l in range(1, depth + 1)]
+    bs = [torch.tensor(params[f"b{l}"], dtype=tdtype, requires_grad=True) for l in range(1, depth + 1)]
+    tX, tY = torch.tensor(X, requires_grad=True), torch.tensor(Y)
+
+    def step():
+        A = tX
+        for l in range(depth):
+            A = torch.addmm(bs[l], A, Ws[l])
+            if l < depth - 1:
+                A = torch.relu(A)
+        loss = 0.5 * ((A - tY) ** 2).sum()
+        loss.backward()
+        with torch.no_grad():
+            for p in (*Ws, *bs):
+                p -= LR * p.grad
+                p.grad = None
+        tX.grad = None
+
+    return step
+
+
+def jax_step(params, X, Y, dtype):
+    """JAX: the same step under jit (gradients w.r.t. parameters and input), if JAX is installed."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+    if dtype == np.float64:
+        jax.config.update("jax_enable_x64", True)
+    depth = len(params) // 2
+
+    def loss(ps, x, y):
+        A = x
+        for l in range(1, depth + 1):
+            A = A @ ps[f"W{l}"] + ps[f"b{l}"]
+            if l < depth:
+                A = jnp.maximum(A, 0)
+        return 0.5 * jnp.sum((A - y) ** 2)
+
+    @jax.jit
+    def update(ps, x, y):
+        gp, gx = jax.grad(loss, argnums=(0, 1))(ps, x, y)
+        return {k: v - LR * gp[k] for k, v in ps.items()}, gx
+
+    state = {"ps": {k: jnp.asarray(v) for k, v in params.items()}}
+    x, y = jnp.asarray(X), jnp.asarray(Y)
+
+    def step():
+        state["ps"], gx = update(state["ps"], x, y)
+        gx.block_until_ready()
+
+    return step
+
+
+def _blas_threads() -> int:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return os.cpu_count() or 1
+    return max((pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"), default=1)
+
+
+def blas_description() -> str:
+    """Which BLAS NumPy calls, its kernel and threads (threadpoolctl), and the OpenBLAS variables set."""
+    env = ", ".join(f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")
+                    if k in os.environ) or "no OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE / OMP_NUM_THREADS set"
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return f"numpy {np.__version__}; threadpoolctl not installed (see numpy.show_config()); {env}"
+    pools = [f"{p['internal_api']} {p.get('version')} kernel {p.get('architecture')}, {p['num_threads']} threads"
+             for p in threadpool_info() if p["user_api"] == "blas"]
+    return f"numpy {np.__version__} with {'; '.join(pools) or 'unknown BLAS'}; {env}"
+
+
+def _median_ms(variants: dict, repeats: int) -> dict:
+    """Median wall time per variant in ms, the variants interleaved in every repeat (after one warm-up)."""
+    for step in variants.values():
+        step()
+    times = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, step in variants.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
+
+
+def _check_same_gradients(module, params, X, Y):
+    """The generated and hand-written steps compute the same update (so the timings compare like with like)."""
+    depth = len(params) // 2
+    ours = module.sgd_step(params, module.backward(params, module.forward(params, X)[1], Y), LR)
+    Ws, bs = ([params[f"{k}{l}"].copy() for l in range(1, depth + 1)] for k in "Wb")
+    hand_written_step(Ws, bs, X, Y, LR)
+    for l in range(depth):
+        scale = np.abs(params[f"W{l + 1}"]).max()
+        np.testing.assert_allclose(ours[f"W{l + 1}"], Ws[l], rtol=0, atol=1e-4 * scale)
+        np.testing.assert_allclose(ours[f"b{l + 1}"], bs[l], rtol=0, atol=1e-3)
+
+
+def bench_network(name, n_in, widths, dtype, directory, repeats):
+    module = generated_module(spec(n_in, widths), directory)
+    rng = np.random.default_rng(0)
+    params = module.init_params(0, dtype=dtype)
+    X = rng.standard_normal((N, n_in)).astype(dtype)
+    Y = rng.standard_normal((N, widths[-1])).astype(dtype)
+    _check_same_gradients(module, params, X, Y)
+    depth = len(widths)
+    Ws, bs = ([params[f"{k}{l}"].copy() for l in range(1, depth + 1)] for k in "Wb")
+    Ws2, bs2 = ([a.copy() for a in arrays] for arrays in (Ws, bs))
+
+    def generated():
+        module.sgd_step(params, module.backward(params, module.forward(params, X)[1], Y), LR)
+
+    variants = {
+        "generated": generated,
+        "hand-written": lambda: hand_written_step(Ws, bs, X, Y, LR),
+        "hand-written, no dX": lambda: hand_written_step(Ws2, bs2, X, Y, LR, input_gradient=False),
+        "matmul bound": matmul_bound(Ws, X, dtype),
+    }
+    for label, make in (("PyTorch CPU eager", torch_step), ("JAX jit", jax_step)):
+        step = make(params, X, Y, dtype)
+        if step is not None:
+            variants[label] = step
+    medians = _median_ms(variants, repeats)
+    print(f"\n{name}, N = {N}, {np.dtype(dtype).name} (median of {repeats})")
+    for label, ms in medians.items():
+        print(f"  {label:<22} {ms:9.3f} ms   generated / this = {medians['generated'] / ms:5.2f}")
+    return medians
+
+
+def main(repeats: int | None = None) -> dict:
+    """Run every network in float32 and float64; print the timings and ratios; return them."""
+    repeats = repeats or int(os.environ.get("BENCH_REPEATS", "15"))
+    print("Training step (forward + backward + SGD):", blas_description())
+    try:
+        import torch
+
+        print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads; BLAS:",
+              "MKL" if torch.backends.mkl.is_available() else "no MKL",
+              "+ oneDNN" if torch.backends.mkldnn.is_available() else "")
+    except ImportError:
+        print("PyTorch not installed: skipped")
+    results = {}
+    with tempfile.TemporaryDirectory() as directory:
+        sys.dont_write_bytecode = True
+        for name, (n_in, widths) in NETWORKS.items():
+            for dtype in (np.float32, np.float64):
+                results[(name, np.dtype(dtype).name)] = bench_network(name, n_in, widths, dtype, directory, repeats)
+    return results
+
+
+if __name__ == "__main__":
+    main()
