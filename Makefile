@@ -15,17 +15,22 @@ install: $(BIN)/python
 demo: install
 	$(BIN)/symbackprop derive --out out --force
 
-# TeX Live (pdflatex, kotex) and pdftotext for the tests that compile generated documents.
+# TeX Live (pdflatex, beamer, TikZ, kotex) and pdftotext for the tests that compile generated documents.
 tex:
-	@command -v pdflatex >/dev/null && command -v pdftotext >/dev/null || { \
+	@command -v pdflatex >/dev/null && command -v pdftotext >/dev/null \
+	  && kpsewhich beamer.cls tikz.sty kotex.sty >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEX_PACKAGES) >/dev/null; }
 
 test: $(BIN)/python tex
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,notebook]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	$(BIN)/python -m pytest -q
 
+# The benchmarks compare against PyTorch's CPU build (from a local file where the machine has one) and report
+# the BLAS in use; both are optional: without them those rows are skipped.
 bench: install
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check threadpoolctl || true
+	$(BIN)/python -c "import torch" 2>/dev/null || \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0 || true
 	$(BIN)/python -m benchmarks
 
 # One slide of the Korean lecture deck as a PNG for the README (the backward pass, fully revealed).

@@ -26,7 +26,7 @@ import numpy as np
 from symbackprop import derive
 
 N = 512
-LR = 1e-3
+LR = 1e-6  # small: the hand-written step updates its parameters in place every repeat and must stay finite
 NETWORKS = {
     "784-1024-1024-10 ReLU, half_sse": (784, [1024, 1024, 10]),
     "deep narrow 64 x 10 ReLU, half_sse": (64, [64] * 10),
@@ -74,21 +74,21 @@ def hand_written_step(Ws, bs, X, Y, lr, input_gradient=True):
     return Ws, bs
 
 
-def matmul_bound(Ws, X, dtype):
-    """The step's matrix products alone (forward, weight and input gradients), into preallocated arrays."""
-    depth, batch = len(Ws), X.shape[0]
-    acts = [X] + [np.ones((batch, W.shape[1]), dtype) for W in Ws]
-    grads = [np.empty_like(W) for W in Ws]
-    ups = [np.empty((batch, W.shape[0]), dtype) for W in Ws]
+def matmul_bound(Ws, bs, X):
+    """The step's matrix products alone (forward, weight and input gradients) on the step's own operands,
+    into preallocated arrays: what the step would cost if everything else were free."""
+    depth = len(Ws)
+    acts = [X]
+    for l in range(depth):
+        acts.append(np.maximum(acts[-1] @ Ws[l] + bs[l], 0))
+    deltas = [np.ones_like(a) for a in acts[1:]]  # operands only: their values do not change the cost
+    products = [(acts[l], Ws[l]) for l in range(depth)]
+    products += [(acts[l].T, deltas[l]) for l in range(depth)] + [(deltas[l], Ws[l].T) for l in range(depth)]
+    outs = [np.empty((a.shape[0], b.shape[1]), X.dtype) for a, b in products]
 
     def step():
-        for l in range(depth):
-            np.matmul(acts[l], Ws[l], out=acts[l + 1])
-        delta = acts[-1]
-        for l in range(depth - 1, -1, -1):
-            np.matmul(acts[l].T, delta, out=grads[l])
-            np.matmul(delta, Ws[l].T, out=ups[l])
-            delta = ups[l]
+        for (a, b), out in zip(products, outs):
+            np.matmul(a, b, out=out)
 
     return step
 
@@ -167,14 +167,15 @@ def _blas_threads() -> int:
 
 def blas_description() -> str:
     """Which BLAS NumPy calls, its kernel and threads (threadpoolctl), and the OpenBLAS variables set."""
-    env = ", ".join(f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")
-                    if k in os.environ) or "no OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE / OMP_NUM_THREADS set"
+    names = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")
+    env = ", ".join(f"{k}={os.environ[k]}" for k in names if k in os.environ)
+    env = env or f"none of {', '.join(names)} set"
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
         return f"numpy {np.__version__}; threadpoolctl not installed (see numpy.show_config()); {env}"
-    pools = [f"{p['internal_api']} {p.get('version')} kernel {p.get('architecture')}, {p['num_threads']} threads"
-             for p in threadpool_info() if p["user_api"] == "blas"]
+    pools = [f"{p['internal_api']} {p.get('version')} (kernel {p.get('architecture')}, "
+             f"{p['num_threads']} threads)" for p in threadpool_info() if p["user_api"] == "blas"]
     return f"numpy {np.__version__} with {'; '.join(pools) or 'unknown BLAS'}; {env}"
 
 
@@ -192,15 +193,15 @@ def _median_ms(variants: dict, repeats: int) -> dict:
 
 
 def _check_same_gradients(module, params, X, Y):
-    """The generated and hand-written steps compute the same update (so the timings compare like with like)."""
+    """The generated and hand-written steps make the same update (so the timings compare like with like)."""
     depth = len(params) // 2
-    ours = module.sgd_step(params, module.backward(params, module.forward(params, X)[1], Y), LR)
+    grads = module.backward(params, module.forward(params, X)[1], Y)
     Ws, bs = ([params[f"{k}{l}"].copy() for l in range(1, depth + 1)] for k in "Wb")
-    hand_written_step(Ws, bs, X, Y, LR)
-    for l in range(depth):
-        scale = np.abs(params[f"W{l + 1}"]).max()
-        np.testing.assert_allclose(ours[f"W{l + 1}"], Ws[l], rtol=0, atol=1e-4 * scale)
-        np.testing.assert_allclose(ours[f"b{l + 1}"], bs[l], rtol=0, atol=1e-3)
+    hand_written_step(Ws, bs, X, Y, 1.0)  # with lr = 1 the update is minus the gradient
+    for l in range(1, depth + 1):
+        for name, updated in ((f"W{l}", Ws[l - 1]), (f"b{l}", bs[l - 1])):
+            scale = np.abs(grads[name]).max()
+            np.testing.assert_allclose(params[name] - updated, grads[name], rtol=0, atol=1e-3 * scale + 1e-6)
 
 
 def bench_network(name, n_in, widths, dtype, directory, repeats):
@@ -221,13 +222,14 @@ def bench_network(name, n_in, widths, dtype, directory, repeats):
         "generated": generated,
         "hand-written": lambda: hand_written_step(Ws, bs, X, Y, LR),
         "hand-written, no dX": lambda: hand_written_step(Ws2, bs2, X, Y, LR, input_gradient=False),
-        "matmul bound": matmul_bound(Ws, X, dtype),
+        "matmul bound": matmul_bound([W.copy() for W in Ws], bs, X),
     }
     for label, make in (("PyTorch CPU eager", torch_step), ("JAX jit", jax_step)):
         step = make(params, X, Y, dtype)
         if step is not None:
             variants[label] = step
     medians = _median_ms(variants, repeats)
+    assert all(np.isfinite(a).all() for a in (*Ws, *bs, *Ws2, *bs2)), "the hand-written steps diverged"
     print(f"\n{name}, N = {N}, {np.dtype(dtype).name} (median of {repeats})")
     for label, ms in medians.items():
         print(f"  {label:<22} {ms:9.3f} ms   generated / this = {medians['generated'] / ms:5.2f}")
@@ -251,7 +253,8 @@ def main(repeats: int | None = None) -> dict:
         sys.dont_write_bytecode = True
         for name, (n_in, widths) in NETWORKS.items():
             for dtype in (np.float32, np.float64):
-                results[(name, np.dtype(dtype).name)] = bench_network(name, n_in, widths, dtype, directory, repeats)
+                key = (name, np.dtype(dtype).name)
+                results[key] = bench_network(name, n_in, widths, dtype, directory, repeats)
     return results
 
 

@@ -95,7 +95,8 @@ def derive(spec_path, formats, out_dir, force, lang, batch):
               help="Verify at the spec's own widths with batch size N (default: small witness sizes).")
 @click.option("--budget", default=60.0, show_default=True, metavar="SECONDS",
               type=click.FloatRange(min=0, min_open=True),
-              help="Time allowed for the check at the spec's sizes (--batch); past it, witness sizes are used.")
+              help="Time allowed for the check at the spec's sizes (--batch); past it, witness sizes are "
+                   "used.")
 def verify(spec_path, as_json, batch, budget):
     """Check every backward formula against direct differentiation."""
     from .derivation import derive as run_derive
@@ -117,7 +118,7 @@ class _Progress:
 
     def __init__(self, label: str):
         self.label, self.drawn = label, False
-        self.enabled = click.get_text_stream("stderr").isatty()
+        self.enabled = sys.stderr.isatty()
 
     def __enter__(self):
         self.start = time.monotonic()

@@ -104,7 +104,7 @@ class _Common:
         return np.full(shape, self.scalar(1), dtype=object)
 
     def elementwise(self, fn, array):
-        return np.frompyfunc(fn, 1, 1)(array).astype(object) if array.size else array
+        return np.frompyfunc(fn, 1, 1)(array) if array.size else array
 
 
 class Float64Backend:

@@ -179,7 +179,7 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
     derivatives call the module's ``<name>_grad`` helpers; ``1ᵀ M`` prints as a sum over the batch.
     ``outputs`` maps a pre-activation symbol to its activation's name: a derivative whose rule can be written
     in the output prints as ``<name>_grad_from_output(a)``. With ``in_place``, ``dA ⊙ f'(Z)`` prints as an
-    update of the upstream gradient's array (``np.multiply(dA, f'(Z), out=dA)``), which the backward pass owns.
+    update of the upstream gradient's array (``np.multiply(dA, f'(Z), out=dA)``), which backward owns.
     """
 
     def __init__(self, sizes: dict | None = None, outputs: dict | None = None, in_place: bool = False):
@@ -230,7 +230,8 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
     def _print_Elementwise(self, expr):
         if expr.activation == "identity" and expr.order == 0:
             return self._print(expr.arg)
-        if expr.order == 1 and expr.arg in self.outputs and ACTIVATIONS[expr.activation].numpy_derivative_from_output:
+        from_output = expr.order == 1 and expr.arg in self.outputs
+        if from_output and ACTIVATIONS[expr.activation].numpy_derivative_from_output:
             return f"{function_name(expr, from_output=True)}({self.outputs[expr.arg]})"
         return f"{function_name(expr)}({self._print(expr.arg)})"
 

@@ -13,6 +13,7 @@ from functools import lru_cache
 from importlib import resources
 
 import jinja2
+import sympy as sp
 
 from .errors import LINE_BREAKING, one_line
 from .lecture import lecture_context
@@ -115,6 +116,12 @@ def _chain(step) -> str:
             "elementwise": rf"{upstream} \odot {factor}"}[local.side]
 
 
+def _product_and_bias(expr, sizes) -> dict:
+    """A linear step's code in two parts, so the module adds the bias in place: ``Z = A @ W``; ``Z += b``."""
+    product, bias = sorted(expr.args, key=lambda term: term.has(sp.OneMatrix))
+    return {"product": numpy_code(product, sizes), "bias": numpy_code(bias, sizes)}
+
+
 def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> dict:
     """Everything the templates need, as printed strings (``batch``: the memory table's batch size)."""
     net = derivation.network
@@ -141,6 +148,7 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
             "shape_text": "scalar" if is_loss else shape_text(step.symbol.shape),
             "text": "" if is_loss else text(step.expr),
             "code": "" if is_loss else numpy_code(step.expr, code_sizes),
+            **(_product_and_bias(step.expr, code_sizes) if step.kind == "linear" else {}),
         })
     local = [{
         "of": "L" if lg.of == "L" else latex_name(lg.of), "wrt": latex_name(lg.wrt), "expr": latex(lg.expr),
@@ -185,6 +193,8 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
                  "numpy": loss_rule.numpy_value, "distributions": loss_rule.targets_are_distributions},
         "relu_at_zero": sorted({layer["params"]["relu_grad_at_zero"] for layer in relu_layers}),
         "helpers": helpers, "cached": cached,
+        "backward_params": [name for name in net.inputs if name[0] in "Wb" and name[1:].isdigit()
+                            and any(re.search(rf"\b{name}\b", step["code"]) for step in backward)],
         "uses_batch_size": any(re.search(r"\bN\b", step["code"]) for step in backward),
         "needs_erf": any(ACTIVATIONS[layer.activation].needs_erf for layer in spec.layers),
         "needs_sigmoid": spec.loss.kind == "bce_logits",

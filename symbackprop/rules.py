@@ -77,7 +77,7 @@ def _relu_derivative(z, p):
 
 
 def _relu_numpy_derivative(p) -> str:
-    # A boolean mask where the value at zero is 0 or 1: one pass, and it keeps the dtype of what it multiplies.
+    # A boolean mask where the value at zero is 0 or 1: one pass, and it keeps the dtype it multiplies.
     if p["relu_grad_at_zero"] in (0, 1):
         return "({z} >= 0)" if p["relu_grad_at_zero"] == 1 else "({z} > 0)"
     return "np.where({z} > 0, 1.0, np.where({z} == 0, {relu_grad_at_zero}, 0.0)).astype({z}.dtype)"

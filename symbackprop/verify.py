@@ -16,9 +16,10 @@ checked:
 - ``finite-difference``: central differences of the real loss in float64 along a random direction (a sanity
   check that also exercises the rule table's NumPy forms; never the proof on its own), in every composed row.
 
-Differentiating the whole loss at once is exponential in depth (symengine does not share work across the
-expression DAG), so the oracle is split into small nodes by symengine's ``cse``: symengine differentiates
-each node by each of its inputs, and the partials are combined along the DAG (reverse accumulation), which
+Differentiating the whole loss in one call is exponential in depth (symengine's ``diff`` and ``cse`` do not
+share work across the expression DAG: 4 s for one diff of a 10-layer tanh net of width 4), so the oracle
+names every entry of every forward quantity as a node: symengine differentiates each node's scalar
+expression by each symbol in it, and the partials are combined along the DAG (reverse accumulation), which
 gives every ``dL/d(entry)`` at once in time linear in the network's size.
 """
 
@@ -27,17 +28,21 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 import symengine as se
 import sympy as sp
 
-from .evaluate import PRIME, Evaluator, FieldBackend, Float64Backend, OracleBackend, SymbolicBackend, Valuation
+from .evaluate import (PRIME, Evaluator, FieldBackend, Float64Backend, OracleBackend, SymbolicBackend,
+                       Valuation)
 from .printing import TextPrinter
 from .rules import ACTIVATIONS, LOSSES
 
-# Expansion is exact but grows quickly with depth; above this many matrix entries we evaluate instead.
+# Expansion is exact but grows quickly with depth and size; above this many matrix entries, or this many
+# layers, we evaluate instead.
 EXPAND_LIMIT = 220
+EXPAND_MAX_DEPTH = 4
 FD_STEP = 1e-6
 FD_TOLERANCE = 1e-5
 # Measured cost of the exact check per scalar multiply-add of the forward pass (oracle, cse, partials,
@@ -76,8 +81,9 @@ class Report:
         return all(check.ok for check in self.checks)
 
     def to_dict(self) -> dict:
-        return {"ok": self.ok, "seconds": round(self.seconds, 4), "sizes": self.sizes, "witness": self.witness,
-                "note": self.note, "checks": [asdict(check) for check in self.checks]}
+        return {"ok": self.ok, "seconds": round(self.seconds, 4), "sizes": self.sizes,
+                "witness": self.witness, "note": self.note,
+                "checks": [asdict(check) for check in self.checks]}
 
     def table(self) -> str:
         """A plain-text table, one line per check, for the terminal."""
@@ -175,7 +181,13 @@ def random_float_inputs(network, sizes: dict, rng) -> dict:
 
 def check_activation_rule(name: str, params: dict) -> Check:
     """Prove an activation's derivative rule equals ``sympy.diff`` of its forward rule (away from kinks)."""
-    rule = ACTIVATIONS[name]
+    return _check_activation_rule(ACTIVATIONS[name], tuple(sorted(params.items())))
+
+
+@lru_cache(maxsize=None)
+def _check_activation_rule(rule, items: tuple) -> Check:
+    """``check_activation_rule``, once per process for each rule object and setting."""
+    name, params = rule.name, dict(items)
     z = sp.Symbol("z", real=True)
     p = sp.Symbol("p", positive=True)
     forward, derivative = rule.forward(z, params), rule.derivative(z, params)
@@ -194,48 +206,53 @@ def _symbols(name: str, shape) -> np.ndarray:
 
 
 class _Oracle:
-    """The loss as one explicit symengine expression DAG, every quantity shifted by symbols of its own.
+    """The loss as an explicit symengine expression DAG, every quantity shifted by symbols of its own.
 
-    Inputs are matrices of symbols; every forward quantity ``q`` is computed from the earlier ones and then
-    shifted by a matrix of perturbation symbols ``P_q`` (valued 0), so ``dL/dq_ij = dL/dP_q[i,j]`` at
-    ``P = 0`` for inputs and intermediate quantities alike. ``cse`` splits the loss into small nodes;
-    symengine differentiates each node by each of its inputs once, and ``gradients`` accumulates those
-    partials backwards along the DAG.
+    Inputs are matrices of symbols; every entry of every forward quantity ``q`` is a node, a symbol defined
+    by its scalar expression in the previous quantities' entries plus a perturbation symbol ``P_q[i,j]``
+    (valued 0), so ``dL/dq_ij = dL/dP_q[i,j]`` at ``P = 0`` for inputs and intermediate quantities alike; the
+    loss is the last node. symengine differentiates each node by each symbol in it once, and ``gradients``
+    accumulates those partials backwards along the DAG.
     """
 
     def __init__(self, verifier, names):
         network = verifier.network
         self.shifts = {name: _symbols(f"P_{name}", verifier.shapes[name]) for name in names}
-        env = {name: verifier.symbols[name] + self.shifts[name] if name in self.shifts else verifier.symbols[name]
-               for name in network.inputs}
+        self.nodes = []
+        env = {name: self._node(name, verifier.symbols[name]) for name in network.inputs}
         evaluator = Evaluator(OracleBackend(), env, verifier.sizes)
         for step in network.steps:
             if step.kind != "loss":
-                value = evaluator(step.expr)
-                env[step.name] = value + self.shifts[step.name] if step.name in self.shifts else value
-        loss = evaluator.loss(network)
-        replacements, (reduced,) = se.cse([loss])
+                env[step.name] = self._node(step.name, evaluator(step.expr))
+                verifier.check_deadline()
         self.root = se.Symbol("L[root]")
-        active = {s for shift in self.shifts.values() for s in shift.flat} | {s for s, _ in replacements}
-        self.nodes = []
-        for symbol, expr in [*replacements, (self.root, reduced)]:
-            self.nodes.append((symbol, expr, [(s, expr.diff(s)) for s in expr.free_symbols if s in active]))
-            verifier.check_deadline()
+        self.nodes.append((self.root, evaluator.loss(network)))
+        active = {symbol for symbol, _ in self.nodes}
+        active.update(s for shift in self.shifts.values() for s in shift.flat)
+        self.partials = [_partials(expr, active) for _, expr in self.nodes]
+
+    def _node(self, name, value):
+        """Name every entry of ``value`` (shifted, if ``name`` is checked) as a node; their symbols."""
+        if name not in self.shifts:
+            return value
+        symbols = _symbols(f"{name}'", value.shape)
+        self.nodes += zip(symbols.flat, (value + self.shifts[name]).flat)
+        return symbols
 
     def gradients(self, backend, values: dict, check_deadline) -> dict:
-        """``dL/d(entry)`` of every shifted quantity, in ``backend`` (``values``: the inputs' symbols' values)."""
+        """``dL/d(entry)`` of every shifted quantity in ``backend`` (``values``: the inputs' values)."""
         zero = backend.scalar(0)
         values = dict(values)
         values.update((s, zero) for shift in self.shifts.values() for s in shift.flat)
         valuation = Valuation(backend, values)
         partials = []
-        for symbol, expr, derivatives in self.nodes:
+        for (symbol, expr), derivatives in zip(self.nodes, self.partials):
             if symbol is not self.root:
                 values[symbol] = valuation(expr)
             partials.append([(s, valuation(d)) for s, d in derivatives])
             check_deadline()
         adjoint = {self.root: backend.scalar(1)}
-        for (symbol, _, _), local in zip(reversed(self.nodes), reversed(partials)):
+        for (symbol, _), local in zip(reversed(self.nodes), reversed(partials)):
             weight = adjoint.get(symbol)
             if weight is None:
                 continue
@@ -291,7 +308,8 @@ class _Verifier:
             checks.append(self._local_check(label, group))
             self._tick(len(checks), total)
 
-        exact = sum(rows * cols for rows, cols in self.shapes.values()) <= EXPAND_LIMIT
+        entries = sum(rows * cols for rows, cols in self.shapes.values())
+        exact = entries <= EXPAND_LIMIT and network.depth <= EXPAND_MAX_DEPTH
         oracle = _Oracle(self, [step.name for step in steps if step.name not in blocked])
         if exact:
             backend = SymbolicBackend()
@@ -311,7 +329,8 @@ class _Verifier:
             if problems[step.name]:
                 checks.append(Check(label, False, "shape", problems[step.name]))
             elif step.name in blocked:
-                checks.append(Check(label, False, "not checked", "built on a formula whose shapes do not fit"))
+                problem = "built on a formula whose shapes do not fit"
+                checks.append(Check(label, False, "not checked", problem))
             else:
                 compare = self._expand if exact else self._schwartz_zippel
                 check = compare(direct[step.name], env[step.symbol.name], backend)
@@ -352,7 +371,8 @@ class _Verifier:
         for (i, j), value in np.ndenumerate(direct):
             difference = se.expand(value - formula[i, j])
             if difference != 0:
-                return Check("", False, "expand", f"entry ({i}, {j}): direct minus formula = {_short(difference)}")
+                detail = f"entry ({i}, {j}): direct minus formula = {_short(difference)}"
+                return Check("", False, "expand", detail)
             self.check_deadline()
         return Check("", True, "expand", f"identically zero in all {direct.size} entries")
 
@@ -365,7 +385,8 @@ class _Verifier:
         applications = len(backend.table) + 1
         bound = degree * (1 + applications**2) / PRIME
         return Check("", True, "schwartz-zippel",
-                     f"all {direct.size} entries equal at a random point mod 2^61-1 (false pass <= {bound:.0e})")
+                     f"all {direct.size} entries equal at a random point mod 2^61-1 "
+                     f"(false pass <= {bound:.0e})")
 
     # -- rules and local steps ----------------------------------------------------------------------------
     def _rule_checks(self) -> list[Check]:
@@ -390,11 +411,12 @@ class _Verifier:
         printer, entries, claims = TextPrinter(), 0, []
         for step in steps:
             objective, formula, backend = self._local_sides(step)
-            valuation = Valuation(backend, {s: s for s in objective.free_symbols})
+            partials = dict(_partials(objective, set(self.symbols[step.name].flat)))
+            valuation = Valuation(backend, {symbol: symbol for symbol in objective.free_symbols})
             claim = f"{printer.doprint(step.symbol)} = {printer.doprint(step.expr)}"
             claims.append(claim)
             for (i, j), q in np.ndenumerate(self.symbols[step.name]):
-                difference = se.expand(valuation(objective.diff(q)) - formula[i, j])
+                difference = se.expand(valuation(partials.get(q, se.Integer(0))) - formula[i, j])
                 if difference != 0:
                     return Check(label, False, "expand",
                                  f"{claim}: entry ({i}, {j}): direct minus formula = {_short(difference)}")
@@ -406,7 +428,7 @@ class _Verifier:
                                             f"identically in all {entries} entries")
 
     def _local_sides(self, step):
-        """The objective to differentiate (symengine), the step's formula, and the backend that evaluated it."""
+        """The objective to differentiate (symengine), the step's formula, and the backend of its values."""
         network = self.network
         symbols = dict(self.symbols)
         if step.upstream is None:
@@ -416,10 +438,30 @@ class _Verifier:
             upstream = next(s for s in network.steps if s.name == step.upstream)
             G = _symbols("G", self.shapes[step.upstream])
             values = Evaluator(OracleBackend(), symbols, self.sizes)(upstream.expr)
-            objective = sum((g * z for g, z in zip(G.flat, values.flat)), se.Integer(0))
+            objective = se.Add(*(g * z for g, z in zip(G.flat, values.flat)))
             symbols[f"d{step.upstream}"] = G
         backend = SymbolicBackend()
         return objective, Evaluator(backend, symbols, self.sizes)(step.expr), backend
+
+
+def _partials(expr, wanted: set) -> list:
+    """``(symbol, d expr / d symbol)`` for the ``wanted`` symbols in ``expr``, from the terms holding them."""
+    containing = {}
+    for term in _summands(expr):
+        for symbol in term.free_symbols & wanted:
+            containing.setdefault(symbol, []).append(term)
+    return [(symbol, se.Add(*terms).diff(symbol)) for symbol, terms in containing.items()]
+
+
+def _summands(expr) -> list:
+    """Terms that add up to ``expr`` (a number times a sum is distributed), so each can be indexed."""
+    if isinstance(expr, se.Add):
+        return list(expr.args)
+    if isinstance(expr, se.Mul) and len(expr.args) == 2:
+        number, rest = expr.args
+        if number.is_Number and isinstance(rest, se.Add):
+            return [number * term for term in rest.args]
+    return [expr]
 
 
 class _FiniteDifferences:

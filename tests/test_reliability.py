@@ -266,8 +266,6 @@ def _limit_memory():
     resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 
 
-@pytest.mark.xfail(strict=True, reason="backprop.py.j2 needs a guard for huge SIZES (issue 8); "
-                                       "remove this mark once the template has it")
 def test_numpy_demo_with_huge_widths_skips_or_runs_small(tmp_path):
     spec = tmp_path / "huge.toml"
     spec.write_text(toml_document(HUGE))

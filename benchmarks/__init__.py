@@ -1,0 +1,1 @@
+"""Benchmarks for symbackprop: ``python -m benchmarks`` (``make bench``) runs them all."""
