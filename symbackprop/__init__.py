@@ -6,7 +6,7 @@ checked against direct differentiation (``.verify()``) and rendered as Markdown,
 """
 
 __version__ = "0.1.0"
-__all__ = ["derive", "load_spec", "seed_spec", "check"]
+__all__ = ["check", "derive", "load_spec", "seed_spec"]
 
 
 def __getattr__(name):

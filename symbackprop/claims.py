@@ -259,7 +259,7 @@ class _Parser:
 
     def parse_claim(self):
         """``lhs = rhs``: the names on the left and the right side's expression."""
-        of, wrt, token = self.lhs()
+        of, wrt, _ = self.lhs()
         self.expect("=", "'=' after the left side")
         try:
             value = self.expr()
@@ -825,7 +825,7 @@ class Checker:
         if truth is None:
             return self._no_dependence(claim)
         expected = self._expected(claim)
-        wrong = lambda reason, detail: Verdict(text, "wrong", reason, detail, expected)  # noqa: E731
+        wrong = lambda reason, detail: Verdict(text, "wrong", reason, detail, expected)
         problem = self._shape_problem(claim, want_shape, elementwise)
         if problem:
             return wrong("shape", problem)

@@ -74,8 +74,8 @@ def load(spec_path):
               help="Batch size for the memory table of the lecture formats.")
 def derive(spec_path, formats, out_dir, force, lang, batch):
     """Derive the backward pass, verify it, and write the chosen formats."""
-    from .output import STDOUT, check_targets, write_outputs
     from .derivation import derive as run_derive
+    from .output import STDOUT, check_targets, write_outputs
 
     spec = load(spec_path)
     check_targets(formats, out_dir, force=force)

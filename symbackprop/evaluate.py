@@ -10,14 +10,13 @@ to fresh symbols so identities can be expanded exactly.
 from __future__ import annotations
 
 import random
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import symengine as se
 import sympy as sp
-from sympy.matrices.expressions import HadamardProduct, MatAdd, MatMul, MatrixSymbol, OneMatrix, Transpose
 
-from .expressions import Elementwise, Sigmoid, Softmax
+from .expressions import Elementwise
 from .rules import ACTIVATIONS, LOSSES
 
 PRIME = 2**61 - 1
@@ -126,16 +125,16 @@ class Float64Backend:
         return 1.0 / x
 
     def loss(self, rule, Y, T):
-        return float(eval(rule.numpy_value, {"np": np, "Y_pred": Y, "Y_true": T}))  # noqa: S307 - our own rule
+        return float(eval(rule.numpy_value, {"np": np, "Y_pred": Y, "Y_true": T}))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _numpy_function(name: str, order: int, params: tuple):
     """Compile the rule table's NumPy form of an activation (or its derivative) into a function of ``z``."""
     from math import erf
 
     code = ACTIVATIONS[name].numpy(order, dict(params), z="z")
-    return eval(f"lambda z: {code}", {"np": np, "erf": np.vectorize(erf, otypes=[float])})  # noqa: S307
+    return eval(f"lambda z: {code}", {"np": np, "erf": np.vectorize(erf, otypes=[float])})
 
 
 class Mod:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 import unicodedata
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import jinja2
@@ -69,7 +69,7 @@ def py_comment(value: str) -> str:
     return one_line(str(value).replace("\\", "\\\\").replace('"', '\\"'))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(resources.files("symbackprop.templates"))),
@@ -80,7 +80,7 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-@lru_cache(maxsize=None)
+@cache
 def catalog(lang: str) -> dict:
     """The translation catalog for ``lang``: every sentence the templates print."""
     if lang not in LANGUAGES:

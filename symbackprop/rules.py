@@ -7,8 +7,8 @@ drift apart; ``tests/test_rules.py`` checks every derivative against ``sympy.dif
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import sympy as sp
 

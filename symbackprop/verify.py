@@ -25,17 +25,26 @@ gives every ``dL/d(entry)`` at once in time linear in the network's size.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import symengine as se
 import sympy as sp
+from sympy.matrices.exceptions import ShapeError
 
-from .evaluate import (PRIME, Evaluator, FieldBackend, Float64Backend, OracleBackend, SymbolicBackend,
-                       Valuation)
+from .evaluate import (
+    PRIME,
+    Evaluator,
+    FieldBackend,
+    Float64Backend,
+    OracleBackend,
+    SymbolicBackend,
+    Valuation,
+)
 from .printing import TextPrinter
 from .rules import ACTIVATIONS, LOSSES
 
@@ -144,7 +153,7 @@ def verify(derivation, *, batch: int | None = None, budget: float | None = None,
 def estimated_seconds(network, N: int, widths) -> float:
     """A rough upper estimate of the exact check's time at batch ``N`` and ``widths`` (n_0, ..., n_L)."""
     total = 0.0
-    for n_in, n_out in zip(widths, widths[1:]):
+    for n_in, n_out in itertools.pairwise(widths):
         terms = N * n_in * n_out
         total += terms * SECONDS_PER_TERM
         total += terms * (n_in * n_out + N * n_in + N * n_out) * SECONDS_PER_LOCAL_TERM
@@ -184,7 +193,7 @@ def check_activation_rule(name: str, params: dict) -> Check:
     return _check_activation_rule(ACTIVATIONS[name], tuple(sorted(params.items())))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _check_activation_rule(rule, items: tuple) -> Check:
     """``check_activation_rule``, once per process for each rule object and setting."""
     name, params = rule.name, dict(items)
@@ -359,7 +368,7 @@ class _Verifier:
     def _shape_problem(self, step) -> str:
         try:
             shape = step.expr.shape
-        except Exception as error:  # SymPy raises ShapeError (and others) for products that do not fit
+        except (ShapeError, ValueError, TypeError) as error:  # SymPy's ways of saying factors do not fit
             return f"the formula's factors do not fit together: {error}"
         if tuple(shape) != tuple(step.symbol.shape):
             want = " x ".join(map(str, step.symbol.shape))

@@ -111,9 +111,10 @@ def test_debug_shows_the_traceback(tmp_path):
     spec.write_text(toml_document(VALID | {"loss": {"kind": "half_see"}}))
     code = "from symbackprop.cli import main; main()"
     plain = subprocess.run([sys.executable, "-c", code, "derive", "--spec", str(spec), "--out", str(tmp_path / "o")],
-                           capture_output=True, text=True, timeout=120)
+                           check=False, capture_output=True, text=True, timeout=120)
     debug = subprocess.run([sys.executable, "-c", code, "--debug", "derive", "--spec", str(spec),
-                            "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+                            "--out", str(tmp_path / "o")], check=False, capture_output=True, text=True,
+                           timeout=120)
     assert plain.returncode == 2 and "Traceback" not in plain.stderr and len(plain.stderr.splitlines()) == 1
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "SpecError" in debug.stderr
     assert not (tmp_path / "o").exists()
@@ -231,7 +232,7 @@ def test_a_hostile_title_stays_text_in_every_format(tmp_path, title):
     assert "^^" not in title_line
     if shutil.which("pdflatex"):
         compiled = subprocess.run(["pdflatex", "-no-shell-escape", "-interaction=nonstopmode", "-halt-on-error",
-                                   "backprop.tex"], cwd=tmp_path / "out", capture_output=True, timeout=180)
+                                   "backprop.tex"], cwd=tmp_path / "out", check=False, capture_output=True, timeout=180)
         assert compiled.returncode == 0, compiled.stdout.decode(errors="replace")[-2000:]
         if shutil.which("pdftotext"):
             subprocess.run(["pdftotext", "backprop.pdf"], cwd=tmp_path / "out", check=True, timeout=60)
@@ -270,7 +271,7 @@ def test_numpy_demo_with_huge_widths_skips_or_runs_small(tmp_path):
     spec = tmp_path / "huge.toml"
     spec.write_text(toml_document(HUGE))
     assert derive_cli(spec, tmp_path, "--format", "py").exit_code == 0
-    demo = subprocess.run([sys.executable, "backprop.py"], cwd=tmp_path, capture_output=True, text=True,
+    demo = subprocess.run([sys.executable, "backprop.py"], cwd=tmp_path, check=False, capture_output=True, text=True,
                           timeout=120, preexec_fn=_limit_memory)
     assert demo.returncode == 0, demo.stderr[-2000:]
     assert "skipped" in demo.stdout or "gradient check" in demo.stdout

@@ -14,7 +14,15 @@ from hypothesis import strategies as st
 from symbackprop.errors import SpecError
 from symbackprop.rules import ACTIVATIONS, LOSSES
 from symbackprop.spec import (
-    LAYOUTS, PRESETS, InputSpec, LayerSpec, LossSpec, Spec, load_spec, seed_spec, spec_to_dict,
+    LAYOUTS,
+    PRESETS,
+    InputSpec,
+    LayerSpec,
+    LossSpec,
+    Spec,
+    load_spec,
+    seed_spec,
+    spec_to_dict,
 )
 
 SPECS_DIR = pathlib.Path(__file__).parent / "specs"
