@@ -25,6 +25,11 @@ import numpy as np
 
 from symbackprop import derive
 
+# OpenMP threads (PyTorch's) spin for a while after each call by default, taking the cores from whatever
+# runs next; on a 2-core machine that would be charged to the next variant. Let them sleep instead.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("KMP_BLOCKTIME", "0")
+
 N = 512
 LR = 1e-6  # small: the hand-written step updates its parameters in place every repeat and must stay finite
 NETWORKS = {
@@ -180,14 +185,20 @@ def blas_description() -> str:
 
 
 def _median_ms(variants: dict, repeats: int) -> dict:
-    """Median wall time per variant in ms, the variants interleaved in every repeat (after one warm-up)."""
+    """Median wall time per variant in ms, the variants interleaved in every repeat (after one warm-up).
+
+    The order rotates from repeat to repeat, so no variant always runs right after the same other one (a
+    library whose threads linger after its step would otherwise always slow the same neighbour).
+    """
     for step in variants.values():
         step()
     times = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, step in variants.items():
+    names = list(variants)
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            step()
+            variants[name]()
             times[name].append(time.perf_counter() - start)
     return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
 

@@ -10,7 +10,7 @@ to fresh symbols so identities can be expanded exactly.
 from __future__ import annotations
 
 import random
-from functools import cache
+from functools import cache, lru_cache
 
 import numpy as np
 import symengine as se
@@ -45,7 +45,7 @@ class Evaluator:
         return total
 
     def _MatMul(self, expr):
-        scalar, matrices = expr.as_coeff_matrices()
+        scalar, matrices = _coeff_matrices(expr)
         result = self(matrices[0])
         for matrix in matrices[1:]:
             result = result @ self(matrix)
@@ -61,7 +61,7 @@ class Evaluator:
         return result
 
     def _OneMatrix(self, expr):
-        return self.backend.ones(tuple(int(sp.sympify(d).xreplace(self.sizes)) for d in expr.shape))
+        return self.backend.ones(tuple(int(self.sizes.get(d, d)) for d in expr.shape))
 
     def _Elementwise(self, expr):
         value = self(expr.arg)
@@ -94,6 +94,12 @@ class Evaluator:
         if not network.batch_first:
             Y, T = Y.T, T.T
         return self.backend.loss(LOSSES[network.spec.loss.kind], Y, T)
+
+
+@lru_cache(maxsize=4096)
+def _coeff_matrices(expr) -> tuple:
+    """A product's scalar and matrix factors (SymPy recomputes them on every call; expressions are immutable)."""
+    return expr.as_coeff_matrices()
 
 
 class _Common:

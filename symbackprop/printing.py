@@ -178,15 +178,18 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
     Sizes print as the expressions ``sizes`` gives them (``N`` -> ``N``, ``n_3`` -> ``3``); activation
     derivatives call the module's ``<name>_grad`` helpers; ``1ᵀ M`` prints as a sum over the batch.
     ``outputs`` maps a pre-activation symbol to its activation's name: a derivative whose rule can be written
-    in the output prints as ``<name>_grad_from_output(a)``. With ``in_place``, ``dA ⊙ f'(Z)`` prints as an
+    in the output prints as ``<name>_grad_from_output(a)``. ``local_gradients`` maps a pre-activation symbol
+    to the variable holding ``f'(Z)`` that the forward pass computed and kept. With ``in_place``, ``dA ⊙ f'(Z)`` prints as an
     update of the upstream gradient's array (``np.multiply(dA, f'(Z), out=dA)``), which backward owns.
     """
 
-    def __init__(self, sizes: dict | None = None, outputs: dict | None = None, in_place: bool = False):
+    def __init__(self, sizes: dict | None = None, outputs: dict | None = None, in_place: bool = False,
+                 local_gradients: dict | None = None):
         super().__init__()
         self.sizes = sizes or {}
         self.outputs = outputs or {}
         self.in_place = in_place
+        self.local_gradients = local_gradients or {}
 
     def _print_Symbol(self, expr):
         return str(self.sizes.get(expr, expr.name))
@@ -230,6 +233,8 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
     def _print_Elementwise(self, expr):
         if expr.activation == "identity" and expr.order == 0:
             return self._print(expr.arg)
+        if expr.order == 1 and expr.arg in self.local_gradients:
+            return self.local_gradients[expr.arg]
         from_output = expr.order == 1 and expr.arg in self.outputs
         if from_output and ACTIVATIONS[expr.activation].numpy_derivative_from_output:
             return f"{function_name(expr, from_output=True)}({self.outputs[expr.arg]})"
@@ -258,8 +263,9 @@ def text(expr) -> str:
     return TextPrinter().doprint(expr)
 
 
-def numpy_code(expr, sizes: dict | None = None, outputs: dict | None = None, in_place: bool = False) -> str:
-    return NumPyPrinter(sizes, outputs, in_place).doprint(expr)
+def numpy_code(expr, sizes: dict | None = None, outputs: dict | None = None, in_place: bool = False,
+               local_gradients: dict | None = None) -> str:
+    return NumPyPrinter(sizes, outputs, in_place, local_gradients).doprint(expr)
 
 
 def shape_latex(shape) -> str:

@@ -122,6 +122,16 @@ def _product_and_bias(expr, sizes) -> dict:
     return {"product": numpy_code(product, sizes), "bias": numpy_code(bias, sizes)}
 
 
+def _kept_local_gradient(activation, local_gradients: dict, sizes: dict) -> dict:
+    """For an activation whose derivative the forward pass keeps: the variable, its code and its formula."""
+    if activation.arg not in local_gradients:
+        return {}
+    derivative = type(activation)(activation.activation, activation.arg, 1, tuple(activation.params.items()))
+    name = local_gradients[activation.arg]
+    return {"local_gradient": {"name": name, "code": numpy_code(derivative, sizes), "text": text(derivative),
+                               "text_lhs": "∂{}/∂{}".format(*name[1:].split("_d", 1))}}
+
+
 def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> dict:
     """Everything the templates need, as printed strings (``batch``: the memory table's batch size)."""
     net = derivation.network
@@ -138,6 +148,12 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
             "latex": ACTIVATIONS[layer.activation].latex, "params": layer.params,
             "output": net.activation_name(l), "input": net.layer_input(l),
         })
+    # Derivatives written in the output (sigmoid: a (1 - a)) reuse the activation the forward pass kept; the
+    # others (relu's mask, ...) are local gradients the forward pass computes and keeps instead of Z.
+    outputs = {net.symbol(f"Z{l}"): net.activation_name(l) for l in range(1, net.depth + 1)}
+    local_gradients = {
+        net.symbol(f"Z{l}"): f"d{net.activation_name(l)}_dZ{l}" for l, layer in enumerate(spec.layers, start=1)
+        if layer.activation != "identity" and not ACTIVATIONS[layer.activation].numpy_derivative_from_output}
     forward = []
     for step in net.steps:
         is_loss = step.kind == "loss"
@@ -149,13 +165,12 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
             "text": "" if is_loss else text(step.expr),
             "code": "" if is_loss else numpy_code(step.expr, code_sizes),
             **(_product_and_bias(step.expr, code_sizes) if step.kind == "linear" else {}),
+            **(_kept_local_gradient(step.expr, local_gradients, code_sizes) if step.kind == "activation" else {}),
         })
     local = [{
         "of": "L" if lg.of == "L" else latex_name(lg.of), "wrt": latex_name(lg.wrt), "expr": latex(lg.expr),
         "side": lg.side, "layer": lg.layer,
     } for lg in derivation.local_gradients]
-    # Derivatives written in the output (sigmoid: a (1 - a)) reuse the activation the forward pass kept.
-    outputs = {net.symbol(f"Z{l}"): net.activation_name(l) for l in range(1, net.depth + 1)}
     backward = []
     for step in derivation.backward:
         backward.append({
@@ -166,7 +181,8 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
             "local_of": "L" if step.local.of == "L" else latex_name(step.local.of),
             "local_wrt": latex_name(step.local.wrt),
             "shape": shape_latex(step.shape), "shape_text": shape_text(step.shape),
-            "text": text(step.expr), "code": numpy_code(step.expr, code_sizes, outputs, in_place=True),
+            "text": text(step.expr),
+            "code": numpy_code(step.expr, code_sizes, outputs, in_place=True, local_gradients=local_gradients),
             "text_lhs": text_name(step.symbol.name),
             "chain": _chain(step),
         })
@@ -180,7 +196,8 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
             helpers[function_name(grad, from_output=bool(from_output))] = (
                 ("a", from_output) if from_output else ("z", rule.numpy(1, node.params, z="z")))
     # The forward pass keeps only what a backward line reads.
-    cached = [name for name in [spec.input.name, *(s.name for s in net.steps if s.kind != "loss")]
+    cached = [name for name in [spec.input.name, *(s.name for s in net.steps if s.kind != "loss"),
+                                *local_gradients.values()]
               if any(re.search(rf"\b{re.escape(name)}\b", step["code"]) for step in backward)]
     relu_layers = [layer for layer in layers if layer["activation"] == "relu"]
     return {
