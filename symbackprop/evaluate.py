@@ -88,6 +88,12 @@ class Evaluator:
                 self.env[step.name] = self(step.expr)
             started = started or step.name == start_after
 
+    def backward(self, derivation, skip=frozenset()) -> None:
+        """Evaluate every backward formula in order into ``env`` (after ``forward``), except those in ``skip``."""
+        for step in derivation.backward:
+            if step.name not in skip:
+                self.env[step.symbol.name] = self(step.expr)
+
     def loss(self, network):
         """The scalar loss of the values in ``env`` (after ``forward``)."""
         Y, T = self.env["Y_pred"], self.env["Y_true"]

@@ -45,8 +45,7 @@ def _evaluate(derivation, env: dict, sizes: dict) -> tuple[dict, float]:
     """Forward values, backward formulas (into one env) and the loss, in float64."""
     evaluator = Evaluator(Float64Backend(), dict(env), sizes)
     evaluator.forward(derivation.network)
-    for step in derivation.backward:
-        evaluator.env[step.symbol.name] = evaluator(step.expr)
+    evaluator.backward(derivation)
     return evaluator.env, evaluator.loss(derivation.network)
 
 

@@ -171,9 +171,7 @@ def evaluate_formulas(derivation, backend, env: dict, sizes: dict, skip=frozense
     """
     evaluator = Evaluator(backend, dict(env), sizes)
     evaluator.forward(derivation.network)
-    for step in derivation.backward:
-        if step.name not in skip:
-            evaluator.env[step.symbol.name] = evaluator(step.expr)
+    evaluator.backward(derivation, skip)
     return evaluator.env
 
 
