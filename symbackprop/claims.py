@@ -209,6 +209,23 @@ class _Parser:
         self.tokens = self.tokenize(text)
         self.i = 0
 
+    def tokenize(self, text):
+        """``(kind, text, column)`` tokens of the syntax's ``pattern`` (blanks dropped), then an end token."""
+        tokens, pos = [], 0
+        while pos < len(text):
+            match = self.pattern.match(text, pos)
+            if not match:
+                raise ClaimError(f"cannot parse claim {text!r}: at column {pos + 1}: unexpected character "
+                                 f"{text[pos]!r}")
+            if match.lastgroup != "ws":
+                tokens.append(self.token(match))
+            pos = match.end()
+        tokens.append(("end", "", len(text)))
+        return tokens
+
+    def token(self, match):
+        return (match.lastgroup, match.group(0), match.start())
+
     def peek(self, offset=0):
         return self.tokens[min(self.i + offset, len(self.tokens) - 1)]
 
@@ -273,20 +290,13 @@ class _Parser:
 class _NumPyParser(_Parser):
     """``dL/dW1 = X.T @ (dL/dZ1)``: ``@ * / + -``, ``.T``, ``sum``, ``ones``, ``relu'(Z1)``, ``(Z1 > 0)``."""
 
-    @staticmethod
-    def tokenize(text):
-        tokens, pos = [], 0
-        while pos < len(text):
-            match = _NUMPY_TOKENS.match(text, pos)
-            if not match:
-                raise ClaimError(f"cannot parse claim {text!r}: at column {pos + 1}: unexpected character "
-                                 f"{text[pos]!r}")
-            kind = match.lastgroup if match.lastgroup not in ("of", "wrt") else "frac"
-            if kind != "ws":
-                tokens.append((kind, match.group(0), pos, match.group("of"), match.group("wrt")))
-            pos = match.end()
-        tokens.append(("end", "", len(text), None, None))
-        return tokens
+    pattern = _NUMPY_TOKENS
+
+    def token(self, match):
+        """A ``d<of>/d<wrt>`` token also carries its two names."""
+        if match.lastgroup != "frac":
+            return super().token(match)
+        return ("frac", match.group(0), match.start(), match.group("of"), match.group("wrt"))
 
     def lhs(self):
         token = self.peek()
@@ -439,19 +449,7 @@ class _LatexParser(_Parser):
     matrix products, ``\\odot`` is elementwise; ``W^{[2]T}``, ``W^{T^{[2]}}``, ``W^{[2]\\top}`` all mean W2
     transposed."""
 
-    @staticmethod
-    def tokenize(text):
-        tokens, pos = [], 0
-        while pos < len(text):
-            match = _LATEX_TOKENS.match(text, pos)
-            if not match:
-                raise ClaimError(f"cannot parse claim {text!r}: at column {pos + 1}: unexpected character "
-                                 f"{text[pos]!r}")
-            if match.lastgroup != "ws":
-                tokens.append((match.lastgroup, match.group(0), pos))
-            pos = match.end()
-        tokens.append(("end", "", len(text)))
-        return tokens
+    pattern = _LATEX_TOKENS
 
     def take_letters(self, count):
         """Consume the first ``count`` letters of a letters token (LaTeX reads ``XW`` as X times W)."""
