@@ -1,28 +1,42 @@
 """Network -> Derivation: local gradients and backward formulas, each with its chain-rule factors.
 
-Batch-first: ``dW = A^T delta``, ``db = 1^T delta``, ``dA = delta W^T``, ``delta = dA (.) f'(Z)``.
-Column layout: ``dW = delta A^T``, ``db = delta 1``, ``dA = W^T delta``. A gradient has the shape of what
-it differentiates, and ``delta[l] = dL/dZ[l]``.
+The backward pass is one generic reverse walk over the forward steps: each step sends its upstream gradient
+back to every operand through the operand's ``Local`` rule (``layers.py``), and a value that feeds several
+steps (a skip connection, a weight with an L2 penalty) receives the sum of what each sends. A gradient has
+the shape of what it differentiates, and ``delta[l] = dL/dZ[l]``. Batch-first dense layers give
+``dW = A^T delta``, ``db = 1^T delta``, ``dA = delta W^T``, ``delta = dA (.) f'(Z)``; column layout
+``dW = delta A^T``, ``db = delta 1``, ``dA = W^T delta``.
+
+Some gradients also have a shorter equivalent form, kept beside the step-by-step one as an ``Alternative``:
+batch norm's compact ``dX``, a sigmoid or softmax output combined with its cross-entropy loss, and the
+softmax cross-entropy gradient when every sample's targets sum to 1. Verification proves each; the generated
+code uses the ones that hold without assumptions.
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .expressions import Elementwise
+from .layers import FUSIONS
 from .network import Network, build_network
-from .rules import LOSSES
+from .rules import LossTerms, loss_coefficient, loss_rule
 from .spec import Spec, load_spec
+
+# The assumption of an alternative that holds only when each sample's targets sum to 1.
+DISTRIBUTION = "distribution"
 
 
 @dataclass(frozen=True)
 class LocalGradient:
     """One entry of the local-gradient table: how ``of`` changes with ``wrt``, as the factor it contributes.
 
-    ``side`` says where the factor multiplies the upstream gradient: ``left`` / ``right`` (matrix
-    product), ``elementwise`` (Hadamard product) or ``loss`` (the loss's own gradient, no upstream).
+    ``side`` says where the factor meets the upstream gradient: ``left`` / ``right`` (matrix product),
+    ``elementwise`` (Hadamard product), ``identity`` (passed on unchanged), ``vjp`` (no single factor: ``expr``
+    is the whole contribution, written with the upstream gradient) or ``loss`` (the loss's own gradient).
     """
 
     of: str
@@ -33,19 +47,52 @@ class LocalGradient:
 
 
 @dataclass(frozen=True)
+class Term:
+    """What one consumer sends back: ``expr``, the upstream gradient of ``upstream`` through ``local``."""
+
+    upstream: str | None
+    local: LocalGradient
+    expr: sp.Basic
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """An equivalent, shorter form of a backward formula: ``label`` (a catalog key), its expression, and the
+    assumption it needs (``""`` or ``"distribution"``: every sample's targets sum to 1)."""
+
+    label: str
+    expr: sp.Basic
+    assumes: str = ""
+
+
+@dataclass(frozen=True)
 class BackwardStep:
-    """``symbol = expr``: the gradient of the loss with respect to ``name``, written with upstream gradients."""
+    """``symbol = expr``: the gradient of the loss with respect to ``name``, the sum of its ``terms``."""
 
     name: str
     symbol: sp.MatrixSymbol
     expr: sp.Basic
-    upstream: str | None
-    local: LocalGradient
+    terms: tuple[Term, ...]
     layer: int
+    alternatives: tuple[Alternative, ...] = ()
 
     @property
     def shape(self):
         return self.symbol.shape
+
+    @property
+    def upstream(self) -> str | None:
+        """The one consumer whose gradient this step reads (None for the loss gradient or a sum)."""
+        return self.terms[0].upstream if len(self.terms) == 1 else None
+
+    @property
+    def local(self) -> LocalGradient:
+        return self.terms[0].local
+
+    @property
+    def code_expr(self) -> sp.Basic:
+        """The form the generated code computes: a shorter alternative that needs no assumption, if any."""
+        return next((alt.expr for alt in self.alternatives if not alt.assumes), self.expr)
 
 
 def gradient_symbol(network: Network, name: str) -> sp.MatrixSymbol:
@@ -111,45 +158,73 @@ def derive(spec: Spec | dict | str | None = None) -> Derivation:
         spec = seed_spec()
     elif not isinstance(spec, Spec):
         spec = load_spec(spec)
-    network = build_network(spec)
-    return _derive(network)
+    return _Walk(build_network(spec)).run()
 
 
-def _derive(net: Network) -> Derivation:
-    local, backward = [], []
-    batch_first = net.batch_first
-    L = net.depth
+def _total(exprs):
+    return functools.reduce(operator.add, exprs)
 
-    def add(name, expr, upstream, lg):
-        backward.append(BackwardStep(name, gradient_symbol(net, name), expr, upstream, lg, lg.layer))
 
-    Y, T = net.symbol("Y_pred"), net.inputs["Y_true"]
-    rule = LOSSES[net.spec.loss.kind]
-    loss_grad = rule.gradient(Y, T, net.N, net.widths[-1], 1 if batch_first else 0)
-    lg = LocalGradient("L", "Y_pred", loss_grad, "loss", L)
-    local.append(lg)
-    add("Y_pred", loss_grad, None, lg)
+class _Walk:
+    """The reverse walk: emits each value's gradient once every step that reads the value has sent its share."""
 
-    for l in range(L, 0, -1):
-        a_name, A_name = net.activation_name(l), net.layer_input(l)
-        Z, A, W = net.symbol(f"Z{l}"), net.symbol(A_name), net.inputs[f"W{l}"]
-        layer = net.spec.layers[l - 1]
-        dA = gradient_symbol(net, a_name)
-        f_prime = Elementwise(layer.activation, Z, 1, tuple(layer.params.items()))
-        lg = LocalGradient(a_name, f"Z{l}", f_prime, "elementwise", l)
-        local.append(lg)
-        # The identity's derivative is 1: delta is the upstream gradient itself.
-        add(f"Z{l}", dA if layer.activation == "identity" else sp.hadamard_product(dA, f_prime), a_name, lg)
+    def __init__(self, net: Network):
+        self.net = net
+        self.pending: dict[str, list[Term]] = {}
+        self.readers: dict[str, int] = {}
+        for step in net.steps:
+            for local in step.locals:
+                self.readers[local.wrt] = self.readers.get(local.wrt, 0) + 1
+        self.outputs = {step.name for step in net.steps}
+        self.local, self.backward = [], []
+        self.extra = self._shorter_forms()
 
-        delta = gradient_symbol(net, f"Z{l}")
-        ones_over_batch = sp.OneMatrix(1, net.N) if batch_first else sp.OneMatrix(net.N, 1)
-        for wrt, factor, side, expr in (
-            (f"W{l}", A.T, *(("left", A.T * delta) if batch_first else ("right", delta * A.T))),
-            (f"b{l}", ones_over_batch, *(("left", ones_over_batch * delta) if batch_first
-                                         else ("right", delta * ones_over_batch))),
-            (A_name, W.T, *(("right", delta * W.T) if batch_first else ("left", W.T * delta))),
-        ):
-            lg = LocalGradient(f"Z{l}", wrt, factor, side, l)
-            local.append(lg)
-            add(wrt, expr, f"Z{l}", lg)
-    return Derivation(net, tuple(local), tuple(backward))
+    def run(self) -> Derivation:
+        for step in reversed(self.net.steps):
+            if step.kind != "loss":
+                self._emit(step.name, step.layer)
+            upstream = None if step.kind == "loss" else gradient_symbol(self.net, step.name)
+            for local in step.locals:
+                contribution = local.vjp(upstream)
+                lg = LocalGradient(step.name, local.wrt, contribution if local.factor is None else local.factor,
+                                   local.side, step.layer)
+                self.local.append(lg)
+                self.pending.setdefault(local.wrt, []).append(Term(None if upstream is None else step.name, lg, contribution))
+                self.readers[local.wrt] -= 1
+                if not self.readers[local.wrt] and local.wrt not in self.outputs:
+                    self._emit(local.wrt, step.layer)
+        return Derivation(self.net, tuple(self.local), tuple(self.backward))
+
+    def _emit(self, name: str, layer: int) -> None:
+        terms = tuple(self.pending.pop(name))
+        alternatives = []
+        for label, replaces, expr, assumes in self.extra.get(name, ()):
+            kept = [term.expr for term in terms if term.upstream not in replaces]
+            alternatives.append(Alternative(label, _total([expr, *kept]), assumes))
+        self.backward.append(BackwardStep(name, gradient_symbol(self.net, name), _total(t.expr for t in terms),
+                                          terms, layer, tuple(alternatives)))
+
+    def _shorter_forms(self) -> dict:
+        """value -> [(label, consumers it replaces, shorter contribution, assumption)]."""
+        net, extra = self.net, {}
+        for compact in net.compacts:
+            extra.setdefault(compact.wrt, []).append(("compact", compact.replaces, compact.expr, ""))
+        loss = net.steps[-1]
+        last = net.steps[-2]
+        settings = net.spec.loss
+        rule = loss_rule(settings)
+        Y, T = loss.expr.prediction, loss.expr.target
+        terms = LossTerms(Y, T, net.batch_first, Y.shape[1] if net.batch_first else Y.shape[0])
+        k = loss_coefficient(settings, net.N, terms.k)
+        if rule.simplified is not None:
+            extra.setdefault(last.name, []).append(
+                ("targets_sum_to_one", (None,), k * rule.simplified(terms, settings.parameters), DISTRIBUTION))
+        fusion = FUSIONS.get((last.fusion, rule.name))
+        if fusion is not None:
+            operand = last.locals[0].wrt
+            simplified = fusion.simplified(Y, T, terms, k, net.symbol(operand))
+            extra.setdefault(operand, []).append((fusion.label, (last.name,), simplified, ""))
+            if fusion.distribution is not None:
+                extra[operand].append(("targets_sum_to_one", (last.name,), fusion.distribution(Y, T, terms, k,
+                                       net.symbol(operand)), DISTRIBUTION))
+        return extra

@@ -17,9 +17,12 @@ import symengine as se
 import sympy as sp
 
 from .expressions import Elementwise
-from .rules import ACTIVATIONS, LOSSES
+from .rules import ACTIVATIONS, FUNCTIONS, activation_rule, numpy_loss_code, numpy_penalty_code
 
 PRIME = 2**61 - 1
+# Functions whose derivative the exact backends compute from their value (see ``ActivationRule``).
+EXACT_DERIVATIVES = {rule.name: rule.exact_derivative for rule in (*ACTIVATIONS.values(), *FUNCTIONS.values())
+                     if rule.exact_derivative}
 
 
 class Evaluator:
@@ -60,8 +63,17 @@ class Evaluator:
             result = result * value
         return result
 
+    def _HadamardPower(self, expr):
+        return self.backend.power(self(expr.base), int(expr.exp))
+
     def _OneMatrix(self, expr):
-        return self.backend.ones(tuple(int(self.sizes.get(d, d)) for d in expr.shape))
+        return self.backend.ones(self._shape(expr))
+
+    def _ZeroMatrix(self, expr):
+        return self.backend.ones(self._shape(expr)) * self.backend.scalar(0)
+
+    def _shape(self, expr) -> tuple[int, int]:
+        return tuple(int(sp.sympify(d).xreplace(self.sizes)) for d in expr.shape)
 
     def _Elementwise(self, expr):
         value = self(expr.arg)
@@ -69,13 +81,24 @@ class Evaluator:
             return value if expr.order == 0 else self.backend.ones(value.shape)
         return self.backend.activation(expr, value)
 
+    def _Exp(self, expr):
+        return self.backend.exp(self(expr.arg))
+
+    def _Log(self, expr):
+        return self.backend.log(self(expr.arg))
+
     def _Sigmoid(self, expr):
         e = self.backend.exp(self(expr.arg))
         return e * self.backend.reciprocal(e + self.backend.scalar(1))
 
     def _Softmax(self, expr):
-        e = self.backend.exp(self(expr.arg))
-        return e * self.backend.reciprocal(e.sum(axis=expr.axis, keepdims=True))
+        return self.backend.softmax(self(expr.arg), expr.axis)
+
+    def _LogSoftmax(self, expr):
+        return self.backend.log_softmax(self(expr.arg), expr.axis)
+
+    def _LossValue(self, expr):
+        return self.backend.loss(self, expr)
 
     def scalar(self, value):
         return self.backend.scalar(sp.Rational(sp.sympify(value).xreplace(self.sizes)))
@@ -88,18 +111,20 @@ class Evaluator:
                 self.env[step.name] = self(step.expr)
             started = started or step.name == start_after
 
-    def backward(self, derivation, skip=frozenset()) -> None:
-        """Evaluate every backward formula in order into ``env`` (after ``forward``), except those in ``skip``."""
+    def backward(self, derivation, skip=frozenset(), alternatives: bool = False) -> None:
+        """Evaluate every backward formula in order into ``env`` (after ``forward``), except those in ``skip``.
+
+        With ``alternatives``, each shorter form is evaluated too, as ``<symbol>@<label>``."""
         for step in derivation.backward:
             if step.name not in skip:
                 self.env[step.symbol.name] = self(step.expr)
+                if alternatives:
+                    for alt in step.alternatives:
+                        self.env[f"{step.symbol.name}@{alt.label}"] = self(alt.expr)
 
     def loss(self, network):
         """The scalar loss of the values in ``env`` (after ``forward``)."""
-        Y, T = self.env["Y_pred"], self.env["Y_true"]
-        if not network.batch_first:
-            Y, T = Y.T, T.T
-        return self.backend.loss(LOSSES[network.spec.loss.kind], Y, T)
+        return self(network.steps[-1].expr)
 
 
 @lru_cache(maxsize=4096)
@@ -109,13 +134,34 @@ def _coeff_matrices(expr) -> tuple:
 
 
 class _Common:
-    """Backends whose entries are Python objects held in NumPy object arrays."""
+    """Backends whose entries are Python objects held in NumPy object arrays, and whose softmax and loss are
+    their definitions (exact arithmetic needs no numerical safeguards)."""
 
     def ones(self, shape):
         return np.full(shape, self.scalar(1), dtype=object)
 
     def elementwise(self, fn, array):
         return np.frompyfunc(fn, 1, 1)(array) if array.size else array
+
+    def power(self, array, k: int):
+        return self.elementwise(lambda v: v ** k, array) if k >= 0 else self.power(self.reciprocal(array), -k)
+
+    def softmax(self, x, axis):
+        e = self.exp(x)
+        return e * self.reciprocal(e.sum(axis=axis, keepdims=True))
+
+    def log_softmax(self, x, axis):
+        return x - self.log(self.exp(x).sum(axis=axis, keepdims=True))
+
+    def loss(self, evaluator, node):
+        return evaluator(node.definition)[0, 0]
+
+    def derivative(self, node, z):
+        """``f'(z)`` for a function whose derivative is known from its value (``EXACT_DERIVATIVES``), or None."""
+        rule = EXACT_DERIVATIVES.get(node.key) if node.order == 1 else None
+        if rule is None:
+            return None
+        return self.elementwise(lambda x: rule(self.apply((node.key, 0), x), x), z)
 
 
 class Float64Backend:
@@ -133,11 +179,33 @@ class Float64Backend:
     def exp(self, x):
         return np.exp(x)
 
+    def log(self, x):
+        return np.log(x)
+
+    def power(self, x, k: int):
+        return np.power(x, float(k))
+
     def reciprocal(self, x):
         return 1.0 / x
 
-    def loss(self, rule, Y, T):
-        return float(eval(rule.numpy_value, {"np": np, "Y_pred": Y, "Y_true": T}))
+    def softmax(self, x, axis):
+        e = np.exp(x - x.max(axis=axis, keepdims=True))
+        return e / e.sum(axis=axis, keepdims=True)
+
+    def log_softmax(self, x, axis):
+        return x - np.logaddexp.reduce(x, axis=axis, keepdims=True)
+
+    def loss(self, evaluator, node):
+        """The loss through the rule table's numerically stable NumPy form, as the generated module has it."""
+        settings = node.settings
+        Y, T = evaluator(node.prediction), evaluator(node.target)
+        if node.axis == 0:
+            Y, T = Y.T, T.T
+        value = float(eval(numpy_loss_code(settings), {"np": np, "Y_pred": Y, "Y_true": T}))
+        if node.weights:
+            weights = [evaluator(W) for W in node.weights]
+            value += float(eval(numpy_penalty_code(settings), {"np": np, "weights": weights, "N": Y.shape[0]}))
+        return value
 
 
 @cache
@@ -145,7 +213,7 @@ def _numpy_function(name: str, order: int, params: tuple):
     """Compile the rule table's NumPy form of an activation (or its derivative) into a function of ``z``."""
     from math import erf
 
-    code = ACTIVATIONS[name].numpy(order, dict(params), z="z")
+    code = activation_rule(name).numpy(order, dict(params), z="z")
     return eval(f"lambda z: {code}", {"np": np, "erf": np.vectorize(erf, otypes=[float])})
 
 
@@ -225,10 +293,14 @@ class FieldBackend(_Common):
         return self.table[key]
 
     def activation(self, node, z):
-        return self.elementwise(lambda x: self.apply((node.key, node.order), x), z)
+        known = self.derivative(node, z)
+        return known if known is not None else self.elementwise(lambda x: self.apply((node.key, node.order), x), z)
 
     def exp(self, x):
         return self.elementwise(lambda v: self.apply("exp", v), x)
+
+    def log(self, x):
+        return self.elementwise(lambda v: self.apply("log", v), x)
 
     def reciprocal(self, x):
         return self.elementwise(lambda v: v ** -1, x)
@@ -252,10 +324,14 @@ class SymbolicBackend(_Common):
         return self.table[(key, x)]
 
     def activation(self, node, z):
-        return self.elementwise(lambda x: self.apply((node.key, node.order), x), z)
+        known = self.derivative(node, z)
+        return known if known is not None else self.elementwise(lambda x: self.apply((node.key, node.order), x), z)
 
     def exp(self, x):
         return self.elementwise(lambda v: self.apply("exp", v), x)
+
+    def log(self, x):
+        return self.elementwise(lambda v: self.apply("log", v), x)
 
     def reciprocal(self, x):
         return self.elementwise(lambda v: self.apply("inverse", v), x)
@@ -273,11 +349,11 @@ class OracleBackend(_Common):
     def exp(self, x):
         return self.elementwise(se.exp, x)
 
+    def log(self, x):
+        return self.elementwise(se.log, x)
+
     def reciprocal(self, x):
         return self.elementwise(lambda v: 1 / v, x)
-
-    def loss(self, rule, Y, T):
-        return rule.value(Y.tolist(), T.tolist(), se)
 
 
 class Valuation:
@@ -314,22 +390,45 @@ class Valuation:
         if kind == "Pow":
             base, exponent = node.args
             if base == se.E:
-                return self.backend.apply("exp", self(exponent))
-            k = int(exponent)
-            value = self(base)
-            if k < 0 and isinstance(self.backend, SymbolicBackend):
-                return self.backend.apply("inverse", value) ** -k
-            return value ** k
+                return self._exp(exponent)
+            return self._power(self(base), int(exponent))
         if kind == "FunctionSymbol":
             return self.backend.apply((node.get_name(), 0), self(node.args[0]))
         if kind == "log":
             return self.backend.apply("log", self(node.args[0]))
         if kind == "Derivative":  # f'(x) at a symbol x
             function, variable = node.args
-            return self.backend.apply((function.get_name(), 1), self(variable))
+            return self._derivative(function.get_name(), self(variable))
         if kind == "Subs":
             derivative, _, point = node.args
             function = derivative.args[0]
             assert len(derivative.args) == 2, "only first derivatives of activations appear"
-            return self.backend.apply((function.get_name(), 1), self(point))
+            return self._derivative(function.get_name(), self(point))
         raise TypeError(f"cannot evaluate {kind} node {node}")
+
+    def _power(self, value, k: int):
+        if k < 0 and isinstance(self.backend, SymbolicBackend):
+            return self.backend.apply("inverse", value) ** -k
+        return value ** k
+
+    def _exp(self, exponent):
+        """``exp`` of a sum as the product of each term's ``exp`` (symengine merges ``e^a e^b`` into ``e^(a+b)``,
+        which the evaluator computes as a product); integer multiples as powers."""
+        factors = []
+        for term in (exponent.args if isinstance(exponent, se.Add) else (exponent,)):
+            coefficient, rest = se.Integer(1), term
+            if isinstance(term, se.Mul) and term.args[0].is_Number:
+                coefficient, rest = term.args[0], se.Mul(*term.args[1:])
+            if not (coefficient.is_integer and rest.free_symbols):
+                return self.backend.apply("exp", self(exponent))
+            factors.append(self._power(self.backend.apply("exp", self(rest)), int(coefficient)))
+        result = factors[0]
+        for factor in factors[1:]:
+            result = result * factor
+        return result
+
+    def _derivative(self, name, x):
+        """``f'(x)`` of an opaque function: from its value where the rule is known, else opaque itself."""
+        if name in EXACT_DERIVATIVES:
+            return EXACT_DERIVATIVES[name](self.backend.apply((name, 0), x), x)
+        return self.backend.apply((name, 1), x)

@@ -1,8 +1,13 @@
-"""The matrix-expression vocabulary SymPy lacks: elementwise activations, the loss's link functions, the loss.
+"""The matrix-expression vocabulary SymPy lacks: elementwise functions, softmax, logarithms, the loss.
 
 SymPy's own elementwise machinery (``ElementwiseApplyFunction``) differentiates and prints badly (see
-DESIGN.md), so the network uses these small nodes instead. They only carry structure: what they mean is
-defined by the rule table (``rules.py``), and ``evaluate.py`` gives them values.
+DESIGN.md), so the network uses these small nodes instead. They only carry structure: what an elementwise
+function means is defined by the rule table (``rules.py``), and ``evaluate.py`` gives the nodes values.
+
+Two families: ``Elementwise`` applies a rule-table function (an activation, or an internal one such as the
+inverse square root of batch norm) that the exact verifier treats as an opaque function; ``Exp``, ``Log``,
+``Sigmoid``, ``Softmax`` and ``LogSoftmax`` are built from ``exp`` and ``log`` themselves, so identities
+between them (``d/dy log(1 + e^y) = sigma(y)``) hold exactly in every backend.
 """
 
 from __future__ import annotations
@@ -17,10 +22,10 @@ def _str(value) -> Str:
 
 
 class Elementwise(MatrixExpr):
-    """``f(Z)`` (order 0) or ``f'(Z)`` (order 1) entrywise, for the activation ``f`` named in the rule table.
+    """``f(Z)`` (order 0) or ``f'(Z)`` (order 1) entrywise, for the function ``f`` named in the rule table.
 
     ``params`` is a tuple of ``(name, value)`` pairs (e.g. ``alpha``) that select one member of the
-    activation's family.
+    function's family.
     """
 
     def __new__(cls, activation, arg, order=0, params=()):
@@ -38,9 +43,13 @@ class Elementwise(MatrixExpr):
         """A name for this exact function (activation and parameters), used by the verifier."""
         return "_".join([self.activation, *(f"{k}{v:g}" for k, v in sorted(self.params.items()))])
 
+    def derivative(self) -> Elementwise:
+        """``f'(Z)`` for this ``f(Z)``."""
+        return Elementwise(self.activation, self.arg, 1, tuple(self.params.items()))
 
-class Sigmoid(MatrixExpr):
-    """The logistic function entrywise, as it appears in the gradient of ``bce_logits``."""
+
+class _Unary(MatrixExpr):
+    """A function applied entrywise (or per sample, with an axis) that keeps its argument's shape."""
 
     def __new__(cls, arg):
         return super().__new__(cls, arg)
@@ -49,8 +58,20 @@ class Sigmoid(MatrixExpr):
     shape = property(lambda self: self.arg.shape)
 
 
-class Softmax(MatrixExpr):
-    """Softmax over each sample: along rows (``axis=1``, batch-first) or columns (``axis=0``, column layout)."""
+class Exp(_Unary):
+    """``e^M`` entrywise."""
+
+
+class Log(_Unary):
+    """The natural logarithm entrywise."""
+
+
+class Sigmoid(_Unary):
+    """The logistic function entrywise, written through ``exp`` (it appears in the gradient of ``bce_logits``)."""
+
+
+class _PerSample(MatrixExpr):
+    """A function of each sample's vector: along rows (``axis=1``, batch-first) or columns (``axis=0``)."""
 
     def __new__(cls, arg, axis):
         return super().__new__(cls, arg, sp.Integer(axis))
@@ -60,12 +81,46 @@ class Softmax(MatrixExpr):
     shape = property(lambda self: self.arg.shape)
 
 
+class Softmax(_PerSample):
+    """Softmax over each sample's entries."""
+
+
+class LogSoftmax(_PerSample):
+    """``log softmax`` over each sample's entries: ``M - log(sum exp(M))`` per sample."""
+
+
 class LossValue(sp.Expr):
-    """The scalar loss ``L(Y_pred, Y_true)`` of the kind named in the rule table."""
+    """The scalar loss: a data term ``L(Y_pred, Y_true)`` and an optional L2 penalty on the weights.
 
-    def __new__(cls, kind, prediction, target):
-        return super().__new__(cls, _str(kind), prediction, target)
+    ``loss`` is the spec's ``LossSettings`` in SymPy form (``rules.LossSettings.to_basic``), ``axis`` the axis
+    along which one sample's entries lie (1 batch-first, 0 column), ``weights`` the weight matrices the penalty
+    covers. ``definition`` is the same value as a 1 x 1 matrix expression built from the nodes above, which
+    ``evaluate.py`` can evaluate in every backend.
+    """
 
-    kind = property(lambda self: self.args[0].name)
+    def __new__(cls, loss, prediction, target, axis, weights=()):
+        return super().__new__(cls, loss, prediction, target, sp.Integer(axis), sp.Tuple(*weights))
+
+    loss = property(lambda self: self.args[0])
     prediction = property(lambda self: self.args[1])
     target = property(lambda self: self.args[2])
+    axis = property(lambda self: int(self.args[3]))
+    weights = property(lambda self: tuple(self.args[4]))
+
+    @property
+    def settings(self):
+        from .rules import LossSettings
+
+        return LossSettings.from_basic(self.loss)
+
+    @property
+    def rule(self):
+        from .rules import loss_rule
+
+        return loss_rule(self.loss)
+
+    @property
+    def definition(self) -> MatrixExpr:
+        from .rules import loss_definition
+
+        return loss_definition(self)

@@ -14,8 +14,9 @@ import numpy as np
 import sympy as sp
 
 from .evaluate import Evaluator, Float64Backend
+from .expressions import Elementwise
 from .printing import latex_name
-from .rules import ACTIVATIONS, LOSSES
+from .rules import activation_rule, loss_rule
 
 EXAMPLE_BATCH = 2
 EXAMPLE_LR = 0.1
@@ -57,18 +58,19 @@ def example_inputs(derivation, batch: int = EXAMPLE_BATCH, seed: int = 0) -> dic
     """
     network = derivation.network
     sizes = network.sizes(batch, network.spec.sizes)
-    kinked = [l for l, layer in enumerate(network.spec.layers, start=1)
-              if ACTIVATIONS[layer.activation].kinks]
+    kinked = [(node.arg.name, activation_rule(node.activation).kinks) for step in network.steps
+              for node in step.expr.atoms(Elementwise) if activation_rule(node.activation).kinks]
     rng = np.random.default_rng(seed)
     for _ in range(MAX_DRAWS):
         inputs = {}
         for name, symbol in network.inputs.items():
             shape = tuple(int(d.subs(sizes)) for d in symbol.shape)
-            inputs[name] = np.round(rng.uniform(-1, 1, shape), 1)
+            draw = rng.uniform(-1, 1, shape)
+            inputs[name] = (draw > 0).astype(float) if network.roles[name] == "mask" else np.round(draw, 1)
         inputs["Y_true"] = _targets(network, inputs["Y_true"])
         env, _ = _evaluate(derivation, inputs, sizes)
-        clear_of_kinks = all(np.abs(env[f"Z{l}"] - k).min() > KINK_MARGIN for l in kinked
-                             for k in ACTIVATIONS[network.spec.layers[l - 1].activation].kinks)
+        clear_of_kinks = all(np.abs(env[name] - k).min() > KINK_MARGIN for name, kinks in kinked for k in kinks
+                             if name in env)
         alive = all(np.abs(env[step.symbol.name]).max() > KINK_MARGIN for step in derivation.backward)
         if clear_of_kinks and alive:
             break
@@ -76,12 +78,13 @@ def example_inputs(derivation, batch: int = EXAMPLE_BATCH, seed: int = 0) -> dic
 
 
 def _targets(network, draw: np.ndarray) -> np.ndarray:
-    """Targets the loss accepts: one-hot rows for softmax cross-entropy, 0/1 for BCE, the draw otherwise."""
-    kind = network.spec.loss.kind
+    """Targets the loss accepts, readable at one decimal: one-hot rows for class distributions, 0/1 for binary
+    targets, the draw otherwise."""
     T = draw if network.batch_first else draw.T
-    if LOSSES[kind].targets_are_distributions:
+    kind = loss_rule(network.spec.loss).targets
+    if kind in ("distribution", "one_hot"):
         T = np.eye(T.shape[1])[np.argmax(T, axis=1)]
-    elif kind == "bce_logits":
+    elif kind == "binary":
         T = (T > 0).astype(float)
     return T if network.batch_first else T.T
 
@@ -95,8 +98,7 @@ def worked_example(derivation, batch: int = EXAMPLE_BATCH, lr: float = EXAMPLE_L
     env, loss = _evaluate(derivation, inputs, sizes)
     forward = {step.name: env[step.name] for step in network.steps if step.kind != "loss"}
     gradients = {step.symbol.name: env[step.symbol.name] for step in derivation.backward}
-    params = [name for name in network.inputs if name[0] in "Wb" and name[1:].isdigit()]
-    updated = {name: inputs[name] - lr * gradients[f"d{name}"] for name in params}
+    updated = {name: inputs[name] - lr * gradients[f"d{name}"] for name in network.parameters}
     _, loss_after = _evaluate(derivation, {**inputs, **updated}, sizes)
     return WorkedExample(batch, lr, inputs, forward, loss, gradients, updated, loss_after)
 
@@ -122,7 +124,7 @@ def memory_table(derivation, batch: int = 64) -> list[MemoryRow]:
     read = set()
     for step in derivation.backward:
         read |= {symbol.name for symbol in step.expr.atoms(sp.MatrixSymbol)}
-    widths = dict(zip((str(w) for w in network.widths), network.spec.sizes))
+    sizes = network.sizes(batch, network.spec.sizes)
     per_layer = {0: [network.input_name]}
     for step in network.steps:
         if step.kind != "loss":
@@ -130,9 +132,19 @@ def memory_table(derivation, batch: int = 64) -> list[MemoryRow]:
     rows = []
     for layer, names in sorted(per_layer.items()):
         kept = tuple(name for name in names if name in read)
-        floats = sum(widths[str(network.widths[layer])] for _ in kept)
-        rows.append(MemoryRow(layer, kept, floats, 4 * floats * batch, 8 * floats * batch))
+        floats = sum(_per_sample(network, name) for name in kept)
+        total = sum(int(sp.prod(network.symbol(name).shape).xreplace(sizes)) for name in kept)
+        rows.append(MemoryRow(layer, kept, floats, 4 * total, 8 * total))
     return rows
+
+
+def _per_sample(network, name: str) -> int:
+    """Floats one sample adds to a kept quantity (0 for batch statistics such as a batch norm mean)."""
+    shape = network.symbol(name).shape
+    if network.N not in shape:
+        return 0
+    other = shape[1] if shape[0] == network.N else shape[0]
+    return int(other.xreplace(dict(zip(network.widths, network.spec.sizes))))
 
 
 def number(value: float, digits: int = 4) -> str:

@@ -1,39 +1,75 @@
-"""Spec -> Network: the forward pass as ordered SymPy matrix expressions with symbolic shapes."""
+"""Spec -> Network: the forward pass as ordered SymPy matrix steps with symbolic shapes.
+
+Each layer kind of the registry (``layers.py``) adds its steps through a ``Builder``, which knows the layout
+and hands out the symbols: ``N`` samples, a width ``n_l`` for every layer that sets one (width-preserving
+layers reuse their input's), parameters named after their layer (``W3``, ``b3``, ``gamma2``), dropout masks
+``M<l>``. The loss is the last step.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .expressions import Elementwise, LossValue
+from .expressions import LossValue
+from .layers import LAYER_KINDS, Local
+from .rules import LossTerms, l2_coefficient, loss_coefficient, loss_rule
 from .spec import Spec
 
 
 @dataclass(frozen=True)
 class Step:
-    """One forward quantity: ``symbol = expr``, with ``expr`` written in earlier steps' symbols."""
+    """One forward quantity: ``symbol = expr``, written in earlier steps' symbols and the inputs.
+
+    ``kind`` names the operation (``linear``, ``activation``, ``mean``, ..., ``loss``); ``locals`` say how the
+    output depends on each operand (see ``layers.Local``); ``fusion`` tags a last step whose gradient
+    simplifies with some losses (``sigmoid``, ``softmax``).
+    """
 
     name: str
     symbol: sp.Basic
     expr: sp.Basic
     layer: int
-    kind: str  # "linear", "activation" or "loss"
+    kind: str
+    locals: tuple[Local, ...] = field(default=(), repr=False, compare=False)
+    fusion: str = ""
+
+
+@dataclass(frozen=True)
+class Compact:
+    """A shorter formula for what a layer's steps send back to ``wrt`` (batch norm's textbook ``dX``).
+
+    It replaces the contributions of the steps named in ``replaces``; ``expr`` is written with gradient
+    symbols of that layer (``dxhat2``) and its forward values.
+    """
+
+    wrt: str
+    replaces: tuple[str, ...]
+    expr: sp.Basic
+    layer: int
 
 
 @dataclass(frozen=True)
 class Network:
     """The forward pass of a spec: symbols for every quantity and the steps that define them.
 
-    Shapes are symbolic: ``N`` samples, ``n_0`` inputs, ``n_l`` units in layer ``l``. In the batch-first
-    layout rows are samples (``X`` is N x n_0); in the column layout columns are samples.
+    Shapes are symbolic: ``N`` samples and the widths ``n_l``; in the batch-first layout rows are samples
+    (``X`` is N x n_0), in the column layout columns are. ``widths[l]`` is the width symbol of layer ``l``'s
+    output (``widths[0]``: the input's); width-preserving layers repeat their input's symbol.
+    ``roles`` says what each input is: ``data``, ``target``, ``parameter`` or ``mask``; ``initializers`` how
+    the generated module draws each parameter (``weight``, ``bias``, ``scale``, ``shift``, ``slope``, with the
+    fan-in of weights) and each mask (``mask``, with the probability of keeping an entry).
     """
 
     spec: Spec
     N: sp.Symbol
     widths: tuple[sp.Symbol, ...]
-    inputs: dict  # name -> MatrixSymbol for X, W1, b1, ..., Y_true
+    inputs: dict
     steps: tuple[Step, ...]
+    roles: dict = field(default_factory=dict)
+    initializers: dict = field(default_factory=dict)
+    compacts: tuple[Compact, ...] = ()
 
     @property
     def depth(self) -> int:
@@ -47,6 +83,20 @@ class Network:
     def input_name(self) -> str:
         return self.spec.input.name
 
+    @property
+    def parameters(self) -> list[str]:
+        """Trainable parameters in layer order (``W1``, ``b1``, ``gamma2``, ...)."""
+        return [name for name in self.inputs if self.roles[name] == "parameter"]
+
+    @property
+    def masks(self) -> list[str]:
+        return [name for name in self.inputs if self.roles[name] == "mask"]
+
+    @property
+    def size_symbols(self) -> tuple[sp.Symbol, ...]:
+        """The distinct width symbols, in order."""
+        return tuple(dict.fromkeys(self.widths))
+
     def symbol(self, name: str) -> sp.Basic:
         """The symbol of an input or a forward step, by name."""
         if name in self.inputs:
@@ -55,6 +105,9 @@ class Network:
             if step.name == name:
                 return step.symbol
         raise KeyError(name)
+
+    def step(self, name: str) -> Step:
+        return next(step for step in self.steps if step.name == name)
 
     def shape(self, rows_of_samples: sp.Basic, n: sp.Basic) -> tuple:
         """The shape of a per-sample quantity of width ``n`` in this layout."""
@@ -72,35 +125,146 @@ class Network:
         return {self.N: N, **dict(zip(self.widths, widths))}
 
 
-def build_network(spec: Spec) -> Network:
-    """Build the forward pass of ``spec``: ``Z = A W + 1 b`` (batch-first) or ``Z = W A + b 1^T``, then ``a = f(Z)``."""
-    N = sp.Symbol("N", positive=True, integer=True)
-    widths = tuple(sp.Symbol(f"n_{l}", positive=True, integer=True) for l in range(len(spec.layers) + 1))
-    batch_first = spec.layout == "batch-first"
+class Builder:
+    """What a layer kind needs to add its steps: the layout's shapes and helpers, and symbol bookkeeping."""
 
-    def per_sample(name, n):
-        return sp.MatrixSymbol(name, *((N, n) if batch_first else (n, N)))
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self.width_symbols = _width_symbols(spec)
+        self.N = sp.Symbol("N", positive=True, integer=True)
+        self.batch_first = spec.layout == "batch-first"
+        self.inputs, self.roles, self.initializers = {}, {}, {}
+        self.steps, self.compacts, self.widths = [], [], {}
 
-    inputs = {spec.input.name: per_sample(spec.input.name, widths[0])}
-    steps = []
-    previous = inputs[spec.input.name]
+    @property
+    def axis(self) -> int:
+        """The axis along which one sample's features lie (1 batch-first, 0 column)."""
+        return 1 if self.batch_first else 0
+
+    # -- shapes and symbols
+    def sample_shape(self, n) -> tuple:
+        return (self.N, n) if self.batch_first else (n, self.N)
+
+    def feature_shape(self, n) -> tuple:
+        """The shape of a per-feature parameter or statistic: a row (batch-first) or a column."""
+        return (1, n) if self.batch_first else (n, 1)
+
+    def new_width(self, l: int) -> sp.Symbol:
+        """The width symbol of layer ``l``'s output (``l = 0``: the input)."""
+        return self.width_symbols[l]
+
+    def width_of(self, name: str) -> sp.Symbol:
+        return self.widths[name]
+
+    def value(self, name: str) -> sp.MatrixSymbol:
+        if name in self.inputs:
+            return self.inputs[name]
+        return next(step.symbol for step in self.steps if step.name == name)
+
+    def gradient(self, name: str) -> sp.MatrixSymbol:
+        """The symbol of ``dL/d<name>``."""
+        return sp.MatrixSymbol(f"d{name}", *self.value(name).shape)
+
+    def data(self, name: str, n, role: str) -> sp.MatrixSymbol:
+        symbol = self.inputs[name] = sp.MatrixSymbol(name, *self.sample_shape(n))
+        self.roles[name], self.widths[name] = role, n
+        return symbol
+
+    def parameter(self, name: str, shape, init: str, fan_in=None) -> sp.MatrixSymbol:
+        symbol = self.inputs[name] = sp.MatrixSymbol(name, *shape)
+        self.roles[name], self.initializers[name] = "parameter", (init, fan_in)
+        return symbol
+
+    def mask(self, name: str, shape, keep: float) -> sp.MatrixSymbol:
+        """A dropout mask input: entries 1 (kept, with probability ``keep``) or 0."""
+        symbol = self.inputs[name] = sp.MatrixSymbol(name, *shape)
+        self.roles[name], self.initializers[name] = "mask", ("mask", keep)
+        return symbol
+
+    def step(self, name, expr, layer, kind, locals_, fusion="") -> sp.MatrixSymbol:
+        """Add ``name = expr``; ``locals_`` may be a function of the new symbol (for rules written with it)."""
+        symbol = sp.MatrixSymbol(name, *expr.shape)
+        if callable(locals_):
+            locals_ = locals_(symbol)
+        self.steps.append(Step(name, symbol, expr, layer, kind, tuple(locals_), fusion))
+        if self.feature_axis_length(expr.shape) is not None:
+            self.widths[name] = self.feature_axis_length(expr.shape)
+        return symbol
+
+    def feature_axis_length(self, shape):
+        """The width of a per-sample quantity of this shape, or None for statistics and parameters."""
+        samples, features = (shape[0], shape[1]) if self.batch_first else (shape[1], shape[0])
+        return features if samples == self.N else None
+
+    def compact(self, wrt, replaces, expr) -> None:
+        self.compacts.append(Compact(wrt, tuple(replaces), expr, self.steps[-1].layer))
+
+    # -- layout helpers: sums and broadcasts over the batch, over features, per sample
+    def broadcast_batch(self, v):
+        """A per-feature row (column) repeated for every sample: ``1_N v`` (``v 1_N^T``)."""
+        return sp.OneMatrix(self.N, 1) * v if self.batch_first else v * sp.OneMatrix(1, self.N)
+
+    def batch_sum(self, M):
+        """``M`` summed over the batch: ``1_N^T M`` (``M 1_N``)."""
+        return sp.OneMatrix(1, self.N) * M if self.batch_first else M * sp.OneMatrix(self.N, 1)
+
+    def feature_sum(self, M, n):
+        """``M`` summed over each sample's ``n`` features: ``M 1_n`` (``1_n^T M``)."""
+        return M * sp.OneMatrix(n, 1) if self.batch_first else sp.OneMatrix(1, n) * M
+
+    def broadcast_features(self, v, n):
+        """A per-sample column (row) repeated for each of ``n`` features: ``v 1_n^T`` (``1_n v``)."""
+        return v * sp.OneMatrix(1, n) if self.batch_first else sp.OneMatrix(n, 1) * v
+
+    def per_sample_total(self, M, n):
+        """Each sample's sum of ``M``, repeated over its ``n`` features: ``M 1_n 1_n^T`` (``1_n 1_n^T M``)."""
+        return M * sp.OneMatrix(n, n) if self.batch_first else sp.OneMatrix(n, n) * M
+
+
+def _width_symbols(spec: Spec) -> list[sp.Symbol]:
+    """A width symbol per layer output (index 0: the input): ``n_l`` where layer ``l`` sets a width, shared by
+    width-preserving layers and by the two values a skip connection adds (their widths must be equal)."""
+    parent = list(range(len(spec.layers) + 1))
+
+    def root(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    names = {spec.input.name: 0, **{f"a{l}": l for l in range(1, len(spec.layers) + 1)}}
     for l, layer in enumerate(spec.layers, start=1):
-        n_in, n_out = widths[l - 1], widths[l]
-        if batch_first:
-            W = inputs[f"W{l}"] = sp.MatrixSymbol(f"W{l}", n_in, n_out)
-            b = inputs[f"b{l}"] = sp.MatrixSymbol(f"b{l}", 1, n_out)
-            linear = previous * W + sp.OneMatrix(N, 1) * b
-        else:
-            W = inputs[f"W{l}"] = sp.MatrixSymbol(f"W{l}", n_out, n_in)
-            b = inputs[f"b{l}"] = sp.MatrixSymbol(f"b{l}", n_out, 1)
-            linear = W * previous + b * sp.OneMatrix(1, N)
-        Z = per_sample(f"Z{l}", n_out)
-        steps.append(Step(f"Z{l}", Z, linear, l, "linear"))
-        name = "Y_pred" if l == len(spec.layers) else f"a{l}"
-        a = per_sample(name, n_out)
-        steps.append(Step(name, a, Elementwise(layer.activation, Z, 0, tuple(layer.params.items())), l, "activation"))
-        previous = a
-    inputs["Y_true"] = per_sample("Y_true", widths[-1])
-    loss = sp.Symbol("L")
-    steps.append(Step("L", loss, LossValue(spec.loss.kind, previous, inputs["Y_true"]), len(spec.layers), "loss"))
-    return Network(spec, N, widths, inputs, tuple(steps))
+        if LAYER_KINDS[layer.kind].preserves_width:
+            parent[l] = root(l - 1)
+        tied = LAYER_KINDS[layer.kind].ties(layer)
+        if tied is not None:
+            first, second = sorted((root(l - 1), root(names[tied])))
+            parent[second] = first
+    return [sp.Symbol(f"n_{root(l)}", positive=True, integer=True) for l in range(len(parent))]
+
+
+def build_network(spec: Spec) -> Network:
+    """Build the forward pass of ``spec``: each layer's steps from the registry, then the loss."""
+    b = Builder(spec)
+    n_0 = b.new_width(0)
+    b.data(spec.input.name, n_0, "data")
+    source = spec.input.name
+    for l, layer in enumerate(spec.layers, start=1):
+        out = "Y_pred" if l == len(spec.layers) else f"a{l}"
+        LAYER_KINDS[layer.kind].build(b, layer, l, source, out)
+        source = out
+    k = b.width_of(source)
+    Y, T = b.value(source), b.data("Y_true", k, "target")
+    settings = spec.loss
+    weights = [b.inputs[name] for name in b.inputs
+               if settings.l2 and b.initializers.get(name, ("",))[0] == "weight"]
+    terms = LossTerms(Y, T, b.batch_first, k)
+    rule = loss_rule(settings)
+    gradient = loss_coefficient(settings, b.N, k) * rule.gradient(terms, rule.parameters(settings.parameters))
+    penalty = l2_coefficient(settings, b.N)
+    locals_ = [Local(source, gradient, "loss", lambda G: gradient),
+               *(Local(W.name, penalty * W, "loss", lambda G, W=W: penalty * W) for W in weights)]
+    loss = LossValue(settings.to_basic(), Y, T, b.axis, weights)
+    b.steps.append(Step("L", sp.Symbol("L"), loss, len(spec.layers), "loss", tuple(locals_)))
+    widths = tuple(b.widths[name] for name in (spec.input.name, *(f"a{l}" for l in range(1, len(spec.layers)))))
+    widths += (k,)
+    return Network(spec, b.N, widths, b.inputs, tuple(b.steps), b.roles, b.initializers, tuple(b.compacts))

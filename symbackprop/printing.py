@@ -2,7 +2,11 @@
 
 One printer per target, dispatching on the expression's type (``_print_<Class>``), so no output is made by
 editing another printer's strings. Names follow the lecture: ``W1`` prints as ``W^{[1]}``, ``dZ1`` as
-``\\delta^{[1]}``, ``Y_pred`` as ``Y_{pred}``.
+``\\delta^{[1]}``, ``Y_pred`` as ``Y_{pred}``, batch norm's ``xhat2`` as ``\\hat{X}^{[2]}``.
+
+Sums and broadcasts are products with all-ones matrices (``1_N^T M`` sums ``M`` over the batch, ``1_N b``
+repeats a bias for every sample); the NumPy printer turns them into ``.sum(axis=..., keepdims=True)`` and
+NumPy broadcasting, and a division into an elementwise product with a reciprocal prints as ``T / P``.
 """
 
 from __future__ import annotations
@@ -13,9 +17,15 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
 
-from .rules import ACTIVATIONS, LOSSES
+from .rules import activation_rule, l2_coefficient, loss_coefficient, loss_terms
 
 _LAYERED = re.compile(r"^([A-Za-z]+)(\d+)$")
+# LaTeX of layered names other than ``<letter>^{[l]}``: batch and layer norm's intermediates and parameters.
+_LAYERED_LATEX = {
+    "mu": r"\mu^{{[{l}]}}", "xc": r"X_{{c}}^{{[{l}]}}", "var": r"\left(\sigma^{{[{l}]}}\right)^{{2}}",
+    "rstd": r"r^{{[{l}]}}", "xhat": r"\hat{{X}}^{{[{l}]}}", "gamma": r"\gamma^{{[{l}]}}",
+    "beta": r"\beta^{{[{l}]}}", "alpha": r"\alpha^{{[{l}]}}",
+}
 
 
 def latex_name(name: str) -> str:
@@ -28,7 +38,8 @@ def latex_name(name: str) -> str:
             return rf"\frac{{\partial L}}{{\partial {latex_name(inner)}}}"
     match = _LAYERED.match(name)
     if match:
-        return rf"{match.group(1)}^{{[{match.group(2)}]}}"
+        base, layer = match.groups()
+        return _LAYERED_LATEX.get(base, "{base}^{{[{l}]}}").format(base=base, l=layer)
     if "_" in name:
         base, _, rest = name.partition("_")
         rest = rest.replace("_", r"\_")
@@ -49,30 +60,104 @@ def _is_negative(term) -> bool:
     return term.as_coeff_mmul()[0].is_negative if isinstance(term, sp.MatMul) else False
 
 
+def _is_reciprocal(factor) -> bool:
+    return isinstance(factor, sp.HadamardPower) and factor.exp.is_negative
+
+
+def _is_gradient(arg) -> bool:
+    return isinstance(arg, sp.MatrixSymbol) and arg.name.startswith("d") and len(arg.name) > 1
+
+
+def _factor_order(arg) -> int:
+    """Where a factor prints in an elementwise product: the upstream gradient first (``dA ⊙ f'(Z)``), then
+    other quantities, then derivatives and broadcasts."""
+    if _is_gradient(arg):
+        return 0
+    if type(arg).__name__ == "Elementwise" or (isinstance(arg, sp.MatMul) and arg.has(sp.OneMatrix)):
+        return 2
+    return 1
+
+
+def _term_order(term) -> tuple:
+    """Where a term prints in a sum: negative terms last, terms without any gradient (an L2 penalty's
+    ``lambda W``) after those that carry one, and constants (``+ eps``) after everything else."""
+    has_gradient = any(_is_gradient(symbol) for symbol in term.atoms(sp.MatrixSymbol))
+    return _is_negative(term), not has_gradient, is_broadcast(term), _constant(term) is not None
+
+
+def is_broadcast(expr) -> bool:
+    """A vector repeated along the batch or the features: ``1_N b``, ``b 1_N^T``."""
+    if not isinstance(expr, sp.MatMul):
+        return False
+    _, matrices = expr.as_coeff_matrices()
+    return len(matrices) == 2 and sum(isinstance(m, sp.OneMatrix) for m in matrices) == 1
+
+
+def _constant(expr):
+    """The number ``c`` of a constant matrix ``c 1`` (every entry ``c``), else None."""
+    if isinstance(expr, sp.OneMatrix):
+        return sp.Integer(1)
+    if isinstance(expr, sp.MatMul):
+        coeff, matrices = expr.as_coeff_matrices()
+        if all(isinstance(m, sp.OneMatrix) for m in matrices) and coeff.is_number:
+            return coeff
+    return None
+
+
+def _decimal(value) -> str:
+    """A constant as a short decimal (``1e-05``) when it is not a simple fraction."""
+    value = sp.nsimplify(value)
+    return str(value) if value.is_Integer or (value.is_Rational and value.q <= 100) else f"{float(value):g}"
+
+
 class _MatrixLayout:
-    """What the three printers share: term order (``Y_pred - Y_true``, ``dA ⊙ f'(Z)``) and parentheses."""
+    """What the printers share: term order (``Y_pred - Y_true``, ``dA ⊙ f'(Z)``), parentheses, divisions."""
 
     hadamard = " * "
+    divide = " / "
     grouped = (sp.MatAdd, sp.HadamardProduct)
 
     def _print_MatAdd(self, expr):
-        terms = sorted(expr.args, key=_is_negative)
+        terms = sorted(expr.args, key=_term_order)
         out = self._print(terms[0])
         for term in terms[1:]:
             if _is_negative(term):
-                out += f" - {self._print(-term)}"
+                out += f" - {self._operand_of_sum(-term)}"
             else:
                 out += f" + {self._print(term)}"
         return out
 
+    def _operand_of_sum(self, term):
+        text = self._print(term)
+        return self._parenthesize_group(text) if isinstance(term, sp.MatAdd) else text
+
     def _print_HadamardProduct(self, expr):
         # The upstream gradient first, the local derivative f'(Z) second, as the derivation reads.
-        args = sorted(expr.args, key=lambda a: type(a).__name__ == "Elementwise")
-        return self.hadamard.join(self._operand(arg) for arg in args)
+        args = sorted(expr.args, key=_factor_order)
+        numerator = [arg for arg in args if not _is_reciprocal(arg)]
+        denominator = [arg.base if arg.exp == -1 else sp.HadamardPower(arg.base, -arg.exp)
+                       for arg in args if _is_reciprocal(arg)]
+        text = self.hadamard.join(self._operand(arg) for arg in numerator) if numerator else self._one()
+        if denominator:
+            below = self.hadamard.join(self._operand(arg) for arg in denominator)
+            text = f"{self._grouped_if(text, len(numerator) > 1)}{self.divide}{self._grouped_if(below, len(denominator) > 1)}"
+        return text
+
+    def _grouped_if(self, text, condition):
+        return self._parenthesize_group(text) if condition else text
+
+    def _one(self):
+        return "1"
 
     def _operand(self, expr):
         text = self._print(expr)
-        return self._parenthesize_group(text) if isinstance(expr, self.grouped) else text
+        return self._parenthesize_group(text) if self._is_group(expr) else text
+
+    def _is_group(self, expr) -> bool:
+        """Whether ``expr`` needs parentheses as an operand: sums, products of several matrices."""
+        if isinstance(expr, sp.MatMul) and not isinstance(expr, self.grouped):
+            return len(expr.as_coeff_matrices()[1]) > 1
+        return isinstance(expr, self.grouped)
 
     def _parenthesize_group(self, text):
         return f"({text})"
@@ -100,19 +185,36 @@ class MathPrinter(_MatrixLayout, LatexPrinter):
         arg = expr.arg
         if isinstance(arg, sp.MatrixSymbol):
             text = self._print(arg)
-            if text.endswith("}") and "^{" in text and not text.startswith(r"\frac"):
+            if text.endswith("]}") and "^{" in text and not text.startswith(r"\frac"):
                 return text[:-1] + r"\top}"
             return f"{text}^{{\\top}}"
         return rf"\left({self._print(arg)}\right)^{{\top}}"
 
     def _print_OneMatrix(self, expr):
         rows, cols = expr.shape
-        return rf"\mathbf{{1}}_{{{self._print(rows)}}}" if cols == 1 else rf"\mathbf{{1}}_{{{self._print(cols)}}}^{{\top}}"
+        if cols == 1:
+            return rf"\mathbf{{1}}_{{{self._print(rows)}}}"
+        if rows == 1:
+            return rf"\mathbf{{1}}_{{{self._print(cols)}}}^{{\top}}"
+        if rows == cols:
+            return rf"\mathbf{{1}}_{{{self._print(rows)}}} \mathbf{{1}}_{{{self._print(rows)}}}^{{\top}}"
+        return r"\mathbf{1}"
 
     hadamard = r" \odot "
+    divide = r" \oslash "
+
+    def _one(self):
+        return r"\mathbf{1}"
 
     def _print_MatMul(self, expr):
         coeff, matrices = expr.as_coeff_matrices()
+        constant = _constant(expr)
+        if constant is not None:
+            text = _decimal(constant)
+            if "e" in text:
+                mantissa, exponent = text.split("e")
+                return ("" if mantissa == "1" else mantissa + r" \cdot ") + f"10^{{{int(exponent)}}}"
+            return self._print(sp.nsimplify(text))
         return self._coefficient(coeff, " ".join(self._operand(m) for m in matrices))
 
     def _scaled(self, coeff, body):
@@ -121,12 +223,23 @@ class MathPrinter(_MatrixLayout, LatexPrinter):
     def _parenthesize_group(self, text):
         return rf"\left({text}\right)"
 
+    def _print_HadamardPower(self, expr):
+        return rf"\left({self._print(expr.base)}\right)^{{\circ {self._print(expr.exp)}}}"
+
     def _print_Elementwise(self, expr):
         if expr.activation == "identity" and expr.order == 0:
             return self._print(expr.arg)
-        name = ACTIVATIONS[expr.activation].latex
+        rule = activation_rule(expr.activation)
+        if rule.latex_call and expr.order == 0:
+            return rule.latex_call.format(z=self._print(expr.arg))
         prime = "'" if expr.order else ""
-        return rf"{name}{prime}\left({self._print(expr.arg)}\right)"
+        return rf"{rule.latex}{prime}\left({self._print(expr.arg)}\right)"
+
+    def _print_Exp(self, expr):
+        return rf"\exp\left({self._print(expr.arg)}\right)"
+
+    def _print_Log(self, expr):
+        return rf"\log\left({self._print(expr.arg)}\right)"
 
     def _print_Sigmoid(self, expr):
         return rf"\sigma\left({self._print(expr.arg)}\right)"
@@ -134,8 +247,19 @@ class MathPrinter(_MatrixLayout, LatexPrinter):
     def _print_Softmax(self, expr):
         return rf"\operatorname{{softmax}}\left({self._print(expr.arg)}\right)"
 
+    def _print_LogSoftmax(self, expr):
+        return rf"\log\operatorname{{softmax}}\left({self._print(expr.arg)}\right)"
+
     def _print_LossValue(self, expr):
-        return LOSSES[expr.kind].latex
+        settings, rule = expr.settings, expr.rule
+        terms = loss_terms(expr)
+        N = terms.Y.shape[0] if terms.batch_first else terms.Y.shape[1]
+        coefficient = self._print(loss_coefficient(settings, N, terms.k))
+        text = rf"{'' if coefficient == '1' else coefficient + ' '}\sum_{{i,j}} {rule.latex_term}"
+        if expr.weights:
+            penalty = self._print(l2_coefficient(settings, N) / 2)
+            text += rf" + {penalty} \sum_{{l}} \left\lVert W^{{[l]}} \right\rVert_{{F}}^{{2}}"
+        return text.replace(r"\Delta", self._print(sp.nsimplify(settings.parameters.get("margin", 1))))
 
 
 class TextPrinter(_MatrixLayout, StrPrinter):
@@ -149,21 +273,35 @@ class TextPrinter(_MatrixLayout, StrPrinter):
         return f"{self._print(arg)}ᵀ" if isinstance(arg, sp.MatrixSymbol) else f"({self._print(arg)})ᵀ"
 
     def _print_OneMatrix(self, expr):
-        return "1ᵀ" if expr.shape[0] == 1 else "1"
+        rows, cols = expr.shape
+        return "1ᵀ" if rows == 1 else "1" if cols == 1 or rows != cols else "1 1ᵀ"
 
     hadamard = " ⊙ "
+    divide = " ⊘ "
 
     def _print_MatMul(self, expr):
         coeff, matrices = expr.as_coeff_matrices()
+        constant = _constant(expr)
+        if constant is not None:
+            return _decimal(constant)
         return self._coefficient(coeff, " ".join(self._operand(m) for m in matrices))
 
     def _scaled(self, coeff, body):
         return f"({self._print(coeff)}) {body}"
 
+    def _print_HadamardPower(self, expr):
+        return f"{self._operand(expr.base)}^{self._print(expr.exp)}"
+
     def _print_Elementwise(self, expr):
         if expr.activation == "identity" and expr.order == 0:
             return self._print(expr.arg)
         return f"{expr.activation}{chr(39) if expr.order else ''}({self._print(expr.arg)})"
+
+    def _print_Exp(self, expr):
+        return f"exp({self._print(expr.arg)})"
+
+    def _print_Log(self, expr):
+        return f"log({self._print(expr.arg)})"
 
     def _print_Sigmoid(self, expr):
         return f"sigmoid({self._print(expr.arg)})"
@@ -171,28 +309,40 @@ class TextPrinter(_MatrixLayout, StrPrinter):
     def _print_Softmax(self, expr):
         return f"softmax({self._print(expr.arg)})"
 
+    def _print_LogSoftmax(self, expr):
+        return f"log_softmax({self._print(expr.arg)})"
+
 
 class NumPyPrinter(_MatrixLayout, StrPrinter):
-    """NumPy code for a backward formula, written against the generated module's local names.
+    """NumPy code for a formula, written against the generated module's local names.
 
-    Sizes print as the expressions ``sizes`` gives them (``N`` -> ``N``, ``n_3`` -> ``3``); activation
-    derivatives call the module's ``<name>_grad`` helpers; ``1ᵀ M`` prints as a sum over the batch.
+    Sizes print as the expressions ``sizes`` gives them (``N`` -> ``N``, ``n_3`` -> ``3``); elementwise
+    functions call the module's helpers (``names`` maps each ``Elementwise`` node's function and order to
+    the helper's name); ``1ᵀ M`` prints as a sum over the batch and ``1 b`` as ``b`` (broadcast).
     ``outputs`` maps a pre-activation symbol to its activation's name: a derivative whose rule can be written
-    in the output prints as ``<name>_grad_from_output(a)``. ``local_gradients`` maps a pre-activation symbol
-    to the variable holding ``f'(Z)`` that the forward pass computed and kept. With ``in_place``, ``dA ⊙ f'(Z)`` prints as an
-    update of the upstream gradient's array (``np.multiply(dA, f'(Z), out=dA)``), which backward owns.
+    in the output prints as the ``from_output`` helper applied to it. ``local_gradients`` maps a
+    pre-activation symbol to the variable holding ``f'(Z)`` that the forward pass computed and kept. With
+    ``in_place``, ``dA ⊙ f'(Z)`` prints as an update of the upstream gradient's array
+    (``np.multiply(dA, f'(Z), out=dA)``), which the caller must own.
     """
 
     def __init__(self, sizes: dict | None = None, outputs: dict | None = None, in_place: bool = False,
-                 local_gradients: dict | None = None):
+                 local_gradients: dict | None = None, names: dict | None = None):
         super().__init__()
         self.sizes = sizes or {}
         self.outputs = outputs or {}
         self.in_place = in_place
         self.local_gradients = local_gradients or {}
+        self.names = names or {}
 
     def _print_Symbol(self, expr):
         return str(self.sizes.get(expr, expr.name))
+
+    def _print_Rational(self, expr):
+        return repr(float(expr))
+
+    def _print_Half(self, expr):
+        return "0.5"
 
     def _print_MatrixSymbol(self, expr):
         return expr.name
@@ -200,45 +350,84 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
     def _print_Transpose(self, expr):
         return f"{self._operand(expr.arg)}.T"
 
+    def _print_OneMatrix(self, expr):
+        return "1"  # in a sum or a product with a full matrix, a scalar 1 broadcasts the same way
+
     def _print_MatMul(self, expr):
         coeff, matrices = expr.as_coeff_matrices()
-        first, last = matrices[0], matrices[-1]
-        if len(matrices) == 2 and isinstance(first, sp.OneMatrix):
-            # 1_N b broadcasts a bias over the batch; 1_N^T M sums M over the batch.
-            body = (self._operand(last) if first.shape[1] == 1
-                    else f"{self._operand(last)}.sum(axis=0, keepdims=True)")
-        elif len(matrices) == 2 and isinstance(last, sp.OneMatrix):
-            body = (self._operand(first) if last.shape[0] == 1
-                    else f"{self._operand(first)}.sum(axis=1, keepdims=True)")
-        else:
-            body = " @ ".join(self._operand(m) for m in matrices)
+        matrices = list(matrices)
+        if all(isinstance(m, sp.OneMatrix) for m in matrices):
+            return self._print(coeff) if coeff != 1 else "1"
+        head, tail = [], []  # reductions to apply after the product of the middle factors
+        while len(matrices) > 1 and isinstance(matrices[0], sp.OneMatrix):
+            rows, _ = matrices.pop(0).shape
+            head.append(None if rows != 1 and matrices[0].shape[0] == 1 else 0)
+        while len(matrices) > 1 and isinstance(matrices[-1], sp.OneMatrix):
+            _, cols = matrices.pop().shape
+            tail.append(None if cols != 1 and matrices[-1].shape[1] == 1 else 1)
+        body = " @ ".join(self._operand(m) for m in matrices)
+        reductions = [axis for axis in (*head, *tail) if axis is not None]
+        if reductions:
+            body = self._operand_text(body, len(matrices) > 1)
+            for axis in reductions:
+                summed = matrices[0].shape[0] if axis == 0 else matrices[-1].shape[1]
+                if coeff == 1 / summed and len(reductions) == 1:
+                    coeff, method = 1, "mean"
+                else:
+                    method = "sum"
+                body = f"{body}.{method}(axis={axis}, keepdims=True)"
         return self._coefficient(coeff, body)
 
+    def _operand_text(self, text, compound):
+        return f"({text})" if compound else text
+
+    def _operand(self, expr):
+        text = self._print(expr)
+        return text if re.fullmatch(r"[\w.]+", text) else super()._operand(expr)
+
     def _scaled(self, coeff, body):
-        return f"({self._print(coeff)}) * {body}"
+        return f"{self._print(coeff)} * {body}"
 
     def _print_Mul(self, expr):
         num, den = expr.as_numer_denom()
         return f"{self._print(num)} / ({self._print(den)})" if den != 1 else super()._print_Mul(expr)
 
-    grouped = (sp.MatAdd, sp.HadamardProduct, sp.MatMul)
+    grouped = (sp.MatAdd, sp.HadamardProduct, sp.MatMul, sp.HadamardPower)
 
     def _print_HadamardProduct(self, expr):
-        upstream, *factors = sorted(expr.args, key=lambda a: type(a).__name__ == "Elementwise")
-        if not (self.in_place and isinstance(upstream, sp.MatrixSymbol) and len(factors) == 1):
+        upstream, *factors = sorted(expr.args, key=_factor_order)
+        if not (self.in_place and isinstance(upstream, sp.MatrixSymbol) and len(factors) == 1
+                and not _is_reciprocal(factors[0])):
             return super()._print_HadamardProduct(expr)
         name = self._print(upstream)
         return f"np.multiply({name}, {self._print(factors[0])}, out={name})"
+
+    def _print_HadamardPower(self, expr):
+        exponent = int(expr.exp)
+        if exponent < 0:
+            power = self._print(sp.HadamardPower(expr.base, -exponent)) if exponent != -1 else self._operand(expr.base)
+            return f"(1 / {power})"
+        return f"{self._operand(expr.base)} ** {exponent}"
 
     def _print_Elementwise(self, expr):
         if expr.activation == "identity" and expr.order == 0:
             return self._print(expr.arg)
         if expr.order == 1 and expr.arg in self.local_gradients:
             return self.local_gradients[expr.arg]
-        from_output = expr.order == 1 and expr.arg in self.outputs
-        if from_output and ACTIVATIONS[expr.activation].numpy_derivative_from_output:
-            return f"{function_name(expr, from_output=True)}({self.outputs[expr.arg]})"
-        return f"{function_name(expr)}({self._print(expr.arg)})"
+        if expr.order == 1 and expr.arg in self.outputs and activation_rule(expr.activation).numpy_derivative_from_output:
+            return f"{self.function(expr, from_output=True)}({self.outputs[expr.arg]})"
+        return f"{self.function(expr)}({self._print(expr.arg)})"
+
+    def function(self, node, from_output: bool = False) -> str:
+        """The helper the module defines for an ``Elementwise`` node (``relu``, ``relu_grad``, ...)."""
+        key = (node.key, node.order, from_output)
+        return self.names.get(key) or function_name(node, from_output)
+
+    def _print_Exp(self, expr):
+        return f"np.exp({self._print(expr.arg)})"
+
+    def _print_Log(self, expr):
+        return f"np.log({self._print(expr.arg)})"
 
     def _print_Sigmoid(self, expr):
         return f"sigmoid({self._print(expr.arg)})"
@@ -246,13 +435,14 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
     def _print_Softmax(self, expr):
         return f"softmax({self._print(expr.arg)}, axis={expr.axis})"
 
+    def _print_LogSoftmax(self, expr):
+        return f"log_softmax({self._print(expr.arg)}, axis={expr.axis})"
+
 
 def function_name(node, from_output: bool = False) -> str:
-    """The generated module's function for an Elementwise node: ``relu``, ``relu_grad``, ``elu_0_5_grad``;
-    ``sigmoid_grad_from_output`` for a derivative computed from the activation's output."""
-    suffix = "".join(f"_{v:g}".replace(".", "_").replace("-", "m") for _, v in sorted(node.params.items())
-                     if node.activation in ("leaky_relu", "elu"))
-    return f"{node.activation}{suffix}{'_grad' if node.order else ''}{'_from_output' if from_output else ''}"
+    """A readable default name for an Elementwise node's helper: ``relu``, ``relu_grad``,
+    ``sigmoid_grad_from_output``. The module's own names (``render.py``) make them unique and valid."""
+    return f"{node.activation}{'_grad' if node.order else ''}{'_from_output' if from_output else ''}"
 
 
 def latex(expr) -> str:
@@ -264,8 +454,8 @@ def text(expr) -> str:
 
 
 def numpy_code(expr, sizes: dict | None = None, outputs: dict | None = None, in_place: bool = False,
-               local_gradients: dict | None = None) -> str:
-    return NumPyPrinter(sizes, outputs, in_place, local_gradients).doprint(expr)
+               local_gradients: dict | None = None, names: dict | None = None) -> str:
+    return NumPyPrinter(sizes, outputs, in_place, local_gradients, names).doprint(expr)
 
 
 def shape_latex(shape) -> str:
@@ -274,3 +464,4 @@ def shape_latex(shape) -> str:
 
 def shape_text(shape) -> str:
     return " x ".join(str(d).replace("n_", "n") for d in shape)
+

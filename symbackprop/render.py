@@ -13,12 +13,12 @@ from functools import cache
 from importlib import resources
 
 import jinja2
-import sympy as sp
 
+from .codegen import module_context
 from .errors import LINE_BREAKING, one_line
 from .lecture import lecture_context
-from .printing import function_name, latex, latex_name, numpy_code, shape_latex, shape_text, text, text_name
-from .rules import ACTIVATIONS, LOSSES
+from .printing import latex, latex_name, shape_latex, shape_text, text, text_name
+from .rules import TRAINABLE_ACTIVATIONS, activation_rule, loss_rule
 
 # Format name -> (template, file written by `derive`).
 FORMATS = {
@@ -106,54 +106,61 @@ def render(derivation, fmt: str, *, lang: str = "en", report=None, batch: int = 
 
 
 def _chain(step) -> str:
-    """The chain-rule product behind a backward step, its local factor labelled: ``a^{[2]T} \\delta^{[3]}``."""
-    if step.upstream is None:
+    """The chain-rule product behind a backward step, each local factor labelled: ``a^{[2]T} \\delta^{[3]}``;
+    a value read by several steps gets the sum of their contributions."""
+    parts = [_chain_term(term) for term in step.terms]
+    return "" if not all(parts) else " + ".join(parts)
+
+
+def _chain_term(term) -> str:
+    if term.upstream is None:
         return ""
-    local = step.local
+    local = term.local
+    upstream = latex_name(f"d{term.upstream}")
+    if local.side in ("identity", "vjp"):
+        return latex(term.expr) if local.side == "vjp" else upstream
     factor = rf"\underbrace{{{latex(local.expr)}}}_{{\partial {latex_name(local.of)} / \partial {latex_name(local.wrt)}}}"
-    upstream = latex_name(f"d{step.upstream}")
     return {"left": f"{factor} \\, {upstream}", "right": f"{upstream} \\, {factor}",
             "elementwise": rf"{upstream} \odot {factor}"}[local.side]
 
 
-def _product_and_bias(expr, sizes) -> dict:
-    """A linear step's code in two parts, so the module adds the bias in place: ``Z = A @ W``; ``Z += b``."""
-    product, bias = sorted(expr.args, key=lambda term: term.has(sp.OneMatrix))
-    return {"product": numpy_code(product, sizes), "bias": numpy_code(bias, sizes)}
+def _layer_entry(net, l: int, layer) -> dict:
+    """One row of the layer table: kind, width, activation (dense) and the printed names."""
+    activation = layer.activation or ""
+    latex_activation = (TRAINABLE_ACTIVATIONS.get(activation) or activation_rule(activation).latex) if activation else ""
+    return {"index": l, "kind": layer.kind, "size": net.spec.sizes[l], "activation": activation,
+            "latex": latex_activation, "params": layer.params,
+            "output": net.activation_name(l), "input": net.layer_input(l)}
 
 
-def _kept_local_gradient(activation, local_gradients: dict, sizes: dict) -> dict:
-    """For an activation whose derivative the forward pass keeps: the variable, its code and its formula."""
-    if activation.arg not in local_gradients:
-        return {}
-    derivative = type(activation)(activation.activation, activation.arg, 1, tuple(activation.params.items()))
-    name = local_gradients[activation.arg]
-    return {"local_gradient": {"name": name, "code": numpy_code(derivative, sizes), "text": text(derivative),
-                               "text_lhs": "∂{}/∂{}".format(*name[1:].split("_d", 1))}}
+def _loss_context(derivation, t) -> dict:
+    """The loss's printed forms: its formula, and a sentence naming its rule, reduction, scale and penalty."""
+    net = derivation.network
+    settings = net.spec.loss
+    rule = loss_rule(settings)
+    parts = [t[f"loss_{rule.name}"], t[f"reduction_{settings.reduction}"]]
+    if settings.scale != 1:
+        parts.append(t["loss_scale"].format(scale=f"{settings.scale:g}"))
+    if settings.l2:
+        parts.append(t[f"l2_{settings.l2_scale}"].format(l2=f"{settings.l2:g}"))
+    english = catalog("en")
+    summary = [english[f"loss_{rule.name}"], english[f"reduction_{settings.reduction}"]]
+    if settings.scale != 1:
+        summary.append(english["loss_scale"].format(scale=f"{settings.scale:g}"))
+    if settings.l2:
+        summary.append(english[f"l2_{settings.l2_scale}"].format(l2=f"{settings.l2:g}"))
+    return {"kind": settings.kind, "rule": rule.name, "latex": latex(net.steps[-1].expr),
+            "reduction": "; ".join(parts), "summary": "; ".join(summary),
+            "distributions": any(alt.assumes for step in derivation.backward for alt in step.alternatives),
+            "targets": rule.targets}
 
 
 def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> dict:
     """Everything the templates need, as printed strings (``batch``: the memory table's batch size)."""
     net = derivation.network
     spec = net.spec
-    sizes = dict(zip(net.widths, spec.sizes))
-    code_sizes = {**sizes, net.N: "N"}
     t = catalog(lang)
-    loss_rule = LOSSES[spec.loss.kind]
-
-    layers = []
-    for l, layer in enumerate(spec.layers, start=1):
-        layers.append({
-            "index": l, "size": layer.size, "activation": layer.activation,
-            "latex": ACTIVATIONS[layer.activation].latex, "params": layer.params,
-            "output": net.activation_name(l), "input": net.layer_input(l),
-        })
-    # Derivatives written in the output (sigmoid: a (1 - a)) reuse the activation the forward pass kept; the
-    # others (relu's mask, ...) are local gradients the forward pass computes and keeps instead of Z.
-    outputs = {net.symbol(f"Z{l}"): net.activation_name(l) for l in range(1, net.depth + 1)}
-    local_gradients = {
-        net.symbol(f"Z{l}"): f"d{net.activation_name(l)}_dZ{l}" for l, layer in enumerate(spec.layers, start=1)
-        if layer.activation != "identity" and not ACTIVATIONS[layer.activation].numpy_derivative_from_output}
+    layers = [_layer_entry(net, l, layer) for l, layer in enumerate(spec.layers, start=1)]
     forward = []
     for step in net.steps:
         is_loss = step.kind == "loss"
@@ -163,9 +170,6 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
             "shape": "1 \\times 1" if is_loss else shape_latex(step.symbol.shape),
             "shape_text": "scalar" if is_loss else shape_text(step.symbol.shape),
             "text": "" if is_loss else text(step.expr),
-            "code": "" if is_loss else numpy_code(step.expr, code_sizes),
-            **(_product_and_bias(step.expr, code_sizes) if step.kind == "linear" else {}),
-            **(_kept_local_gradient(step.expr, local_gradients, code_sizes) if step.kind == "activation" else {}),
         })
     local = [{
         "of": "L" if lg.of == "L" else latex_name(lg.of), "wrt": latex_name(lg.wrt), "expr": latex(lg.expr),
@@ -181,42 +185,26 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
             "local_of": "L" if step.local.of == "L" else latex_name(step.local.of),
             "local_wrt": latex_name(step.local.wrt),
             "shape": shape_latex(step.shape), "shape_text": shape_text(step.shape),
-            "text": text(step.expr),
-            "code": numpy_code(step.expr, code_sizes, outputs, in_place=True, local_gradients=local_gradients),
-            "text_lhs": text_name(step.symbol.name),
-            "chain": _chain(step),
+            "text": text(step.expr), "text_lhs": text_name(step.symbol.name),
+            "chain": _chain(step), "terms": len(step.terms),
+            "alternatives": [{"label": alt.label, "title": t[f"form_{alt.label}"], "rhs": latex(alt.expr),
+                              "assumes": alt.assumes} for alt in step.alternatives],
         })
-    helpers = {}  # function name -> (argument, NumPy expression): forward, and the derivative backward calls
-    for step in net.steps:
-        if step.kind == "activation" and step.expr.activation != "identity":
-            node, rule = step.expr, ACTIVATIONS[step.expr.activation]
-            helpers[function_name(node)] = ("z", rule.numpy(0, node.params, z="z"))
-            grad = type(node)(node.activation, node.arg, 1, tuple(node.params.items()))
-            from_output = rule.numpy_from_output(node.params, a="a")
-            helpers[function_name(grad, from_output=bool(from_output))] = (
-                ("a", from_output) if from_output else ("z", rule.numpy(1, node.params, z="z")))
-    # The forward pass keeps only what a backward line reads.
-    cached = [name for name in [spec.input.name, *(s.name for s in net.steps if s.kind != "loss"),
-                                *local_gradients.values()]
-              if any(re.search(rf"\b{re.escape(name)}\b", step["code"]) for step in backward)]
-    relu_layers = [layer for layer in layers if layer["activation"] == "relu"]
+    relu_values = {layer.relu_grad_at_zero for layer in spec.layers if layer.activation == "relu"}
+    module = module_context(derivation)
+    kinds = ", ".join(layer["activation"] or layer["kind"] for layer in layers)
     return {
         "t": t, "lang": lang, "title": spec.title, "spec": spec, "layers": layers, "forward": forward,
         "local": local, "backward": backward, "report": report,
         "layout": spec.layout, "batch_first": net.batch_first, "input_name": spec.input.name,
         "input_latex": latex_name(spec.input.name),
         "sizes": list(spec.sizes), "sizes_literal": repr(tuple(spec.sizes)), "depth": net.depth,
-        "loss": {"kind": loss_rule.name, "latex": loss_rule.latex, "reduction": loss_rule.reduction,
-                 "numpy": loss_rule.numpy_value, "distributions": loss_rule.targets_are_distributions},
-        "relu_at_zero": sorted({layer["params"]["relu_grad_at_zero"] for layer in relu_layers}),
-        "helpers": helpers, "cached": cached,
-        "backward_params": [name for name in net.inputs if name[0] in "Wb" and name[1:].isdigit()
-                            and any(re.search(rf"\b{name}\b", step["code"]) for step in backward)],
-        "uses_batch_size": any(re.search(r"\bN\b", step["code"]) for step in backward),
-        "needs_erf": any(ACTIVATIONS[layer.activation].needs_erf for layer in spec.layers),
-        "needs_sigmoid": spec.loss.kind == "bce_logits",
-        "needs_softmax": spec.loss.kind == "softmax_cross_entropy",
+        "loss": _loss_context(derivation, t),
+        "relu_at_zero": sorted(relu_values),
+        "layer_summary": f"layers: {kinds}",
+        "parameter_names": net.parameters,
         "updates": [{"name": name, "param": latex_name(name), "grad": latex_name(f"d{name}")}
-                    for name in net.inputs if name[0] in "Wb" and name[1:].isdigit()],
+                    for name in net.parameters],
+        **module,
         **lecture_context(derivation, batch),
     }

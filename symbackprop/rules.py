@@ -1,8 +1,9 @@
-"""The rule table: every activation and loss defined once.
+"""The rule table: every elementwise function and every loss defined once.
 
-Each entry carries its scalar SymPy forward expression, its derivative, its LaTeX name and its NumPy
-snippets. Derivation, printing, code generation and verification all read these entries, so they cannot
-drift apart; ``tests/test_rules.py`` checks every derivative against ``sympy.diff`` of its forward rule.
+Each activation carries its scalar SymPy forward expression, its derivative, its LaTeX name and its NumPy
+snippets; each loss its summed term, its gradient, the reductions it allows and its NumPy form. Derivation,
+printing, code generation and verification all read these entries, so they cannot drift apart;
+``tests/test_rules.py`` checks every derivative against ``sympy.diff`` of its forward rule.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .expressions import Sigmoid, Softmax
+from .expressions import Exp, Log, LogSoftmax, Sigmoid, Softmax
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,10 @@ class ActivationRule:
     ``numpy_derivative`` may be a function of the parameters returning the expression.
     ``numpy_derivative_from_output`` is the same derivative written in the output ``a = f(z)`` where that is
     exact (sigmoid: ``a (1 - a)``), so the generated backward pass reuses the cached activation.
+    ``latex_call`` prints an application other than ``name(z)`` (``\\min(0, {z})``). ``exact_derivative(a, z)``
+    gives ``f'(z)`` from ``a = f(z)`` for the exact backends, where formulas may be written with the output
+    (batch norm's inverse square root: ``-a^3 / 2``; sigmoid: ``a (1 - a)``, which makes a sigmoid output and
+    binary cross-entropy simplify); other functions stay opaque there, ``f`` and ``f'`` unrelated.
     """
 
     name: str
@@ -38,6 +43,8 @@ class ActivationRule:
     defaults: tuple[tuple[str, float], ...] = ()
     kinks: tuple[float, ...] = ()
     needs_erf: bool = False
+    latex_call: str | None = None
+    exact_derivative: Callable | None = None
 
     def parameters(self, given: dict | None = None) -> dict:
         """The parameters this activation takes, ``given`` values over the defaults."""
@@ -112,12 +119,14 @@ ACTIVATIONS: dict[str, ActivationRule] = {
             lambda z, p: _sigmoid(z), lambda z, p: _sigmoid(z) * (1 - _sigmoid(z)),
             _STABLE_SIGMOID, "(lambda s: s * (1 - s))(" + _STABLE_SIGMOID + ")",
             numpy_derivative_from_output="{a} * (1 - {a})",
+            exact_derivative=lambda a, z: a * (1 - a),
         ),
         ActivationRule(
             "tanh", r"\tanh",
             lambda z, p: sp.tanh(z), lambda z, p: 1 - sp.tanh(z) ** 2,
             "np.tanh({z})", "1 - np.tanh({z}) ** 2",
             numpy_derivative_from_output="1 - {a} ** 2",
+            exact_derivative=lambda a, z: 1 - a ** 2,
         ),
         ActivationRule(
             "softplus", r"\operatorname{softplus}",
@@ -151,90 +160,287 @@ ACTIVATIONS: dict[str, ActivationRule] = {
 }
 
 
-@dataclass(frozen=True)
-class LossRule:
-    """One loss: its scalar value on explicit matrices, its gradient and their printed forms.
-
-    ``gradient(Y, T, N, k, axis)`` is dL/dY_pred as a SymPy matrix expression (k outputs, softmax
-    along ``axis``). ``value(Y, T, m)`` builds the scalar loss from 2-D arrays of entries, with ``m`` a namespace
-    providing ``exp`` and ``log`` (SymPy, symengine or NumPy), so the same definition is differentiated
-    symbolically and evaluated numerically. ``reduction`` states exactly what is summed or averaged.
-    ``targets_are_distributions``: the combined gradient needs every row of Y_true to sum to 1.
-    """
-
-    name: str
-    latex: str
-    reduction: str
-    value: Callable
-    gradient: Callable
-    numpy_value: str
-    min_outputs: int = 1
-    targets_are_distributions: bool = False
-
-
-def _sum(rows):
-    return sum((entry for row in rows for entry in row), 0)
-
-
-def _half_sse(Y, T, m):
-    return _sum(((y - t) ** 2 for y, t in zip(yr, tr)) for yr, tr in zip(Y, T)) / 2
-
-
-def _mse(Y, T, m):
-    return _sum(((y - t) ** 2 for y, t in zip(yr, tr)) for yr, tr in zip(Y, T)) / (len(Y) * len(Y[0]))
-
-
-def _bce_logits(Y, T, m):
-    # softplus(y) - t*y == -(t log sigma(y) + (1 - t) log(1 - sigma(y)))
-    terms = ((m.log(1 + m.exp(y)) - t * y for y, t in zip(yr, tr)) for yr, tr in zip(Y, T))
-    return _sum(terms) / (len(Y) * len(Y[0]))
-
-
-def _softmax_cross_entropy(Y, T, m):
-    total = 0
-    for yr, tr in zip(Y, T):
-        log_norm = m.log(sum((m.exp(y) for y in yr), 0))
-        total += sum((t * (y - log_norm) for y, t in zip(yr, tr)), 0)
-    return -total / len(Y)
-
-
-LOSSES: dict[str, LossRule] = {
+# Functions the layer kinds use internally; a spec cannot name them as activations.
+FUNCTIONS: dict[str, ActivationRule] = {
     rule.name: rule
     for rule in (
-        LossRule(
-            "half_sse",
-            r"\frac{1}{2} \sum_{i,j} \left(Y_{pred} - Y_{true}\right)_{ij}^{2}",
-            "one half of the sum of squared errors over all N x k entries (no mean)",
-            _half_sse,
-            lambda Y, T, N, k, axis: Y - T,
-            "0.5 * np.sum((Y_pred - Y_true) ** 2)",
+        ActivationRule(
+            # The inverse standard deviation of batch and layer norm, (var + eps)^(-1/2).
+            "rsqrt", r"\operatorname{rsqrt}",
+            lambda z, p: 1 / sp.sqrt(z), lambda z, p: -1 / (2 * z * sp.sqrt(z)),
+            "1 / np.sqrt({z})", "-0.5 / ({z} * np.sqrt({z}))",
+            numpy_derivative_from_output="-0.5 * {a} ** 3",
+            latex_call=r"\left({z}\right)^{{-1/2}}",
+            exact_derivative=lambda a, z: -(a ** 3) / 2,
         ),
-        LossRule(
-            "mse",
-            r"\frac{1}{N k} \sum_{i,j} \left(Y_{pred} - Y_{true}\right)_{ij}^{2}",
-            "mean of squared errors over all N x k entries, no 1/2 (PyTorch MSELoss default)",
-            _mse,
-            lambda Y, T, N, k, axis: 2 / (N * k) * (Y - T),
-            "np.mean((Y_pred - Y_true) ** 2)",
-        ),
-        LossRule(
-            "bce_logits",
-            r"\frac{1}{N k} \sum_{i,j} \left[\log\left(1 + e^{Y_{pred,ij}}\right) - Y_{true,ij} Y_{pred,ij}\right]",
-            "binary cross-entropy on logits, mean over all N x k entries (PyTorch BCEWithLogitsLoss)",
-            _bce_logits,
-            lambda Y, T, N, k, axis: 1 / (N * k) * (Sigmoid(Y) - T),
-            "np.mean(np.logaddexp(0, Y_pred) - Y_true * Y_pred)",
-        ),
-        LossRule(
-            "softmax_cross_entropy",
-            r"-\frac{1}{N} \sum_{i,j} Y_{true,ij} \log \operatorname{softmax}\left(Y_{pred}\right)_{ij}",
-            "cross-entropy of the row-wise softmax, summed over classes, mean over the N samples "
-            "(PyTorch cross_entropy with probability targets)",
-            _softmax_cross_entropy,
-            lambda Y, T, N, k, axis: 1 / N * (Softmax(Y, axis) - T),
-            "-np.sum(Y_true * (Y_pred - np.logaddexp.reduce(Y_pred, axis=1, keepdims=True))) / Y_pred.shape[0]",
-            min_outputs=2,
-            targets_are_distributions=True,
+        ActivationRule(
+            # min(0, z): the negative part that PReLU scales by its trainable slope.
+            "negpart", r"\min",
+            lambda z, p: sp.Piecewise((0, z > 0), (z, True)),
+            lambda z, p: sp.Piecewise((0, z > 0), (1 - _rational(p["relu_grad_at_zero"]), sp.Eq(z, 0)), (1, True)),
+            "np.minimum({z}, 0)",
+            lambda p: {0: "({z} <= 0)", 1: "({z} < 0)"}.get(
+                p["relu_grad_at_zero"], "np.where({z} < 0, 1.0, np.where({z} == 0, 0.5, 0.0)).astype({z}.dtype)"),
+            defaults=(("relu_grad_at_zero", 0),), kinks=(0.0,),
+            latex_call=r"\min\left(0, {z}\right)",
         ),
     )
 }
+
+# Activations with a trainable parameter per unit: the dense layer kind builds them from the functions above.
+TRAINABLE_ACTIVATIONS = {"prelu": r"\operatorname{PReLU}"}
+
+
+def activation_rule(name: str) -> ActivationRule:
+    """The rule of an elementwise function by name: an activation or an internal function."""
+    return ACTIVATIONS[name] if name in ACTIVATIONS else FUNCTIONS[name]
+
+
+# -- losses ------------------------------------------------------------------------------------------------
+
+REDUCTIONS = ("sum", "batch_mean", "mean")
+L2_SCALES = ("none", "batch_mean")
+# What the last layer hands to the loss.
+REAL, PROBABILITIES, LOG_PROBABILITIES = "real", "probabilities", "log_probabilities"
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """A loss as the spec states it: the rule, its reduction and scale, its parameters and the L2 penalty.
+
+    ``kind`` is the name the spec used (``half_sse``), ``rule`` the loss rule it denotes (``squared_error``).
+    The loss is ``scale / D * sum(term) + l2 / 2 * sum_l ||W_l||^2`` (divided by ``N`` when ``l2_scale`` is
+    ``batch_mean``), with ``D`` 1, ``N`` or ``N k`` for the reductions ``sum``, ``batch_mean``, ``mean``.
+    Unset fields take the kind's own values: ``LossSettings("half_sse")`` is ``squared_error``, ``sum``, 0.5.
+    """
+
+    kind: str
+    rule: str | None = None
+    reduction: str | None = None
+    scale: float | None = None
+    params: tuple[tuple[str, float], ...] = ()
+    l2: float = 0.0
+    l2_scale: str = "none"
+
+    def __post_init__(self):
+        rule, reduction, scale = SHORTCUTS.get(self.kind, (self.kind, None, 1))
+        rule = self.rule or rule
+        defaults = {"rule": rule, "reduction": reduction or LOSS_RULES[rule].default_reduction, "scale": scale,
+                    "params": tuple(sorted(LOSS_RULES[rule].parameters(dict(self.params)).items()))}
+        for name, value in defaults.items():
+            if name == "params" or getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+
+    def to_basic(self) -> sp.Tuple:
+        """The settings as a SymPy tuple, so a ``LossValue`` node can carry them."""
+        return sp.Tuple(*map(sp.Symbol, (self.kind, self.rule, self.reduction, self.l2_scale)),
+                        _rational(self.scale), _rational(self.l2),
+                        sp.Tuple(*(sp.Tuple(sp.Symbol(k), _rational(v)) for k, v in self.params)))
+
+    @classmethod
+    def from_basic(cls, value: sp.Tuple) -> LossSettings:
+        kind, rule, reduction, l2_scale, scale, l2, params = value
+        return cls(kind.name, rule.name, reduction.name, _number(scale),
+                   tuple((k.name, _number(v)) for k, v in params), _number(l2), l2_scale.name)
+
+    @property
+    def parameters(self) -> dict:
+        return dict(self.params)
+
+
+def _number(value) -> float:
+    """A rational setting back as the int or float the spec gave."""
+    return int(value) if value.is_integer else float(value)
+
+
+class LossTerms:
+    """Layout-aware pieces for writing a loss on predictions ``Y`` and targets ``T`` (N x k or k x N)."""
+
+    def __init__(self, Y, T, batch_first: bool, k):
+        self.Y, self.T, self.batch_first, self.k = Y, T, batch_first, k
+
+    @property
+    def ones(self):
+        return sp.OneMatrix(*self.Y.shape)
+
+    @property
+    def axis(self) -> int:
+        """The axis along which one sample's entries lie."""
+        return 1 if self.batch_first else 0
+
+    def per_sample_total(self, M):
+        """Each sample's sum of ``M``, repeated over that sample's entries (``M 1_k 1_k^T``)."""
+        return M * sp.OneMatrix(self.k, self.k) if self.batch_first else sp.OneMatrix(self.k, self.k) * M
+
+    def total(self, M):
+        """The sum of all entries of ``M`` as a 1 x 1 matrix."""
+        rows, cols = M.shape
+        return sp.OneMatrix(1, rows) * M * sp.OneMatrix(cols, 1)
+
+
+@dataclass(frozen=True)
+class LossRule:
+    """One loss: the term summed over all entries, its gradient, and how it may be used.
+
+    ``term(c, p)`` is the matrix of entries to sum (``c`` a ``LossTerms``, ``p`` the loss parameters) and
+    ``gradient(c, p)`` the gradient of their sum with respect to ``Y``; both are SymPy matrix expressions, so
+    verification, printing and code generation read the same definition. ``latex_term`` is the summand for
+    ``\\sum_{i,j}``; ``numpy_term`` the same entries in NumPy (batch-first arrays ``Y_pred``, ``Y_true``),
+    numerically stable. ``inputs`` lists what the last layer must produce (``real`` scores, ``probabilities``,
+    ``log_probabilities``); ``targets`` what the targets are (``real``, ``binary``, ``one_hot``,
+    ``distribution``) for drawing data. ``simplified`` is a simpler gradient that holds when every sample's
+    targets sum to 1, shown beside the general one.
+    """
+
+    name: str
+    latex_term: str
+    term: Callable
+    gradient: Callable
+    numpy_term: str
+    default_reduction: str
+    reductions: tuple[str, ...] = REDUCTIONS
+    inputs: tuple[str, ...] = (REAL,)
+    targets: str = "real"
+    min_outputs: int = 1
+    defaults: tuple[tuple[str, float], ...] = ()
+    simplified: Callable | None = None
+
+    def parameters(self, given: dict | None = None) -> dict:
+        given = given or {}
+        return {key: given.get(key, default) for key, default in self.defaults}
+
+
+def _hinge_indicator(c, p):
+    """Where a wrong class's margin is violated: ``(1 - T) ⊙ step(Y - score of the true class + margin)``."""
+    margins = c.Y - c.per_sample_total(sp.hadamard_product(c.Y, c.T)) + _rational(p["margin"]) * c.ones
+    step = _relu_node(margins, 1, p["hinge_grad_at_zero"])
+    return sp.hadamard_product(c.ones - c.T, step)
+
+
+def _relu_node(M, order, at_zero):
+    from .expressions import Elementwise
+
+    return Elementwise("relu", M, order, (("relu_grad_at_zero", at_zero),))
+
+
+def _reciprocal(M):
+    return sp.HadamardPower(M, -1)
+
+
+LOSS_RULES: dict[str, LossRule] = {
+    rule.name: rule
+    for rule in (
+        LossRule(
+            "squared_error", r"\left(Y_{pred} - Y_{true}\right)_{ij}^{2}",
+            lambda c, p: sp.HadamardPower(c.Y - c.T, 2),
+            lambda c, p: 2 * (c.Y - c.T),
+            "(Y_pred - Y_true) ** 2",
+            "mean",
+        ),
+        LossRule(
+            "bce_logits",
+            r"\left[\log\left(1 + e^{Y_{pred,ij}}\right) - Y_{true,ij} Y_{pred,ij}\right]",
+            lambda c, p: Log(c.ones + Exp(c.Y)) - sp.hadamard_product(c.T, c.Y),
+            lambda c, p: Sigmoid(c.Y) - c.T,
+            "np.logaddexp(0, Y_pred) - Y_true * Y_pred",
+            "mean",
+        ),
+        LossRule(
+            "bce",
+            r"\left[Y_{true,ij} \log Y_{pred,ij} + \left(1 - Y_{true,ij}\right) \log\left(1 - Y_{pred,ij}\right)\right]",
+            lambda c, p: -(sp.hadamard_product(c.T, Log(c.Y)) + sp.hadamard_product(c.ones - c.T, Log(c.ones - c.Y))),
+            lambda c, p: -(sp.hadamard_product(c.T, _reciprocal(c.Y))
+                           - sp.hadamard_product(c.ones - c.T, _reciprocal(c.ones - c.Y))),
+            "-(Y_true * np.log(Y_pred) + (1 - Y_true) * np.log1p(-Y_pred))",
+            "mean", inputs=(PROBABILITIES,), targets="binary",
+        ),
+        LossRule(
+            "cross_entropy", r"Y_{true,ij} \log Y_{pred,ij}",
+            lambda c, p: -sp.hadamard_product(c.T, Log(c.Y)),
+            lambda c, p: -sp.hadamard_product(c.T, _reciprocal(c.Y)),
+            "-Y_true * np.log(np.maximum(Y_pred, np.finfo(Y_pred.dtype).tiny))",
+            "batch_mean", reductions=("sum", "batch_mean"), inputs=(PROBABILITIES,), targets="distribution",
+        ),
+        LossRule(
+            "nll", r"Y_{true,ij} Y_{pred,ij}",
+            lambda c, p: -sp.hadamard_product(c.T, c.Y),
+            lambda c, p: -c.T,
+            "-Y_true * Y_pred",
+            "batch_mean", reductions=("sum", "batch_mean"), inputs=(LOG_PROBABILITIES,), targets="distribution",
+        ),
+        LossRule(
+            "softmax_cross_entropy", r"Y_{true,ij} \log \operatorname{softmax}\left(Y_{pred}\right)_{ij}",
+            lambda c, p: -sp.hadamard_product(c.T, LogSoftmax(c.Y, c.axis)),
+            lambda c, p: sp.hadamard_product(Softmax(c.Y, c.axis), c.per_sample_total(c.T)) - c.T,
+            "-Y_true * (Y_pred - np.logaddexp.reduce(Y_pred, axis=1, keepdims=True))",
+            "batch_mean", reductions=("sum", "batch_mean"), targets="distribution", min_outputs=2,
+            simplified=lambda c, p: Softmax(c.Y, c.axis) - c.T,
+        ),
+        LossRule(
+            "hinge",
+            r"\left(1 - Y_{true,ij}\right) \max\left(0,\ Y_{pred,ij} - \sum_{m} Y_{true,im} Y_{pred,im} + \Delta\right)",
+            lambda c, p: sp.hadamard_product(
+                c.ones - c.T, _relu_node(c.Y - c.per_sample_total(sp.hadamard_product(c.Y, c.T))
+                                         + _rational(p["margin"]) * c.ones, 0, p["hinge_grad_at_zero"])),
+            lambda c, p: _hinge_indicator(c, p) - sp.hadamard_product(c.T, c.per_sample_total(_hinge_indicator(c, p))),
+            "(1 - Y_true) * np.maximum(Y_pred - (Y_pred * Y_true).sum(axis=1, keepdims=True) + {margin}, 0)",
+            "batch_mean", reductions=("sum", "batch_mean"), targets="one_hot", min_outputs=2,
+            defaults=(("margin", 1.0), ("hinge_grad_at_zero", 0)),
+        ),
+    )
+}
+
+# Loss kinds a spec may name: every rule, and shortcuts that fix a rule's reduction and scale.
+SHORTCUTS = {"half_sse": ("squared_error", "sum", 0.5), "mse": ("squared_error", "mean", 1)}
+LOSS_KINDS = (*SHORTCUTS, *LOSS_RULES)
+
+
+def loss_rule(settings) -> LossRule:
+    """The rule of a ``LossSettings`` (or of its SymPy form in a ``LossValue``)."""
+    if isinstance(settings, sp.Tuple):
+        settings = LossSettings.from_basic(settings)
+    return LOSS_RULES[settings.rule]
+
+
+def loss_coefficient(settings: LossSettings, N, k):
+    """``scale / D``: the factor in front of the summed term (``D`` from the reduction)."""
+    divisor = {"sum": 1, "batch_mean": N, "mean": N * k}[settings.reduction]
+    return _rational(settings.scale) / divisor
+
+
+def l2_coefficient(settings: LossSettings, N):
+    """The factor of ``W`` in the penalty's gradient: ``l2``, divided by ``N`` for ``l2_scale = batch_mean``."""
+    return _rational(settings.l2) / (N if settings.l2_scale == "batch_mean" else 1)
+
+
+def loss_definition(node) -> sp.MatrixExpr:
+    """A ``LossValue`` as a 1 x 1 matrix expression: the scaled sum of its term plus the L2 penalty."""
+    settings, terms = node.settings, loss_terms(node)
+    N = terms.Y.shape[0] if terms.batch_first else terms.Y.shape[1]
+    rule = LOSS_RULES[settings.rule]
+    value = loss_coefficient(settings, N, terms.k) * terms.total(rule.term(terms, rule.parameters(settings.parameters)))
+    for W in node.weights:
+        value += l2_coefficient(settings, N) / 2 * terms.total(sp.HadamardPower(W, 2))
+    return value
+
+
+def loss_terms(node) -> LossTerms:
+    """The ``LossTerms`` of a ``LossValue`` node."""
+    Y, batch_first = node.prediction, node.axis == 1
+    return LossTerms(Y, node.target, batch_first, Y.shape[1] if batch_first else Y.shape[0])
+
+
+def numpy_loss_code(settings: LossSettings) -> str:
+    """The data term of the loss in NumPy (batch-first arrays ``Y_pred``, ``Y_true``), reduced and scaled."""
+    rule = LOSS_RULES[settings.rule]
+    term = rule.numpy_term.format(**{key: _py_number(value) for key, value in settings.params})
+    total = f"np.sum({term})"
+    divisor = {"sum": "", "batch_mean": " / Y_pred.shape[0]", "mean": " / Y_pred.size"}[settings.reduction]
+    scale = "" if settings.scale == 1 else f"{_py_number(settings.scale)} * "
+    return f"{scale}{total}{divisor}"
+
+
+def numpy_penalty_code(settings: LossSettings) -> str:
+    """The L2 penalty in NumPy, given ``weights`` (the weight arrays) and ``N`` (the batch size)."""
+    divisor = " / N" if settings.l2_scale == "batch_mean" else ""
+    return f"{_py_number(settings.l2 / 2)} * sum(np.sum(W ** 2) for W in weights){divisor}"

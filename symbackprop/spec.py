@@ -19,26 +19,46 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from symbackprop.errors import SpecError
-from symbackprop.rules import ACTIVATIONS, LOSSES
+from symbackprop.layers import LAYER_KINDS
+from symbackprop.rules import (
+    ACTIVATIONS,
+    FUNCTIONS,
+    L2_SCALES,
+    LOSS_KINDS,
+    LOSS_RULES,
+    REAL,
+    SHORTCUTS,
+    TRAINABLE_ACTIVATIONS,
+    LossSettings,
+)
 
 LAYOUTS = ("batch-first", "column")
 MAX_TITLE_LENGTH = 200
 RELU_GRAD_AT_ZERO_VALUES = (0, 0.5, 1)
+DEFAULT_EPS = 1e-5
+DEFAULT_DROPOUT = 0.5
 
-_TOP_KEYS = ("title", "layout", "input", "layers", "loss")
+_TOP_KEYS = ("title", "layout", "input", "layers", "loss", "regularization")
 _INPUT_KEYS = ("size", "name")
 _PARAMETER_KEYS = ("alpha", "relu_grad_at_zero")
-_LAYER_KEYS = ("size", "activation", *_PARAMETER_KEYS)
-_LOSS_KEYS = ("kind",)
+_LOSS_KEYS = ("kind", "reduction", "scale", "margin", "hinge_grad_at_zero")
+_REGULARIZATION_KEYS = ("l2", "l2_scale")
+# The layer's own keys, by kind, beside "kind" (from the layer registry).
+_LAYER_KEYS = {name: kind.keys for name, kind in LAYER_KINDS.items()}
+_ALL_ACTIVATIONS = (*ACTIVATIONS, *TRAINABLE_ACTIVATIONS)
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-_RESERVED_NAMES = re.compile(r"d?(?:(?:W|b|Z|a|delta)[0-9]+|Y_pred|Y_true)|L|N|ones|sum")
-_RESERVED_DESCRIPTION = "W<n>, b<n>, Z<n>, a<n>, delta<n>, Y_pred, Y_true, their d-prefixed gradients, L, N, ones, sum"
+_LAYERED_NAMES = "W|b|Z|a|delta|M|mu|xc|var|rstd|xhat|gamma|beta|alpha"
+_RESERVED_NAMES = re.compile(rf"d?(?:(?:{_LAYERED_NAMES})[0-9]+|Y_pred|Y_true)|L|N|ones|sum")
+_RESERVED_DESCRIPTION = ("W<n>, b<n>, Z<n>, a<n>, delta<n>, M<n>, mu<n>, xc<n>, var<n>, rstd<n>, xhat<n>, gamma<n>, "
+                         "beta<n>, alpha<n>, Y_pred, Y_true, their d-prefixed gradients, L, N, ones, sum")
 # Names the generated NumPy module binds itself, and Python's keywords: an input may not shadow them.
 _MODULE_NAMES = frozenset({
     "np", "erf", "math", "SIZES", "BATCH_FIRST", "params", "cache", "grads", "lr", "rng", "seed", "dtype", "eps",
-    "init_params", "forward", "loss", "backward", "sgd_step", "gradient_check", "softmax", "sigmoid",
-    *ACTIVATIONS, *(f"{name}_grad" for name in ACTIVATIONS), *keyword.kwlist, *keyword.softkwlist,
+    "masks", "init_params", "draw_masks", "forward", "loss", "backward", "sgd_step", "gradient_check", "softmax",
+    "log_softmax", "sigmoid", "penalty",
+    *ACTIVATIONS, *FUNCTIONS, *(f"{name}_grad" for name in (*ACTIVATIONS, *FUNCTIONS)), *keyword.kwlist,
+    *keyword.softkwlist,
 })
 
 
@@ -52,12 +72,22 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One dense layer; a parameter is set exactly when its activation takes it."""
+    """One layer: its kind (``dense`` by default) and the keys that kind takes.
 
-    size: int
-    activation: str
+    Dense layers have a ``size``, an ``activation`` (its parameters set exactly when it takes them) and a
+    ``bias``; ``batchnorm``/``layernorm`` an ``eps``; ``dropout`` a drop probability ``p``; ``add`` the
+    ``source`` value it adds (the spec's ``from``). Width-preserving kinds have ``size`` None.
+    """
+
+    size: int | None = None
+    activation: str | None = None
     alpha: float | None = None
     relu_grad_at_zero: float | None = None
+    kind: str = "dense"
+    bias: bool = True
+    eps: float | None = None
+    p: float | None = None
+    source: str | None = None
 
     @property
     def params(self) -> dict:
@@ -65,11 +95,8 @@ class LayerSpec:
         return {key: getattr(self, key) for key in _PARAMETER_KEYS if getattr(self, key) is not None}
 
 
-@dataclass(frozen=True)
-class LossSpec:
-    """The loss applied to the last layer's output."""
-
-    kind: str
+# The loss applied to the last layer's output, with its reduction, scale and regularization.
+LossSpec = LossSettings
 
 
 @dataclass(frozen=True)
@@ -84,8 +111,16 @@ class Spec:
 
     @property
     def sizes(self) -> tuple[int, ...]:
-        """The input width followed by every layer's width."""
-        return (self.input.size, *(layer.size for layer in self.layers))
+        """The input width followed by every layer's output width."""
+        return _widths(self.input.size, self.layers)
+
+
+def _widths(input_size: int, layers) -> tuple[int, ...]:
+    """The input width, then each layer's: its ``size``, or its input's for width-preserving kinds."""
+    widths = [input_size]
+    for layer in layers:
+        widths.append(widths[-1] if layer.size is None else layer.size)
+    return tuple(widths)
 
 
 def seed_spec() -> Spec:
@@ -103,14 +138,28 @@ PRESETS: dict[str, Callable[[], Spec]] = {"seed": seed_spec}
 
 def spec_to_dict(spec: Spec) -> dict:
     """The mapping (same keys as the TOML) that :func:`load_spec` turns back into ``spec``."""
-    return {
+    loss = spec.loss
+    data = {
         "title": spec.title,
         "layout": spec.layout,
         "input": {"size": spec.input.size, "name": spec.input.name},
-        "layers": [{"size": layer.size, "activation": layer.activation, **layer.params}
-                   for layer in spec.layers],
-        "loss": {"kind": spec.loss.kind},
+        "layers": [_layer_to_dict(layer) for layer in spec.layers],
+        "loss": {"kind": loss.kind, **({} if loss.kind in SHORTCUTS else
+                                      {"reduction": loss.reduction, "scale": loss.scale}), **dict(loss.params)},
     }
+    if loss.l2:
+        data["regularization"] = {"l2": loss.l2, "l2_scale": loss.l2_scale}
+    return data
+
+
+def _layer_to_dict(layer: LayerSpec) -> dict:
+    if layer.kind == "dense":
+        return {"size": layer.size, "activation": layer.activation, **layer.params,
+                **({} if layer.bias else {"bias": False})}
+    if layer.kind == "activation":
+        return {"kind": "activation", "activation": layer.activation, **layer.params}
+    return {"kind": layer.kind, **{key: getattr(layer, "source" if key == "from" else key)
+                                   for key in _LAYER_KEYS[layer.kind]}}
 
 
 def load_spec(source: str | os.PathLike | Mapping) -> Spec:
@@ -211,16 +260,36 @@ class _Reader:
             self.fail(f"unknown {what} {value!r}; {_allowed(value, allowed)}", key)
         return value
 
-    def alpha(self, value: Any, key: str) -> float:
+    def number(self, value: Any, key: str, requirement: str = "a finite number") -> float:
+        """A finite real number (TOML integer or float) as a float."""
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             self.fail(f"must be a number, got {_describe(value)}", key)
         try:
             number = float(value)
         except OverflowError:
             number = math.inf
-        if not math.isfinite(number) or number <= 0:
+        if not math.isfinite(number):
+            self.fail(f"must be {requirement}, got {value!r}", key)
+        return number
+
+    def positive(self, value: Any, key: str) -> float:
+        number = self.number(value, key, "a finite number > 0")
+        if number <= 0:
             self.fail(f"must be a finite number > 0, got {value!r}", key)
         return number
+
+    alpha = eps = scale = margin = positive
+
+    def p(self, value: Any, key: str) -> float:
+        number = self.number(value, key)
+        if not 0 <= number < 1:
+            self.fail(f"must be a probability in [0, 1), got {value!r}", key)
+        return number
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(f"must be true or false, got {_describe(value)}", key)
+        return value
 
     def relu_grad_at_zero(self, value: Any, key: str) -> int | float:
         allowed = ", ".join(map(str, RELU_GRAD_AT_ZERO_VALUES))
@@ -229,6 +298,8 @@ class _Reader:
         if value not in RELU_GRAD_AT_ZERO_VALUES:
             self.fail(f"must be one of {allowed}, got {value!r}", key)
         return int(value) if value in (0, 1) else float(value)
+
+    hinge_grad_at_zero = relu_grad_at_zero
 
     def input(self, value: Any) -> InputSpec:
         table = self.table(value, "input", _INPUT_KEYS, ("size",))
@@ -245,26 +316,123 @@ class _Reader:
                       "forward); choose another", "input.name")
         return InputSpec(size, name)
 
-    def layer(self, value: Any, key: str) -> LayerSpec:
-        table = self.table(value, key, _LAYER_KEYS, ("size", "activation"))
-        size = self.size(table["size"], f"{key}.size")
-        activation = self.choice(table["activation"], f"{key}.activation", "activation", tuple(ACTIVATIONS))
-        defaults = dict(ACTIVATIONS[activation].defaults)
+    def layer(self, value: Any, key: str, earlier: dict) -> LayerSpec:
+        """One ``[[layers]]`` table; ``earlier`` maps the values before it (input, a1, ...) to their widths."""
+        kind = self.choice(value.get("kind", "dense"), f"{key}.kind", "layer kind", tuple(LAYER_KINDS))
+        own = _LAYER_KEYS[kind]
+        for name in value:
+            if name != "kind" and name not in own:
+                self.fail(self._misplaced(name, kind), f"{key}.{name}")
+        if "activation" not in own:
+            values = {name: getattr(self, name)(value.get(name, default), f"{key}.{name}")
+                      for name, default in (("eps", DEFAULT_EPS), ("p", DEFAULT_DROPOUT)) if name in own}
+            if "from" in own:
+                values["source"] = self.added_value(value, key, earlier)
+            return LayerSpec(kind=kind, **values)
+        dense = kind == "dense"
+        table = self.table(value, key, ("kind", *own), ("size", "activation") if dense else ("activation",))
+        size = self.size(table["size"], f"{key}.size") if dense else None
+        activation = self.choice(table["activation"], f"{key}.activation", "activation", _ALL_ACTIVATIONS)
+        defaults = dict(ACTIVATIONS[activation].defaults) if activation in ACTIVATIONS else {}
         for name in _PARAMETER_KEYS:
             if name in table and name not in defaults:
                 takes = f"it takes: {', '.join(defaults)}" if defaults else "it takes no parameters"
+                if activation in TRAINABLE_ACTIVATIONS:
+                    takes = "its slope is a trained parameter (alpha<layer>), starting near 0.25"
                 self.fail(f"activation {activation!r} does not take parameter {name!r}; {takes}",
                           f"{key}.{name}")
         params = {name: getattr(self, name)(table.get(name, default), f"{key}.{name}")
                   for name, default in defaults.items()}
-        return LayerSpec(size, activation, **params)
+        bias = self.boolean(table["bias"], f"{key}.bias") if "bias" in table else True
+        return LayerSpec(size, activation, kind=kind, bias=bias, **params)
 
-    def layers(self, value: Any) -> tuple[LayerSpec, ...]:
+    @staticmethod
+    def _misplaced(name: str, kind: str) -> str:
+        """Why ``name`` is not a key of a ``kind`` layer, naming the kinds that take it."""
+        owners = [other for other, keys in _LAYER_KEYS.items() if name in keys]
+        if name == "size":
+            return f"a {kind} layer keeps the width of its input and takes no 'size'; remove it"
+        if owners:
+            return (f"key {name!r} does not apply to a {kind} layer (it belongs to {', '.join(owners)} layers); "
+                    f"{kind} takes: {', '.join(('kind', *_LAYER_KEYS[kind]))}")
+        return f"unknown key {name!r}; {_allowed(name, ('kind', *_LAYER_KEYS[kind]))}"
+
+    def added_value(self, table: Mapping, key: str, earlier: dict) -> str:
+        """The ``from`` of a skip connection: an earlier value of the same width as the layer's input."""
+        if "from" not in table:
+            self.fail("missing required key 'from' (the earlier value to add)", f"{key}.from")
+        name = self.string(table["from"], f"{key}.from")
+        if name not in earlier:
+            self.fail(f"unknown value {name!r}; an add layer can add {_allowed(name, tuple(earlier))}", f"{key}.from")
+        width, previous = earlier[name], list(earlier.values())[-1]
+        if width != previous:
+            self.fail(f"{name!r} has width {width} but this layer's input has width {previous}; "
+                      "an add layer needs equal widths", f"{key}.from")
+        return name
+
+    def layers(self, value: Any, input_spec: InputSpec) -> tuple[LayerSpec, ...]:
         if not isinstance(value, (list, tuple)) or not all(isinstance(item, Mapping) for item in value):
             self.fail(f"must be an array of tables ([[layers]]), got {_describe(value)}", "layers")
         if not value:
             self.fail("needs at least one layer", "layers")
-        return tuple(self.layer(item, f"layers[{index}]") for index, item in enumerate(value))
+        layers, earlier = [], {input_spec.name: input_spec.size}
+        for index, item in enumerate(value):
+            layer = self.layer(item, f"layers[{index}]", earlier)
+            layers.append(layer)
+            earlier[f"a{index + 1}"] = layer.size or list(earlier.values())[-1]
+        return tuple(layers)
+
+    def loss(self, value: Any, layers: tuple[LayerSpec, ...], regularization: Any, input_size: int) -> LossSpec:
+        table = self.table(value, "loss", _LOSS_KEYS, ("kind",))
+        kind = self.choice(table["kind"], "loss.kind", "loss", LOSS_KINDS)
+        settings = LossSettings(kind)
+        rule = LOSS_RULES[settings.rule]
+        if kind in SHORTCUTS:
+            for name in ("reduction", "scale"):
+                if name in table:
+                    self.fail(f"loss {kind!r} fixes reduction = {settings.reduction!r} and scale = "
+                              f"{settings.scale:g}; use kind = {settings.rule!r} to choose them", f"loss.{name}")
+        reduction = table.get("reduction", settings.reduction)
+        if reduction not in rule.reductions:
+            self.string(reduction, "loss.reduction")
+            self.fail(f"reduction {reduction!r} does not apply to loss {kind!r}; {_allowed(reduction, rule.reductions)}",
+                      "loss.reduction")
+        scale = self.scale(table["scale"], "loss.scale") if "scale" in table else settings.scale
+        defaults = dict(rule.defaults)
+        for name in ("margin", "hinge_grad_at_zero"):
+            if name in table and name not in defaults:
+                self.fail(f"loss {kind!r} does not take {name!r} (only hinge does)", f"loss.{name}")
+        params = tuple((name, getattr(self, name)(table.get(name, default), f"loss.{name}"))
+                       for name, default in sorted(defaults.items()))
+        self._check_output(kind, rule, layers, input_size)
+        l2, l2_scale = self.regularization(regularization)
+        return LossSpec(kind, settings.rule, reduction, scale, params, l2, l2_scale)
+
+    def _check_output(self, kind: str, rule, layers: tuple[LayerSpec, ...], input_size: int) -> None:
+        """The last layer must give the loss what it reads (probabilities, enough outputs)."""
+        last = len(layers) - 1
+        produces = LAYER_KINDS[layers[last].kind].output(layers[last])
+        if REAL not in rule.inputs and produces not in rule.inputs:
+            needs = {"probabilities": "probabilities (a sigmoid activation or a softmax layer last)",
+                     "log_probabilities": "log-probabilities (a log_softmax layer last)"}
+            wanted = " or ".join(needs.get(name, "real scores") for name in rule.inputs)
+            self.fail(f"loss {kind!r} needs {wanted}, but the last layer (layers[{last}]) gives "
+                      f"{produces.replace('_', '-')}", "loss.kind")
+        width = _widths(input_size, layers)[-1]
+        if width < rule.min_outputs:
+            self.fail(f"loss {kind!r} needs at least {rule.min_outputs} outputs, but the last layer "
+                      f"(layers[{last}]) has {width}", "loss.kind")
+
+    def regularization(self, value: Any) -> tuple[float, str]:
+        if value is None:
+            return 0.0, "none"
+        table = self.table(value, "regularization", _REGULARIZATION_KEYS, ("l2",))
+        l2 = self.number(table["l2"], "regularization.l2")
+        if l2 < 0:
+            self.fail(f"must be a finite number >= 0, got {table['l2']!r}", "regularization.l2")
+        l2_scale = table.get("l2_scale", "none")
+        self.choice(l2_scale, "regularization.l2_scale", "l2_scale", L2_SCALES)
+        return l2, l2_scale
 
     def title(self, value: Any) -> str:
         title = self.string(value, "title")
@@ -279,16 +447,11 @@ class _Reader:
     def spec(self, value: Any) -> Spec:
         table = self.table(value, None, _TOP_KEYS, ("input", "layers", "loss"))
         input_spec = self.input(table["input"])
-        layers = self.layers(table["layers"])
-        loss = self.table(table["loss"], "loss", _LOSS_KEYS, ("kind",))
-        kind = self.choice(loss["kind"], "loss.kind", "loss", tuple(LOSSES))
-        needed, last = LOSSES[kind].min_outputs, len(layers) - 1
-        if layers[last].size < needed:
-            self.fail(f"loss {kind!r} needs at least {needed} outputs, but the last layer "
-                      f"(layers[{last}]) has {layers[last].size}", "loss.kind")
+        layers = self.layers(table["layers"], input_spec)
+        loss = self.loss(table["loss"], layers, table.get("regularization"), input_spec.size)
         extras = {}
         if "title" in table:
             extras["title"] = self.title(table["title"])
         if "layout" in table:
             extras["layout"] = self.choice(table["layout"], "layout", "layout", LAYOUTS)
-        return Spec(input_spec, layers, LossSpec(kind), **extras)
+        return Spec(input_spec, layers, loss, **extras)

@@ -5,16 +5,21 @@ whose activations are opaque functions, differentiated by symengine. The report 
 checked:
 
 - ``sympy.diff``: an activation's derivative rule equals the derivative of its forward rule;
-- local steps, ``expand``: each backward step equals direct differentiation of its own forward step, with
-  the upstream gradient a matrix of free symbols ``G`` (``dW = A^T G`` against ``d/dW sum(G ⊙ (A W + 1 b))``,
-  ``delta = G ⊙ f'(Z)`` against ``d/dZ sum(G ⊙ f(Z))``, the loss gradient against ``d/dY_pred L``), expanded
-  to the zero polynomial entry by entry: exact, and independent of depth;
-- every composed formula against direct differentiation of the whole loss, entry by entry, with
-  ``expand`` (an exact proof, where the network is small enough for expansion to be cheap) or
+- local steps, ``expand``: what each forward step sends back to each operand equals direct differentiation
+  of that step, with the upstream gradient a matrix of free symbols ``G`` (``dW = A^T G`` against
+  ``d/dW sum(G ⊙ (A W + 1 b))``, ``delta = G ⊙ f'(Z)`` against ``d/dZ sum(G ⊙ f(Z))``, the loss gradient
+  against ``d/dY_pred L``), expanded to the zero polynomial entry by entry: exact, and independent of depth;
+- every composed formula, and every shorter equivalent form (batch norm's compact ``dX``, a fused
+  sigmoid/softmax and cross-entropy gradient), against direct differentiation of the whole loss, entry by
+  entry, with ``expand`` (an exact proof, where the network is small enough for expansion to be cheap) or
   ``schwartz-zippel`` (both sides evaluated exactly, modulo a 61-bit prime, at a random point, every
-  function given consistent random values; a wrong formula passes with probability below the bound printed);
-- ``finite-difference``: central differences of the real loss in float64 along a random direction (a sanity
-  check that also exercises the rule table's NumPy forms; never the proof on its own), in every composed row.
+  function given consistent random values; a wrong formula passes with probability below the bound printed).
+  Normalization layers stay exact: their inverse standard deviation ``r = (var + eps)^(-1/2)`` is an opaque
+  value whose derivative is ``-r^3 / 2`` (a rule ``sympy.diff`` confirms), which proves the formulas for every
+  ``eps``;
+- finite differences: central differences of the real loss in float64 along a random direction, reported in
+  every composed row as a sanity check of the NumPy forms. They never decide a row: where float64 cannot
+  resolve a gradient (vanishing or overflowing), the row says so and the exact proof stands.
 
 Differentiating the whole loss in one call is exponential in depth (symengine's ``diff`` and ``cse`` do not
 share work across the expression DAG: 4 s for one diff of a 10-layer tanh net of width 4), so the oracle
@@ -25,8 +30,11 @@ gives every ``dL/d(entry)`` at once in time linear in the network's size.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
 import math
+import operator
 import time
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -36,6 +44,7 @@ import symengine as se
 import sympy as sp
 from sympy.matrices.exceptions import ShapeError
 
+from .derivation import DISTRIBUTION
 from .evaluate import (
     PRIME,
     Evaluator,
@@ -45,15 +54,18 @@ from .evaluate import (
     SymbolicBackend,
     Valuation,
 )
+from .expressions import Elementwise
 from .printing import TextPrinter
-from .rules import ACTIVATIONS, LOSSES
+from .rules import activation_rule, loss_rule
 
 # Expansion is exact but grows quickly with depth and size; above this many matrix entries, or this many
-# layers, we evaluate instead.
+# forward steps (a dense layer has two, a normalization layer six), we evaluate instead.
 EXPAND_LIMIT = 220
-EXPAND_MAX_DEPTH = 4
+EXPAND_MAX_STEPS = 8
 FD_STEP = 1e-6
 FD_TOLERANCE = 1e-5
+# Internal symbols start with a character no user name can contain, so they never collide with one.
+INTERNAL = "%"
 # Measured cost of the exact check per scalar multiply-add of the forward pass (oracle, cse, partials,
 # evaluation), and per term visited by the local steps' direct differentiation; used to refuse sizes that
 # cannot fit a budget before starting.
@@ -161,47 +173,68 @@ def estimated_seconds(network, N: int, widths) -> float:
 
 
 def _size_dict(network, N, widths) -> dict:
-    return {"N": N, **{str(symbol): int(width) for symbol, width in zip(network.widths, widths)}}
+    sizes = network.sizes(N, widths)
+    return {"N": N, **{str(symbol): int(sizes[symbol]) for symbol in network.size_symbols}}
 
 
-def evaluate_formulas(derivation, backend, env: dict, sizes: dict, skip=frozenset()) -> dict:
+def evaluate_formulas(derivation, backend, env: dict, sizes: dict, skip=frozenset(), alternatives=False) -> dict:
     """Forward values and every backward formula evaluated with ``backend`` (``env``: the inputs' values).
 
-    Formulas named in ``skip`` (those that cannot be evaluated) are left out.
+    Formulas named in ``skip`` (those that cannot be evaluated) are left out; with ``alternatives``, the
+    shorter equivalent forms are evaluated too (as ``<symbol>@<label>``).
     """
     evaluator = Evaluator(backend, dict(env), sizes)
     evaluator.forward(derivation.network)
-    evaluator.backward(derivation, skip)
+    evaluator.backward(derivation, skip, alternatives)
     return evaluator.env
 
 
 def random_float_inputs(network, sizes: dict, rng) -> dict:
-    """Standard normal float64 values for every input; a softmax loss's targets become distributions."""
-    inputs = {name: rng.standard_normal(tuple(int(d.xreplace(sizes)) for d in symbol.shape))
-              for name, symbol in network.inputs.items()}
-    if LOSSES[network.spec.loss.kind].targets_are_distributions:
-        T = inputs["Y_true"] if network.batch_first else inputs["Y_true"].T
-        T = np.exp(T) / np.exp(T).sum(axis=1, keepdims=True)
-        inputs["Y_true"] = T if network.batch_first else T.T
+    """Standard normal float64 values for every input, with targets the loss accepts and 0/1 masks."""
+    inputs = {}
+    for name, symbol in network.inputs.items():
+        shape = tuple(int(d.xreplace(sizes)) for d in symbol.shape)
+        inputs[name] = (rng.random(shape) < 0.5).astype(float) if network.roles[name] == "mask" \
+            else rng.standard_normal(shape)
+    inputs["Y_true"] = float_targets(network, inputs["Y_true"], rng)
     return inputs
+
+
+def float_targets(network, draw: np.ndarray, rng) -> np.ndarray:
+    """Targets of the kind the loss expects, from a standard normal ``draw`` in the network's layout."""
+    kind = loss_rule(network.spec.loss).targets
+    T = draw if network.batch_first else draw.T
+    if kind == "distribution":
+        T = np.exp(T) / np.exp(T).sum(axis=1, keepdims=True)
+    elif kind == "one_hot":
+        T = np.eye(T.shape[1])[np.argmax(T, axis=1)]
+    elif kind == "binary":
+        T = rng.random(T.shape)
+    return T if network.batch_first else T.T
 
 
 def check_activation_rule(name: str, params: dict) -> Check:
     """Prove an activation's derivative rule equals ``sympy.diff`` of its forward rule (away from kinks)."""
-    return _check_activation_rule(ACTIVATIONS[name], tuple(sorted(params.items())))
+    return _check_activation_rule(activation_rule(name), tuple(sorted(params.items())))
 
 
 @cache
 def _check_activation_rule(rule, items: tuple) -> Check:
-    """``check_activation_rule``, once per process for each rule object and setting."""
+    """``check_activation_rule``, once per process for each rule object and setting.
+
+    A rule whose derivative the exact checks compute from its value (``exact_derivative``) has that form
+    checked too, since the proofs rely on it."""
     name, params = rule.name, dict(items)
-    z = sp.Symbol("z", real=True)
-    p = sp.Symbol("p", positive=True)
+    z, p = sp.Symbol("z", real=True), sp.Symbol("p", positive=True)
     forward, derivative = rule.forward(z, params), rule.derivative(z, params)
     regions = (z,) if not rule.kinks else (p, -p)
     ok = all(sp.simplify(sp.diff(forward, z).subs(z, r) - derivative.subs(z, r)) == 0 for r in regions)
+    if rule.exact_derivative:
+        ok = ok and sp.simplify(rule.exact_derivative(forward, z) - derivative) == 0
     settings = ", ".join(f"{k}={v:g}" for k, v in params.items())
     where = "for z > 0 and z < 0; the value at 0 is a convention" if rule.kinks else "for all real z"
+    if rule.exact_derivative:
+        where += ", and f' written with f itself agrees"
     detail = f"f' = d/dz f {where}" + (f" ({settings})" if settings else "")
     return Check(f"{name}'(z)", ok, "sympy.diff", detail if ok else "derivative rule differs from d/dz f")
 
@@ -216,15 +249,15 @@ class _Oracle:
     """The loss as an explicit symengine expression DAG, every quantity shifted by symbols of its own.
 
     Inputs are matrices of symbols; every entry of every forward quantity ``q`` is a node, a symbol defined
-    by its scalar expression in the previous quantities' entries plus a perturbation symbol ``P_q[i,j]``
-    (valued 0), so ``dL/dq_ij = dL/dP_q[i,j]`` at ``P = 0`` for inputs and intermediate quantities alike; the
+    by its scalar expression in the previous quantities' entries plus a perturbation symbol ``%P_q[i,j]``
+    (valued 0), so ``dL/dq_ij = dL/d%P_q[i,j]`` at ``P = 0`` for inputs and intermediate quantities alike; the
     loss is the last node. symengine differentiates each node by each symbol in it once, and ``gradients``
     accumulates those partials backwards along the DAG.
     """
 
     def __init__(self, verifier, names):
         network = verifier.network
-        self.shifts = {name: _symbols(f"P_{name}", verifier.shapes[name]) for name in names}
+        self.shifts = {name: _symbols(f"{INTERNAL}P_{name}", verifier.shapes[name]) for name in names}
         self.nodes = []
         env = {name: self._node(name, verifier.symbols[name]) for name in network.inputs}
         evaluator = Evaluator(OracleBackend(), env, verifier.sizes)
@@ -232,7 +265,7 @@ class _Oracle:
             if step.kind != "loss":
                 env[step.name] = self._node(step.name, evaluator(step.expr))
                 verifier.check_deadline()
-        self.root = se.Symbol("L[root]")
+        self.root = se.Symbol(f"{INTERNAL}L")
         self.nodes.append((self.root, evaluator.loss(network)))
         active = {symbol for symbol, _ in self.nodes}
         active.update(s for shift in self.shifts.values() for s in shift.flat)
@@ -242,7 +275,7 @@ class _Oracle:
         """Name every entry of ``value`` (shifted, if ``name`` is checked) as a node; their symbols."""
         if name not in self.shifts:
             return value
-        symbols = _symbols(f"{name}'", value.shape)
+        symbols = _symbols(f"{INTERNAL}{name}'", value.shape)
         self.nodes += zip(symbols.flat, (value + self.shifts[name]).flat)
         return symbols
 
@@ -284,17 +317,15 @@ class _Verifier:
         self.symbols = {name: _symbols(name, shape) for name, shape in self.shapes.items()}
         self.skip = frozenset()
 
-    def _target_constraint(self, T, backend):
-        """Targets of a softmax loss are distributions: each sample's last entry is 1 minus the others."""
-        if LOSSES[self.network.spec.loss.kind].targets_are_distributions:
-            T = T.copy() if self.network.batch_first else T.T.copy()
-            T[:, -1] = -T[:, :-1].sum(axis=1) + backend.scalar(1) if T.shape[1] > 1 else backend.scalar(1)
-            T = T if self.network.batch_first else T.T
-        return T
+    def _distributions(self, T, backend):
+        """Targets whose samples sum to 1: each sample's last entry is 1 minus the others."""
+        T = T.copy() if self.network.batch_first else T.T.copy()
+        T[:, -1] = -T[:, :-1].sum(axis=1) + backend.scalar(1) if T.shape[1] > 1 else backend.scalar(1)
+        return T if self.network.batch_first else T.T
 
     def _formulas(self, backend, env):
-        """Forward values and every backward formula evaluated with ``backend`` (env: inputs' values)."""
-        return evaluate_formulas(self.derivation, backend, env, self.sizes, self.skip)
+        """Forward values, every backward formula and its shorter forms, evaluated with ``backend``."""
+        return evaluate_formulas(self.derivation, backend, env, self.sizes, self.skip, alternatives=True)
 
     # -- the run ------------------------------------------------------------------------------------------
     def run(self) -> list[Check]:
@@ -306,28 +337,21 @@ class _Verifier:
             if {s.name for s in step.expr.free_symbols} & {f"d{name}" for name in blocked}:
                 blocked.add(step.name)
         self.skip = frozenset(blocked)
+        alternatives = [(step, alt) for step in steps if step.name not in blocked for alt in step.alternatives]
 
         checks = self._rule_checks()
-        groups = self._local_groups([step for step in steps if not problems[step.name]])
-        total = len(checks) + len(groups) + 1 + len(steps)
+        groups = self._local_groups(steps, blocked)
+        total = len(checks) + len(groups) + 1 + len(steps) + len(alternatives)
         self._tick(len(checks), total)
-        for label, group in groups:
-            checks.append(self._local_check(label, group))
+        for label, terms in groups:
+            checks.append(self._local_check(label, terms))
             self._tick(len(checks), total)
 
         entries = sum(rows * cols for rows, cols in self.shapes.values())
-        exact = entries <= EXPAND_LIMIT and network.depth <= EXPAND_MAX_DEPTH
-        oracle = _Oracle(self, [step.name for step in steps if step.name not in blocked])
-        if exact:
-            backend = SymbolicBackend()
-            inputs = {name: self.symbols[name] for name in network.inputs}
-        else:
-            backend = FieldBackend(self.seed)
-            inputs = {name: self._random_array(backend, name) for name in network.inputs}
-        inputs["Y_true"] = self._target_constraint(inputs["Y_true"], backend)
-        leaves = {s: v for name in network.inputs for s, v in zip(self.symbols[name].flat, inputs[name].flat)}
-        env = self._formulas(backend, inputs)
-        direct = oracle.gradients(backend, leaves, self.check_deadline)
+        self.exact = entries <= EXPAND_LIMIT and len(network.steps) - 1 <= EXPAND_MAX_STEPS
+        self.oracle = _Oracle(self, [step.name for step in steps if step.name not in blocked])
+        self.points = {}
+        self._point("expand" if self.exact else "field")
         self._tick(len(checks) + 1, total)
 
         fd = _FiniteDifferences(self, self.rng)
@@ -339,16 +363,51 @@ class _Verifier:
                 problem = "built on a formula whose shapes do not fit"
                 checks.append(Check(label, False, "not checked", problem))
             else:
-                compare = self._expand if exact else self._schwartz_zippel
-                check = compare(direct[step.name], env[step.symbol.name], backend)
-                fd_error = fd.error(step)
-                fd_ok = fd_error <= FD_TOLERANCE
-                detail = f"{check.detail}; finite differences: rel. error {fd_error:.1e}"
-                if not fd_ok:
-                    detail += f" > {FD_TOLERANCE:g}"
-                checks.append(Check(label, check.ok and fd_ok, check.method, detail))
+                check = self._decide(step.name, step.symbol.name)
+                checks.append(Check(label, check.ok, check.method, f"{check.detail}; {fd.describe(step)}"))
             self._tick(done, total)
+        for step, alt in alternatives:
+            check = self._decide(step.name, f"{step.symbol.name}@{alt.label}", alt.assumes)
+            note = "; every sample's targets summing to 1" if alt.assumes == DISTRIBUTION else ""
+            checks.append(Check(f"{gradient_label(step.name)} ({alt.label.replace('_', ' ')})", check.ok,
+                                check.method, check.detail + note))
+            self._tick(0, 0)
         return checks
+
+    def _point(self, kind: str, assumes: str = "") -> tuple:
+        """``(backend, formulas' values, direct gradients)`` at the symbolic point (``expand``) or a random
+        point mod p (``field``), with targets whose samples sum to 1 where ``assumes`` says so; made once."""
+        if (kind, assumes) not in self.points:
+            network = self.network
+            if kind == "expand":
+                backend = SymbolicBackend()
+                inputs = {name: self.symbols[name] for name in network.inputs}
+            else:
+                backend = FieldBackend(self.seed)
+                inputs = {name: self._random_array(backend, name) for name in network.inputs}
+            if assumes == DISTRIBUTION:
+                inputs["Y_true"] = self._distributions(inputs["Y_true"], backend)
+            leaves = {s: v for name in network.inputs for s, v in zip(self.symbols[name].flat, inputs[name].flat)}
+            self.points[kind, assumes] = (backend, self._formulas(backend, inputs),
+                                          self.oracle.gradients(backend, leaves, self.check_deadline))
+        return self.points[kind, assumes]
+
+    def _decide(self, name: str, formula: str, assumes: str = "") -> Check:
+        """A formula (``formula``: its key among the evaluated values) against ``dL/d<name>``, exactly.
+
+        Expansion treats a reciprocal as an opaque value, so it cannot cancel ``x (1/x)``; where expansion
+        leaves a difference, the row is decided at a random point mod p instead (a wrong formula still fails
+        there)."""
+        backend, values, direct = self._point("expand" if self.exact else "field", assumes)
+        compare = self._expand if self.exact else self._schwartz_zippel
+        check = compare(direct[name], values[formula], backend)
+        if check.ok or not self.exact:
+            return check
+        backend, values, direct = self._point("field", assumes)
+        second = self._schwartz_zippel(direct[name], values[formula], backend)
+        if not second.ok:
+            return check
+        return Check("", True, second.method, second.detail + " (expansion alone cannot cancel its reciprocals)")
 
     def check_deadline(self):
         if self.deadline is not None and time.perf_counter() > self.deadline:
@@ -356,7 +415,7 @@ class _Verifier:
 
     def _tick(self, done, total):
         self.check_deadline()
-        if self.progress:
+        if self.progress and total:
             self.progress(done, total)
 
     def _random_array(self, field, name):
@@ -388,7 +447,7 @@ class _Verifier:
             if value != formula[i, j]:
                 return Check("", False, "schwartz-zippel",
                              f"entry ({i}, {j}) differs from direct differentiation at a random point")
-        degree = 2 * self.network.depth + int(self.sizes[self.network.widths[-1]]) + 4
+        degree = 4 * len(self.network.steps) + 8
         applications = len(backend.table) + 1
         bound = degree * (1 + applications**2) / PRIME
         return Check("", True, "schwartz-zippel",
@@ -397,30 +456,41 @@ class _Verifier:
 
     # -- rules and local steps ----------------------------------------------------------------------------
     def _rule_checks(self) -> list[Check]:
+        """Every elementwise function the forward steps apply, once per setting."""
         checks, seen = [], set()
-        for layer in self.network.spec.layers:
-            key = (layer.activation, tuple(sorted(layer.params.items())))
-            if key not in seen:
-                seen.add(key)
-                checks.append(check_activation_rule(layer.activation, layer.params))
+        for step in self.network.steps:
+            for node in sorted(step.expr.atoms(Elementwise), key=str):
+                key = (node.activation, tuple(sorted(node.params.items())))
+                if key not in seen:
+                    seen.add(key)
+                    checks.append(check_activation_rule(node.activation, node.params))
         return checks
 
-    def _local_groups(self, steps) -> list[tuple[str, list]]:
-        """The steps to prove locally: the loss gradient, then each layer's steps, in backward order."""
+    def _local_groups(self, steps, blocked) -> list[tuple[str, list]]:
+        """What each forward step sends to each operand, grouped: the loss, then each layer in backward order."""
         groups = {}
         for step in steps:
-            label = "local: loss gradient" if step.upstream is None else f"local: layer {step.layer}"
-            groups.setdefault(label, []).append(step)
+            if step.name in blocked:
+                continue
+            by_consumer = {}  # a step that reads a value twice (a + a) sends it the sum of both
+            for term in step.terms:
+                by_consumer.setdefault(term.upstream, []).append(term)
+            for upstream, terms in by_consumer.items():
+                label = "local: loss gradient" if upstream is None else f"local: layer {terms[0].local.layer}"
+                # With a single consumer the step's own formula is what it sends back.
+                expr = step.expr if len(by_consumer) == 1 else functools.reduce(operator.add, (t.expr for t in terms))
+                groups.setdefault(label, []).append((step, dataclasses.replace(terms[0], expr=expr)))
         return list(groups.items())
 
-    def _local_check(self, label, steps) -> Check:
-        """Each step against direct differentiation of the forward step it reverses (``G``: free symbols)."""
+    def _local_check(self, label, terms) -> Check:
+        """Each contribution against direct differentiation of the step it reverses (``G``: free symbols)."""
         printer, entries, claims = TextPrinter(), 0, []
-        for step in steps:
-            objective, formula, backend = self._local_sides(step)
+        for step, term in terms:
+            objective, formula, backend = self._local_sides(step, term)
             partials = dict(_partials(objective, set(self.symbols[step.name].flat)))
             valuation = Valuation(backend, {symbol: symbol for symbol in objective.free_symbols})
-            claim = f"{printer.doprint(step.symbol)} = {printer.doprint(step.expr)}"
+            sign = "=" if len({t.upstream for t in step.terms}) == 1 else "∋"
+            claim = f"{printer.doprint(step.symbol)} {sign} {printer.doprint(term.expr)}"
             claims.append(claim)
             for (i, j), q in np.ndenumerate(self.symbols[step.name]):
                 difference = se.expand(valuation(partials.get(q, se.Integer(0))) - formula[i, j])
@@ -429,26 +499,29 @@ class _Verifier:
                                  f"{claim}: entry ({i}, {j}): direct minus formula = {_short(difference)}")
                 self.check_deadline()
             entries += self.symbols[step.name].size
-        what = ("direct differentiation of the loss" if steps[0].upstream is None else
+        what = ("direct differentiation of the loss" if terms[0][1].upstream is None else
                 "direct differentiation of sum(G ⊙ its forward step), G a matrix of free symbols")
         return Check(label, True, "expand", f"{'; '.join(claims)}: each equals {what}, "
                                             f"identically in all {entries} entries")
 
-    def _local_sides(self, step):
-        """The objective to differentiate (symengine), the step's formula, and the backend of its values."""
+    def _local_sides(self, step, term):
+        """The objective to differentiate (symengine), the contribution's value, and the backend of its values.
+
+        Every quantity is a matrix of free symbols, except the forward step's own output, which is computed
+        from them (some contributions are written with it: batch norm's ``r``, softmax's ``S``)."""
         network = self.network
         symbols = dict(self.symbols)
-        if step.upstream is None:
-            symbols["Y_true"] = self._target_constraint(symbols["Y_true"], SymbolicBackend())
-            objective = Evaluator(OracleBackend(), symbols, self.sizes).loss(network)
-        else:
-            upstream = next(s for s in network.steps if s.name == step.upstream)
-            G = _symbols("G", self.shapes[step.upstream])
-            values = Evaluator(OracleBackend(), symbols, self.sizes)(upstream.expr)
-            objective = se.Add(*(g * z for g, z in zip(G.flat, values.flat)))
-            symbols[f"d{step.upstream}"] = G
         backend = SymbolicBackend()
-        return objective, Evaluator(backend, symbols, self.sizes)(step.expr), backend
+        consumer = network.steps[-1] if term.upstream is None else network.step(term.upstream)
+        value = Evaluator(OracleBackend(), symbols, self.sizes)(consumer.expr)
+        if term.upstream is None:
+            objective = value
+        else:
+            G = _symbols(f"{INTERNAL}G", self.shapes[term.upstream])
+            objective = se.Add(*(g * z for g, z in zip(G.flat, value.flat)))
+            symbols[f"d{term.upstream}"] = G
+            symbols[term.upstream] = Evaluator(backend, dict(symbols), self.sizes)(consumer.expr)
+        return objective, Evaluator(backend, symbols, self.sizes)(term.expr), backend
 
 
 def _partials(expr, wanted: set) -> list:
@@ -479,7 +552,8 @@ class _FiniteDifferences:
         self.sizes = verifier.sizes
         shapes = verifier.shapes
         self.inputs = random_float_inputs(self.network, self.sizes, rng)
-        self.env = verifier._formulas(Float64Backend(), self.inputs)
+        with np.errstate(all="ignore"):
+            self.env = verifier._formulas(Float64Backend(), self.inputs)
         self.directions = {name: rng.standard_normal(shape) for name, shape in shapes.items()}
 
     def _loss(self, quantity, value):
@@ -495,12 +569,26 @@ class _FiniteDifferences:
         return evaluator.loss(self.network)
 
     def error(self, step) -> float:
+        """The relative difference between the formula and central differences along a random direction."""
         name = step.name
         x, v = self.env[name], self.directions[name]
-        numeric = (self._loss(name, x + FD_STEP * v) - self._loss(name, x - FD_STEP * v)) / (2 * FD_STEP)
-        analytic = float(np.sum(self.env[step.symbol.name] * v))
+        with np.errstate(all="ignore"):
+            numeric = (self._loss(name, x + FD_STEP * v) - self._loss(name, x - FD_STEP * v)) / (2 * FD_STEP)
+            analytic = float(np.sum(self.env[step.symbol.name] * v))
+        if not (math.isfinite(numeric) and math.isfinite(analytic)):
+            return math.nan
         scale = max(abs(numeric) + abs(analytic), 1e-8)
-        return abs(numeric - analytic) / scale if math.isfinite(numeric) else math.inf
+        return abs(numeric - analytic) / scale
+
+    def describe(self, step) -> str:
+        """The finite-difference sanity row's words: its error, or why float64 cannot resolve it here."""
+        error = self.error(step)
+        if math.isnan(error):
+            return "finite differences: not resolvable in float64 here (a value overflows); the exact check decides"
+        if error > FD_TOLERANCE:
+            return (f"finite differences: rel. error {error:.1e} > {FD_TOLERANCE:g}, beyond what float64 resolves "
+                    "for this gradient here; the exact check decides")
+        return f"finite differences: rel. error {error:.1e}"
 
 
 def _short(expr, limit: int = 120) -> str:

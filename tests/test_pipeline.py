@@ -12,13 +12,13 @@ import sys
 import numpy as np
 import pytest
 import sympy as sp
+from oracles import symbolic_gradients, targets
 
 from symbackprop import derive, load_spec, seed_spec
 from symbackprop.derivation import gradient_symbol
 from symbackprop.evaluate import Evaluator, Float64Backend
 from symbackprop.network import build_network
 from symbackprop.printing import latex, numpy_code
-from symbackprop.rules import ACTIVATIONS, LOSSES
 
 
 def test_seed_network_forward_steps_and_shapes():
@@ -69,55 +69,28 @@ def test_local_gradient_table_has_the_lecture_entries():
 
 
 def _random_values(spec, N, seed):
-    """Random float64 inputs for every matrix of the network (targets as distributions for softmax)."""
+    """Random float64 inputs for every matrix of the network, targets the loss accepts, 0/1 masks."""
     rng = np.random.default_rng(seed)
-    sizes, batch_first = spec.sizes, spec.layout == "batch-first"
-    shapes = {"X": (N, sizes[0]) if batch_first else (sizes[0], N)}
-    for l in range(1, len(sizes)):
-        shapes[f"W{l}"] = (sizes[l - 1], sizes[l]) if batch_first else (sizes[l], sizes[l - 1])
-        shapes[f"b{l}"] = (1, sizes[l]) if batch_first else (sizes[l], 1)
-    values = {name: rng.standard_normal(shape) for name, shape in shapes.items()}
-    T = rng.random((N, sizes[-1]))
-    if LOSSES[spec.loss.kind].targets_are_distributions:
-        T = T / T.sum(axis=1, keepdims=True)
-    values["Y_true"] = T if batch_first else T.T
+    net = build_network(spec)
+    sizes = net.sizes(N, spec.sizes)
+    values = {name: rng.standard_normal(tuple(int(d.xreplace(sizes)) for d in symbol.shape))
+              for name, symbol in net.inputs.items()}
+    values.update({name: (rng.random(values[name].shape) < 0.5).astype(float) for name in net.masks})
+    T = targets(spec, rng, N)
+    values["Y_true"] = T if spec.layout == "batch-first" else T.T
     return values
 
 
-def _sympy_loss(spec, values, symbolic):
-    """The loss as a SymPy expression of the entries of ``symbolic`` (other inputs numeric), real activations."""
-    batch_first = spec.layout == "batch-first"
-    symbols = sp.Matrix(*values[symbolic].shape, lambda i, j: sp.Symbol(f"{symbolic}_{i}_{j}"))
-
-    def value(name):
-        return symbols if name == symbolic else sp.Matrix(values[name].tolist()).applyfunc(lambda v: sp.Float(v, 30))
-
-    A = value("X")
-    for l, layer in enumerate(spec.layers, start=1):
-        W, b = value(f"W{l}"), value(f"b{l}")
-        Z = A * W + sp.ones(A.rows, 1) * b if batch_first else W * A + b * sp.ones(1, A.cols)
-        z = sp.Symbol("z")
-        A = Z.applyfunc(sp.Lambda(z, ACTIVATIONS[layer.activation].forward(z, layer.params)))
-    T = value("Y_true")
-    Y, T = (A, T) if batch_first else (A.T, T.T)
-    return LOSSES[spec.loss.kind].value(Y.tolist(), T.tolist(), sp), symbols
-
-
 def _sympy_oracle(spec, N, seed=0):
-    """Direct gradients of the loss by sympy.diff with the real activation functions, at a random point."""
+    """Direct gradients of the loss written out independently (tests/oracles.py), at a random point."""
     values = _random_values(spec, N, seed)
-    grads = {}
-    for name in [k for k in values if k != "Y_true"]:
-        loss, symbols = _sympy_loss(spec, values, name)
-        point = {symbols[i, j]: sp.Float(values[name][i, j], 30) for i in range(symbols.rows)
-                 for j in range(symbols.cols)}
-        grads[name] = np.array([[float(sp.diff(loss, symbols[i, j]).xreplace(point).evalf(30))
-                                 for j in range(symbols.cols)] for i in range(symbols.rows)])
-    return values, grads
+    names = [name for name in build_network(spec).inputs if name != "Y_true" and not name.startswith("M")]
+    return values, symbolic_gradients(spec, values, names)
 
 
 @pytest.mark.parametrize("path", ["tests/specs/seed.toml", "tests/specs/sigmoid_mse_column.toml",
-                                  "tests/specs/softmax_ce_2_classes.toml"])
+                                  "tests/specs/softmax_ce_2_classes.toml",
+                                  "tests/specs/batchnorm_after_dense.toml", "tests/specs/skip_two_layers_column.toml"])
 def test_composed_gradients_match_direct_sympy_differentiation(path):
     spec = load_spec(path)
     d = derive(spec)

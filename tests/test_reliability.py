@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from symbackprop.cli import main
-from symbackprop.rules import ACTIVATIONS, LOSSES
+from symbackprop.rules import ACTIVATIONS, LOSS_KINDS
 from symbackprop.spec import LAYOUTS
 
 SPECS = sorted((Path(__file__).parent / "specs").glob("*.toml"))
@@ -72,7 +72,7 @@ def assert_one_clean_error(result, out):
 SPEC_ERRORS = {
     "toml-syntax": ("[input\nsize = 2\n", ["invalid TOML", "line 1"]),
     "misspelled-key": (VALID | {"layers": [{"size": 3, "activaton": "relu"}]},
-                       ["layers[0].activaton", "allowed: size, activation", "did you mean 'activation'?"]),
+                       ["layers[0].activaton", "allowed: kind, size, activation", "did you mean 'activation'?"]),
     "misspelled-top-key": ({key: value for key, value in VALID.items() if key != "layers"} | {"layer": VALID["layers"]},
                            ["layer", "did you mean 'layers'?"]),
     "wrong-type": (VALID | {"input": {"size": "2"}}, ["input.size", "must be an integer, got a string"]),
@@ -159,7 +159,7 @@ def malformed_specs(draw):
         spec["layers"][layer]["activation"] = draw(st.one_of(
             st.text(max_size=12).filter(lambda name: name not in ACTIVATIONS), not_a_string))
     elif defect == "loss":
-        spec["loss"]["kind"] = draw(st.one_of(st.text(max_size=12).filter(lambda name: name not in LOSSES),
+        spec["loss"]["kind"] = draw(st.one_of(st.text(max_size=12).filter(lambda name: name not in LOSS_KINDS),
                                               not_a_string))
     elif defect == "layout":
         spec["layout"] = draw(st.one_of(st.text(max_size=12).filter(lambda name: name not in LAYOUTS),

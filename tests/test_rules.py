@@ -2,16 +2,25 @@
 against the SymPy forms at sample points (including |z| ~ 1000 for stability)."""
 
 import math
+import types
 
 import numpy as np
 import pytest
 import sympy as sp
+from oracles import _loss
 
-from symbackprop.evaluate import Float64Backend, _numpy_function
-from symbackprop.rules import ACTIVATIONS, LOSSES
+from symbackprop.evaluate import _numpy_function
+from symbackprop.rules import (
+    ACTIVATIONS,
+    FUNCTIONS,
+    LOSS_KINDS,
+    LossSettings,
+    activation_rule,
+    numpy_loss_code,
+)
 from symbackprop.verify import check_activation_rule
 
-PARAMS = [(name, rule.parameters()) for name, rule in ACTIVATIONS.items()]
+PARAMS = [(name, rule.parameters()) for name, rule in {**ACTIVATIONS, **FUNCTIONS}.items() if name != "rsqrt"]
 PARAMS += [("leaky_relu", {"alpha": 0.2}), ("elu", {"alpha": 0.5}),
            ("relu", {"relu_grad_at_zero": 0}), ("relu", {"relu_grad_at_zero": 0.5})]
 
@@ -31,7 +40,7 @@ def test_a_wrong_derivative_rule_is_caught(monkeypatch):
 @pytest.mark.parametrize("name, params", PARAMS)
 @pytest.mark.parametrize("order", [0, 1])
 def test_numpy_forms_match_the_sympy_forms(name, params, order):
-    rule = ACTIVATIONS[name]
+    rule = activation_rule(name)
     z = sp.Symbol("z", real=True)
     symbolic = (rule.forward if order == 0 else rule.derivative)(z, params)
     points = np.array([-3.1, -1.2, -0.3, 0.4, 1.7, 2.9])
@@ -56,14 +65,30 @@ def test_numpy_forms_are_stable_far_from_zero(name, params, order):
     assert np.all(np.isfinite(values))
 
 
-@pytest.mark.parametrize("kind", sorted(LOSSES))
-def test_numpy_loss_matches_the_symbolic_definition(kind):
-    rule = LOSSES[kind]
+@pytest.mark.parametrize("kind", LOSS_KINDS)
+@pytest.mark.parametrize("reduction", [None, "sum", "batch_mean"])
+def test_numpy_loss_matches_the_loss_written_out(kind, reduction):
+    """The stable NumPy form of every loss against the definition written entry by entry (tests/oracles.py)."""
+    settings = LossSettings(kind) if reduction is None or kind in ("half_sse", "mse") else \
+        LossSettings(kind, reduction=reduction, scale=0.5)
     rng = np.random.default_rng(1)
-    Y = rng.standard_normal((3, 4))
-    T = rng.random((3, 4))
-    if rule.targets_are_distributions:
-        T = T / T.sum(axis=1, keepdims=True)
-    symbolic = rule.value(sp.Matrix(Y).tolist(), sp.Matrix(T).tolist(), sp)
-    numeric = Float64Backend().loss(rule, Y, T)
-    assert math.isclose(numeric, float(sp.N(symbolic, 30)), rel_tol=1e-12)
+    probabilities = kind in ("bce", "cross_entropy")
+    Y = rng.random((3, 4)) * 0.8 + 0.1 if probabilities else rng.standard_normal((3, 4))
+    if kind == "nll":
+        Y = Y - np.log(np.exp(Y).sum(axis=1, keepdims=True))
+    T = np.eye(4)[[0, 3, 1]] if kind == "hinge" else rng.random((3, 4))
+    numeric = float(eval(numpy_loss_code(settings), {"np": np, "Y_pred": Y, "Y_true": T}))
+    written = float(_loss(types.SimpleNamespace(loss=settings), Y.tolist(), T.tolist(), []))
+    assert math.isclose(numeric, written, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("kind", LOSS_KINDS)
+def test_numpy_loss_is_finite_for_large_scores(kind):
+    settings = LossSettings(kind)
+    Y = np.array([[-1000.0, 1000.0], [1000.0, -1000.0]])
+    if kind in ("bce", "cross_entropy"):
+        Y = np.array([[1e-300, 1 - 1e-16], [0.5, 0.5]])
+    T = np.array([[0.0, 1.0], [1.0, 0.0]])
+    with np.errstate(over="raise", invalid="raise"):
+        value = float(eval(numpy_loss_code(settings), {"np": np, "Y_pred": Y, "Y_true": T}))
+    assert math.isfinite(value)

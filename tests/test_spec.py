@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from symbackprop.errors import SpecError
-from symbackprop.rules import ACTIVATIONS, LOSSES
+from symbackprop.rules import ACTIVATIONS, LOSS_KINDS, LOSS_RULES
 from symbackprop.spec import (
     LAYOUTS,
     PRESETS,
@@ -68,8 +68,16 @@ def test_corpus_coverage():
     specs = [load_spec(path) for path in CORPUS]
     assert len(specs) >= 32
     hidden = {layer.activation for spec in specs for layer in spec.layers[:-1]}
-    assert hidden == set(ACTIVATIONS)
-    assert {spec.loss.kind for spec in specs} == set(LOSSES)
+    assert hidden >= {*ACTIVATIONS, "prelu"}
+    kinds = {layer.kind for spec in specs for layer in spec.layers}
+    assert kinds == {"dense", "activation", "batchnorm", "layernorm", "dropout", "softmax", "log_softmax", "add"}
+    for kind in ("batchnorm", "layernorm", "dropout", "softmax", "log_softmax", "add"):
+        assert {spec.layout for spec in specs if any(layer.kind == kind for layer in spec.layers)} == set(LAYOUTS)
+    assert any(not layer.bias for spec in specs for layer in spec.layers if layer.kind == "dense")
+    sources = {spec.layers[index].source for spec in specs for index, layer in enumerate(spec.layers)
+               if layer.kind == "add"}
+    assert "X" in sources and len(sources) >= 2
+    assert {spec.loss.kind for spec in specs} >= {"half_sse", "mse", "bce_logits", "softmax_cross_entropy"}
     assert {spec.layout for spec in specs} == set(LAYOUTS)
     assert {1, 2, 3, 4, 5, 6} <= {len(spec.layers) for spec in specs}
     assert any(layer.size == 1 for spec in specs for layer in spec.layers[:-1])
@@ -82,6 +90,16 @@ def test_corpus_coverage():
     assert {layer.relu_grad_at_zero for layer in layers if layer.activation == "relu"} == {0, 0.5, 1}
     softmax_outputs = {spec.layers[-1].size for spec in specs if spec.loss.kind == "softmax_cross_entropy"}
     assert {2, 4} <= softmax_outputs
+
+
+def test_corpus_covers_every_loss_with_each_reduction_with_and_without_l2():
+    specs = [load_spec(path) for path in CORPUS]
+    pairs = {(spec.loss.rule, spec.loss.reduction) for spec in specs}
+    assert pairs >= {(name, reduction) for name, rule in LOSS_RULES.items() for reduction in rule.reductions}
+    for name in LOSS_RULES:
+        assert {bool(spec.loss.l2) for spec in specs if spec.loss.rule == name} == {True, False}, name
+    assert {spec.loss.l2_scale for spec in specs if spec.loss.l2} == {"none", "batch_mean"}
+    assert any(spec.loss.scale == 0.5 and spec.loss.reduction == "batch_mean" for spec in specs)  # Nielsen
 
 
 def test_dict_with_all_keys():
@@ -324,7 +342,7 @@ def test_title_control_characters(title):
 
 _scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-3, 10), st.integers(), st.floats(), st.text(max_size=8),
-    st.sampled_from([*ACTIVATIONS, *LOSSES, *LAYOUTS, "X", "W1"]),
+    st.sampled_from([*ACTIVATIONS, *LOSS_KINDS, *LAYOUTS, "X", "W1"]),
 )
 _keys = st.one_of(st.sampled_from(["size", "name", "activation", "alpha", "relu_grad_at_zero", "kind",
                                    "title", "layout", "input", "layers", "loss"]), st.text(max_size=6))
@@ -340,7 +358,7 @@ _near_valid = st.fixed_dictionaries(
     {"input": st.one_of(st.fixed_dictionaries({"size": st.integers(1, 4)}, optional={"name": _scalars}),
                         _values),
      "layers": st.one_of(st.lists(_layer, max_size=4), _values),
-     "loss": st.one_of(st.fixed_dictionaries({"kind": st.sampled_from(list(LOSSES))}), _values)},
+     "loss": st.one_of(st.fixed_dictionaries({"kind": st.sampled_from(list(LOSS_KINDS))}), _values)},
     optional={"title": _scalars, "layout": _scalars, "other": _values},
 )
 
