@@ -16,21 +16,10 @@ import jinja2
 import sympy as sp
 
 from .errors import LINE_BREAKING, one_line
+from .formats import ALIASES, FORMATS, LANGUAGES
 from .lecture import lecture_context
 from .printing import function_name, latex, latex_name, numpy_code, shape_latex, shape_text, text, text_name
 from .rules import ACTIVATIONS, LOSSES
-
-# Format name -> (template, file written by `derive`).
-FORMATS = {
-    "markdown": ("backprop.md.j2", "backprop.md"),
-    "latex": ("backprop.tex.j2", "backprop.tex"),
-    "numpy": ("backprop.py.j2", "backprop.py"),
-    "beamer": ("backprop_slides.tex.j2", "backprop_slides.tex"),
-    "ipynb": (None, "backprop.ipynb"),  # built by notebook.py with nbformat, not by a template
-}
-# Short names accepted on the command line.
-ALIASES = {"md": "markdown", "tex": "latex", "py": "numpy"}
-LANGUAGES = ("en", "ko")
 
 _TEX_SPECIALS = {
     "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#", "%": r"\%",
