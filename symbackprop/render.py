@@ -20,27 +20,17 @@ from .formats import ALIASES, FORMATS, LANGUAGES
 from .lecture import lecture_context
 from .printing import function_name, latex, latex_name, numpy_code, shape_latex, shape_text, text, text_name
 from .rules import ACTIVATIONS, LOSSES
-
-_TEX_SPECIALS = {
-    "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#", "%": r"\%",
-    "_": r"\_", "^": r"\^{}", "~": r"\~{}", "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
-    # The math symbols our own plain-text formulas use (verification details), which pdflatex lacks as text.
-    "δ": r"$\delta$", "ᵀ": r"$^{T}$", "⊙": r"$\odot$", "∂": r"$\partial$", "≤": r"$\le$", "×": r"$\times$",
-    "σ": r"$\sigma$", "α": r"$\alpha$", "′": "'",
-}
+from .tex_text import tex_escape
 
 
 def _breaks_line(ch: str) -> bool:
     return unicodedata.category(ch) in LINE_BREAKING
 
 
-def tex_escape(value: str) -> str:
-    """User text made inert in LaTeX: every special character printed literally, all on one line.
-
-    With every backslash escaped no control sequence (``\\input``, ``\\write18``) can be formed, and ``^``
-    is escaped too, so neither can TeX's ``^^5c`` notation for a backslash.
-    """
-    return "".join(" " if _breaks_line(ch) else _TEX_SPECIALS.get(ch, ch) for ch in str(value))
+@jinja2.pass_context
+def _tex_filter(context, value) -> str:
+    """The templates' ``tex`` filter: Korean documents load kotex, so Hangul and hanja stay as they are."""
+    return tex_escape(value, korean=context.get("lang") == "ko")
 
 
 def md_escape(value: str) -> str:
@@ -65,7 +55,7 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
         trim_blocks=True, lstrip_blocks=True,
     )
-    env.filters.update(tex=tex_escape, md=md_escape, pycomment=py_comment, pystr=repr)
+    env.filters.update(tex=_tex_filter, md=md_escape, pycomment=py_comment, pystr=repr)
     return env
 
 
