@@ -178,7 +178,8 @@ def _within_limits(spec: Spec, source: str) -> Spec:
                         key="layers")
     parameters = sum((fan_in + 1) * width for fan_in, width in zip(spec.sizes, spec.sizes[1:]))
     if parameters > MAX_PARAMETERS:
-        raise SpecError(f"{parameters:.3g} weights and biases; at most {MAX_PARAMETERS:.0e} are supported",
+        count = f"{parameters:.4g}" if parameters < 1e300 else f"about 10^{int(parameters.bit_length() * math.log10(2))}"
+        raise SpecError(f"{count} weights and biases; at most {MAX_PARAMETERS:.0e} are supported",
                         source=source, key="layers")
     return spec
 
