@@ -43,4 +43,4 @@ docs: install tex
 	pdftoppm -f $(DOCS_SLIDE) -l $(DOCS_SLIDE) -png -r 110 -singlefile build/docs/backprop_slides.pdf docs/slide_backward_ko
 
 clean:
-	rm -rf $(VENV) out build dist *.egg-info
+	rm -rf $(VENV) out lecture build dist *.egg-info

@@ -1,8 +1,10 @@
 """symbackprop: symbolic, verified backpropagation derivations for feed-forward networks.
 
-``derive(spec)`` turns a network spec into a :class:`~symbackprop.derive.Derivation` whose formulas are
-checked against direct differentiation (``.verify()``) and rendered as Markdown, LaTeX or NumPy
+``derive(spec)`` turns a network spec (a preset name such as ``"seed"``, a TOML path, a dict, or a ``Spec``
+from ``load_spec``) into a :class:`~symbackprop.derivation.Derivation` whose formulas are checked against
+direct differentiation (``.verify()``) and rendered as Markdown, LaTeX, Beamer, NumPy or a notebook
 (``.render(fmt)``). SymPy is imported on first use, so ``import symbackprop`` stays cheap.
+``python -m symbackprop`` runs the command line.
 """
 
 __version__ = "0.1.0"

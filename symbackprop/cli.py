@@ -1,34 +1,105 @@
 """The command line: ``symbackprop derive | verify | check``, a thin layer over the pipeline.
 
 Exit codes: 0 success, 1 a verification failed (or a checked claim is wrong), 2 bad usage or input.
-Errors print one line on stderr; ``--debug`` shows the traceback. SymPy is imported only inside commands,
-so ``symbackprop --help`` stays fast.
+Errors, usage errors included, print one line on stderr; ``--debug`` shows the traceback. SymPy is imported
+only inside commands, after the cheap checks (``derive`` refuses existing outputs first), so refusals and
+``symbackprop --help`` stay fast.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 
 import click
 
-from .errors import SymbackpropError, one_line
+from .errors import SymbackpropError, allowed, one_line
 
 DEFAULT_FORMATS = "md,tex,py"
+PROG = "symbackprop"
+
+
+def _error_line(message: str) -> str:
+    return f"{PROG}: error: {one_line(message)}"
+
+
+class _OneLineUsageError(click.UsageError):
+    """A click usage error shown as one line on stderr, naming the help to read."""
+
+    def show(self, file=None) -> None:
+        command = self.ctx.command_path if self.ctx else PROG
+        click.echo(_error_line(f"{self.format_message()} (see '{command} --help')"), err=True, file=file)
+
+
+def _one_line_usage(error: click.UsageError) -> _OneLineUsageError:
+    return _OneLineUsageError(error.format_message(), error.ctx)
 
 
 class _Group(click.Group):
     """Maps our errors to exit codes and one line on stderr, unless --debug asks for the traceback."""
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as error:
+            raise _one_line_usage(error) from None
+
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            finally:
+                _flush_stdout()
         except SymbackpropError as error:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"symbackprop: error: {one_line(str(error))}", err=True)
+            click.echo(_error_line(str(error)), err=True)
             ctx.exit(error.exit_code)
+        except click.UsageError as error:
+            if isinstance(error, _OneLineUsageError):
+                raise
+            raise _one_line_usage(error) from None
+
+
+def _flush_stdout() -> None:
+    """Flush stdout; a failure (a full device, a closed pipe) becomes an OutputError."""
+    from .output import write_stream
+
+    if sys.stdout is not None:
+        write_stream("")
+
+
+def echo(text: str = "", *, err: bool = False) -> None:
+    """A line on stdout (or stderr); a write that fails is an OutputError, not a traceback."""
+    from .output import write_stream
+
+    write_stream(f"{text}\n", err=err)
+
+
+class _Choice(click.Choice):
+    """click.Choice whose refusal lists the choices and suggests the one meant (case ignored)."""
+
+    def convert(self, value, param, ctx):
+        if value in self.choices:
+            return value
+        self.fail(f"unknown value {value!r}; {allowed(value, self.choices)}", param, ctx)
+
+
+class _Seconds(click.ParamType):
+    """A finite, positive number of seconds (``nan`` and ``inf`` are refused)."""
+
+    name = "seconds"
+
+    def convert(self, value, param, ctx):
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(seconds) or seconds <= 0:
+            self.fail(f"must be a finite number of seconds > 0, got {value!r}", param, ctx)
+        return seconds
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,17 +118,25 @@ def main(ctx, debug):
 spec_option = click.option(
     "--spec", "spec_path", metavar="FILE|PRESET",
     help="Network spec: a TOML file, or a preset name (seed). Default: seed.")
+quiet_option = click.option(
+    "-q", "--quiet", is_flag=True,
+    help="Print only errors (and the paths written); no verification table.")
 
 
 def load(spec_path):
-    """The spec named on the command line (a file or a preset), or the seed network."""
-    from .spec import PRESETS, load_spec, seed_spec
+    """The spec named on the command line (a preset or a file), or the seed network."""
+    from .spec import load_spec
 
-    if spec_path is None:
-        return seed_spec()
-    if spec_path in PRESETS:
-        return PRESETS[spec_path]()
-    return load_spec(spec_path)
+    return load_spec("seed" if spec_path is None else spec_path)
+
+
+def _summary(report, quiet: bool, *, err: bool = False) -> None:
+    """The verification table, or under --quiet only the names of the formulas that failed (on stderr)."""
+    if not quiet:
+        echo(report.table(), err=err)
+    elif not report.ok:
+        failed = ", ".join(check.name for check in report.checks if not check.ok)
+        echo(f"{PROG}: verification failed: {failed}", err=True)
 
 
 @main.command()
@@ -68,23 +147,25 @@ def load(spec_path):
 @click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR",
               help="Output directory, or - to print a single format on stdout (the report goes to stderr).")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
-@click.option("--lang", default="en", show_default=True, type=click.Choice(["en", "ko"]),
+@click.option("--lang", default="en", show_default=True, type=_Choice(["en", "ko"]),
               help="Language of the generated text.")
 @click.option("--batch", default=64, show_default=True, type=click.IntRange(min=1),
               help="Batch size for the memory table of the lecture formats.")
-def derive(spec_path, formats, out_dir, force, lang, batch):
+@quiet_option
+def derive(spec_path, formats, out_dir, force, lang, batch, quiet):
     """Derive the backward pass, verify it, and write the chosen formats."""
-    from .derivation import derive as run_derive
-    from .output import STDOUT, check_targets, write_outputs
+    from .output import STDOUT, check_targets
 
-    spec = load(spec_path)
-    check_targets(formats, out_dir, force=force)
-    derivation = run_derive(spec)
+    check_targets(formats, out_dir, force=force)  # before anything slow: no SymPy imported yet
+    from .derivation import derive as run_derive
+    from .output import write_outputs
+
+    derivation = run_derive(load(spec_path))
     report = derivation.verify()
     written = write_outputs(derivation, report, formats, out_dir, force=force, lang=lang, batch=batch)
-    click.echo(report.table(), err=out_dir == STDOUT)
+    _summary(report, quiet, err=out_dir == STDOUT)
     for path in written:
-        click.echo(f"wrote {path}")
+        echo(f"wrote {path}")
     sys.exit(0 if report.ok else 1)
 
 
@@ -93,20 +174,23 @@ def derive(spec_path, formats, out_dir, force, lang, batch):
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--batch", type=click.IntRange(min=1), metavar="N",
               help="Verify at the spec's own widths with batch size N (default: small witness sizes).")
-@click.option("--budget", default=60.0, show_default=True, metavar="SECONDS",
-              type=click.FloatRange(min=0, min_open=True),
+@click.option("--budget", default=60.0, show_default=True, type=_Seconds(), metavar="SECONDS",
               help="Time allowed for the check at the spec's sizes (--batch); past it, witness sizes are "
                    "used.")
-def verify(spec_path, as_json, batch, budget):
+@quiet_option
+def verify(spec_path, as_json, batch, budget, quiet):
     """Check every backward formula against direct differentiation."""
     from .derivation import derive as run_derive
 
     derivation = run_derive(load(spec_path))
     with _Progress("verifying") as progress:
         report = derivation.verify(batch=batch, budget=budget if batch else None, progress=progress)
-    if report.note:
-        click.echo(f"symbackprop: {report.note}", err=True)
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
+    if report.note and not quiet:
+        echo(f"{PROG}: {report.note}", err=True)
+    if as_json:
+        echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _summary(report, quiet)
     sys.exit(0 if report.ok else 1)
 
 

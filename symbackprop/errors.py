@@ -1,6 +1,8 @@
 """Errors symbackprop raises on purpose; the CLI maps each to an exit code and one line on stderr."""
 
+import difflib
 import unicodedata
+from collections.abc import Iterable
 
 # Unicode categories of characters that can break a line (or a comment, a paragraph), or cannot be encoded.
 LINE_BREAKING = ("Cc", "Cs", "Zl", "Zp")
@@ -10,6 +12,24 @@ def one_line(text: str) -> str:
     """``text`` with line breaks and other control characters written as Python escapes (``\\n``, ``\\x1e``)."""
     return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in LINE_BREAKING
                    else ch for ch in text)
+
+
+def suggestion(word, choices: Iterable[str]) -> str | None:
+    """The choice ``word`` most likely meant: the one equal to it ignoring case, else the closest spelling."""
+    if not isinstance(word, str) or not word:
+        return None
+    folded = {choice.casefold(): choice for choice in choices}
+    if word.casefold() in folded:
+        return folded[word.casefold()]
+    close = difflib.get_close_matches(word.casefold(), list(folded), n=1)
+    return folded[close[0]] if close else None
+
+
+def allowed(word, choices: Iterable[str]) -> str:
+    """'allowed: a, b, c', plus "; did you mean 'b'?" when ``word`` is a near miss (case ignored)."""
+    choices = list(choices)
+    guess = suggestion(word, choices)
+    return "allowed: " + ", ".join(choices) + (f"; did you mean {guess!r}?" if guess else "")
 
 
 class SymbackpropError(Exception):
@@ -27,6 +47,15 @@ class SpecError(SymbackpropError):
         self.key = key
         where = ": ".join(part for part in (source, key) if part)
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class InputFileError(SymbackpropError):
+    """A file the user named (spec, claims) that cannot be read: missing, not a regular file, too large, not
+    UTF-8. ``reason`` is the message without the file name, for callers that name the file their own way."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")
 
 
 class OutputError(SymbackpropError):

@@ -1,14 +1,20 @@
-"""Writing generated files: chosen formats, nothing overwritten without --force, nothing half-written."""
+"""Writing generated files: chosen formats, nothing overwritten without --force, nothing half-written, and
+no run replacing another's files, even when several write into one directory at the same time.
+
+Only the renderer (imported inside :func:`write_outputs`) brings in SymPy, so :func:`check_targets` can
+refuse a run before any slow work.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-from .errors import OutputError
-from .render import ALIASES, FORMATS, render
+from .errors import OutputError, allowed
+from .formats import ALIASES, FORMATS
 
 STDOUT = "-"
 
@@ -25,8 +31,7 @@ def parse_formats(formats: str) -> list[str]:
             continue
         canonical = ALIASES.get(name, name)
         if canonical not in FORMATS:
-            allowed = ", ".join([*ALIASES, *FORMATS, "all"])
-            raise OutputError(f"--format: unknown format {name!r}; allowed: {allowed}")
+            raise OutputError(f"--format: unknown format {name!r}; {allowed(name, [*ALIASES, *FORMATS, 'all'])}")
         if canonical not in chosen:
             chosen.append(canonical)
     if not chosen:
@@ -37,20 +42,23 @@ def parse_formats(formats: str) -> list[str]:
 def check_targets(formats: str, out_dir: str, *, force: bool = False) -> list[str]:
     """The chosen formats, after refusing what the run could not write: call it before any slow work.
 
-    ``out_dir`` ``-`` (stdout) takes exactly one format; otherwise existing files are refused unless
-    ``force``, and a directory standing where a file would go is always refused.
+    ``out_dir`` ``-`` (stdout) takes exactly one format and an open stdout; otherwise existing files (a
+    dangling symbolic link counts) are refused unless ``force``, and a directory standing where a file
+    would go is always refused. :func:`write_outputs` checks again as it writes, where it counts.
     """
     chosen = parse_formats(formats)
     if out_dir == STDOUT:
         if len(chosen) != 1:
             raise OutputError(f"--out -: writes one format to stdout, got {len(chosen)} "
                               f"({', '.join(chosen)}); choose one with --format")
+        if sys.stdout is None:
+            raise OutputError("--out -: stdout is closed")
         return chosen
-    targets = [Path(out_dir) / FORMATS[fmt][1] for fmt in chosen]
-    directories = [str(path) for path in targets if path.is_dir()]
+    targets = _targets(out_dir, chosen)
+    directories = [str(path) for path in targets if os.path.isdir(path)]
     if directories:
         raise OutputError(f"{', '.join(directories)}: is a directory; remove it or choose another --out")
-    existing = [str(path) for path in targets if path.exists()]
+    existing = [str(path) for path in targets if _exists(path)]
     if existing and not force:
         raise OutputError(f"{', '.join(existing)} already exist(s); use --force to overwrite")
     return chosen
@@ -62,36 +70,129 @@ def write_outputs(derivation, report, formats: str, out_dir: str, *, force: bool
 
     ``batch`` is the batch size of the memory table in the lecture formats.
     ``out_dir`` ``-`` prints the one chosen format on stdout instead (and returns no path). Every file is
-    rendered before any is written, all are written to temporary files beside their targets and only then
-    renamed into place, and existing files are refused (before anything is written) unless ``force``.
-    If writing a temporary file fails, all are removed and no target has been touched; a failing rename
-    (everything is staged by then) still leaves each target whole, old or new.
+    rendered before any is written and staged in a temporary file beside its target. Without ``force``
+    each staged file is then hard-linked to its target, which fails if anything is there: the check and
+    the write are one step, so a run started at the same time cannot slip in between, and on a refusal
+    the targets this run had already claimed are removed again (all or nothing). With ``force`` each staged
+    file is renamed over its target. Either way a target is never seen half-written.
     """
+    from .render import render
+
     chosen = check_targets(formats, out_dir, force=force)
     texts = [render(derivation, fmt, lang=lang, report=report, batch=batch) for fmt in chosen]
     if out_dir == STDOUT:
-        sys.stdout.write(texts[0])
-        sys.stdout.flush()
+        write_stream(texts[0])
         return []
     directory = Path(out_dir)
-    targets = [directory / FORMATS[fmt][1] for fmt in chosen]
+    targets = _targets(out_dir, chosen)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OutputError(f"--out: cannot create {directory}: {error.strerror or error}") from None
+        raise OutputError(f"--out: cannot create {directory}: {_reason(error)}") from None
     staged = []
     try:
         for path, text in zip(targets, texts):
-            staged.append((_stage(path, text), path))
-        for temporary, path in staged:
-            os.replace(temporary, path)
+            staged.append(_stage(path, text))
+        if force:
+            for temporary, path in zip(staged, targets):
+                os.replace(temporary, path)
+        else:
+            _claim(staged, targets)
     except BaseException as error:
-        for temporary, _ in staged:
+        for temporary in staged:
             Path(temporary).unlink(missing_ok=True)
         if isinstance(error, OSError):
-            raise OutputError(f"cannot write to {directory}: {error.strerror or error}") from None
+            raise OutputError(f"cannot write to {directory}: {_reason(error)}") from None
         raise
     return [str(path) for path in targets]
+
+
+def write_stream(text: str, *, err: bool = False) -> None:
+    """Write ``text`` to stdout (or stderr) and flush. A closed or failing stream (a full device, a closed
+    pipe) is an OutputError; the failing stream is then pointed at the null device, so that Python's own
+    flush at exit stays quiet."""
+    name = "stderr" if err else "stdout"
+    stream = getattr(sys, name)
+    if stream is None:
+        raise OutputError(f"cannot write to {name}: it is closed")
+    try:
+        stream.write(text)
+        stream.flush()
+    except OSError as error:
+        _discard(stream)
+        raise OutputError(f"cannot write to {name}: {_reason(error)}") from None
+
+
+def _discard(stream) -> None:
+    """Point ``stream``'s file descriptor at the null device (where it has one)."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+    except (OSError, ValueError):
+        pass
+
+
+def _targets(out_dir: str, chosen: list[str]) -> list[Path]:
+    return [Path(out_dir) / FORMATS[fmt][1] for fmt in chosen]
+
+
+def _exists(path: Path) -> bool:
+    """Whether anything is at ``path``, a dangling symbolic link included; a path that cannot be looked up
+    (a name too long, a permission denied) is an OutputError."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except (OSError, ValueError) as error:
+        raise OutputError(f"--out: cannot use {path}: {_reason(error)}") from None
+    return True
+
+
+def _claim(staged: list[str], targets: list[Path]) -> None:
+    """Put each staged file at its target, refusing any target that exists; all targets or none.
+
+    A hard link fails when its name exists (as ``O_EXCL`` does), so no other run can take a target between
+    the check and the write. On a file system without hard links the name is claimed with an exclusive
+    create and the staged file renamed over it.
+    """
+    placed = []  # (target, its identity) for each target this run put in place
+    try:
+        for temporary, path in zip(staged, targets):
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                raise OutputError(f"{path} already exists (written by another run meanwhile?); use --force "
+                                  "to overwrite") from None
+            except OSError as error:
+                if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                _create_exclusive(path)
+                os.replace(temporary, path)
+            placed.append((path, _identity(path)))
+    except BaseException:
+        for path, identity in placed:
+            if _identity(path) == identity:
+                path.unlink(missing_ok=True)
+        raise
+    for temporary in staged:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def _create_exclusive(path: Path) -> None:
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        raise OutputError(f"{path} already exists (written by another run meanwhile?); use --force to "
+                          "overwrite") from None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _stage(path: Path, text: str) -> str:
@@ -121,3 +222,7 @@ def _mode(path: Path) -> int:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+def _reason(error: Exception) -> str:
+    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)

@@ -16,42 +16,21 @@ import jinja2
 
 from .codegen import module_context
 from .errors import LINE_BREAKING, one_line
+from .formats import ALIASES, FORMATS, LANGUAGES
 from .lecture import lecture_context
 from .printing import latex, latex_name, shape_latex, shape_text, text, text_name
 from .rules import TRAINABLE_ACTIVATIONS, activation_rule, loss_rule
-
-# Format name -> (template, file written by `derive`).
-FORMATS = {
-    "markdown": ("backprop.md.j2", "backprop.md"),
-    "latex": ("backprop.tex.j2", "backprop.tex"),
-    "numpy": ("backprop.py.j2", "backprop.py"),
-    "beamer": ("backprop_slides.tex.j2", "backprop_slides.tex"),
-    "ipynb": (None, "backprop.ipynb"),  # built by notebook.py with nbformat, not by a template
-}
-# Short names accepted on the command line.
-ALIASES = {"md": "markdown", "tex": "latex", "py": "numpy"}
-LANGUAGES = ("en", "ko")
-
-_TEX_SPECIALS = {
-    "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#", "%": r"\%",
-    "_": r"\_", "^": r"\^{}", "~": r"\~{}", "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
-    # The math symbols our own plain-text formulas use (verification details), which pdflatex lacks as text.
-    "δ": r"$\delta$", "ᵀ": r"$^{T}$", "⊙": r"$\odot$", "∂": r"$\partial$", "≤": r"$\le$", "×": r"$\times$",
-    "σ": r"$\sigma$", "α": r"$\alpha$", "′": "'",
-}
+from .tex_text import tex_escape
 
 
 def _breaks_line(ch: str) -> bool:
     return unicodedata.category(ch) in LINE_BREAKING
 
 
-def tex_escape(value: str) -> str:
-    """User text made inert in LaTeX: every special character printed literally, all on one line.
-
-    With every backslash escaped no control sequence (``\\input``, ``\\write18``) can be formed, and ``^``
-    is escaped too, so neither can TeX's ``^^5c`` notation for a backslash.
-    """
-    return "".join(" " if _breaks_line(ch) else _TEX_SPECIALS.get(ch, ch) for ch in str(value))
+@jinja2.pass_context
+def _tex_filter(context, value) -> str:
+    """The templates' ``tex`` filter: Korean documents load kotex, so Hangul and hanja stay as they are."""
+    return tex_escape(value, korean=context.get("lang") == "ko")
 
 
 def md_escape(value: str) -> str:
@@ -76,7 +55,7 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
         trim_blocks=True, lstrip_blocks=True,
     )
-    env.filters.update(tex=tex_escape, md=md_escape, pycomment=py_comment, pystr=repr)
+    env.filters.update(tex=_tex_filter, md=md_escape, pycomment=py_comment, pystr=repr)
     return env
 
 

@@ -6,7 +6,6 @@ what is allowed. Spec files are only parsed as TOML; nothing in them is ever exe
 
 from __future__ import annotations
 
-import difflib
 import keyword
 import math
 import numbers
@@ -18,7 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from symbackprop.errors import SpecError
+from symbackprop.errors import InputFileError, SpecError, suggestion
+from symbackprop.errors import allowed as _allowed
+from symbackprop.files import read_text
 from symbackprop.layers import LAYER_KINDS
 from symbackprop.rules import (
     ACTIVATIONS,
@@ -34,6 +35,11 @@ from symbackprop.rules import (
 
 LAYOUTS = ("batch-first", "column")
 MAX_TITLE_LENGTH = 200
+# The largest network a spec may describe. Past 100 layers deriving and verifying take minutes and memory
+# grows fast (1000 layers exhausted 17 GB); past 10^12 weights and biases no machine can hold the
+# generated module's parameters (8 TB in float64), so a larger count is surely a mistake.
+MAX_LAYERS = 100
+MAX_PARAMETERS = 10**12
 RELU_GRAD_AT_ZERO_VALUES = (0, 0.5, 1)
 DEFAULT_EPS = 1e-5
 DEFAULT_DROPOUT = 0.5
@@ -114,6 +120,19 @@ class Spec:
         """The input width followed by every layer's output width."""
         return _widths(self.input.size, self.layers)
 
+    @property
+    def parameter_count(self) -> int:
+        """How many trainable numbers the network has (weights, biases, scales, shifts, slopes)."""
+        total = 0
+        for fan_in, width, layer in zip(self.sizes, self.sizes[1:], self.layers):
+            if layer.kind == "dense":
+                total += (fan_in + layer.bias) * width
+            if layer.kind in ("batchnorm", "layernorm"):
+                total += 2 * width
+            if layer.activation in TRAINABLE_ACTIVATIONS:
+                total += width
+        return total
+
 
 def _widths(input_size: int, layers) -> tuple[int, ...]:
     """The input width, then each layer's: its ``size``, or its input's for width-preserving kinds."""
@@ -163,30 +182,34 @@ def _layer_to_dict(layer: LayerSpec) -> dict:
 
 
 def load_spec(source: str | os.PathLike | Mapping) -> Spec:
-    """Read, check and normalize a spec from a TOML file path or from a mapping with the same keys."""
+    """Read, check and normalize a spec: a preset name (``"seed"``), a TOML file path, or a mapping with
+    the same keys as the TOML. A preset name wins over a file of that name (write ``./seed`` for the file)."""
+    if isinstance(source, str) and source in PRESETS:
+        return PRESETS[source]()
     if isinstance(source, Mapping):
-        return _Reader("<dict>").spec(source)
+        return _within_limits(_Reader("<dict>").spec(source), "<dict>")
     if isinstance(source, (str, os.PathLike)):
         name = os.fsdecode(source)
-        return _Reader(name).spec(_read_toml(source, name))
-    raise SpecError(f"expected a path to a TOML file or a mapping, got {type(source).__name__}")
+        return _within_limits(_Reader(name).spec(_read_toml(source, name)), name)
+    raise SpecError(f"expected a preset name, a path to a TOML file or a mapping, got {type(source).__name__}")
 
 
 def _read_toml(path: str | os.PathLike, name: str) -> dict:
-    """The parsed TOML document at ``path``; every failure becomes a SpecError."""
+    """The parsed TOML document at ``path`` (at most ``files.MAX_INPUT_BYTES``); every failure becomes a
+    SpecError, with a did-you-mean when ``name`` looks like a misspelled preset."""
+    if not name:
+        raise SpecError(f"the spec path is empty; give a TOML file or a preset name ({', '.join(PRESETS)})")
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        raise SpecError("spec file not found", source=name) from None
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise SpecError(f"cannot read spec file: {reason}", source=name) from None
-    try:
-        return tomllib.loads(data.decode("utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        reason = f"spec file is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        text = read_text(path)
+    except InputFileError as error:
+        reason = error.reason
+        if reason == "file not found" and os.sep not in name and not name.endswith(".toml"):
+            guess = suggestion(name, PRESETS)
+            reason = f"no such spec file or preset; presets: {', '.join(PRESETS)}" + (
+                f"; did you mean {guess!r}?" if guess else "")
         raise SpecError(reason, source=name) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"invalid TOML: {exc}", source=name) from None
     except RecursionError:
@@ -210,11 +233,17 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _allowed(word: Any, allowed: tuple[str, ...]) -> str:
-    """'allowed: a, b, c' plus a did-you-mean suggestion for a near miss."""
-    text = "allowed: " + ", ".join(allowed)
-    close = difflib.get_close_matches(word, allowed, n=1) if isinstance(word, str) else []
-    return text + (f"; did you mean {close[0]!r}?" if close else "")
+def _within_limits(spec: Spec, source: str) -> Spec:
+    """``spec``, unless it has more than ``MAX_LAYERS`` layers or ``MAX_PARAMETERS`` trainable numbers."""
+    if len(spec.layers) > MAX_LAYERS:
+        raise SpecError(f"{len(spec.layers)} layers; at most {MAX_LAYERS} are supported", source=source,
+                        key="layers")
+    parameters = spec.parameter_count
+    if parameters > MAX_PARAMETERS:
+        count = f"{parameters:.4g}" if parameters < 1e300 else f"about 10^{int(parameters.bit_length() * math.log10(2))}"
+        raise SpecError(f"{count} trainable parameters; at most {MAX_PARAMETERS:.0e} are supported",
+                        source=source, key="layers")
+    return spec
 
 
 def _join(prefix: str | None, key: Any) -> str:

@@ -1,7 +1,12 @@
-"""The command line, run in-process: exit codes 0/1/2, --help, the report table, --out -, --force."""
+"""The command line, run in-process: exit codes 0/1/2, --help, the report table, --out -, --force, --quiet,
+suggestions for near misses, one-line usage errors; python -m symbackprop; make bench's wording."""
 
 import dataclasses
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import sympy as sp
@@ -146,3 +151,148 @@ def test_a_directory_in_place_of_an_output_is_refused_even_with_force(tmp_path):
     assert result.exit_code == 2
     assert "is a directory" in result.stderr
     assert sorted(path.name for path in out.iterdir()) == ["backprop.py"]
+
+
+# --- a newcomer's first hour (issue 17) ---------------------------------------------------------------------
+
+def test_python_dash_m_runs_the_same_command_line(tmp_path):
+    helped = subprocess.run([sys.executable, "-m", "symbackprop", "--help"], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert helped.returncode == 0 and "Usage: symbackprop" in helped.stdout, helped.stderr
+    derived = subprocess.run([sys.executable, "-m", "symbackprop", "derive", "--format", "md", "--out", "o", "-q"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert derived.returncode == 0, derived.stderr
+    assert derived.stdout == "wrote o/backprop.md\n"
+
+
+REFUSE_BEFORE_SYMPY = """
+import sys, time
+from symbackprop.cli import main
+start = time.perf_counter()
+try:
+    main(["derive", "--out", sys.argv[1]])
+except SystemExit as exit:
+    code = exit.code
+print(code, "sympy" in sys.modules, time.perf_counter() - start)
+"""
+
+
+def test_derive_refuses_existing_outputs_before_importing_sympy(tmp_path):
+    for name in OUTPUTS:
+        (tmp_path / name).write_text("mine\n")
+    done = subprocess.run([sys.executable, "-c", REFUSE_BEFORE_SYMPY, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, check=False)
+    code, imported, seconds = done.stdout.split()
+    assert (code, imported) == ("2", "False"), done.stderr
+    assert "already exist" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert all((tmp_path / name).read_text() == "mine\n" for name in OUTPUTS)
+    assert float(seconds) < 5  # a refusal, not a derivation (which takes about a second)
+
+
+def test_quiet_derive_prints_only_the_paths_written(tmp_path):
+    result = run("derive", "--out", str(tmp_path), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [f"wrote {tmp_path / name}" for name in OUTPUTS]
+    assert result.stderr == ""
+
+
+def test_quiet_verify_prints_nothing_when_all_hold_and_names_the_failures_otherwise(monkeypatch, tmp_path):
+    quiet = run("verify", "-q")
+    assert quiet.exit_code == 0 and quiet.output == ""
+    wrong = dataclasses.replace(ACTIVATIONS["tanh"], derivative=lambda z, p: 1 - sp.tanh(z))
+    monkeypatch.setitem(ACTIVATIONS, "tanh", wrong)
+    spec = tmp_path / "tanh.toml"
+    spec.write_text(TANH_SPEC)
+    failed = run("verify", "--spec", str(spec), "--quiet")
+    assert failed.exit_code == 1 and failed.stdout == ""
+    assert failed.stderr.startswith("symbackprop: verification failed: ") and "tanh'(z)" in failed.stderr
+    assert len(failed.stderr.splitlines()) == 1
+
+
+def test_the_python_api_takes_preset_names_wherever_it_takes_a_spec():
+    from symbackprop import derive, load_spec, seed_spec
+
+    assert load_spec("seed") == seed_spec()
+    named, default = derive("seed"), derive(seed_spec())
+    assert named.network.spec == default.network.spec
+    assert {k: str(v) for k, v in named.gradients.items()} == {k: str(v) for k, v in default.gradients.items()}
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" and "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("symbackprop: error: "), result.stderr
+    return lines[0]
+
+
+SPEC_WITH = """
+layout = "{layout}"
+[input]
+size = 2
+[[layers]]
+size = 2
+{key} = "{activation}"
+[loss]
+kind = "{loss}"
+"""
+CORRECT = {"layout": "column", "key": "activation", "activation": "relu", "loss": "mse"}
+
+
+@pytest.mark.parametrize("field, typed, meant", [
+    ("activation", "ReLU", "relu"), ("activation", "Sigmoid", "sigmoid"), ("activation", "LEAKY-RELU", "leaky_relu"),
+    ("loss", "MSE", "mse"), ("loss", "Half_SSE", "half_sse"), ("layout", "Column", "column"),
+    ("key", "Activation", "activation"),
+])
+def test_misspelled_enum_values_get_a_case_insensitive_suggestion(tmp_path, field, typed, meant):
+    spec = tmp_path / "net.toml"
+    spec.write_text(SPEC_WITH.format(**(CORRECT | {field: typed})))
+    line = one_error_line(run("verify", "--spec", str(spec)))
+    assert f"did you mean {meant!r}?" in line
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["verify", "--spec", "sed"], "no such spec file or preset; presets: seed; did you mean 'seed'?"),
+    (["verify", "--spec", "SEED"], "did you mean 'seed'?"),
+    (["verify", "--spec", ""], "the spec path is empty; give a TOML file or a preset name (seed)"),
+    (["derive", "--format", "MD", "--out", "-"], "unknown format 'MD'; allowed: md, tex, py"),
+    (["derive", "--lang", "EN"], "did you mean 'en'?"),
+    (["derive", "--format", "md,texx"], "did you mean 'tex'?"),
+])
+def test_presets_and_option_values_get_suggestions(args, expected):
+    line = one_error_line(run(*args))
+    assert expected in line
+
+
+@pytest.mark.parametrize("budget", ["nan", "inf", "-inf", "0", "-1", "ten"])
+def test_budget_must_be_a_finite_positive_number(budget):
+    line = one_error_line(run("verify", "--batch", "2", "--budget", budget))
+    assert "--budget" in line and (budget in line)
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["derive", "--batch", "0"], ["derive", "extra"], ["nosuchcommand"]])
+def test_usage_errors_are_one_line_naming_the_help(args):
+    line = one_error_line(run(*args))
+    assert "--help" in line
+
+
+# --- make bench reports neutrally ---------------------------------------------------------------------------
+
+def test_benchmarks_print_measurements_with_neutral_targets(tmp_path, monkeypatch, capsys):
+    """A small run of both suites: every target is printed as 'target: ...', never as a verdict."""
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))
+    from benchmarks import training, verification
+
+    monkeypatch.setattr(verification, "DEPTHS", range(1, 2))
+    monkeypatch.setattr(verification, "WIDTHS", (2,))
+    monkeypatch.setattr(verification, "naive_verify_w1", lambda *args, **kwargs: 1.0)
+    verification.main(repeats=1)
+    name = next(iter(training.TARGETS))
+    training.bench_network(name, 4, [4, 2], np.float64, str(tmp_path), 1)
+    printed = capsys.readouterr().out
+    assert "(target: >= 100x)" in printed and "(target: < 10 s)" in printed and "(target: < 0.3 s)" in printed
+    assert re.search(r"hand-written .* generated / this = +\d+\.\d\d   target: <= 1\.05", printed)
+    assert re.search(r"matmul bound .* target: <= 1\.15", printed)
+    assert not re.search(r"MISSED|target met|FAIL", printed, re.IGNORECASE)

@@ -1,5 +1,7 @@
-"""Reliability: bad specs get one clear line (exit 2, nothing written), hostile titles stay text, huge sizes
-derive fast, writes are atomic and all-or-nothing, and output is byte-identical across runs and hash seeds."""
+"""Reliability: bad specs get one clear line (exit 2, nothing written), hostile titles stay text and any
+Unicode title compiles, huge sizes derive fast, depth and size limits refuse cleanly, input files are read
+with a size limit, writes are atomic and all-or-nothing even for concurrent runs, outputs that cannot be
+written are one clean error, and output is byte-identical across runs and hash seeds."""
 
 import ast
 import errno
@@ -7,6 +9,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -396,3 +399,268 @@ def test_every_corpus_spec_regenerates_byte_identically_across_hash_seeds(tmp_pa
     different = [str(name) for name in files
                  if (tmp_path / "0" / name).read_bytes() != (tmp_path / "4242" / name).read_bytes()]
     assert different == []
+
+
+# --- concurrent runs into one directory ---------------------------------------------------------------------
+
+# Each process waits, at its first rename or link into the output directory, until the other has got that
+# far too: both have passed the early existence check and staged their files, so only the write itself can
+# keep them from replacing each other's files.
+RACE_SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from symbackprop.cli import main
+
+    spec, out, meeting = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    waited = []
+
+    def meet(real):
+        def wrapper(*args, **kwargs):
+            if not waited:
+                waited.append(True)
+                (meeting / str(os.getpid())).touch()
+                deadline = time.monotonic() + 60
+                while len(list(meeting.iterdir())) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            return real(*args, **kwargs)
+        return wrapper
+
+    os.replace, os.rename, os.link = meet(os.replace), meet(os.rename), meet(os.link)
+    main(["derive", "--spec", spec, "--out", out, "--format", "md,tex,py"])
+""")
+
+
+def _race(tmp_path, specs, out, meeting=None):
+    """Run ``derive`` of each spec into ``out`` at the same time; return (exit code, stderr) of each."""
+    script = RACE_SCRIPT if meeting else "import sys; from symbackprop.cli import main; main(sys.argv[1:])"
+    processes = []
+    for spec in specs:
+        args = [str(spec), str(out), str(meeting)] if meeting else [
+            "derive", "--spec", str(spec), "--out", str(out), "--format", "md,tex,py"]
+        processes.append(subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, text=True))
+    return [(process.wait(timeout=300), process.stderr.read()) for process in processes]
+
+
+def test_concurrent_derives_into_one_directory_never_replace_each_others_files(tmp_path):
+    specs, expected = [], []
+    for index in range(2):
+        spec = tmp_path / f"net{index}.toml"
+        spec.write_text(toml_document(VALID | {"title": f"run {index}"}))
+        specs.append(spec)
+        alone = tmp_path / f"alone{index}"
+        assert derive_cli(spec, alone, "--format", "md,tex,py").exit_code == 0
+        expected.append({path.name: path.read_bytes() for path in alone.iterdir()})
+    assert expected[0] != expected[1]
+    for attempt, meeting in enumerate([tmp_path / "meeting", None, None]):
+        if meeting:
+            meeting.mkdir()
+        out = tmp_path / f"out{attempt}"
+        results = _race(tmp_path, specs, out, meeting)
+        codes = sorted(code for code, _ in results)
+        assert codes == [0, 2], results
+        loser = next(stderr for code, stderr in results if code == 2)
+        assert "already exist" in loser and len(loser.splitlines()) == 1 and "Traceback" not in loser
+        winner = next(index for index, (code, _) in enumerate(results) if code == 0)
+        written = {path.name: path.read_bytes() for path in out.iterdir()}
+        assert written == expected[winner]  # all three files from one run, none from the other, no temp file
+
+
+def test_a_dangling_symlink_counts_as_existing(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "backprop.md").symlink_to(tmp_path / "nowhere.md")
+    line = assert_one_clean_error(derive_cli("seed", out, "--format", "md"), tmp_path / "nothing")
+    assert "already exist" in line
+    assert (out / "backprop.md").is_symlink() and not (tmp_path / "nowhere.md").exists()
+    assert derive_cli("seed", out, "--format", "md", "--force").exit_code == 0
+    assert not (out / "backprop.md").is_symlink() and not (tmp_path / "nowhere.md").exists()
+    assert (out / "backprop.md").read_text(encoding="utf-8").startswith("# ")
+
+
+# --- outputs that cannot be written -------------------------------------------------------------------------
+
+def test_an_out_name_too_long_is_one_clean_error(tmp_path):
+    out = tmp_path / ("a" * 300)
+    line = assert_one_clean_error(derive_cli("seed", out), tmp_path / "nothing")
+    assert os.strerror(errno.ENAMETOOLONG) in line
+
+
+def _stdout_run(redirect: str):
+    command = f"{shlex.quote(sys.executable)} -c 'from symbackprop.cli import main; main()' " \
+              f"derive --format md --out - {redirect}"
+    return subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_out_dash_into_a_full_device_is_one_clean_error():
+    done = _stdout_run("> /dev/full")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[-1] == f"symbackprop: error: cannot write to stdout: {os.strerror(errno.ENOSPC)}", done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+    assert not any(line.startswith("symbackprop: error") for line in lines[:-1])
+
+
+def test_out_dash_into_a_closed_stdout_is_one_clean_error():
+    done = _stdout_run(">&-")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "symbackprop: error: --out -: stdout is closed\n"
+
+
+def test_out_dash_into_a_closed_pipe_is_one_clean_error():
+    command = f"{shlex.quote(sys.executable)} -c 'from symbackprop.cli import main; main()' " \
+              "derive --format tex --out - | (exec 0<&-)"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1].startswith("symbackprop: error: cannot write to stdout: ")
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+# --- bounded input -------------------------------------------------------------------------------------------
+
+def _timed_derive(spec: str, tmp_path):
+    code = "import sys; from symbackprop.cli import main; main(sys.argv[1:])"
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, "derive", "--spec", spec, "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    return done, time.perf_counter() - start
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom", "/dev/null"])
+def test_a_device_as_spec_fails_fast(tmp_path, device):
+    if not Path(device).exists():
+        pytest.skip(f"no {device}")
+    done, seconds = _timed_derive(device, tmp_path)
+    assert done.returncode == 2 and done.stderr == f"symbackprop: error: {device}: is a character device, " \
+                                                   "not a regular file\n", done.stderr
+    assert seconds < 30
+
+
+def test_a_fifo_without_a_writer_as_spec_fails_fast(tmp_path):
+    fifo = tmp_path / "spec.fifo"
+    os.mkfifo(fifo)
+    done, seconds = _timed_derive(str(fifo), tmp_path)
+    assert done.returncode == 2 and "is a FIFO (a pipe), not a regular file" in done.stderr, done.stderr
+    assert seconds < 30
+
+
+def test_spec_files_are_read_up_to_one_mebibyte(tmp_path):
+    from symbackprop.files import MAX_INPUT_BYTES
+
+    document = toml_document(VALID).encode()
+    at_limit = tmp_path / "at_limit.toml"
+    at_limit.write_bytes(document + b"#" * (MAX_INPUT_BYTES - len(document) - 1) + b"\n")
+    assert at_limit.stat().st_size == MAX_INPUT_BYTES == 1 << 20
+    assert derive_cli(at_limit, tmp_path / "ok", "--format", "md").exit_code == 0
+    over = tmp_path / "over.toml"
+    over.write_bytes(document + b"#" * (MAX_INPUT_BYTES - len(document)) + b"\n")
+    line = assert_one_clean_error(derive_cli(over, tmp_path / "out"), tmp_path / "out")
+    assert line == f"symbackprop: error: {over}: larger than 1 MiB, the limit for input files"
+
+
+def test_a_spec_that_is_not_utf8_is_one_clean_error(tmp_path):
+    spec = tmp_path / "latin1.toml"
+    spec.write_bytes(toml_document(VALID | {"title": "café"}).encode("latin-1"))
+    line = assert_one_clean_error(derive_cli(spec, tmp_path / "out"), tmp_path / "out")
+    assert f"{spec}: not UTF-8 text" in line and "at byte" in line
+
+
+def _deep(depth: int) -> dict:
+    return VALID | {"layers": [{"size": 2, "activation": "tanh"}] * (depth - 1) + [{"size": 1, "activation": "identity"}]}
+
+
+def test_the_largest_supported_depth_derives():
+    from symbackprop import derive
+    from symbackprop.spec import MAX_LAYERS, load_spec
+
+    assert MAX_LAYERS == 100
+    derivation = derive(load_spec(_deep(MAX_LAYERS)))
+    assert derivation.step("W1").expr is not None and len(derivation.network.spec.layers) == 100
+
+
+@pytest.mark.parametrize("depth", [101, 1000, 10_000])
+def test_deeper_specs_are_refused_with_a_message(tmp_path, depth):
+    spec = tmp_path / "deep.toml"
+    spec.write_text(toml_document(_deep(depth)))
+    start = time.perf_counter()
+    line = assert_one_clean_error(derive_cli(spec, tmp_path / "out"), tmp_path / "out")
+    assert line == f"symbackprop: error: {spec}: layers: {depth} layers; at most 100 are supported"
+    assert time.perf_counter() - start < 60
+
+
+def test_the_parameter_count_is_limited():
+    from symbackprop.errors import SpecError
+    from symbackprop.spec import MAX_PARAMETERS, load_spec
+
+    # one layer: (input + 1) * width weights and biases
+    width = MAX_PARAMETERS // 1000
+    assert load_spec(VALID | {"input": {"size": 999}, "layers": [{"size": width, "activation": "identity"}]})
+    with pytest.raises(SpecError, match=r"layers: 1\.001e\+12 trainable parameters; at most 1e\+12 are supported"):
+        load_spec(VALID | {"input": {"size": 1000}, "layers": [{"size": width, "activation": "identity"}]})
+    with pytest.raises(SpecError, match="weights and biases"):
+        load_spec(VALID | {"input": {"size": 10**400}})
+
+
+# --- any Unicode in a title compiles ---------------------------------------------------------------------------
+
+UNICODE_TITLE = ("β-VAE σ(x) 🚀 zero\u200bwidth \u202eRTL\u202c 역전파 漢字 中文 かな ｱ שלום مرحبا Привет "
+                 "naïve façade Łódź straße x² H₂O ½ ﬁ — “q” … e\u0301 ①")
+
+
+def _pdflatex(directory: Path, name: str) -> str:
+    done = subprocess.run(["pdflatex", "-no-shell-escape", "-interaction=nonstopmode", "-halt-on-error", name],
+                          cwd=directory, check=False, capture_output=True, timeout=300)
+    log = (directory / name).with_suffix(".log").read_text(encoding="latin-1")
+    assert done.returncode == 0, log[-3000:]
+    assert "Missing character" not in log, [line for line in log.splitlines() if "Missing character" in line]
+    return log
+
+
+def _base_letters(text: str) -> str:
+    """``text`` without accents (the dotless i and the L with stroke as plain letters)."""
+    import unicodedata
+
+    plain = unicodedata.normalize("NFKD", text.replace("ı", "i").replace("Ł", "L"))
+    return "".join(ch for ch in plain if not unicodedata.combining(ch))
+
+
+@pytest.mark.skipif(not shutil.which("pdflatex") or not shutil.which("pdftotext"), reason="needs TeX Live")
+@pytest.mark.parametrize("lang", ["en", "ko"])
+def test_a_unicode_title_compiles_in_article_and_beamer(tmp_path, lang):
+    spec = tmp_path / "net.toml"
+    spec.write_text(toml_document(VALID | {"title": UNICODE_TITLE}), encoding="utf-8")
+    out = tmp_path / "out"
+    assert derive_cli(spec, out, "--format", "tex,beamer", "--lang", lang).exit_code == 0
+    for name in ("backprop.tex", "backprop_slides.tex"):
+        _pdflatex(out, name)
+        pdf = out / Path(name).with_suffix(".pdf").name
+        title = subprocess.run(["pdftotext", "-l", "1", str(pdf), "-"], capture_output=True, text=True, timeout=60,
+                               check=True).stdout
+        flat = " ".join(title.split())
+        compact = flat.replace(" ", "")  # pdftotext spaces the title as it likes
+        for visible in ("β-VAEσ(x)[U+1F680]zerowidthRTL", "x2H2O1/2fi"):
+            assert visible in compact, (visible, flat)
+        assert "naivefacadeLodzstraße" in _base_letters(compact), flat  # TeX accents extract as combining marks
+        for korean in ("역전파", "漢字", "かな"):
+            assert (korean in flat) == (lang == "ko"), (korean, flat)
+        if lang == "en":
+            assert "[U+C5ED U+C804 U+D30C]" in flat
+
+
+@pytest.mark.skipif(not shutil.which("pdflatex"), reason="needs pdflatex")
+@pytest.mark.parametrize("lang", ["en", "ko"])
+def test_every_assigned_character_compiles_in_the_documents_preamble(tmp_path, lang):
+    """All of the Basic Multilingual Plane, emoji and mathematical letters, escaped, in the real preamble."""
+    import unicodedata
+
+    from symbackprop.tex_text import tex_escape
+
+    assert derive_cli("seed", tmp_path, "--format", "tex", "--lang", lang).exit_code == 0
+    preamble = (tmp_path / "backprop.tex").read_text(encoding="utf-8").split(r"\begin{document}")[0]
+    codes = [*range(0x20, 0xD800), *range(0xE000, 0x10000), *range(0x1F300, 0x1F700), *range(0x1D400, 0x1D800)]
+    chars = [chr(code) for code in codes if unicodedata.category(chr(code)) not in ("Cn", "Co")]
+    body = "\n\n".join(tex_escape("".join(chars[i:i + 64]), korean=lang == "ko") for i in range(0, len(chars), 64))
+    (tmp_path / "all.tex").write_text(f"{preamble}\\begin{{document}}\n{body}\n\\end{{document}}\n", encoding="utf-8")
+    _pdflatex(tmp_path, "all.tex")

@@ -145,7 +145,7 @@ def test_missing_file(tmp_path):
 
 def test_unreadable_file(tmp_path):
     error = spec_error(tmp_path)  # a directory
-    assert error.source == str(tmp_path) and "cannot read" in error.message
+    assert error.source == str(tmp_path) and "is a directory, not a regular file" in error.message
 
 
 def test_not_utf8(tmp_path):
