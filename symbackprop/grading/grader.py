@@ -183,8 +183,8 @@ class _Judgement:
             index = spec_calls[0]
             got, want = arrays[index].shape, expected[index].shape
             reason = f"shape {got} where {want} is expected ({self.instances[index].label})"
-            mistake = f"the values are right, but the array has shape {got}: the gradient of {name} has its shape"
-            return reason, f"{mistake}, {want}"
+            mistake = f"the values are right, but the array has shape {got}"
+            return reason, f"{mistake}; a gradient has the shape of what it differentiates, {want}"
         for index, array in arrays.items():
             observed[index][name] = array
         for index, array in arrays.items():
@@ -217,12 +217,12 @@ class _Judgement:
             if not changed:
                 continue
             first = next(name for name in order if name in changed)
-            step = catalogue.steps[mutation.step]
+            lhs, right = catalogue.lhs(mutation.step), catalogue.steps[mutation.step].expr
             own.setdefault(first, []).append(
-                f"{step.symbol.name} = {catalogue.formula(mutation.expr)} (your code): "
-                f"{catalogue.formula(step.expr)} was expected; {'; and '.join(mutation.what)}")
+                f"{lhs} = {catalogue.formula(mutation.expr)} (your code): {catalogue.formula(right)} was expected; "
+                f"{'; and '.join(mutation.what)}")
             for name in changed - {first}:
-                because.setdefault(name, []).append(f"{step.symbol.name} is wrong (see {first})")
+                because.setdefault(name, []).append(f"{lhs} is wrong (see {first})")
         for name in own.keys() | because.keys():
             reason, _ = outcomes[name]
             upstream = " and ".join(because.get(name, []))

@@ -94,16 +94,16 @@ class Catalogue:
         self.quantities += [(symbol, min(s.layer for s in users)) for symbol in net.inputs.values()
                             if (users := [s for s in forward if symbol in s.expr.atoms(sp.MatrixSymbol)])]
         self.gradients = [(step.symbol, step.layer) for step in derivation.backward]
-        self.gradient_index = {step.symbol.name: i for i, step in enumerate(derivation.backward)}
+        self.gradient_names = gradient_names
         self.layers = {symbol.name: layer for symbol, layer in self.quantities + self.gradients}
-        self._memo = {}
+        self._memo, self._all = {}, None
 
     def all(self) -> list[Mutation]:
-        """Every one-mistake mutation of every step, most likely first."""
-        if None not in self._memo:
+        """Every one-mistake mutation of every step, most likely first (upstream steps first among equals)."""
+        if self._all is None:
             found = [m for name in self.steps for m in self.mutations(name)]
-            self._memo[None] = sorted(found, key=lambda m: (m.rank, self.index[m.step]))
-        return self._memo[None]
+            self._all = sorted(found, key=lambda m: (m.rank, self.index[m.step]))
+        return self._all
 
     def mutations(self, name: str, base: Mutation | None = None) -> list[Mutation]:
         """The one-mistake rewrites of step ``name``'s formula, or of ``base``'s (adding to its mistakes)."""
@@ -237,7 +237,7 @@ class Catalogue:
         quantity or gradient, per sample or not), a layer apart at most; gradients only once computed."""
         if symbol.name not in self.layers:
             return []
-        if symbol.name in self.gradient_index:
+        if symbol.name in self.gradient_names:
             pool = self.gradients[:self.index[name]]
         else:
             pool = self.quantities
