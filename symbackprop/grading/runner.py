@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 CHILD = Path(__file__).with_name("child.py")
-STARTUP_SECONDS = 20.0  # allowance for starting Python and importing NumPy on a busy machine
+STARTUP_SECONDS = 10.0  # allowance for starting Python and importing NumPy on a busy machine
 STDERR_SHOWN = 2000  # bytes of the process's own error output read back when it ends early
 _THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -42,7 +42,6 @@ class Call:
     dtypes: dict = field(default_factory=dict)
     keys: tuple = ()
     other_keys: tuple = ()
-    printed: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,7 @@ def _collect(workdir: Path, count: int, returncode: int | None, deadline: float)
 
 def _call(entry: dict, arrays_path: Path) -> Call:
     if entry["status"] != "ok":
-        return Call(entry["status"], entry.get("error", ""), printed=entry.get("printed", ""))
+        return Call(entry["status"], entry.get("error", ""))
     with np.load(arrays_path, allow_pickle=False) as stored:
         saved = {name: stored[name] for name in stored.files}
     arrays, problems, dtypes = {}, {}, {}
@@ -123,7 +122,7 @@ def _call(entry: dict, arrays_path: Path) -> Call:
         else:
             problems[key] = value["problem"]
     return Call("ok", arrays=arrays, problems=problems, dtypes=dtypes, keys=tuple(entry["values"]),
-                other_keys=tuple(entry["other_keys"]), printed=entry.get("printed", ""))
+                other_keys=tuple(entry["other_keys"]))
 
 
 def _ending(returncode: int | None, deadline: float) -> str:
