@@ -359,3 +359,30 @@ def test_the_installed_command_reports_a_crashing_file_without_a_traceback():
     done = subprocess.run([str(command), "grade", str(STUDENTS / "failures" / "crash.py")],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 1 and "raised ValueError" in done.stdout and done.stderr == ""
+
+
+def test_the_search_finds_planted_mistakes_anywhere_in_the_catalogue():
+    """Students made of the catalogue itself: the backward pass with one or two mutations put in (sampled
+    over every step) must be explained completely, by mutations that reproduce it."""
+    from symbackprop.grading.diagnosis import Search, same
+
+    grading = grader("seed")
+    passes, mutations, rng = grading.passes, grading.catalogue.all(), np.random.default_rng(0)
+    planted = [(mutations[i],) for i in rng.choice(len(mutations), 12, replace=False)]
+    planted += [(mutations[i], mutations[j]) for i, j in rng.choice(len(mutations), (6, 2))
+                if mutations[i].step != mutations[j].step]
+    explained = 0
+    for mistakes in planted:
+        values = [passes.values(mistakes, i) for i in range(len(grading.instances))]
+        if any(v is None for v in values):
+            continue  # the factors do not fit: such code raises instead
+        observed = {i: {name: values[i].get(name, instance.env[passes.symbols[name]]) for name in grading.order}
+                    for i, instance in enumerate(grading.instances)}
+        wrong = {name for name in grading.order if any(
+            not same(observed[i][name], instance.env[passes.symbols[name]])
+            for i, instance in enumerate(grading.instances))}
+        if wrong:
+            found = Search(grading.catalogue, passes, observed, wrong, set(grading.order) - wrong).run()
+            assert found is not None and found.explained == wrong, [m.what for m in mistakes]
+            explained += 1
+    assert explained >= 8
