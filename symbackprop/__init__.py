@@ -8,7 +8,7 @@ direct differentiation (``.verify()``) and rendered as Markdown, LaTeX, Beamer, 
 """
 
 __version__ = "0.1.0"
-__all__ = ["check", "derive", "load_spec", "seed_spec"]
+__all__ = ["check", "derive", "grade", "load_spec", "seed_spec"]
 
 
 def __getattr__(name):
@@ -24,4 +24,8 @@ def __getattr__(name):
         from .claims import check
 
         return check
+    if name == "grade":
+        from .grading import grade
+
+        return grade
     raise AttributeError(f"module 'symbackprop' has no attribute {name!r}")

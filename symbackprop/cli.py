@@ -1,9 +1,9 @@
-"""The command line: ``symbackprop derive | verify | check``, a thin layer over the pipeline.
+"""The command line: ``symbackprop derive | verify | check | grade``, a thin layer over the pipeline.
 
-Exit codes: 0 success, 1 a verification failed (or a checked claim is wrong), 2 bad usage or input.
-Errors, usage errors included, print one line on stderr; ``--debug`` shows the traceback. SymPy is imported
-only inside commands, after the cheap checks (``derive`` refuses existing outputs first), so refusals and
-``symbackprop --help`` stay fast.
+Exit codes: 0 success, 1 a verification failed (or a checked claim or graded gradient is wrong), 2 bad usage
+or input. Errors, usage errors included, print one line on stderr; ``--debug`` shows the traceback. SymPy is
+imported only inside commands, after the cheap checks (``derive`` refuses existing outputs first), so refusals
+and ``symbackprop --help`` stay fast.
 """
 
 from __future__ import annotations
@@ -259,3 +259,29 @@ def check(spec_path, as_json, claims_file, latex_file, claims):
             click.echo(verdict.text())
         click.echo(f"{sum(v.ok for v in verdicts)} of {len(verdicts)} claims correct")
     sys.exit(0 if all(v.ok for v in verdicts) else 1)
+
+
+@main.command()
+@spec_option
+@click.argument("student_file", metavar="FILE.py", type=click.Path(exists=True, dir_okay=False))
+@click.option("--function", default="backward", show_default=True, metavar="NAME",
+              help="The function to grade: NAME(params, cache, Y_true), or gradients(params, X, Y_true) "
+                   "when NAME is gradients.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the verdicts as JSON: gradients (name, verdict, reason, mistake, expected), score.")
+@click.option("--time-limit", default=5.0, show_default=True, metavar="SECONDS",
+              type=click.FloatRange(min=0, min_open=True), help="Time allowed for each call of the function.")
+def grade(spec_path, student_file, function, as_json, time_limit):
+    """Grade the backward pass in FILE.py: which gradients are wrong, and which mistake explains each.
+
+    \b
+    FILE.py defines backward(params, cache, Y_true) returning a dict of gradients named like the generated
+    module's (W1, b1, ..., X); params and cache are what the generated module's init_params and forward
+    make. It runs in a separate process with a time limit per call. Exit 0: all gradients correct; 1: some
+    gradient is wrong; 2: bad usage (no such file, bad spec).
+    """
+    from .grading import Grader
+
+    result = Grader(load(spec_path), time_limit=time_limit).grade(student_file, function)
+    click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if as_json else result.text())
+    sys.exit(0 if result.ok else 1)

@@ -1,0 +1,264 @@
+"""Grade a student's backward pass: run it on the instances, compare each gradient, name the mistakes."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import numpy as np
+
+from ..derivation import derive
+from ..errors import SymbackpropError
+from .diagnosis import Passes, Search, atol, same
+from .instances import build_instances, reference_module
+from .mistakes import Catalogue
+from .report import Grade, GradientVerdict
+from .runner import run_student
+
+DEFAULT_TIME_LIMIT = 5.0  # seconds per call of the student's function
+SIGNATURES = {"backward": "params, cache, Y_true", "gradients": "params, X, Y_true"}
+
+
+class GradeError(SymbackpropError):
+    """A grading request that cannot be carried out (no such file, a time limit that is not positive)."""
+
+
+class Grader:
+    """Grades students' code for one spec: derives it and builds the instances once, then grades any number
+    of files (each in a process of its own).
+
+    A file defines ``backward(params, cache, Y_true)`` (or another name, called the same way), or
+    ``gradients(params, X, Y_true)`` that runs its own forward pass; either returns a dict of gradients named
+    like the generated module's (``W1``, ``b1``, ..., ``X``).
+    """
+
+    def __init__(self, spec=None, *, time_limit: float = DEFAULT_TIME_LIMIT):
+        if not time_limit > 0:
+            raise GradeError(f"the time limit must be positive, not {time_limit}")
+        self.time_limit = time_limit
+        self.derivation = derive(spec)
+        net = self.derivation.network
+        self.reference = reference_module(self.derivation)
+        self.instances = build_instances(self.derivation, self.reference)
+        self.catalogue = Catalogue(self.derivation)
+        first = self.instances[0]
+        names = self.reference.backward(*_copies(first.params, first.cache, first.targets))
+        returned = {name: net.input_name if name == "X" else name for name in names}
+        self.order = sorted(returned, key=lambda name: self.catalogue.index[returned[name]])
+        self.passes = Passes(self.derivation, self.instances, returned)
+
+    def grade(self, path, function: str = "backward") -> Grade:
+        """Grade the function ``function`` of the Python file at ``path``."""
+        path = Path(path)
+        if not path.is_file():
+            raise GradeError(f"{path}: no such file")
+        signature = "gradients" if function == "gradients" else "backward"
+        run = run_student(path, function, signature, self.instances, self.time_limit)
+        return _Judgement(self, path, function, signature, run).grade()
+
+    def expected(self, name: str) -> str:
+        step = self.passes.returned[name]
+        return f"{self.catalogue.lhs(step)} = {self.catalogue.formula(self.catalogue.steps[step].expr)}"
+
+
+def grade(path, spec=None, *, function: str = "backward", time_limit: float = DEFAULT_TIME_LIMIT) -> Grade:
+    """Grade the backward pass in the file at ``path`` against ``spec`` (default: the seed network)."""
+    return Grader(spec, time_limit=time_limit).grade(path, function)
+
+
+class _Judgement:
+    """The verdicts on one run of a student's file."""
+
+    def __init__(self, grader: Grader, path: Path, function: str, signature: str, run):
+        self.grader, self.run, self.function = grader, run, function
+        self.instances = grader.instances
+        self.notes = []
+        spec = grader.derivation.spec
+        call = f"{function}({SIGNATURES[signature]})"
+        network = f"{' -> '.join(map(str, spec.sizes))} ({spec.layout}, loss {spec.loss.kind})"
+        self.context = [f"{path}: {call} for the network {network}"]
+        if signature == "backward":
+            self.context.append(f"cache keys: {', '.join(self.instances[0].cache)}")
+        self.context.append("instances: " + "; ".join(i.label for i in self.instances))
+        self.path = path
+
+    def grade(self) -> Grade:
+        spec_calls = [i for i, instance in enumerate(self.instances) if instance.spec_widths]
+        failure = self.run.load_problem or next(
+            (f"your {self.function} {problem} ({self.instances[i].label})"
+             for i in spec_calls if (problem := self._failure(i))), "")
+        if failure:
+            return self._grade({name: (failure, None) for name in self.grader.order})
+        self._note_extra_keys(spec_calls[0])
+        observed = {i: {} for i in spec_calls}
+        outcomes = {name: self._compare(name, spec_calls, observed) for name in self.grader.order}
+        observed.update(self._other_widths(observed, spec_calls, outcomes))
+        compared = observed[spec_calls[0]]
+        wrong = {name for name in compared if outcomes[name][0]}
+        if wrong:
+            explanation = self._explain(observed, wrong, set(compared) - wrong, spec_calls)
+            if explanation is not None:
+                self._attribute(explanation, outcomes)
+        return self._grade(outcomes)
+
+    def _explain(self, observed, wrong, correct, spec_calls):
+        """The mistakes that explain the most wrong gradients: checked on every instance the code ran on, or,
+        failing that, on the spec's widths alone (code that is right only for the spec's sizes, e.g. ``/ N``
+        for a mean over all N x k entries when k = 1)."""
+        found = Search(self.grader.catalogue, self.grader.passes, observed, wrong, correct).run()
+        if len(observed) > len(spec_calls) and (found is None or found.explained != wrong):
+            at_spec = {index: observed[index] for index in spec_calls}
+            retry = Search(self.grader.catalogue, self.grader.passes, at_spec, wrong, correct).run()
+            if retry is not None and (found is None or len(retry.explained) > len(found.explained)):
+                return retry
+        return found
+
+    def _other_widths(self, observed, spec_calls, outcomes) -> dict:
+        """The student's arrays at the other widths, for the search: none when the code fails there, or when
+        a gradient that is right at the spec's widths is not right there (code written for the spec's sizes).
+        A gradient that is wrong at the spec's widths but has their shape, and another shape here, is left out
+        here (a transpose or a factor that fits only because two of the spec's widths are equal)."""
+        others = [i for i in range(len(self.instances)) if i not in spec_calls]
+        problem = next(((i, p) for i in others if (p := self._failure(i))), None)
+        if problem:
+            self.notes.append(f"at other widths ({self.instances[problem[0]].label}) your {self.function} "
+                              f"{problem[1]}; graded at the spec's widths only")
+            return {}
+        found, assumes = {i: {} for i in others}, []
+        for name in observed[spec_calls[0]]:
+            symbol = self.grader.passes.symbols[name]
+            spec_shape = all(observed[i][name].shape == self.instances[i].env[symbol].shape for i in spec_calls)
+            for index in others:
+                array, expected = self.run.calls[index].arrays.get(name), self.instances[index].env[symbol]
+                usable = array is not None and (not spec_shape or array.shape == expected.shape)
+                if not outcomes[name][0] and not (usable and same(array, expected, self._atol(index))):
+                    assumes.append(name)
+                    break
+                found[index][name] = array if usable else None
+        if assumes:
+            self.notes.append(f"{', '.join(assumes)}: right at the spec's widths, not at other widths "
+                              f"({self.instances[others[0]].label} and others): the code builds in the spec's "
+                              "sizes, which is fine for this spec; only the spec's widths are used")
+            return {}
+        return found
+
+    def _failure(self, index) -> str:
+        """Why call ``index`` gave no gradients, or ""."""
+        call = self.run.calls[index]
+        if call is None:
+            return self.run.ended or "was not called: an earlier call ran out of time"
+        if call.status == "timeout":
+            return f"ran longer than the time limit of {self.grader.time_limit:g} s"
+        if call.status == "error":
+            return f"raised {call.error}"
+        if call.status == "not a dict":
+            return f"returned a {call.error}, not a dict"
+        return ""
+
+    def _note_extra_keys(self, index):
+        call = self.run.calls[index]
+        extra = [key for key in call.keys if key not in self.grader.order] + list(call.other_keys)
+        if extra:
+            self.notes.append(f"keys ignored in the returned dict: {', '.join(extra)} "
+                              f"(the gradients are named {', '.join(self.grader.order)})")
+
+    def _compare(self, name, spec_calls, observed):
+        """(reason, mistake) for one gradient at the spec's widths ("" reason when it is right); puts the
+        student's arrays in ``observed`` for the search."""
+        symbol = self.grader.passes.symbols[name]
+        arrays = {}
+        for index in spec_calls:
+            call = self.run.calls[index]
+            if name in call.problems:
+                return f"the returned {name} is {call.problems[name]}", None
+            if name not in call.arrays:
+                return _missing(name, call.keys), None
+            arrays[index] = call.arrays[name]
+        expected = {index: self.instances[index].env[symbol] for index in spec_calls}
+        for index, array in arrays.items():
+            if not np.all(np.isfinite(array)):
+                entry = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+                return f"it contains {array[entry]} at entry {entry} ({self.instances[index].label})", None
+        if _right_values_wrong_shape(arrays, expected):
+            index = spec_calls[0]
+            got, want = arrays[index].shape, expected[index].shape
+            reason = f"shape {got} where {want} is expected ({self.instances[index].label})"
+            mistake = f"the values are right, but the array has shape {got}"
+            return reason, f"{mistake}; a gradient has the shape of what it differentiates, {want}"
+        for index, array in arrays.items():
+            observed[index][name] = array
+        for index, array in arrays.items():
+            if not same(array, expected[index], self._atol(index)):
+                return self._difference(name, index, array, expected[index]), None
+        return "", None
+
+    def _atol(self, index) -> float:
+        return atol(self.instances[index], self.grader.passes.symbols)
+
+    def _difference(self, name, index, array, expected) -> str:
+        label = self.instances[index].label
+        if array.shape != expected.shape:
+            return f"shape {array.shape} where {expected.shape} is expected ({label})"
+        entry = np.unravel_index(int(np.argmax(np.abs(array - expected))), array.shape)
+        entry = tuple(int(i) for i in entry)
+        got, want = _numbers(array[entry], expected[entry])
+        text = f"entry {entry} is {got} where {want} is expected ({label})"
+        dtype = self.run.calls[index].dtypes.get(name, "float64")
+        if dtype != "float64":
+            text += f"; the array is {dtype}, the grader expects float64 precision"
+        return text
+
+    def _attribute(self, explanation, outcomes):
+        """Put each mutation's words on the first gradient it makes wrong; the others it changes say why."""
+        catalogue, order = self.grader.catalogue, self.grader.order
+        own, because = {}, {}
+        for mutation in explanation.mutations:
+            changed = explanation.changes[mutation] & explanation.explained
+            if not changed:
+                continue
+            first = next(name for name in order if name in changed)
+            lhs, right = catalogue.lhs(mutation.step), catalogue.steps[mutation.step].expr
+            own.setdefault(first, []).append(
+                f"{lhs} = {catalogue.formula(mutation.expr)} (your code): {catalogue.formula(right)} was expected; "
+                f"{'; and '.join(mutation.what)}")
+            for name in changed - {first}:
+                because.setdefault(name, []).append(f"{lhs} is wrong (see {first})")
+        for name in own.keys() | because.keys():
+            reason, _ = outcomes[name]
+            upstream = " and ".join(because.get(name, []))
+            if name in own:
+                mistake = "; ".join(own[name]) + (f"; also wrong because {upstream}" if upstream else "")
+            else:
+                mistake = f"wrong because {upstream}"
+            outcomes[name] = (reason, mistake)
+
+    def _grade(self, outcomes) -> Grade:
+        verdicts = tuple(GradientVerdict(name, "wrong" if reason else "correct", reason, mistake,
+                                         self.grader.expected(name))
+                         for name, (reason, mistake) in ((n, outcomes[n]) for n in self.grader.order))
+        return Grade(str(self.path), verdicts, tuple(self.context), tuple(self.notes))
+
+
+def _missing(name, keys) -> str:
+    text = f"the returned dict has no key '{name}'"
+    close = difflib.get_close_matches(name, keys, n=1, cutoff=0.6)
+    return text + (f" (it has '{close[0]}')" if close else "")
+
+
+def _numbers(got, want) -> tuple[str, str]:
+    """Two numbers printed with 6 significant digits, or with all 17 where 6 do not tell them apart."""
+    short = f"{got:.6g}", f"{want:.6g}"
+    return short if short[0] != short[1] else (f"{got:.17g}", f"{want:.17g}")
+
+
+def _right_values_wrong_shape(arrays, expected) -> bool:
+    """The same entries as expected, in an array with dimensions of length 1 dropped or added."""
+    differs = [i for i, a in arrays.items() if a.shape != expected[i].shape]
+    return bool(differs) and all(
+        arrays[i].ndim != expected[i].ndim and arrays[i].size == expected[i].size
+        and same(arrays[i].reshape(expected[i].shape), expected[i]) for i in arrays)
+
+
+def _copies(params, cache, targets):
+    """Arguments for the generated module's backward, which may write into arrays it is given."""
+    return ({k: v.copy() for k, v in params.items()}, {k: v.copy() for k, v in cache.items()}, targets.copy())

