@@ -23,7 +23,7 @@ import sympy as sp
 
 from .layers import FUSIONS
 from .network import Network, build_network
-from .rules import LossTerms, loss_coefficient, loss_rule
+from .rules import LossTerms, loss_coefficient, loss_rule, scaled
 from .spec import Spec, load_spec
 
 # The assumption of an alternative that holds only when each sample's targets sum to 1.
@@ -218,7 +218,7 @@ class _Walk:
         k = loss_coefficient(settings, net.N, terms.k)
         if rule.simplified is not None:
             extra.setdefault(last.name, []).append(
-                ("targets_sum_to_one", (None,), k * rule.simplified(terms, settings.parameters), DISTRIBUTION))
+                ("targets_sum_to_one", (None,), scaled(k, rule.simplified(terms, settings.parameters)), DISTRIBUTION))
         fusion = FUSIONS.get((last.fusion, rule.name))
         if fusion is not None:
             operand = last.locals[0].wrt

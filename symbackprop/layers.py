@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .expressions import Elementwise, LogSoftmax, Softmax
-from .rules import LOG_PROBABILITIES, PROBABILITIES, REAL, TRAINABLE_ACTIVATIONS
+from .rules import LOG_PROBABILITIES, PROBABILITIES, REAL, TRAINABLE_ACTIVATIONS, scaled
 
 
 @dataclass(frozen=True)
@@ -234,17 +234,18 @@ class Fusion:
 
 def _fused_general(Y, T, c, k, operand):
     """``k (softmax ⊙ rowsum(T) - T)``: softmax then cross-entropy, with any targets."""
-    return k * (sp.hadamard_product(Y, c.per_sample_total(T)) - T)
+    return scaled(k, sp.hadamard_product(Y, c.per_sample_total(T)) - T)
 
 
 FUSIONS: dict[tuple[str, str], Fusion] = {
-    ("sigmoid", "bce"): Fusion("fused_sigmoid_bce", lambda Y, T, c, k, operand: k * (Y - T)),
+    ("sigmoid", "bce"): Fusion("fused_sigmoid_bce", lambda Y, T, c, k, operand: scaled(k, Y - T)),
     ("sigmoid", "cross_entropy"): Fusion("fused_sigmoid_cross_entropy",
-                                         lambda Y, T, c, k, operand: k * (sp.hadamard_product(T, Y) - T)),
+                                         lambda Y, T, c, k, operand: scaled(k, sp.hadamard_product(T, Y) - T)),
     ("softmax", "cross_entropy"): Fusion("fused_softmax_cross_entropy", _fused_general,
-                                         lambda Y, T, c, k, operand: k * (Y - T)),
+                                         lambda Y, T, c, k, operand: scaled(k, Y - T)),
     ("log_softmax", "nll"): Fusion(
         "fused_log_softmax_nll",
-        lambda Y, T, c, k, operand: k * (sp.hadamard_product(Softmax(operand, c.axis), c.per_sample_total(T)) - T),
-        lambda Y, T, c, k, operand: k * (Softmax(operand, c.axis) - T)),
+        lambda Y, T, c, k, operand: scaled(k, sp.hadamard_product(Softmax(operand, c.axis), c.per_sample_total(T))
+                                           - T),
+        lambda Y, T, c, k, operand: scaled(k, Softmax(operand, c.axis) - T)),
 }

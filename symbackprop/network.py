@@ -14,7 +14,7 @@ import sympy as sp
 
 from .expressions import LossValue
 from .layers import LAYER_KINDS, Local
-from .rules import LossTerms, l2_coefficient, loss_coefficient, loss_rule
+from .rules import LossTerms, l2_coefficient, loss_rule
 from .spec import Spec
 
 
@@ -258,8 +258,7 @@ def build_network(spec: Spec) -> Network:
     weights = [b.inputs[name] for name in b.inputs
                if settings.l2 and b.initializers.get(name, ("",))[0] == "weight"]
     terms = LossTerms(Y, T, b.batch_first, k)
-    rule = loss_rule(settings)
-    gradient = loss_coefficient(settings, b.N, k) * rule.gradient(terms, rule.parameters(settings.parameters))
+    gradient = loss_rule(settings).scaled_gradient(terms, settings)
     penalty = l2_coefficient(settings, b.N)
     locals_ = [Local(source, gradient, "loss", lambda G: gradient),
                *(Local(W.name, penalty * W, "loss", lambda G, W=W: penalty * W) for W in weights)]

@@ -338,12 +338,6 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
     def _print_Symbol(self, expr):
         return str(self.sizes.get(expr, expr.name))
 
-    def _print_Rational(self, expr):
-        return repr(float(expr))
-
-    def _print_Half(self, expr):
-        return "0.5"
-
     def _print_MatrixSymbol(self, expr):
         return expr.name
 

@@ -260,6 +260,11 @@ class LossTerms:
         self.Y, self.T, self.batch_first, self.k = Y, T, batch_first, k
 
     @property
+    def N(self):
+        """The batch size symbol."""
+        return self.Y.shape[0] if self.batch_first else self.Y.shape[1]
+
+    @property
     def ones(self):
         return sp.OneMatrix(*self.Y.shape)
 
@@ -283,7 +288,8 @@ class LossRule:
     """One loss: the term summed over all entries, its gradient, and how it may be used.
 
     ``term(c, p)`` is the matrix of entries to sum (``c`` a ``LossTerms``, ``p`` the loss parameters) and
-    ``gradient(c, p)`` the gradient of their sum with respect to ``Y``; both are SymPy matrix expressions, so
+    ``gradient(c, p)`` the gradient of their sum with respect to ``Y`` (times ``gradient_scale``, kept apart
+    so the printed formula reads ``2 (Y - T)``); both are SymPy matrix expressions, so
     verification, printing and code generation read the same definition. ``latex_term`` is the summand for
     ``\\sum_{i,j}``; ``numpy_term`` the same entries in NumPy (batch-first arrays ``Y_pred``, ``Y_true``),
     numerically stable. ``inputs`` lists what the last layer must produce (``real`` scores, ``probabilities``,
@@ -304,10 +310,17 @@ class LossRule:
     min_outputs: int = 1
     defaults: tuple[tuple[str, float], ...] = ()
     simplified: Callable | None = None
+    gradient_scale: int = 1
 
     def parameters(self, given: dict | None = None) -> dict:
         given = given or {}
         return {key: given.get(key, default) for key, default in self.defaults}
+
+    def scaled_gradient(self, terms: LossTerms, settings: LossSettings):
+        """``dL/dY_pred``: the gradient with its coefficient in front, kept as a product (``2/N (Y - T)``,
+        not ``2/N Y - 2/N T``), as the lectures write it."""
+        coefficient = loss_coefficient(settings, terms.N, terms.k) * self.gradient_scale
+        return scaled(coefficient, self.gradient(terms, self.parameters(settings.parameters)))
 
 
 def _hinge_indicator(c, p):
@@ -333,9 +346,9 @@ LOSS_RULES: dict[str, LossRule] = {
         LossRule(
             "squared_error", r"\left(Y_{pred} - Y_{true}\right)_{ij}^{2}",
             lambda c, p: sp.HadamardPower(c.Y - c.T, 2),
-            lambda c, p: 2 * (c.Y - c.T),
+            lambda c, p: c.Y - c.T,
             "(Y_pred - Y_true) ** 2",
-            "mean",
+            "mean", gradient_scale=2,
         ),
         LossRule(
             "bce_logits",
@@ -400,6 +413,11 @@ def loss_rule(settings) -> LossRule:
     if isinstance(settings, sp.Tuple):
         settings = LossSettings.from_basic(settings)
     return LOSS_RULES[settings.rule]
+
+
+def scaled(coefficient, matrix):
+    """``coefficient * matrix`` kept as a product: SymPy would spread a number over a sum (``2 Y - 2 T``)."""
+    return matrix if coefficient == 1 else sp.MatMul(coefficient, matrix, evaluate=False)
 
 
 def loss_coefficient(settings: LossSettings, N, k):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from pathlib import Path
 
@@ -36,7 +37,7 @@ class Grader:
         if not time_limit > 0:
             raise GradeError(f"the time limit must be positive, not {time_limit}")
         self.time_limit = time_limit
-        self.derivation = derive(spec)
+        self.derivation = _as_students_write_it(derive(spec))
         net = self.derivation.network
         self.reference = reference_module(self.derivation)
         self.instances = build_instances(self.derivation, self.reference)
@@ -59,6 +60,15 @@ class Grader:
     def expected(self, name: str) -> str:
         step = self.passes.returned[name]
         return f"{self.catalogue.lhs(step)} = {self.catalogue.formula(self.catalogue.steps[step].expr)}"
+
+
+def _as_students_write_it(derivation):
+    """The derivation with each formula in its shorter form where it has one, as students write it: batch
+    norm's compact dX, a sigmoid or softmax output combined with its cross-entropy, ``softmax - T`` (the
+    instances' targets sum to 1 where the loss reads distributions)."""
+    backward = tuple(dataclasses.replace(step, expr=step.alternatives[0].expr) if step.alternatives else step
+                     for step in derivation.backward)
+    return dataclasses.replace(derivation, backward=backward, _reports={})
 
 
 def grade(path, spec=None, *, function: str = "backward", time_limit: float = DEFAULT_TIME_LIMIT) -> Grade:

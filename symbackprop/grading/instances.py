@@ -73,7 +73,9 @@ def build_instances(derivation, reference) -> tuple[Instance, ...]:
         instances.append(_instance(derivation, reference, widths, first, 2, params(2), kinked=True))
     names = list(params(0))
     if set(names) <= set(net.inputs):  # random parameters of other widths need the network's own names
-        other = tuple(range(OTHER_WIDTHS_START, OTHER_WIDTHS_START + len(widths)))
+        # A new width for each distinct width symbol: layers that keep their input's width still do.
+        new = {symbol: OTHER_WIDTHS_START + i for i, symbol in enumerate(net.size_symbols)}
+        other = tuple(new[symbol] for symbol in net.widths)
         for seed, N in ((3, other[-1] + 1), (4, other[-1] + 3)):
             instances.append(_instance(derivation, reference, other, N, seed, names))
     return tuple(instances)
@@ -98,7 +100,9 @@ def _instance(derivation, reference, widths, N, seed, params, kinked=False) -> I
         _put_relu_inputs_at_zero(net, values, sizes)
     params = {name: values[name] for name in params}
     X, Y = values[net.input_name], values["Y_true"]
-    _, cache = reference.forward({name: value.copy() for name, value in params.items()}, X.copy())
+    masks = {name: values[name].copy() for name in net.masks}
+    _, cache = reference.forward({name: value.copy() for name, value in params.items()}, X.copy(),
+                                 *([masks] if masks else []))
     evaluator = Evaluator(Float64Backend(), dict(values), sizes)
     evaluator.forward(net)
     evaluator.backward(derivation)
