@@ -33,7 +33,7 @@ from .parse import Claim, parse
 from .semantics import ExactField, Float64, TreeEvaluator, Undefined
 from .shapes import ShapeInference, ShapeMismatch, result_problem
 
-EXACT_WIDTH = 8          # widths up to this are evaluated as they are
+EXACT_WIDTH = 16         # widths up to this are evaluated as they are
 EXACT_TERMS = 40_000     # above this many products per point, widths are reduced further
 FLOAT_EQUAL = 1e-9       # float64 agreement, relative to the largest entry (a cross-check only)
 FLOAT_DIFFERENT = 1e-6
@@ -150,6 +150,12 @@ class _Instance:
         return f"{where} ({sizes_text({str(symbol): value for symbol, value in self.sizes.items()})})"
 
 
+def _products(widths) -> int:
+    """Products in one forward pass at these widths (batch: one more than the widest), a cost measure."""
+    N = max(widths) + 1
+    return sum(N * a * b for a, b in itertools.pairwise(widths))
+
+
 def _as_truth_shape(value, truth):
     value = np.asarray(value)
     if value.ndim == 1:
@@ -218,7 +224,7 @@ class Checker:
         if general and self._shape_problem(claim, target, self._spec_dims):
             return verdict("wrong", "shape", general)
         try:
-            difference = self._difference(claim, target, self._spec_instances())
+            difference = self._difference(claim, target, self._spec_instances(claim))
         except Undefined as error:
             return verdict("wrong", "value", f"the claim is undefined: {error} (at the spec's sizes)")
         exact_ok = difference is None
@@ -298,19 +304,20 @@ class Checker:
         return not self._shape_problem(claim, target, self._dims(widths))
 
     # -- instances
-    def _exact_widths(self, widths):
-        """Widths small enough for exact evaluation with the same pattern (ones and equalities kept)."""
+    @staticmethod
+    def _exact_widths(widths, keep=frozenset()):
+        """Widths small enough for exact evaluation with the same pattern (ones and equalities kept), and a
+        note saying what was replaced; the widths at the indices in ``keep`` stay as they are."""
         limit = EXACT_WIDTH
         while True:
-            keep = {w for w in widths if w <= limit}
+            kept = {w for i, w in enumerate(widths) if w <= limit or i in keep}
             mapping, value = {}, 2
-            for w in sorted(set(widths) - keep):
-                while value in keep or value in mapping.values():
+            for w in sorted(set(widths) - kept):
+                while value in kept or value in mapping.values():
                     value += 1
                 mapping[w] = value
             reduced = tuple(mapping.get(w, w) for w in widths)
-            N = max(reduced) + 2
-            if limit <= 2 or sum(N * a * b for a, b in itertools.pairwise(reduced)) <= EXACT_TERMS:
+            if limit <= 2 or _products(reduced) <= EXACT_TERMS:
                 break
             limit -= 1
         if reduced == widths:
@@ -319,18 +326,29 @@ class Checker:
         return reduced, (f"the widths are too large for exact evaluation: claims are checked at {changed}, "
                          "keeping which widths are 1 and which are equal")
 
+    def _claim_widths(self, claim) -> tuple:
+        """The exact widths for ``claim``: a width the claim writes as a number (``/ 10``) keeps its value
+        where that stays affordable."""
+        numbers = {int(n.value) for n in claim.tree.walk() if n.op == "number" and n.value.is_Integer}
+        keep = frozenset(i for i, (w, r) in enumerate(zip(self.spec.sizes, self.widths)) if w != r and w in numbers)
+        if not keep:
+            return self.widths
+        widths, _ = self._exact_widths(tuple(self.spec.sizes), keep)
+        return widths if _products(widths) <= 10 * EXACT_TERMS else self.widths
+
     def _instance(self, widths, N, seed, **options) -> _Instance:
         key = (tuple(widths), N, seed, tuple(sorted(options.items())))
         if key not in self._instances:
             self._instances[key] = _Instance(self, widths, N, seed, **options)
         return self._instances[key]
 
-    def _spec_instances(self):
+    def _spec_instances(self, claim):
         """Two random points at two batch sizes, and a kinked point when the network has ReLU-like layers."""
-        N = max(self.widths) + 1
-        instances = [self._instance(self.widths, N, 0), self._instance(self.widths, N + 1, 1)]
+        widths = self._claim_widths(claim)
+        N = max(widths) + 1
+        instances = [self._instance(widths, N, 0), self._instance(widths, N + 1, 1)]
         if self._kinked_layers():
-            instances.append(self._instance(self.widths, N, 0, kinked=True))
+            instances.append(self._instance(widths, N, 0, kinked=True))
         return instances
 
     def _kinked_layers(self):
@@ -411,7 +429,7 @@ class Checker:
 
     def _witness(self, claim, target, relations) -> tuple:
         """The exact widths with every touched width made distinct from all others, then ``relations`` imposed."""
-        widths = list(self.widths)
+        widths = list(self._claim_widths(claim))
         fresh = max(widths) + 2
         for i in sorted(self._touched(claim, target)):
             widths[i] = fresh
@@ -464,12 +482,39 @@ class Checker:
         return "value", self._counterexample(claim, target, difference)
 
     def _constant_factor(self, claim, target):
-        """The factor c with claim = c * truth at every random instance (a size expression or a number)."""
-        instances = [i for i in self._spec_instances() if not i.kinked]
+        """The factor c with claim = c * truth at every random instance: a loss scaling 2^a N^b k^c (one that
+        also holds with the claim's widths made distinct, when one does), -1, or another small number."""
+        spec_ratios = self._ratios(claim, target, [i for i in self._spec_instances(claim) if not i.kinked])
+        if spec_ratios is None:
+            return None
+        witness = self._witness(claim, target, ())
+        witness_ratios = self._ratios(claim, target, [self._instance(witness, max(witness) + 1, 2)]) \
+            if self._fits(claim, target, witness) else None
+        net = self.network
+        matching = [c for c in [*factor_candidates(net.N, net.widths[-1]), sp.Integer(-1)]
+                    if self._matches(c, spec_ratios)]
+        for candidate in matching:
+            if witness_ratios is not None and self._matches(candidate, witness_ratios):
+                return candidate
+        if matching:
+            return matching[0]
+        values = {rational(r.v) for _, r in spec_ratios}
+        return values.pop() if len(values) == 1 and None not in values else None
+
+    @staticmethod
+    def _matches(candidate, ratios) -> bool:
+        return all(instance.sem.scalar(sp.Rational(candidate.xreplace(instance.sizes))) == r for instance, r in ratios)
+
+    @staticmethod
+    def _ratios(claim, target, instances):
+        """(instance, r) with claim = r * truth entrywise at each instance, or None where no such r exists."""
         ratios = []
         for instance in instances:
-            truth = instance.truth(target)
-            value = _as_truth_shape(instance.value(claim.tree), truth)
+            try:
+                truth = instance.truth(target)
+                value = _as_truth_shape(instance.value(claim.tree), truth)
+            except Undefined:
+                return None
             nonzero = [k for k, t in enumerate(truth.flat) if t.v != 0]
             if not nonzero:
                 return None
@@ -477,13 +522,7 @@ class Checker:
             if not all((v - r * t).v == 0 for v, t in zip(value.flat, truth.flat)):
                 return None
             ratios.append((instance, r))
-        net = self.network
-        for candidate in [*factor_candidates(net.N, net.widths[-1]), sp.Integer(-1)]:
-            if all(instance.sem.scalar(sp.Rational(candidate.xreplace(instance.sizes))) == r
-                   for instance, r in ratios):
-                return candidate
-        values = {rational(r.v) for _, r in ratios}
-        return values.pop() if len(values) == 1 and None not in values else None
+        return ratios
 
     def _factor_reason(self, claim, target, factor) -> tuple[str, str]:
         net = self.network
@@ -496,7 +535,7 @@ class Checker:
             else ""
         if not words or claim.of != "L":
             return "value", f"the claim is {shown} times {target.label}"
-        rescaled = self._difference(claim, target, [i for i in self._spec_instances() if not i.kinked], scale=factor)
+        rescaled = self._difference(claim, target, [i for i in self._spec_instances(claim) if not i.kinked], scale=factor)
         if claim.gradients and rescaled is not None:
             upstream = ", ".join(f"dL/d{name}" for name in sorted(claim.gradients))
             return "value", (f"the claim is {shown} times {target.label}, but {upstream} already carries the "
@@ -513,8 +552,8 @@ class Checker:
         for value in RELU_GRAD_AT_ZERO_VALUES:
             if [value] == own:
                 continue
-            N = max(self.widths) + 1
-            instance = self._instance(self.widths, N, 0, kinked=True, relu_at_zero=value)
+            widths = self._claim_widths(claim)
+            instance = self._instance(widths, max(widths) + 1, 0, kinked=True, relu_at_zero=value)
             try:
                 if self._difference(claim, target, [instance]) is None:
                     shown = ", ".join(f"{v:g}" for v in own)
@@ -555,7 +594,7 @@ class Checker:
     def _float_disagreement(self, claim, target, exact_ok: bool) -> str:
         """Where the exact semantics may miss an identity the claim uses: '' unless float64 clearly says the
         opposite of the exact comparison at the same random points."""
-        for instance in self._spec_instances():
+        for instance in self._spec_instances(claim):
             if instance.kinked:
                 continue
             floats = self._float_values(claim, target, instance)
