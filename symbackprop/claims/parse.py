@@ -615,7 +615,7 @@ _FUNCTION_WORDS = {
     "max": "maximum", "sign": "sign", "sgn": "sign",
 }
 _PRODUCTS = {r"\cdot": "dot", r"\times": "dot", r"\odot": "*", r"\circ": "*", "*": "*", r"\ast": "*", "/": "/"}
-_TRANSPOSE = ("T", r"\top", r"\intercal", r"\mathsf{T}", "t")
+_TRANSPOSE = ("T", r"\top", r"\intercal")
 _LAYERED = ("W", "w", "b", "B", "Z", "z", "A", "a", "h", "H", "n")
 _PRIME = (r"\prime",)
 
@@ -626,6 +626,8 @@ class LatexParser(_Parser):
     ``W^{[l]}``, ``W^{(l)}``, ``W^l``, ``W_l``; the transpose as ``^T``, ``^\top``, ``^{[l]T}``, ``^{T^{[l]}}``."""
 
     pattern = _LATEX_TOKENS
+    in_sum = 0  # how many sums over the samples enclose the parser's position
+    pending_transpose = False  # whether the name just read carried a transpose (W^{[1]T})
 
     def tokenize(self, text):
         tokens = []
@@ -711,17 +713,15 @@ class LatexParser(_Parser):
         return token.text[:count]
 
     def word_length(self, letters: str) -> int:
-        """How many letters of a letters token form one word: a function name, the input's name, a loss
-        word, ``d`` + a layered letter (``dW``), ``AL``; else one letter."""
+        """How many letters at the start of a letters token form one word (LaTeX reads ``XW`` as X times W):
+        the input's name, ``Loss``, ``pred``/``true``, ``AL``, or a function name (a short one such as ``id``
+        or ``max`` only as the whole token); else 1."""
         words = [self.names.network.input_name, "Loss", "loss", "pred", "true", *_FUNCTION_WORDS]
-        for word in sorted(words, key=len, reverse=True):
-            if len(word) > 1 and letters.lower().startswith(word.lower()) and (
-                    word not in _FUNCTION_WORDS or len(letters) == len(word) or word in ("exp", "log")
-                    or len(word) > 3):
+        for word in sorted((w for w in words if len(w) > 1), key=len, reverse=True):
+            whole = word not in _FUNCTION_WORDS or len(word) > 3 or word in ("exp", "log") or len(letters) == len(word)
+            if whole and letters.lower().startswith(word.lower()):
                 return len(word)
-        if letters.startswith(("AL", "aL")):
-            return 2
-        return 1
+        return 2 if letters.startswith(("AL", "aL")) else 1
 
     # -- the left side
     def left_side(self):
@@ -849,7 +849,7 @@ class LatexParser(_Parser):
                 raise self.error(r"\sum over the samples: \sum_i or \sum_{i=1}^{N}", token)
         if self.accept("^"):
             self.group_tokens()
-        self.in_sum = getattr(self, "in_sum", 0) + 1
+        self.in_sum += 1
         try:
             factors, ops = [self.postfix()], []
             while self.peek().text in _PRODUCTS or self.starts_atom():
@@ -901,8 +901,7 @@ class LatexParser(_Parser):
         if token.text == r"\ell":
             raise self.error("the loss itself is not a matrix; a claim's right side is a formula", token)
         if token.text == r"\delta" or token.kind in ("letters", "word"):
-            if token.kind == "letters" and token.text[0] == "e" and self.word_length(token.text) == 1 \
-                    and self.peek(1).text == "^" and len(token.text) == 1 and self.names.quantity("e") is None:
+            if token.text == "e" and self.peek(1).text == "^" and self.names.quantity("e") is None:
                 return self.exponential()
             leaf = self.symbol()
             return node("T", (leaf,), None, leaf.start, leaf.end) if self.pending_transpose else leaf
@@ -974,13 +973,13 @@ class LatexParser(_Parser):
 
     # -- functions
     def is_function_word(self) -> bool:
+        """Whether the letters ahead name a function: ``relu``, ``softmax``, or ``g``/``f`` applied (``g'(``)."""
         token = self.peek()
         length = self.word_length(token.text)
-        word = token.text[:length].lower()
-        if length > 1 and word in _FUNCTION_WORDS:
+        if length > 1 and token.text[:length].lower() in _FUNCTION_WORDS:
             return True
-        return token.text[0] in "gf" and length == 1 and self.peek(1).text in ("'", "^", "(") and \
-            self.names.quantity(token.text[0]) is None and (len(token.text) == 1)
+        return token.text in ("g", "f") and self.peek(1).text in ("'", "^", "(") and \
+            self.names.quantity(token.text) is None
 
     def function(self) -> Node:
         token = self.peek()
@@ -1053,28 +1052,20 @@ class LatexParser(_Parser):
         else:
             self.fail("a name of the network", token)
         layer, sub, transposed = None, None, False
-        while self.at("^", "_"):
+        while self.at("^", "_") and not transposed:
             if self.at("_"):
                 marker = self.next()
-                sub_tokens = self.group_tokens()
-                sub = "".join(t.text for t in sub_tokens)
+                sub = "".join(t.text for t in self.group_tokens())
                 if base in _LAYERED and layer is None and (sub.isdigit() or sub == "L"):
                     layer, sub = sub, None
                 elif sub not in ("pred", "true", "hat") and not (base == "n" and sub.isdigit()):
                     raise self.error(f"a layer, pred or true after '_', not _{{{sub}}} (component indices are "
                                      "not supported: write the matrix form)", marker)
                 continue
-            sup_start = self.peek()
-            kind, value = self.superscript(base, layer)
-            if kind == "stop":
+            read = self.layer_superscript(base, layer)
+            if read is None:
                 break
-            if kind == "layer":
-                layer = value[0]
-                transposed = transposed or value[1]
-                if value[1]:
-                    break
-            else:
-                raise self.error("unexpected superscript", sup_start)
+            layer, transposed = read
         self.pending_transpose = transposed
         word = base if sub is None else f"{base}_{sub}"
         if base == "n" and (layer or sub):
@@ -1105,36 +1096,26 @@ class LatexParser(_Parser):
             return node("grad", (), name, token.start, self.last_end())
         return node("name", (), name, token.start, self.last_end())
 
-    def superscript(self, base: str, layer):
-        """Read ``^{...}`` after a name: ("layer", (index, transposed)) or ("stop", None) where the
-        superscript is a transpose or a power for ``postfix`` to read."""
+    def layer_superscript(self, base: str, layer):
+        """Read a layer superscript after a name (``^{[2]}``, ``^{(2)}``, ``^2``, ``^L``, with a transpose
+        ``^{[2]T}``/``^{T^{[2]}}`` or, inside a sum, a sample index ``^{[2](i)}``) and return (layer,
+        transposed); None, reading nothing, where the superscript is a transpose or a power for ``postfix``."""
         after = [self.peek(k).text for k in (1, 2, 3)]
         if after[0] in _TRANSPOSE or (after[0] == "{" and after[1] in _TRANSPOSE and after[2] == "}"):
-            return "stop", None
-        if layer is not None or (base not in _LAYERED and base != "Z"):
-            return "stop", None
-        start = self.i
+            return None
+        if layer is not None or base not in _LAYERED:
+            return None
         self.next()
         tokens = self.group_tokens()
         texts = [t.text for t in tokens if t.text not in ("{", "}", "^")]
         transposed = any(t in _TRANSPOSE for t in texts)
         rest = [t for t in texts if t not in _TRANSPOSE]
-        sample = False
-        if len(rest) >= 3 and rest[-3] == "(" and rest[-1] == ")" and rest[-2] not in ("L",) and \
-                not rest[-2].isdigit():
-            sample, rest = True, rest[:-3]
-        if sample and not getattr(self, "in_sum", 0):
-            raise self.error("a sample index (i) outside a sum over the samples", tokens[0])
-        if len(rest) == 3 and rest[0] in "[(" and rest[2] in "])" and (rest[1].isdigit() or rest[1] == "L"):
-            return "layer", (rest[1], transposed)
+        if len(rest) > 3 and rest[-3] == "(" and rest[-1] == ")" and rest[-2].isalpha() and rest[-2] != "L":
+            if not self.in_sum:
+                raise self.error("a sample index (i) outside a sum over the samples", tokens[0])
+            rest = rest[:-3]
+        if len(rest) == 3 and rest[0] in "[(" and rest[2] in "])":
+            rest = rest[1:2]
         if len(rest) == 1 and (rest[0].isdigit() or rest[0] == "L"):
-            return "layer", (rest[0], transposed)
-        if not rest and sample:
-            return "stop", None
-        if not rest and transposed:
-            self.i = start
-            return "stop", None
-        if len(rest) == 1 and rest[0].isdigit() is False and base in _LAYERED:
-            raise self.error(f"a layer number (or L) in the superscript, not ^{{{''.join(texts)}}}", tokens[0])
-        self.i = start
-        return "stop", None
+            return rest[0], transposed
+        raise self.error(f"a layer number (or L) in the superscript, not ^{{{''.join(texts)}}}", tokens[0])

@@ -610,8 +610,9 @@ class Checker:
                         f"{error / scale:.2g} (relative) at a random point; the claim uses exp, log or a function "
                         "of a composite argument, where the exact check does not model every identity")
             if not exact_ok and error <= FLOAT_EQUAL * scale:
-                return (f"exact arithmetic finds the claim different from {target.label}, but float64 agrees to "
-                        f"{error / scale:.1g} at random points: the claim may rely on an identity of exp or log "
+                return (f"exact arithmetic finds the claim different from {target.label}, but float64 agrees at "
+                        f"random points (relative difference {error / scale:.1e}): the claim may rely on an identity "
+                        "of exp or log "
                         "the exact check does not model (it knows exp(-z) = 1/exp(z), log(exp(z)) = z, "
                         "sigmoid = 1/(1 + exp(-z)), tanh = (exp(z) - exp(-z))/(exp(z) + exp(-z)))")
         return ""
