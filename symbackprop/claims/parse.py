@@ -616,7 +616,8 @@ _FUNCTION_WORDS = {
 }
 _PRODUCTS = {r"\cdot": "dot", r"\times": "dot", r"\odot": "*", r"\circ": "*", "*": "*", r"\ast": "*", "/": "/"}
 _TRANSPOSE = ("T", r"\top", r"\intercal")
-_LAYERED = ("W", "w", "b", "B", "Z", "z", "A", "a", "h", "H", "n")
+_LAYERED = ("W", "w", "b", "B", "Z", "z", "A", "a", "h", "H", "n")  # letters whose sub/superscript is a layer
+_GREEK_NAMES = {rf"\{name}" for name in ("mu", "nu", "gamma", "beta", "eta", "tau", "rho", "kappa", "omega")}
 _PRIME = (r"\prime",)
 
 
@@ -819,7 +820,7 @@ class LatexParser(_Parser):
         token = self.peek()
         return token.kind in ("letters", "number", "word") or token.text in (
             "(", "[", "{", r"\{", r"\frac", r"\dfrac", r"\tfrac", r"\delta", r"\nabla", r"\sum", r"\partial",
-            r"\ell", *_FUNCTION_COMMANDS)
+            r"\ell", *_FUNCTION_COMMANDS, *_GREEK_NAMES)
 
     def term(self) -> Node:
         factors, ops = [self.unary()], []
@@ -900,7 +901,7 @@ class LatexParser(_Parser):
             return self.function()
         if token.text == r"\ell":
             raise self.error("the loss itself is not a matrix; a claim's right side is a formula", token)
-        if token.text == r"\delta" or token.kind in ("letters", "word"):
+        if token.text == r"\delta" or token.kind in ("letters", "word") or token.text in _GREEK_NAMES:
             if token.text == "e" and self.peek(1).text == "^" and self.names.quantity("e") is None:
                 return self.exponential()
             leaf = self.symbol()
@@ -926,9 +927,9 @@ class LatexParser(_Parser):
             raise self.error(r"a size after \mathbf{1}_, as in \mathbf{1}_N", sup[0])
         return self.ones([self.leaf("size", size, sup[0])], token, flat=False)
 
-    def group_peek(self) -> list[Token]:
-        """The tokens of the ``{...}`` group ahead, without consuming them."""
-        depth, k, tokens = 0, 0, []
+    def group_peek(self, k: int = 0) -> list[Token]:
+        """The tokens of the ``{...}`` group ``k`` tokens ahead (its braces included), without consuming."""
+        depth, tokens = 0, []
         while True:
             token = self.peek(k)
             if token.kind == "end":
@@ -1039,8 +1040,8 @@ class LatexParser(_Parser):
         if token.text == r"\delta":
             self.next()
             base, gradient = "Z", True
-        elif token.kind == "word":
-            base = self.next().text
+        elif token.kind == "word" or token.text in _GREEK_NAMES:
+            base = self.next().text.lstrip("\\")
         elif token.kind == "letters":
             letters = token.text
             if allow_gradient and letters[0] == "d" and len(letters) > 1 and self.word_length(letters) == 1:
@@ -1056,7 +1057,7 @@ class LatexParser(_Parser):
             if self.at("_"):
                 marker = self.next()
                 sub = "".join(t.text for t in self.group_tokens())
-                if base in _LAYERED and layer is None and (sub.isdigit() or sub == "L"):
+                if layer is None and (sub.isdigit() or sub == "L") and (base in _LAYERED or self.layered(base, sub)):
                     layer, sub = sub, None
                 elif sub not in ("pred", "true", "hat") and not (base == "n" and sub.isdigit()):
                     raise self.error(f"a layer, pred or true after '_', not _{{{sub}}} (component indices are "
@@ -1099,23 +1100,33 @@ class LatexParser(_Parser):
     def layer_superscript(self, base: str, layer):
         """Read a layer superscript after a name (``^{[2]}``, ``^{(2)}``, ``^2``, ``^L``, with a transpose
         ``^{[2]T}``/``^{T^{[2]}}`` or, inside a sum, a sample index ``^{[2](i)}``) and return (layer,
-        transposed); None, reading nothing, where the superscript is a transpose or a power for ``postfix``."""
-        after = [self.peek(k).text for k in (1, 2, 3)]
-        if after[0] in _TRANSPOSE or (after[0] == "{" and after[1] in _TRANSPOSE and after[2] == "}"):
+        transposed). Return None, reading nothing, where the superscript is a transpose or a power for
+        ``postfix``: an unbracketed ``^2`` is a layer only where the network has one by that name (``w^2``)."""
+        if layer is not None or self.peek(1).text in _TRANSPOSE:
             return None
-        if layer is not None or base not in _LAYERED:
-            return None
-        self.next()
-        tokens = self.group_tokens()
-        texts = [t.text for t in tokens if t.text not in ("{", "}", "^")]
+        if self.peek(1).text == "{":
+            texts = [t.text for t in self.group_peek(1)[1:] if t.text not in ("{", "}", "^")]
+        else:
+            texts = [self.peek(1).text[:1]]
         transposed = any(t in _TRANSPOSE for t in texts)
         rest = [t for t in texts if t not in _TRANSPOSE]
-        if len(rest) > 3 and rest[-3] == "(" and rest[-1] == ")" and rest[-2].isalpha() and rest[-2] != "L":
-            if not self.in_sum:
-                raise self.error("a sample index (i) outside a sum over the samples", tokens[0])
+        sample = len(rest) > 3 and rest[-3] == "(" and rest[-1] == ")" and rest[-2].isalpha() and rest[-2] != "L"
+        if sample:
             rest = rest[:-3]
-        if len(rest) == 3 and rest[0] in "[(" and rest[2] in "])":
-            rest = rest[1:2]
-        if len(rest) == 1 and (rest[0].isdigit() or rest[0] == "L"):
-            return rest[0], transposed
-        raise self.error(f"a layer number (or L) in the superscript, not ^{{{''.join(texts)}}}", tokens[0])
+        bracketed = len(rest) == 3 and rest[0] in "[(" and rest[2] in "])"
+        index = rest[1 if bracketed else 0] if len(rest) in (1, 3) else None
+        if index is None or not (index.isdigit() or index == "L"):
+            return None
+        if not bracketed and not self.layered(base, index):
+            return None
+        if sample and not self.in_sum:
+            raise self.error("a sample index (i) outside a sum over the samples", self.peek(1))
+        self.next()
+        self.group_tokens()
+        return index, transposed
+
+    def layered(self, base: str, index: str) -> bool:
+        """Whether the network has a quantity (or width) ``base`` at layer ``index``."""
+        if base == "n":
+            return self.names.size(f"n_{index}") is not None
+        return self.names.layered(base, index) is not None
