@@ -88,6 +88,8 @@ def relation_text(relation) -> str:
 
 def relations_text(relations, shown: int = 4) -> str:
     """``n_2 = 1``, ``n_1 = n_2 and n_3 = 1``; past ``shown`` relations, the count of the rest."""
+    if not relations:
+        return "of this network's widths"
     text = " and ".join(relation_text(r) for r in relations[:shown])
     return text + (f" (and {len(relations) - shown} more width equalities)" if len(relations) > shown else "")
 

@@ -1,6 +1,14 @@
 """The claim tree: what a parsed right-hand side is, in either notation.
 
-A node is an operation with child nodes, or a leaf (a network quantity, a gradient, a size, a number).
+A node is an operation with child nodes, or a leaf. Leaves (``value`` says which): ``name`` (a network
+quantity), ``grad`` (its gradient), ``local`` (a local gradient: of, wrt, SymPy factor), ``size`` (a size
+symbol), ``number`` (a SymPy Rational). Operations: ``add`` (value: each term's sign), ``chain`` (value: the
+operator before each further factor, ``@``, ``dot`` (which also scales by a scalar), ``*`` or ``/``), ``neg``,
+``T``, ``pow`` (value: the exponent), ``sum`` (value: axis or None, keepdims, mean), ``ones`` (args: sizes;
+value ``"flat"`` for a 1-D array), ``fn`` (value: activation, order, params), ``softmax`` (value: axis),
+``exp``, ``log``, ``abs``, ``sign``, ``maximum``, ``cmp`` (value: ``>``, ``>=``, ``<``, ``<=``), ``where``
+(condition, if true, if false), ``tuple`` (a shape, only inside ``np.ones``).
+
 Sums and product chains are n-ary, so ``a + b + ... + z`` is one level deep; only real nesting (parentheses,
 function calls) makes a tree deeper, and ``MAX_DEPTH`` bounds it so every recursive walk stays shallow.
 """
@@ -12,24 +20,6 @@ from dataclasses import dataclass, field
 from .errors import ClaimError
 
 MAX_DEPTH = 60  # nesting levels of a claim (parentheses, calls); every walk over a tree recurses this deep
-
-# Leaves: the value says which quantity, gradient, size or number.
-LEAVES = frozenset({"name", "grad", "local", "size", "number"})
-# Operations whose arguments are not matrices being combined but a matrix and a setting.
-OPERATIONS = frozenset({
-    "add",      # value: the signs (+1/-1) of the terms
-    "chain",    # value: the operators between the factors, each "@" (matmul), "dot" (scales a scalar), "*", "/"
-    "neg", "T",
-    "pow",      # value: the integer exponent
-    "sum",      # value: (axis or None, keepdims, mean)
-    "ones",     # args: its sizes (scalar trees)
-    "fn",       # value: (activation, order, params)
-    "softmax",  # value: the axis
-    "exp", "log", "abs", "sign", "maximum",
-    "cmp",      # value: ">", ">=", "<", "<="
-    "where",    # args: condition, value where true, value where false
-    "tuple",    # a shape (N, 1): only the argument of np.ones
-})
 
 
 @dataclass(frozen=True, eq=False)

@@ -212,6 +212,8 @@ class Checker:
         return self.judge(claim, source=source, line=line)
 
     def judge(self, claim: Claim, **where) -> Verdict:
+        """The verdict on a parsed claim: shapes (symbolic, then at the spec's widths), exact values, and
+        the reason or the note that goes with them; ``where``: the claim's source and line."""
         target = self._target(claim)
         if target is None:
             return self._no_dependence(claim, **where)
