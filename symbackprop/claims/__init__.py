@@ -7,7 +7,8 @@ X^\\top \\delta^{[1]}``, ``\\delta^l = ((w^{l+1})^T \\delta^{l+1}) \\odot \\sigm
 
 - ``sources``: claims from text and files (line numbers, a size limit);
 - ``names``: which network quantity a word means, read from the network (with the courses' aliases);
-- ``parse``: both notations into one tree (``tree``), every problem a ``ClaimError`` with a column;
+- ``parse``: either notation (``numpy_syntax``, ``latex_syntax``, sharing ``syntax``) into one tree
+  (``tree``), every problem a ``ClaimError`` with a column;
 - ``shapes``: NumPy's shape rules, at symbolic sizes and at the spec's;
 - ``semantics``: exact values (integers modulo a prime, with the activations' identities built in);
 - ``verdict``: the ``Checker``, which compares a claim with the derivation and explains the verdict
@@ -15,7 +16,6 @@ X^\\top \\delta^{[1]}``, ``\\delta^l = ((w^{l+1})^T \\delta^{l+1}) \\odot \\sigm
 """
 
 from .errors import ClaimError
-from .parse import Claim
 from .sources import (
                       MAX_FILE_BYTES,
                       Source,
@@ -25,6 +25,7 @@ from .sources import (
                       numbered_latex_claims,
                       read_claims_file,
 )
+from .syntax import Claim
 from .verdict import Checker, Verdict, check, exit_code
 
 __all__ = ["MAX_FILE_BYTES", "Checker", "Claim", "ClaimError", "Source", "Verdict", "check", "claims_from_text",

@@ -295,7 +295,7 @@ class TreeEvaluator:
         return total
 
     def _ones(self, tree):
-        from .parse import constant
+        from .syntax import constant
 
         shape = tuple(int(constant(arg).xreplace(self.sizes)) for arg in tree.args)
         if tree.value != "flat" and len(shape) == 1:

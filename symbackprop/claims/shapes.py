@@ -119,7 +119,7 @@ class ShapeInference:
         return Flat(cols if axis == 0 else rows)
 
     def _ones(self, tree):
-        from .parse import constant
+        from .syntax import constant
 
         sizes = [self.dims(constant(arg)) for arg in tree.args]
         if tree.value == "flat":

@@ -29,9 +29,10 @@ from ..verify import random_float_inputs
 from .errors import ClaimError
 from .explain import factor_candidates, formula, rational, relations_text, scaling_words, sizes_text
 from .names import Names
-from .parse import Claim, parse
+from .parse import parse
 from .semantics import ExactField, Float64, TreeEvaluator, Undefined
 from .shapes import ShapeInference, ShapeMismatch, result_problem
+from .syntax import Claim
 
 EXACT_WIDTH = 16         # widths up to this are evaluated as they are
 EXACT_TERMS = 40_000     # above this many products per point, widths are reduced further
