@@ -223,9 +223,10 @@ class _Progress:
 @main.command()
 @spec_option
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as a JSON list.")
-@click.option("--file", "claims_file", type=click.File("r", encoding="utf-8"), metavar="CLAIMS",
-              help="NumPy-like claims, one per line (blank lines and # comments skipped).")
-@click.option("--latex", "latex_file", type=click.File("r", encoding="utf-8"), metavar="TEX",
+@click.option("--file", "claims_file", type=click.Path(dir_okay=False, allow_dash=True), metavar="CLAIMS",
+              help="Claims, one per line, in either notation (blank lines and # comments skipped); - reads "
+                   "stdin.")
+@click.option("--latex", "latex_file", type=click.Path(dir_okay=False, allow_dash=True), metavar="TEX",
               help="LaTeX claims: every $$...$$, \\[...\\] or $...$ block with an '=' (equations side by "
                    "side split at \\quad, \\qquad, \\\\); without such blocks, one claim per line. "
                    "Lines starting with % are skipped.")
@@ -234,31 +235,39 @@ def check(spec_path, as_json, claims_file, latex_file, claims):
     """Check written backprop formulas (CLAIMS) against the derivation.
 
     \b
-    A claim is a gradient or a local gradient, e.g.
-      'dL/dW3 = a2.T @ (Y_pred - Y_true)'     'dL/dZ1 = dL/da1 * (Z1 >= 0)'
-      'dL/db1 = sum(dL/dZ1, axis=0)'          'dZ2/da1 = W2.T'
-    with @ (matrix product), * (elementwise), .T, + -, scalars, ones(N), relu'(Z1), sigmoid'(Z1), ...
-    A claim with a backslash is read as LaTeX. Exit 0: all correct; 1: some claim is wrong;
-    2: a claim cannot be parsed.
+    A claim is a gradient or a local gradient, as the courses write it, e.g.
+      'dL/dW3 = a2.T @ (Y_pred - Y_true)'     'dW2 = np.dot(dZ2, A1.T)'
+      'dL/db1 = sum(dL/dZ1, axis=0)'          'dZ1 = np.dot(W2.T, dZ2) * (1 - A1**2)'
+      'dZ2/da1 = W2.T'                        '\\delta^{[2]} = \\delta^{[3]} W^{[3]T} \\odot g'(Z^{[2]})'
+    A claim with a backslash is read as LaTeX. Claims files are read up to 1 MiB, as UTF-8.
+    Exit 0: all correct; 1: some claim is wrong; 2: none is wrong but some cannot be parsed or decided.
     """
-    from .claims import Checker, claims_from_text, latex_claims_from_text
+    from .claims import Checker, exit_code, numbered_claims, numbered_latex_claims, read_claims_file
 
-    items = [(claim, None) for claim in claims]
-    if claims_file is not None:
-        items += [(claim, False) for claim in claims_from_text(claims_file.read())]
-    if latex_file is not None:
-        items += [(claim, True) for claim in latex_claims_from_text(latex_file.read())]
+    items = [(claim, None, f"argument {k}", None, 0) for k, claim in enumerate(claims, start=1)]
+    for path, latex, numbered in ((claims_file, None, numbered_claims), (latex_file, True, numbered_latex_claims)):
+        if path is not None:
+            name = "stdin" if path == "-" else path
+            items += [(s.text, latex, name, s.line, s.offset) for s in numbered(read_claims_file(path))]
     if not items:
         raise click.UsageError("no claims: give CLAIM arguments, --file CLAIMS or --latex TEX")
     checker = Checker(load(spec_path))
-    verdicts = [checker.check(claim, latex) for claim, latex in items]
+    if checker.substitution:
+        click.echo(f"symbackprop: {checker.substitution}", err=True)
+    verdicts = [checker.check(text, latex, source=source, line=line, offset=offset)
+                for text, latex, source, line, offset in items]
     if as_json:
         click.echo(json.dumps([verdict.to_dict() for verdict in verdicts], indent=2, ensure_ascii=False))
     else:
         for verdict in verdicts:
             click.echo(verdict.text())
-        click.echo(f"{sum(v.ok for v in verdicts)} of {len(verdicts)} claims correct")
-    sys.exit(0 if all(v.ok for v in verdicts) else 1)
+        counts = {kind: sum(v.verdict == kind for v in verdicts) for kind in ("wrong", "error", "undecided")}
+        extra = [f"{counts['wrong']} wrong"] if counts["wrong"] else []
+        extra += [f"{counts['error']} could not be parsed"] if counts["error"] else []
+        extra += [f"{counts['undecided']} undecided"] if counts["undecided"] else []
+        summary = f"{sum(v.ok for v in verdicts)} of {len(verdicts)} claims correct"
+        click.echo(summary + (f" ({', '.join(extra)})" if extra else ""))
+    sys.exit(exit_code(verdicts))
 
 
 @main.command()

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.matrices.expressions import MatrixExpr
 
-from ..claims import ClaimPrinter
+from ..claims.explain import ClaimPrinter
 from ..expressions import Elementwise
 from ..spec import RELU_GRAD_AT_ZERO_VALUES
 

@@ -1,0 +1,93 @@
+r"""Where claims come from: lines of a claims file, LaTeX blocks, and the file itself, read with a size limit.
+
+Each claim keeps its line and the column it starts at, so a parse error points into the file.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+
+from .errors import ClaimError
+
+MAX_FILE_BYTES = 1 << 20  # 1 MiB
+
+
+@dataclass(frozen=True)
+class Source:
+    """One claim and where it is: ``line`` (1-based) and ``offset`` (its 0-based column in that line)."""
+
+    text: str
+    line: int
+    offset: int = 0
+
+
+def numbered_claims(text: str) -> list[Source]:
+    """NumPy-like claims, one per line; blank lines and ``#`` comments are skipped."""
+    sources = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        code = line.split("#", 1)[0]
+        claim = code.strip()
+        if claim:
+            sources.append(Source(claim, number, len(code) - len(code.lstrip())))
+    return sources
+
+
+def claims_from_text(text: str) -> list[str]:
+    """NumPy-like claims, one per line; blank lines and ``#`` comments are skipped."""
+    return [source.text for source in numbered_claims(text)]
+
+
+_MATH_BLOCK = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\$(.+?)\$", re.DOTALL)
+_EQUATION_BREAK = re.compile(r"\\q?quad(?![A-Za-z])|\\\\|(?<!\\),(?=\s*\\frac)")
+
+
+def numbered_latex_claims(text: str) -> list[Source]:
+    r"""LaTeX claims: each ``$$...$$``, ``\[...\]`` or ``$...$`` block holding ``=``, or else one per line.
+
+    Lines starting with ``%`` are comments. A block may hold several equations separated by ``\quad``,
+    ``\qquad`` or ``\\`` (as slides write them side by side); each is one claim, numbered by the line its
+    block starts on.
+    """
+    text = "\n".join("" if line.lstrip().startswith("%") else line for line in text.splitlines())
+    blocks = [(match.start(), next(g for g in match.groups() if g is not None))
+              for match in _MATH_BLOCK.finditer(text)]
+    if not blocks:
+        starts = [0] + [m.end() for m in re.finditer("\n", text)]
+        blocks = list(zip(starts, text.split("\n")))
+    sources = []
+    for start, block in blocks:
+        line = text.count("\n", 0, start) + 1
+        for part in _EQUATION_BREAK.split(block):
+            part = " ".join(part.replace("&", " ").split()).rstrip(".,; ")
+            if "=" in part:
+                sources.append(Source(part, line))
+    return sources
+
+
+def latex_claims_from_text(text: str) -> list[str]:
+    r"""LaTeX claims (see ``numbered_latex_claims``)."""
+    return [source.text for source in numbered_latex_claims(text)]
+
+
+def read_claims_file(path: str) -> str:
+    """The text of a claims file (``-``: standard input), refused past ``MAX_FILE_BYTES`` or if not UTF-8."""
+    name = "standard input" if path == "-" else path
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise ClaimError(f"{name}: cannot read: {error.strerror or error}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ClaimError(f"{name}: larger than the {MAX_FILE_BYTES // (1 << 20)} MiB limit for a claims file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise ClaimError(f"{name}: not UTF-8 text (byte 0x{data[error.start]:02x} at line {line}, "
+                         f"column {column})") from None
