@@ -341,9 +341,11 @@ class LatexParser(Parser):
                 raise self.error(r"a comparison in the indicator \mathbb{1}_{...}", token)
             return value
         sup = self.group_tokens()
-        if len(sup) != 1:
+        if not sup:
             raise self.error(r"a size after \mathbf{1}_, as in \mathbf{1}_N", token)
-        size = self.names.size(sup[0].text) if sup[0].kind == "letters" else None
+        # One name (N, m) or a subscripted one as our own LaTeX prints widths: n_{2}.
+        text = "".join(t.text for t in sup if t.text not in ("{", "}"))
+        size = self.names.size(text) if sup[0].kind == "letters" else None
         if size is None:
             raise self.error(r"a size after \mathbf{1}_, as in \mathbf{1}_N", sup[0])
         return self.ones([self.leaf("size", size, sup[0])], token, flat=False)

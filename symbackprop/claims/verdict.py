@@ -23,7 +23,7 @@ import sympy as sp
 
 from ..derivation import derive
 from ..evaluate import Evaluator, Mod
-from ..rules import LOSSES
+from ..rules import loss_rule
 from ..spec import PRESETS, RELU_GRAD_AT_ZERO_VALUES, Spec
 from ..verify import random_float_inputs
 from .errors import ClaimError
@@ -358,13 +358,14 @@ class Checker:
         return [node for node in self.names.activations.values() if node.activation in KINKED]
 
     def random_inputs(self, field, sizes, seed) -> dict:
-        """Random field values for every input; a softmax loss's targets sum to 1 in each sample."""
+        """Random field values for every input; targets of a loss on class distributions sum to 1 in each
+        sample (the shorter gradients people write, ``softmax(Y) - T``, hold for those)."""
         net = self.network
         inputs = {}
         for name, symbol in net.inputs.items():
             rows, cols = (int(sp.sympify(d).xreplace(sizes)) for d in symbol.shape)
             inputs[name] = np.array([[field.random() for _ in range(cols)] for _ in range(rows)], dtype=object)
-        if "Y_true" in inputs and LOSSES[self.spec.loss.kind].targets_are_distributions:
+        if "Y_true" in inputs and loss_rule(self.spec.loss).targets == "distribution":
             T = inputs["Y_true"] if net.batch_first else inputs["Y_true"].T
             T[:, -1] = [Mod(1) - sum(row[:-1], Mod(0)) for row in T]
         return inputs
@@ -543,9 +544,9 @@ class Checker:
             upstream = ", ".join(f"dL/d{name}" for name in sorted(claim.gradients))
             return "value", (f"the claim is {shown} times {target.label}, but {upstream} already carries the "
                              f"loss's scaling, so no factor {shown} belongs here")
-        loss = LOSSES[self.spec.loss.kind]
+        loss = self.spec.loss
         return "convention", (f"the claim is {shown} times {target.label}: right for the loss {words}, but this "
-                              f"spec's loss is {loss.name}: {loss.reduction}")
+                              f"spec's loss is {loss.kind} (reduction {loss.reduction}, scale {loss.scale:g})")
 
     def _relu_convention(self, claim, target) -> str:
         own = sorted({node.params.get("relu_grad_at_zero") for node in self._kinked_layers()
