@@ -25,7 +25,8 @@ LAYOUTS = ("batch-first", "column")
 MAX_TITLE_LENGTH = 200
 RELU_GRAD_AT_ZERO_VALUES = (0, 0.5, 1)
 
-_TOP_KEYS = ("title", "layout", "input", "layers", "loss")
+_TITLE_PAGE_KEYS = ("author", "institute", "date")  # optional strings for the lecture's title page
+_TOP_KEYS = ("title", "layout", "input", "layers", "loss", *_TITLE_PAGE_KEYS)
 _INPUT_KEYS = ("size", "name")
 _PARAMETER_KEYS = ("alpha", "relu_grad_at_zero")
 _LAYER_KEYS = ("size", "activation", *_PARAMETER_KEYS)
@@ -81,6 +82,10 @@ class Spec:
     loss: LossSpec
     title: str = "Backpropagation"
     layout: str = "batch-first"
+    # The lecture's title page (optional): who gives it, where, when.
+    author: str | None = None
+    institute: str | None = None
+    date: str | None = None
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -110,6 +115,7 @@ def spec_to_dict(spec: Spec) -> dict:
         "layers": [{"size": layer.size, "activation": layer.activation, **layer.params}
                    for layer in spec.layers],
         "loss": {"kind": spec.loss.kind},
+        **{key: getattr(spec, key) for key in _TITLE_PAGE_KEYS if getattr(spec, key) is not None},
     }
 
 
@@ -266,14 +272,14 @@ class _Reader:
             self.fail("needs at least one layer", "layers")
         return tuple(self.layer(item, f"layers[{index}]") for index, item in enumerate(value))
 
-    def title(self, value: Any) -> str:
-        title = self.string(value, "title")
+    def title(self, value: Any, key: str = "title") -> str:
+        title = self.string(value, key)
         if len(title) > MAX_TITLE_LENGTH:
-            self.fail(f"must be at most {MAX_TITLE_LENGTH} characters, got {len(title)}", "title")
+            self.fail(f"must be at most {MAX_TITLE_LENGTH} characters, got {len(title)}", key)
         for position, char in enumerate(title):
             if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
                 self.fail(f"must not contain control characters (newline, tab, ...); found {char!r} "
-                          f"at position {position}", "title")
+                          f"at position {position}", key)
         return title
 
     def spec(self, value: Any) -> Spec:
@@ -291,4 +297,5 @@ class _Reader:
             extras["title"] = self.title(table["title"])
         if "layout" in table:
             extras["layout"] = self.choice(table["layout"], "layout", "layout", LAYOUTS)
+        extras.update({key: self.title(table[key], key) for key in _TITLE_PAGE_KEYS if key in table})
         return Spec(input_spec, layers, LossSpec(kind), **extras)
