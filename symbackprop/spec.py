@@ -119,6 +119,11 @@ def spec_to_dict(spec: Spec) -> dict:
     }
 
 
+def check_title_page_text(value: str, key: str) -> str:
+    """A title-page string given outside a spec (a command-line option), checked like the spec's own."""
+    return _Reader("<command line>").title(value, key)
+
+
 def load_spec(source: str | os.PathLike | Mapping) -> Spec:
     """Read, check and normalize a spec from a TOML file path or from a mapping with the same keys."""
     if isinstance(source, Mapping):
