@@ -15,7 +15,7 @@ activations are found as the ``Elementwise`` nodes in those steps.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import sympy as sp
@@ -57,6 +57,12 @@ class LectureOptions:
     date: str | None = None
     handout: bool = False
     example_seed: int = 0
+
+
+def document_title(spec, t: dict) -> str:
+    """The spec's title, or where the spec leaves the default, the catalog's word for backpropagation."""
+    default = next(f.default for f in fields(spec) if f.name == "title")
+    return t["default_title"] if spec.title == default else spec.title
 
 
 def title_page(spec, options: LectureOptions) -> dict:
@@ -538,8 +544,13 @@ def diagram(network) -> dict:
 # -- everything the lecture formats print ---------------------------------------------------------------------
 
 def _entries(values: dict, digits: int = 4) -> list[dict]:
-    return [{"name": name, "lhs": latex_name(name), "value": latex_matrix(value, digits)}
-            for name, value in values.items()]
+    """Printed values: ``lhs``, ``value`` (a matrix), and the whole ``equation`` and ``update`` lines."""
+    entries = []
+    for name, value in values.items():
+        lhs, matrix = latex_name(name), latex_matrix(value, digits)
+        entries.append({"name": name, "lhs": lhs, "value": matrix, "equation": f"{lhs} = {matrix}",
+                        "update": rf"{lhs} \leftarrow {matrix}"})
+    return entries
 
 
 def example_view(derivation, example: WorkedExample) -> dict:
@@ -608,7 +619,7 @@ def lecture_context(derivation, *, t: dict, lang: str, report, batch: int, optio
     names = [network.input_name, *parameter_names(network), "Y_true",
              *(step.name for step in network.steps if step.kind != "loss")]
     return {
-        "title_page": page, "handout": options.handout,
+        "title": document_title(network.spec, t), "title_page": page, "handout": options.handout,
         "hangul": lang == "ko" or _has_hangul(network.spec.title, *page.values()),
         "notation": notation_math(network), "symbols": symbol_rows(network, derivation, t),
         "activations": [_activation_view(note, t) for note in activation_notes(network)],

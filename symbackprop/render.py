@@ -19,7 +19,7 @@ from .errors import LINE_BREAKING, one_line
 from .lecture import LectureOptions, lecture_context
 from .printing import function_name, latex, latex_name, numpy_code, shape_latex, shape_text, text, text_name
 from .rules import ACTIVATIONS, LOSSES
-from .slides import display, plan
+from .slides import display, plan, side_by_side
 
 # Format name -> (template, file written by `derive`).
 FORMATS = {
@@ -85,7 +85,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True, lstrip_blocks=True,
     )
     env.filters.update(tex=tex_escape, md=md_escape, pycomment=py_comment, pystr=repr, display=display,
-                       tex_code=_tex_code)
+                       tex_code=_tex_code, side_by_side=side_by_side)
     return env
 
 

@@ -95,6 +95,20 @@ def display(parts: list[str], width: float = ARTICLE_WIDTH, tail: str = "") -> s
     return join_lines(break_equation(parts, width, tail))
 
 
+def side_by_side(items: list[str], width: float = ARTICLE_WIDTH) -> list[str]:
+    """Display formulas two to a line (``\\qquad`` between) where the pair fits ``width``; a Jinja filter."""
+    lines, index = [], 0
+    while index < len(items):
+        pair = rf"{items[index]} \qquad {items[index + 1]}" if index + 1 < len(items) else None
+        if pair and measure(pair).w <= width:
+            lines.append(pair)
+            index += 2
+        else:
+            lines.append(items[index])
+            index += 1
+    return lines
+
+
 def math(lines: list[str], step: bool = True, width: float = TEXT_WIDTH, scale: float = 1.0) -> Block:
     """A display block of one or more lines (``width`` in 10 pt units, set at ``scale`` times 10 pt)."""
     body = join_lines(lines)
@@ -440,20 +454,9 @@ class Deck:
 def _matrices(groups: list[list[tuple[str, object]]], relation: str = "=") -> list[Block]:
     """Blocks of ``lhs = matrix`` (3 decimals, elided past 6 rows or columns), two to a line within a
     group where they fit."""
-    blocks = []
-    for group in groups:
-        shown = [f"{lhs} {relation} {latex_matrix(value, SLIDE_DIGITS, SLIDE_MATRIX, SLIDE_MATRIX)}"
-                 for lhs, value in group]
-        index = 0
-        while index < len(shown):
-            pair = rf"{shown[index]} \qquad {shown[index + 1]}" if index + 1 < len(shown) else None
-            if pair and measure(pair).w <= TEXT_WIDTH:
-                blocks.append(math([pair]))
-                index += 2
-            else:
-                blocks.append(math([shown[index]]))
-                index += 1
-    return blocks
+    return [math([line]) for group in groups for line in side_by_side(
+        [f"{lhs} {relation} {latex_matrix(value, SLIDE_DIGITS, SLIDE_MATRIX, SLIDE_MATRIX)}"
+         for lhs, value in group], TEXT_WIDTH)]
 
 
 def _aligned(lines: list[str]) -> list[str]:
