@@ -86,13 +86,39 @@ def join_lines(lines: list[str]) -> str:
     return lines[0] if len(lines) == 1 else r"\begin{aligned}" + r" \\ ".join(lines) + r"\end{aligned}"
 
 
-def display(parts: list[str], width: float = ARTICLE_WIDTH, tail: str = "") -> str:
-    """A Jinja filter: the equation ``parts[0] = parts[1] = ...`` broken to fit ``width`` (empty parts and
-    a repeated last part dropped)."""
+def _unbraced(math: str) -> str:
+    """``math`` without its under-braces' labels and thin spaces: ``\\underbrace{X^{\\top}}_{...} \\, d``
+    reads ``X^{\\top}d``, so a chain-rule form can be compared with the formula it gives."""
+    while r"\underbrace{" in math:
+        start = math.index(r"\underbrace{")
+        body_end = _group_end(math, start + len(r"\underbrace"))
+        label_end = _group_end(math, body_end + 1) if math[body_end:body_end + 2] == "_{" else body_end
+        math = math[:start] + math[start + len(r"\underbrace{"):body_end - 1] + math[label_end:]
+    return math.replace(r"\,", "").replace(" ", "")
+
+
+def _group_end(math: str, start: int) -> int:
+    """The index after the braced group opening at ``start``."""
+    depth = 0
+    for index in range(start, len(math)):
+        depth += {"{": 1, "}": -1}.get(math[index], 0)
+        if depth == 0:
+            return index + 1
+    return len(math)
+
+
+def equation_parts(parts: list[str]) -> list[str]:
+    """The sides of a chain of equalities worth printing: empty parts dropped, and a last part dropped
+    that only repeats the one before (the chain-rule form without its under-brace labels)."""
     parts = [part for part in parts if part]
-    if len(parts) > 2 and parts[-1] == parts[-2]:
+    if len(parts) > 2 and _unbraced(parts[-1]) == _unbraced(parts[-2]):
         parts.pop()
-    return join_lines(break_equation(parts, width, tail))
+    return parts
+
+
+def display(parts: list[str], width: float = ARTICLE_WIDTH, tail: str = "") -> str:
+    """A Jinja filter: the equation ``parts[0] = parts[1] = ...`` broken to fit ``width``."""
+    return join_lines(break_equation(equation_parts(parts), width, tail))
 
 
 def side_by_side(items: list[str], width: float = ARTICLE_WIDTH) -> list[str]:
@@ -264,7 +290,7 @@ class Deck:
             blocks += [text(t["chain_network"]), math([example["braced"]], step=False),
                        text(t["chain_shapes"]), math([example["shapes"]], step=False),
                        text(t["chain_order"], step=False)]
-        return pack(t["chain_title"], blocks, t, link=example and {
+        return pack(t["chain_title"], blocks, t, label="chain-rule", link=example and {
             "target": f"backward-{example['layer']}",
             "text": t["chain_link"].format(layer=example["layer"])})
 
@@ -330,7 +356,8 @@ class Deck:
                   *(math(break_equation([s["lhs"], s["rhs"]], width), step=False, width=width, scale=scale)
                     for s in forward),
                   heading(t["panel_local"], step=False, scale=scale),
-                  *(math([_local(row)], step=False, width=width, scale=scale) for row in local)]
+                  *(math([line], step=False, width=width, scale=scale)
+                    for line in side_by_side([_local(row) for row in local], width))]
         return blocks, sum(b.height for b in blocks) + 24
 
     def _fits(self, steps: list[dict]) -> bool:
@@ -365,13 +392,15 @@ class Deck:
         return frames
 
     def _step_block(self, step: dict) -> Block:
-        """A backward step: the chain-rule form on one line, the formula it gives and its shape below."""
+        """A backward step: the chain-rule form, and where it reads differently the formula it gives, on a
+        line of its own with the shape."""
         tail = rf" \quad ({step['shape']})"
-        if step["chain"] and step["chain"] != step["rhs"]:
-            lines = [line.strip() for part in ([step["lhs"], step["chain"]], ["", step["rhs"]])
+        parts = equation_parts([step["lhs"], step["chain"], step["rhs"]])
+        if len(parts) == 3:
+            lines = [line.strip() for part in (parts[:2], ["", parts[2]])
                      for line in _aligned(break_equation(part, MAIN_WIDTH, tail if not part[0] else ""))]
         else:
-            lines = break_equation([step["lhs"], step["rhs"]], MAIN_WIDTH, tail)
+            lines = break_equation(parts, MAIN_WIDTH, tail)
         body = join_lines(lines)
         return Block("math", _scaled_height(body, MAIN_WIDTH) + 3 * (len(lines) - 1) + 10, math=body)
 
@@ -395,12 +424,16 @@ class Deck:
                    text(t["algorithm_layer"].format(layer=layer), width, step=False)]
         forward += [math(break_equation([s["lhs"], s["rhs"]], width), step=False, width=width)
                     for s in ctx["forward"] if s["layer"] == layer and s["kind"] != "loss"]
+        kept = next((row["kept"] for row in ctx["memory"]["rows"] if row["layer"] == layer), "")
+        if kept:
+            forward.append(text(t["algorithm_keep"].format(values=f"${kept}$"), width, step=False))
         backward = [heading(t["algorithm_backward_title"], step=False),
                     text(t["algorithm_backward"], width, step=False),
                     text(t["algorithm_layer"].format(layer=layer), width, step=False)]
         backward += [math(break_equation([s["lhs"], s["rhs"]], width), step=False, width=width)
                      for s in ctx["backward"] if s["layer"] == layer]
-        return [frame(t["algorithm_title"], [text(t["algorithm_update"], step=False)], columns=[forward, backward])]
+        return [frame(t["algorithm_title"], [text(t["algorithm_update"], step=False)], columns=[forward, backward],
+                      label="algorithm")]
 
     def memory(self) -> list[dict]:
         t, memory = self.t, self.ctx["memory"]
