@@ -70,7 +70,9 @@ PROPER_NAMES = {"symbackprop", "NumPy", "PyTorch", "SymPy", "Jupyter", "matplotl
 
 
 def _prose_of_markdown(text: str) -> str:
-    """Markdown without code blocks, code spans and math: the prose a reader reads."""
+    """Markdown without the title (the spec author's own words), code blocks, code spans and math: the
+    prose a reader reads."""
+    text = re.sub(r"\A# .*\n", "", text)
     text = re.sub(r"```.*?```", " ", text, flags=re.DOTALL)
     text = re.sub(r"\$\$.*?\$\$", " ", text, flags=re.DOTALL)
     text = re.sub(r"\$[^$]*\$", " ", text)
