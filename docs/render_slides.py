@@ -2,7 +2,7 @@
 
 Builds the seed network's deck in Korean and English as handouts (one page per frame), compiles each twice
 with pdflatex, finds the page of each labelled frame in the ``.aux`` file, and writes
-``docs/slide_<frame>_<lang>.png`` at 80 dpi, plus ``docs/deck_overview_<lang>.png`` when Pillow is installed.
+``docs/slide_<frame>_<lang>.png`` at 110 dpi, plus ``docs/deck_overview_<lang>.png`` when Pillow is installed.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def main() -> None:
         pages = label_pages(pdf)
         for label in labels:
             target = DOCS / f"slide_{label.replace('-', '_')}_{lang}"
-            subprocess.run(["pdftoppm", "-png", "-r", "80", "-singlefile", "-f", str(pages[label]),
+            subprocess.run(["pdftoppm", "-png", "-r", "110", "-singlefile", "-f", str(pages[label]),
                             "-l", str(pages[label]), str(pdf), str(target)], check=True)
             print(f"wrote {target}.png")
         try:

@@ -122,11 +122,13 @@ def display(parts: list[str], width: float = ARTICLE_WIDTH, tail: str = "") -> s
 
 
 def side_by_side(items: list[str], width: float = ARTICLE_WIDTH) -> list[str]:
-    """Display formulas two to a line (``\\qquad`` between) where the pair fits ``width``; a Jinja filter."""
+    """Display formulas two to a line (``\\qquad`` between) where the pair surely fits ``width`` (the
+    estimate has a tenth to spare, so a pair is never shrunk where a single formula would not be); a Jinja
+    filter."""
     lines, index = [], 0
     while index < len(items):
         pair = rf"{items[index]} \qquad {items[index + 1]}" if index + 1 < len(items) else None
-        if pair and measure(pair).w <= width:
+        if pair and measure(pair).w <= 0.9 * width:
             lines.append(pair)
             index += 2
         else:
