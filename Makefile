@@ -33,14 +33,11 @@ bench: install
 	  $(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0 || true
 	$(BIN)/python -m benchmarks
 
-# One slide of the Korean lecture deck as a PNG for the README (the backward pass, fully revealed).
-DOCS_SLIDE ?= 55
-docs: install tex
-	$(BIN)/symbackprop derive --format beamer --lang ko --out build/docs --force >/dev/null
-	cd build/docs && pdflatex -interaction=nonstopmode -halt-on-error backprop_slides.tex >/dev/null \
-	  && pdflatex -interaction=nonstopmode -halt-on-error backprop_slides.tex >/dev/null
-	mkdir -p docs
-	pdftoppm -f $(DOCS_SLIDE) -l $(DOCS_SLIDE) -png -r 110 -singlefile build/docs/backprop_slides.pdf docs/slide_backward_ko
+# A few slides of the seed deck (Korean and English; a backward-pass slide with its panel) as PNGs for the
+# README, and an overview sheet of each deck (with Pillow, from the notebook extra).
+docs: $(BIN)/python tex
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[notebook]'
+	$(BIN)/python docs/render_slides.py
 
 clean:
 	rm -rf $(VENV) out lecture build dist *.egg-info

@@ -151,22 +151,47 @@ def _summary(report, quiet: bool, *, err: bool = False) -> None:
               help="Language of the generated text.")
 @click.option("--batch", default=64, show_default=True, type=click.IntRange(min=1),
               help="Batch size for the memory table of the lecture formats.")
+@click.option("--author", metavar="TEXT", help="Author on the title page (over the spec's `author`).")
+@click.option("--institute", metavar="TEXT", help="Institute on the title page (over the spec's `institute`).")
+@click.option("--date", metavar="TEXT", help="Date on the title page, as written (over the spec's `date`).")
+@click.option("--handout", is_flag=True, help="Slides without step-by-step reveals (one page per frame).")
+@click.option("--example-seed", default=0, show_default=True, type=click.IntRange(min=0), metavar="N",
+              help="Seed of the worked example's data, parameters and teacher.")
 @quiet_option
-def derive(spec_path, formats, out_dir, force, lang, batch, quiet):
+def derive(spec_path, formats, out_dir, force, lang, batch, author, institute, date, handout, example_seed, quiet):
     """Derive the backward pass, verify it, and write the chosen formats."""
     from .output import STDOUT, check_targets
 
     check_targets(formats, out_dir, force=force)  # before anything slow: no SymPy imported yet
     from .derivation import derive as run_derive
+    from .lecture import LectureOptions
     from .output import write_outputs
 
+    options = LectureOptions(author=_title_page_text(author, "--author"),
+                             institute=_title_page_text(institute, "--institute"),
+                             date=_title_page_text(date, "--date"), handout=handout, example_seed=example_seed)
     derivation = run_derive(load(spec_path))
     report = derivation.verify()
-    written = write_outputs(derivation, report, formats, out_dir, force=force, lang=lang, batch=batch)
+    written = write_outputs(derivation, report, formats, out_dir, force=force, lang=lang, batch=batch,
+                            options=options)
     _summary(report, quiet, err=out_dir == STDOUT)
     for path in written:
         echo(f"wrote {path}")
     sys.exit(0 if report.ok else 1)
+
+
+def _title_page_text(value: str | None, option: str) -> str | None:
+    """A title-page option checked as the spec checks its strings (length, no control characters)."""
+    from .spec import check_title_page_text
+
+    return None if value is None else check_title_page_text(value, option)
+
+
+def _title_page_text(value: str | None, option: str) -> str | None:
+    """A title-page option checked as the spec checks its strings (length, no control characters)."""
+    from .spec import check_title_page_text
+
+    return None if value is None else check_title_page_text(value, option)
 
 
 @main.command()

@@ -1,45 +1,185 @@
-"""Numbers for the lecture: a worked example (one forward pass, every gradient, one gradient-descent step)
-and the memory table (what the forward pass must keep for the backward pass).
+"""Lecture material beyond the formulas: the lecturer's options, a worked example worth teaching, the memory
+table, each activation's definition and its convention at kinks, and the notation the documents explain.
 
-Both are computed from the derivation itself: the worked example evaluates the network's forward steps and
-the derivation's backward formulas with ``Evaluator`` in float64; the memory table lists the forward
-quantities that the backward formulas read.
+The worked example is computed from the derivation itself: the network's forward steps and the
+derivation's backward formulas evaluated by ``Evaluator`` in float64 (no SymPy substitution). Its data are
+seeded and documented: inputs and parameters drawn uniformly from [-1, 1] with one decimal, each layer redrawn
+(a bounded number of times) until every unit with a kink is alive for some sample and no pre-activation sits
+near a kink; targets are the outputs of a *teacher*, a second network of the same architecture drawn the same
+way, so the rule behind the targets is one the network can learn.
+
+Nothing here branches on a layer kind: layers are walked through the forward steps the network gives, and
+activations are found as the ``Elementwise`` nodes in those steps.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, fields
 
 import numpy as np
 import sympy as sp
+from sympy.printing.latex import LatexPrinter
 
 from .evaluate import Evaluator, Float64Backend
 from .expressions import Elementwise
-from .printing import latex_name
-from .rules import activation_rule, loss_rule
+from .printing import latex, latex_name, shape_latex
+from .rules import FUNCTIONS, activation_rule, loss_rule
 
 EXAMPLE_BATCH = 2
 EXAMPLE_LR = 0.1
 # The worked example prints every matrix; wider networks get the derivation without it.
 EXAMPLE_MAX_WIDTH = 8
-# Inputs are drawn with one decimal so they print exactly; draws with a pre-activation closer than this to
-# a kink, or a gradient smaller than this everywhere, are redrawn.
+# A draw is redrawn while a pre-activation lies closer than this to a kink (ReLU at 0).
 KINK_MARGIN = 0.05
-MAX_DRAWS = 1000
+# Redraws per layer; past this the last draw is kept (it is still a valid example, only a less tidy one).
+MAX_DRAWS = 200
+# The teacher's units must be alive on this many samples, so its targets vary.
+TEACHER_SAMPLES = 32
+# The notebook's training set and loop.
+TRAIN_SAMPLES = 64
+TRAIN_STEPS = 500
+TRAIN_LR = 1.0
+
+_LAYERED = re.compile(r"^([A-Za-z]+?)(\d+)$")
+# Activation parameters that have a conventional symbol; the others (relu_grad_at_zero) show in the
+# kink convention instead.
+_PARAMETER_SYMBOLS = {"alpha": r"\alpha"}
+
+
+@dataclass(frozen=True)
+class LectureOptions:
+    """What a lecturer chooses beyond the spec: the title page (over the spec's own ``author``,
+    ``institute``, ``date``), a handout deck without step-by-step reveals, and the worked example's seed."""
+
+    author: str | None = None
+    institute: str | None = None
+    date: str | None = None
+    handout: bool = False
+    example_seed: int = 0
+
+
+def document_title(spec, t: dict) -> str:
+    """The spec's title, or where the spec leaves the default, the catalog's word for backpropagation."""
+    default = next(f.default for f in fields(spec) if f.name == "title")
+    return t["default_title"] if spec.title == default else spec.title
+
+
+def title_page(spec, options: LectureOptions) -> dict:
+    """Author, institute and date for the title page: the option where given, else the spec's, else empty."""
+    return {key: next((value for value in (getattr(options, key), getattr(spec, key)) if value is not None), "")
+            for key in ("author", "institute", "date")}
+
+
+def parameter_names(network) -> list[str]:
+    """The trainable parameters in the network's order (``W1``, ``b1``, ``gamma2``, ...)."""
+    return network.parameters
+
+
+def layer_of(name: str) -> int | None:
+    """The layer a parameter belongs to, from its name (``W3``, ``gamma2`` -> 3, 2); None for other names."""
+    match = _LAYERED.match(name)
+    return int(match.group(2)) if match else None
+
+
+# -- the worked example ---------------------------------------------------------------------------------------
+
+# How targets are made from the teacher's output ``Y`` (rows are samples), as NumPy source: the worked example
+# evaluates it and the notebook prints it, so the two cannot differ.
+TARGET_RULES = {
+    "onehot": "np.eye(Y.shape[1])[np.argmax(Y, axis=1)]",
+    "binary": "(Y > 0).astype(float)",
+    "regression": "np.round(Y, 2)",
+}
+
+
+def target_kind(network) -> str:
+    """Which of ``TARGET_RULES`` suits the loss: one-hot classes, 0/1 labels, or the teacher's values."""
+    targets = loss_rule(network.spec.loss).targets
+    if targets in ("distribution", "one_hot"):
+        return "onehot"
+    return "binary" if targets == "binary" else "regression"
+
+
+def make_targets(network, teacher_output: np.ndarray) -> np.ndarray:
+    """Targets from a teacher's output, in the network's layout."""
+    rows = teacher_output if network.batch_first else teacher_output.T
+    targets = eval(TARGET_RULES[target_kind(network)], {"np": np, "Y": rows})  # our own constant source
+    return targets if network.batch_first else targets.T
 
 
 @dataclass(frozen=True)
 class WorkedExample:
-    """One training step on a tiny batch: inputs, forward values, loss, gradients, updated parameters."""
+    """One training step on a tiny batch: inputs, forward values, loss, gradients, updated parameters.
+
+    ``teacher`` holds the parameters of the network whose outputs gave ``Y_true``.
+    """
 
     batch: int
     lr: float
+    seed: int
     inputs: dict  # X, W1, b1, ..., Y_true -> array
+    teacher: dict  # W1, b1, ... of the teacher
     forward: dict  # Z1, a1, ..., Y_pred -> array
     loss: float
     gradients: dict  # gradient symbol name (dY_pred, dZ3, dW3, ...) -> array
     updated: dict  # W1, b1, ... after one step
     loss_after: float
+
+
+def _draw(rng, shape) -> np.ndarray:
+    return np.round(rng.uniform(-1, 1, shape), 1)
+
+
+def _shape(symbol, sizes: dict) -> tuple[int, ...]:
+    return tuple(int(sp.sympify(dim).xreplace(sizes)) for dim in symbol.shape)
+
+
+def _kinked(steps) -> list[tuple]:
+    """The activations with kinks applied in ``steps``, each with the node of its derivative."""
+    return [(node, activation_rule(node.activation).kinks, node.derivative())
+            for step in steps for node in step.expr.atoms(Elementwise) if activation_rule(node.activation).kinks]
+
+
+def _healthy(evaluator, kinked) -> bool:
+    """No pre-activation near a kink, and for each activation with kinks every unit has a slope for some
+    sample and every sample for some unit (nothing dead for the whole batch, no sample ignored)."""
+    for node, kinks, slope in kinked:
+        z = evaluator(node.arg)
+        if any(np.abs(z - kink).min() <= KINK_MARGIN for kink in kinks):
+            return False
+        alive = evaluator(slope) != 0
+        if not (alive.any(axis=0).all() and alive.any(axis=1).all()):
+            return False
+    return True
+
+
+def _draw_parameters(network, env: dict, sizes: dict, rng) -> None:
+    """Draw every parameter into ``env`` layer by layer, evaluating the forward steps as it goes; a layer is
+    redrawn (at most ``MAX_DRAWS`` times) until its activations are healthy on the samples in ``env``."""
+    evaluator = Evaluator(Float64Backend(), env, sizes)
+    names = parameter_names(network)
+    for layer in sorted({step.layer for step in network.steps}):
+        steps = [step for step in network.steps if step.layer == layer and step.kind != "loss"]
+        kinked = _kinked(steps)
+        own = [name for name in names if layer_of(name) == layer]
+        for _ in range(MAX_DRAWS):
+            env.update({name: _draw(rng, _shape(network.inputs[name], sizes)) for name in own})
+            for step in steps:
+                env[step.name] = evaluator(step.expr)
+            if not own or _healthy(evaluator, kinked):
+                break
+
+
+def _data(network, rng, count: int, dropout: bool = True) -> dict:
+    """The input (with one decimal) and the dropout masks of ``count`` samples; the teacher drops nothing."""
+    X = _draw(rng, (count, network.spec.sizes[0]))
+    data = {network.input_name: X if network.batch_first else X.T}
+    sizes = network.sizes(count, network.spec.sizes)
+    for name in network.masks:
+        shape = _shape(network.inputs[name], sizes)
+        data[name] = (rng.random(shape) < network.initializers[name][1]).astype(float) if dropout else np.ones(shape)
+    return data
 
 
 def _evaluate(derivation, env: dict, sizes: dict) -> tuple[dict, float]:
@@ -50,58 +190,47 @@ def _evaluate(derivation, env: dict, sizes: dict) -> tuple[dict, float]:
     return evaluator.env, evaluator.loss(derivation.network)
 
 
-def example_inputs(derivation, batch: int = EXAMPLE_BATCH, seed: int = 0) -> dict:
-    """Seeded inputs with one decimal: X, parameters and targets that suit the loss.
+def worked_example(derivation, seed: int = 0, batch: int = EXAMPLE_BATCH) -> WorkedExample:
+    """Seeded data, a teacher's targets, one forward pass, every backward formula and one descent step.
 
-    Draws are repeated until no pre-activation sits near a kink (ReLU at 0) and no gradient is all zero
-    (a dead layer teaches nothing).
+    The step size starts at ``EXAMPLE_LR`` and is halved (at most ten times) until the step lowers the loss.
     """
     network = derivation.network
-    sizes = network.sizes(batch, network.spec.sizes)
-    kinked = [(node.arg.name, activation_rule(node.activation).kinks) for step in network.steps
-              for node in step.expr.atoms(Elementwise) if activation_rule(node.activation).kinks]
     rng = np.random.default_rng(seed)
-    for _ in range(MAX_DRAWS):
-        inputs = {}
-        for name, symbol in network.inputs.items():
-            shape = tuple(int(d.subs(sizes)) for d in symbol.shape)
-            draw = rng.uniform(-1, 1, shape)
-            inputs[name] = (draw > 0).astype(float) if network.roles[name] == "mask" else np.round(draw, 1)
-        inputs["Y_true"] = _targets(network, inputs["Y_true"])
-        env, _ = _evaluate(derivation, inputs, sizes)
-        clear_of_kinks = all(np.abs(env[name] - k).min() > KINK_MARGIN for name, kinks in kinked for k in kinks
-                             if name in env)
-        alive = all(np.abs(env[step.symbol.name]).max() > KINK_MARGIN for step in derivation.backward)
-        if clear_of_kinks and alive:
-            break
-    return inputs
+    names = parameter_names(network)
+    teacher_env = _data(network, rng, TEACHER_SAMPLES, dropout=False)
+    _draw_parameters(network, teacher_env, network.sizes(TEACHER_SAMPLES, network.spec.sizes), rng)
+    teacher = {name: teacher_env[name] for name in names}
 
-
-def _targets(network, draw: np.ndarray) -> np.ndarray:
-    """Targets the loss accepts, readable at one decimal: one-hot rows for class distributions, 0/1 for binary
-    targets, the draw otherwise."""
-    T = draw if network.batch_first else draw.T
-    kind = loss_rule(network.spec.loss).targets
-    if kind in ("distribution", "one_hot"):
-        T = np.eye(T.shape[1])[np.argmax(T, axis=1)]
-    elif kind == "binary":
-        T = (T > 0).astype(float)
-    return T if network.batch_first else T.T
-
-
-def worked_example(derivation, batch: int = EXAMPLE_BATCH, lr: float = EXAMPLE_LR,
-                   seed: int = 0) -> WorkedExample:
-    """Evaluate one forward pass, every backward formula and one gradient-descent step of size ``lr``."""
-    network = derivation.network
     sizes = network.sizes(batch, network.spec.sizes)
-    inputs = example_inputs(derivation, batch, seed)
-    env, loss = _evaluate(derivation, inputs, sizes)
-    forward = {step.name: env[step.name] for step in network.steps if step.kind != "loss"}
-    gradients = {step.symbol.name: env[step.symbol.name] for step in derivation.backward}
-    updated = {name: inputs[name] - lr * gradients[f"d{name}"] for name in network.parameters}
-    _, loss_after = _evaluate(derivation, {**inputs, **updated}, sizes)
-    return WorkedExample(batch, lr, inputs, forward, loss, gradients, updated, loss_after)
+    env = _data(network, rng, batch)
+    _draw_parameters(network, env, sizes, rng)
+    unmasked = {name: np.ones_like(env[name]) for name in network.masks}
+    prediction = Evaluator(Float64Backend(), {network.input_name: env[network.input_name], **teacher, **unmasked},
+                           sizes)
+    prediction.forward(network)
+    env["Y_true"] = make_targets(network, prediction.env["Y_pred"])
+    inputs = {name: env[name] for name in network.inputs}
 
+    values, loss = _evaluate(derivation, inputs, sizes)
+    forward = {step.name: values[step.name] for step in network.steps if step.kind != "loss"}
+    gradients = {step.symbol.name: values[step.symbol.name] for step in derivation.backward}
+    lr = EXAMPLE_LR
+    for _ in range(10):
+        updated = {name: inputs[name] - lr * gradients[f"d{name}"] for name in names}
+        _, loss_after = _evaluate(derivation, {**inputs, **updated}, sizes)
+        if loss_after < loss:
+            break
+        lr /= 2
+    return WorkedExample(batch, lr, seed, inputs, teacher, forward, loss, gradients, updated, loss_after)
+
+
+def has_worked_example(derivation) -> bool:
+    """Whether the network is small enough for a worked example whose matrices can be read."""
+    return max(derivation.network.spec.sizes) <= EXAMPLE_MAX_WIDTH
+
+
+# -- the memory table -----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class MemoryRow:
@@ -124,28 +253,31 @@ def memory_table(derivation, batch: int = 64) -> list[MemoryRow]:
     read = set()
     for step in derivation.backward:
         read |= {symbol.name for symbol in step.expr.atoms(sp.MatrixSymbol)}
-    sizes = network.sizes(batch, network.spec.sizes)
     per_layer = {0: [network.input_name]}
+    shapes = {network.input_name: network.inputs[network.input_name].shape}
     for step in network.steps:
         if step.kind != "loss":
             per_layer.setdefault(step.layer, []).append(step.name)
+            shapes[step.name] = step.symbol.shape
+    sizes = network.sizes(batch, network.spec.sizes)
     rows = []
     for layer, names in sorted(per_layer.items()):
         kept = tuple(name for name in names if name in read)
-        floats = sum(_per_sample(network, name) for name in kept)
-        total = sum(int(sp.prod(network.symbol(name).shape).xreplace(sizes)) for name in kept)
+        floats = sum(_per_sample(network, shapes[name]) for name in kept)
+        total = sum(int(sp.prod(shapes[name]).xreplace(sizes)) for name in kept)
         rows.append(MemoryRow(layer, kept, floats, 4 * total, 8 * total))
     return rows
 
 
-def _per_sample(network, name: str) -> int:
-    """Floats one sample adds to a kept quantity (0 for batch statistics such as a batch norm mean)."""
-    shape = network.symbol(name).shape
+def _per_sample(network, shape) -> int:
+    """Floats one sample adds to a kept quantity of this shape (0 for batch statistics: batch norm's mean)."""
     if network.N not in shape:
         return 0
     other = shape[1] if shape[0] == network.N else shape[0]
-    return int(other.xreplace(dict(zip(network.widths, network.spec.sizes))))
+    return int(sp.sympify(other).xreplace(dict(zip(network.widths, network.spec.sizes))))
 
+
+# -- numbers and matrices -------------------------------------------------------------------------------------
 
 def number(value: float, digits: int = 4) -> str:
     """A value rounded for reading: at most ``digits`` decimals, no trailing zeros, no ``-0``."""
@@ -153,46 +285,374 @@ def number(value: float, digits: int = 4) -> str:
     return "0" if text in ("-0", "") else text
 
 
-def latex_matrix(array: np.ndarray, digits: int = 4) -> str:
-    """A matrix of rounded values as an amsmath ``bmatrix``."""
-    rows = (" & ".join(number(v, digits) for v in row) for row in np.atleast_2d(array))
+def _kept(count: int, limit: int | None) -> list[int | None]:
+    """Indices shown of ``count`` under ``limit``: the first ones, None for the elided run, then the last."""
+    if limit is None or count <= limit:
+        return list(range(count))
+    return [*range(limit - 2), None, count - 1]
+
+
+def latex_matrix(array: np.ndarray, digits: int = 4, max_rows: int | None = None,
+                 max_cols: int | None = None) -> str:
+    """A matrix of rounded values as an amsmath ``bmatrix``; past ``max_rows`` rows or ``max_cols`` columns
+    the middle ones are elided with ``\\vdots`` / ``\\cdots`` (``\\ddots`` where both meet)."""
+    array = np.atleast_2d(array)
+    rows = []
+    for i in _kept(array.shape[0], max_rows):
+        cells = []
+        for j in _kept(array.shape[1], max_cols):
+            if i is None:
+                cells.append(r"\ddots" if j is None else r"\vdots")
+            else:
+                cells.append(r"\cdots" if j is None else number(array[i, j], digits))
+        rows.append(" & ".join(cells))
     return r"\begin{bmatrix}" + r" \\ ".join(rows) + r"\end{bmatrix}"
 
 
-def has_worked_example(derivation) -> bool:
-    """Whether the network is small enough for a worked example whose matrices can be read."""
-    return max(derivation.network.spec.sizes) <= EXAMPLE_MAX_WIDTH
+def scientific(value: float) -> str:
+    """``7.0e-13`` as LaTeX: ``7.0 \\times 10^{-13}``."""
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return rf"{mantissa} \times 10^{{{int(exponent)}}}"
 
 
-def lecture_context(derivation, batch: int = 64) -> dict:
-    """The worked example and the memory table as printed strings, for the templates."""
-    example = worked_example(derivation) if has_worked_example(derivation) else None
-    rows = memory_table(derivation, batch)
+# -- activations ----------------------------------------------------------------------------------------------
+
+_Z = sp.Symbol("z", real=True)
+_SIGMA = sp.Function("sigma")(_Z)
+
+
+def _condition(where, z) -> str:
+    """A set of reals as a condition on ``z``: ``z > 0``, ``z \\le 1``, ``z = 0``."""
+    z = sp.latex(z)
+    if isinstance(where, sp.FiniteSet) and len(where) == 1:
+        return f"{z} = {sp.latex(next(iter(where)))}"
+    if isinstance(where, sp.Interval) and where.end is sp.oo:
+        relation = ">" if where.left_open else r"\ge"
+        return f"{z} {relation} {sp.latex(where.start)}"
+    if isinstance(where, sp.Interval) and where.start is -sp.oo:
+        relation = "<" if where.right_open else r"\le"
+        return f"{z} {relation} {sp.latex(where.end)}"
+    return rf"{z} \in {sp.latex(where)}"
+
+
+class _ScalarPrinter(LatexPrinter):
+    """Scalar rules as a lecture writes them: cases with conditions in math only (no 'otherwise': the last
+    row states the remaining set), the logistic function as ``\\sigma(z)``."""
+
+    def _print_Piecewise(self, expr):
+        z = next(iter(expr.free_symbols))
+        rows, covered = [], sp.S.EmptySet
+        for value, condition in expr.args:
+            where = (sp.S.Reals if condition is sp.true else condition.as_set()) - covered
+            covered = covered | where
+            rows.append(f"{self._print(value)} & {_condition(where, z)}")
+        return r"\begin{cases} " + r" \\ ".join(rows) + r" \end{cases}"
+
+    def _print_Rational(self, expr):
+        # 1/100 reads as 0.01, as the spec writes it; thirds stay fractions.
+        if _decimal(expr):
+            return number(float(expr), 12)
+        return super()._print_Rational(expr)
+
+    def _print_Mul(self, expr):
+        coefficient, rest = expr.as_coeff_Mul()
+        if _decimal(coefficient):
+            return f"{self._print(coefficient)} {self._print(rest)}"
+        return super()._print_Mul(expr)
+
+    def _print_sigma(self, expr):
+        return rf"\sigma\left({self._print(expr.args[0])}\right)"
+
+
+def _decimal(value) -> bool:
+    """Whether a rational reads better as a decimal: its denominator is 10, 100, ... (0.3, 0.01)."""
+    return isinstance(value, sp.Rational) and value.q > 1 and str(value.q).strip("0") == "1"
+
+
+def _scalar_latex(expr, logistic: bool = False) -> str:
+    """A scalar rule in LaTeX; with ``logistic``, ``1 / (1 + e^{-z})`` is written ``\\sigma(z)``."""
+    return _ScalarPrinter().doprint(expr.subs(1 / (1 + sp.exp(-_Z)), _SIGMA) if logistic else expr)
+
+
+def _slope(derivative, at: float) -> sp.Basic:
+    """A one-sided slope, as an exact number where it is one (read from a float64 evaluation)."""
+    return sp.nsimplify(round(float(derivative.subs(_Z, at)), 9), rational=True)
+
+
+def activation_notes(network) -> list[dict]:
+    """Each elementwise function the network applies (the identity aside), once per parameter setting: its
+    definition and derivative in LaTeX, its parameters, and at each kink the two one-sided slopes and the
+    value this derivation takes there. ``layers`` lists where it is applied."""
+    notes = {}
+    for step in network.steps:
+        for node in sorted(step.expr.atoms(Elementwise), key=str):
+            if node.activation in ("identity", *FUNCTIONS) or node.order:
+                continue
+            note = notes.get(node.key)
+            if note is None:
+                rule, params = activation_rule(node.activation), node.params
+                derivative = rule.derivative(_Z, params)
+                kinks = []
+                for kink in rule.kinks:
+                    left, right = _slope(derivative, kink - 1e-12), _slope(derivative, kink + 1e-12)
+                    if left != right:
+                        kinks.append({"at": _scalar_latex(sp.nsimplify(kink)), "left": _scalar_latex(left),
+                                      "right": _scalar_latex(right),
+                                      "value": _scalar_latex(sp.nsimplify(derivative.subs(_Z, kink)))})
+                note = notes[node.key] = {
+                    "name": rule.latex, "forward": _scalar_latex(rule.forward(_Z, params)),
+                    "derivative": _scalar_latex(derivative, logistic=True), "kinks": kinks, "layers": [],
+                    "params": [{"symbol": _PARAMETER_SYMBOLS[key], "value": number(value, 6)}
+                               for key, value in params.items() if key in _PARAMETER_SYMBOLS],
+                }
+            if step.layer not in note["layers"]:
+                note["layers"].append(step.layer)
+    return list(notes.values())
+
+
+# -- notation -------------------------------------------------------------------------------------------------
+
+# The math the convention sentences quote, per layout (the sentences themselves are in the catalogs).
+_LAYOUT_MATH = {
+    "batch-first": {"forward": r"Z^{[l]} = A^{[l-1]} W^{[l]} + \mathbf{1}_N b^{[l]}",
+                    "W_shape": r"n_{l-1} \times n_l", "backward": r"\frac{\partial L}{\partial W^{[l]}} = "
+                    r"A^{[l-1]\top} \delta^{[l]}"},
+    "column": {"forward": r"Z^{[l]} = W^{[l]} A^{[l-1]} + b^{[l]} \mathbf{1}_N^{\top}",
+               "W_shape": r"n_l \times n_{l-1}", "backward": r"\frac{\partial L}{\partial W^{[l]}} = "
+               r"\delta^{[l]} A^{[l-1]\top}"},
+}
+
+
+def notation_math(network) -> dict:
+    """Math pieces the convention sentences quote, each wrapped in ``$...$`` (Markdown and LaTeX alike)."""
+    pieces = {"X": latex_name(network.input_name), "N": "N", "n": "n_l", "l": "l", "W": "W^{[l]}",
+              "b": "b^{[l]}", "Z": "Z^{[l]}", "delta": r"\delta^{[l]}", "A": "A^{[l-1]}",
+              "delta_def": r"\delta^{[l]} = \frac{\partial L}{\partial Z^{[l]}}",
+              **_LAYOUT_MATH[network.spec.layout]}
+    return {key: f"${value}$" for key, value in pieces.items()}
+
+
+def _describe(t: dict, key: str, fallback: str, **values) -> str:
+    """The catalog sentence ``key`` (or ``fallback`` where the catalog has none, e.g. a new layer kind)."""
+    return (t[key] if key in t else t[fallback]).format(**values)
+
+
+def symbol_rows(network, derivation, t: dict) -> list[dict]:
+    """The notation, one row per symbol (``symbol``, ``meaning``, ``shape`` in LaTeX, ``layer``): the input,
+    every forward quantity, every parameter, the targets, the loss and each delta."""
+    rows = [{"symbol": latex_name(network.input_name), "meaning": t["symbol_input"], "layer": 0,
+             "shape": shape_latex(network.inputs[network.input_name].shape)}]
+    params = parameter_names(network)
+    for layer in sorted({step.layer for step in network.steps}):
+        for step in network.steps:
+            if step.layer == layer and step.kind != "loss":
+                key = "step_prediction" if step.name == "Y_pred" else f"step_{step.kind}"
+                rows.append({"symbol": latex_name(step.name), "layer": layer,
+                             "meaning": _describe(t, key, "step_other", layer=layer),
+                             "shape": shape_latex(step.symbol.shape)})
+        for name in params:
+            if layer_of(name) == layer:
+                key = f"param_{_LAYERED.match(name).group(1)}"
+                rows.append({"symbol": latex_name(name), "layer": layer,
+                             "meaning": _describe(t, key, "param_other", layer=layer),
+                             "shape": shape_latex(network.inputs[name].shape)})
+    rows.append({"symbol": "Y_{true}", "meaning": t["symbol_targets"], "layer": network.depth,
+                 "shape": shape_latex(network.inputs["Y_true"].shape)})
+    rows.append({"symbol": "L", "meaning": t["symbol_loss"], "layer": network.depth, "shape": "1 \\times 1"})
+    for step in derivation.backward:
+        symbol = latex_name(step.symbol.name)
+        if symbol.startswith(r"\delta"):
+            rows.append({"symbol": symbol, "layer": step.layer, "shape": shape_latex(step.shape),
+                         "meaning": t["symbol_delta"].format(of=f"${latex_name(step.name)}$")})
+    return rows
+
+
+# -- verification, in the catalog's words ---------------------------------------------------------------------
+
+_FD_ERROR = re.compile(r"finite differences: rel\. error ([0-9.]+e[+-]?[0-9]+)")
+
+
+def _check_name(name: str, t: dict) -> str:
+    """A report row's name in the document's language: math for formulas, a catalog phrase otherwise."""
+    if name.startswith("dL/d"):
+        return f"${latex_name('d' + name[4:])}$"
+    if name.endswith("'(z)"):
+        return f"${activation_rule(name[:-4]).latex}'(z)$"  # the report names rule-table functions only
+    local = re.fullmatch(r"local: layer (\d+)", name)
+    if local:
+        return t["check_local_layer"].format(layer=local.group(1))
+    if name == "local: loss gradient":
+        return t["check_local_loss"]
+    return f"`{name}`"
+
+
+def verification_rows(report, t: dict) -> list[dict]:
+    """One row per check: the formula (``name``, TeX/Markdown-ready), ``ok``, the method as a catalog sentence
+    (``method``) and the relative error of the finite-difference sanity check where the report gives one
+    (``fd``, math)."""
+    rows = []
+    for check in report.checks:
+        method_key = "method_" + re.sub(r"\W", "_", check.method)
+        fd = _FD_ERROR.search(check.detail)
+        rows.append({"name": _check_name(check.name, t), "ok": check.ok,
+                     "method": t.get(method_key, f"`{check.method}`"),
+                     "fd": f"${scientific(float(fd.group(1)))}$" if fd else ""})
+    return rows
+
+
+def witness_text(report) -> str:
+    """The sizes the verifier used, as math: ``N = 2, n_{0} = 3, ...``."""
+    return ", ".join(f"{latex_name(key) if not key.startswith('n_') else f'n_{{{key[2:]}}}'} = {value}"
+                     for key, value in report.witness.items())
+
+
+def loss_text(network) -> str:
+    """The loss as LaTeX: ``L = ...``."""
+    return f"L = {latex(network.steps[-1].expr)}"
+
+
+# -- the network picture --------------------------------------------------------------------------------------
+
+DIAGRAM_MAX_UNITS = 5  # past this many units a column shows three, a vertical ellipsis and the last
+DIAGRAM_MAX_COLUMNS = 7  # past this many columns the middle layers give way to a horizontal ellipsis
+
+
+def layer_summary(network, index: int) -> dict:
+    """Layer ``index`` (0: the input) in a few words of math: its width, the values it computes (first and
+    last where there are more than two), the activations it applies and its parameters."""
+    steps = [step for step in network.steps if step.layer == index and step.kind != "loss"]
+    values = [latex_name(network.input_name)] if index == 0 else [latex_name(step.name) for step in steps]
+    functions = sorted({activation_rule(node.activation).latex for step in steps
+                        for node in step.expr.atoms(Elementwise) if node.activation != "identity"})
+    return {"index": index, "size": network.spec.sizes[index],
+            "names": ",\\ ".join(values if len(values) <= 2 else [values[0], r"\ldots", values[-1]]),
+            "functions": ",\\ ".join(functions),
+            "params": ",\\ ".join(latex_name(name) for name in parameter_names(network) if layer_of(name) == index)}
+
+
+def diagram(network) -> dict:
+    """Positions and labels of the TikZ picture (units of the picture's x and y steps), so that labels sit
+    on their own rows and the picture is symmetric about its centre."""
+    sizes, depth = network.spec.sizes, network.depth
+    indices = list(range(depth + 1))
+    if len(indices) > DIAGRAM_MAX_COLUMNS:
+        indices = [0, 1, 2, None, depth - 1, depth]
+    slots = max(min(size, DIAGRAM_MAX_UNITS) for size in sizes)
+    columns = []
+    for x, index in enumerate(indices):
+        if index is None:
+            columns.append({"x": x, "gap": True})
+            continue
+        size = sizes[index]
+        shown = min(size, DIAGRAM_MAX_UNITS)
+        top = (shown - 1) / 2
+        units = [{"y": top - k, "id": k} for k in range(shown)
+                 if not (size > DIAGRAM_MAX_UNITS and k == shown - 2)]
+        columns.append({
+            **layer_summary(network, index), "x": x, "gap": False, "units": units,
+            "dots": top - (shown - 2) if size > DIAGRAM_MAX_UNITS else None,
+            "role": "input" if index == 0 else ("output" if index == depth else "hidden"),
+        })
+    return {"columns": columns, "top": (slots - 1) / 2, "width": len(indices) - 1}
+
+
+# -- everything the lecture formats print ---------------------------------------------------------------------
+
+def _entries(values: dict, digits: int = 4) -> list[dict]:
+    """Printed values: ``lhs``, ``value`` (a matrix), and the whole ``equation`` and ``update`` lines."""
+    entries = []
+    for name, value in values.items():
+        lhs, matrix = latex_name(name), latex_matrix(value, digits)
+        entries.append({"name": name, "lhs": lhs, "value": matrix, "equation": f"{lhs} = {matrix}",
+                        "update": rf"{lhs} \leftarrow {matrix}"})
+    return entries
+
+
+def example_view(derivation, example: WorkedExample) -> dict:
+    """The worked example as printed matrices for the article and Markdown, parameters grouped by layer."""
     network = derivation.network
-
-    def entries(values: dict, names=None) -> list[dict]:
-        return [{"name": name, "lhs": "L" if name == "L" else latex_name(name), "value": latex_matrix(value)}
-                for name, value in values.items() if names is None or name in names]
-
+    names = parameter_names(network)
+    layers = sorted({layer_of(name) for name in names})
     return {
-        "example": example and {
-            "batch": example.batch, "lr": number(example.lr), "seed": 0,
-            "data": entries(example.inputs, (network.input_name, "Y_true")),
-            "params": entries(example.inputs, example.updated),
-            "forward": entries(example.forward), "gradients": entries(example.gradients),
-            "updated": entries(example.updated), "loss": number(example.loss),
-            "loss_after": number(example.loss_after),
-            "inputs_py": {name: value.tolist() for name, value in example.inputs.items()},
-        },
+        "batch": example.batch, "seed": example.seed, "lr": number(example.lr), "digits": 4,
+        "targets": target_kind(network),
+        "data": _entries({network.input_name: example.inputs[network.input_name],
+                          "Y_true": example.inputs["Y_true"]}),
+        "layers": [{"layer": layer,
+                    "params": _entries({n: example.inputs[n] for n in names if layer_of(n) == layer}),
+                    "updated": _entries({n: example.updated[n] for n in names if layer_of(n) == layer}),
+                    "gradients": _entries({step.symbol.name: example.gradients[step.symbol.name]
+                                           for step in derivation.backward if step.layer == layer})}
+                   for layer in layers],
+        "forward": _entries(example.forward), "loss": number(example.loss),
+        "loss_after": number(example.loss_after),
+    }
+
+
+def chain_example(derivation) -> dict | None:
+    """The chain rule at the first parameter gradient of the backward pass, its factors in the order of the
+    matrix formula: the shorthand factors braced over the matrices they are, and their shapes."""
+    params = set(parameter_names(derivation.network))
+    step = next((s for s in derivation.backward if s.name in params and s.local.side in ("left", "right")), None)
+    if step is None:
+        return None
+    local, upstream = step.local, derivation.network.symbol(step.upstream)
+    of, wrt = latex_name(local.of), latex_name(local.wrt)
+    factor = (rf"\underbrace{{\frac{{\partial {of}}}{{\partial {wrt}}}}}_{{{latex(local.expr)}}}",
+              f"({shape_latex(local.expr.shape)})")
+    incoming = (rf"\underbrace{{\frac{{\partial L}}{{\partial {of}}}}}_{{{latex_name('d' + step.upstream)}}}",
+                f"({shape_latex(upstream.shape)})")
+    first, second = (factor, incoming) if local.side == "left" else (incoming, factor)
+    lhs = latex_name(step.symbol.name)
+    return {"layer": step.layer, "braced": rf"{lhs} = {first[0]} \, {second[0]} = {latex(step.expr)}",
+            "shapes": rf"({shape_latex(step.shape)}) = {first[1]} \, {second[1]}"}
+
+
+def _activation_view(note: dict, t: dict) -> dict:
+    """An activation note with its sentences: where it is used, its parameters, each kink's convention."""
+    f = note["name"]
+    return {**note, "used": t["activation_used"].format(layers=", ".join(map(str, note["layers"]))),
+            "parameters": t["activation_parameters"].format(values=", ".join(
+                f"${p['symbol']} = {p['value']}$" for p in note["params"])) if note["params"] else "",
+            "conventions": [t["kink_convention"].format(
+                f=f"${f}$", at=f"$z = {k['at']}$", left=f"${k['left']}$", right=f"${k['right']}$",
+                prime=f"${f}'({k['at']}) = {k['value']}$") for k in note["kinks"]]}
+
+
+def _has_hangul(*texts: str) -> bool:
+    return any("\u1100" <= ch <= "\u11ff" or "\u3130" <= ch <= "\u318f" or "\uac00" <= ch <= "\ud7a3"
+               for text in texts for ch in text)
+
+
+def lecture_context(derivation, *, t: dict, lang: str, report, batch: int, options: LectureOptions) -> dict:
+    """What the lecture formats (Markdown, article, deck, notebook) print beyond the formulas (``t``: the
+    catalog of ``lang``)."""
+    network = derivation.network
+    page = title_page(network.spec, options)
+    example = worked_example(derivation, seed=options.example_seed) if has_worked_example(derivation) else None
+    rows = memory_table(derivation, batch)
+    names = [network.input_name, *parameter_names(network), "Y_true",
+             *(step.name for step in network.steps if step.kind != "loss")]
+    return {
+        "title": document_title(network.spec, t), "title_page": page, "handout": options.handout,
+        "hangul": lang == "ko" or _has_hangul(network.spec.title, *page.values()),
+        "notation": notation_math(network), "symbols": symbol_rows(network, derivation, t),
+        "activations": [_activation_view(note, t) for note in activation_notes(network)],
+        "loss_latex": loss_text(network),
+        "diagram": diagram(network), "chain_example": chain_example(derivation),
+        "layer_rows": [layer_summary(network, index) for index in range(network.depth + 1)],
+        "layer_indices": sorted({step.layer for step in network.steps}),
+        "verification": verification_rows(report, t), "witness": witness_text(report),
+        "example": example and example_view(derivation, example), "example_values": example,
+        "names": {name: latex_name(name) for name in names},
+        "param_layers": {name: layer_of(name) for name in parameter_names(network)},
         "memory": {
             "batch": batch,
             "rows": [{"layer": row.layer, "kept": ", ".join(latex_name(name) for name in row.kept),
-                      "kept_text": ", ".join(row.kept), "floats": row.floats_per_sample,
-                      "bytes32": f"{row.bytes32:,}", "bytes64": f"{row.bytes64:,}"} for row in rows],
+                      "floats": row.floats_per_sample, "bytes32": f"{row.bytes32:,}",
+                      "bytes64": f"{row.bytes64:,}"} for row in rows],
             "floats": sum(row.floats_per_sample for row in rows),
             "bytes32": f"{sum(row.bytes32 for row in rows):,}",
             "bytes64": f"{sum(row.bytes64 for row in rows):,}",
         },
-        "diagram": [{"index": l, "shown": min(size, 4), "more": size > 4, "size": size}
-                    for l, size in enumerate(network.spec.sizes)],
     }

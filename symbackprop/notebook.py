@@ -2,7 +2,9 @@
 
 The Markdown cells are the rendered Markdown document, one cell per section; the code cells define the
 generated NumPy module (without its ``__main__`` block), run its gradient check, recompute the worked example
-and train for a few hundred steps with a plot of the loss. Cell ids are fixed, so the file is reproducible.
+and train the network on data from the worked example's teacher until the loss has fallen by at least half,
+with a plot of the loss (matplotlib when installed, printed values otherwise). Cell ids are fixed, so the
+file is reproducible.
 """
 
 from __future__ import annotations
@@ -11,10 +13,22 @@ import re
 
 import nbformat
 
-from .lecture import has_worked_example, worked_example
+from .lecture import (
+    TARGET_RULES,
+    TRAIN_LR,
+    TRAIN_SAMPLES,
+    TRAIN_STEPS,
+    LectureOptions,
+    has_worked_example,
+    target_kind,
+    worked_example,
+)
 from .render import catalog, render
 
 _MAIN_BLOCK = '\nif __name__ == "__main__":'
+# Fonts with Hangul that matplotlib may find, most common first; without one, Korean plots get English labels.
+HANGUL_FONTS = ("NanumGothic", "Noto Sans CJK KR", "Noto Sans KR", "Malgun Gothic", "AppleGothic", "UnDotum",
+                "Baekmuk Gulim")
 
 
 def _sections(markdown: str) -> list[str]:
@@ -22,11 +36,9 @@ def _sections(markdown: str) -> list[str]:
     return [part.strip() for part in re.split(r"\n(?=## )", markdown) if part.strip()]
 
 
-def _example_cells(derivation, t) -> list:
+def _example_cells(network, example, t) -> list:
     """The worked example recomputed with the module's functions and checked against the printed values."""
     v4 = nbformat.v4
-    example = worked_example(derivation)
-    network = derivation.network
     return [
         v4.new_markdown_cell(f"## {t['notebook_example']}\n\n{t['notebook_example_intro']}"),
         v4.new_code_cell(
@@ -46,12 +58,86 @@ def _example_cells(derivation, t) -> list:
     ]
 
 
-def _cells(derivation, lang: str, report, batch: int) -> list:
+def _plot_code(lang: str) -> str:
+    """Plot ``losses`` with labels in ``lang``; Korean labels only with a font that has Hangul."""
+    t, en = catalog(lang), catalog("en")
+    labels = f"xlabel, ylabel = {t['notebook_step']!r}, {t['notebook_loss']!r}\n"
+    if lang == "ko":
+        labels = (
+            "from matplotlib import font_manager\n"
+            "installed = {font.name for font in font_manager.fontManager.ttflist}\n"
+            f"hangul = next((name for name in {HANGUL_FONTS!r} if name in installed), None)\n"
+            "if hangul:\n"
+            "    plt.rcParams['font.family'] = hangul\n"
+            f"    xlabel, ylabel = {t['notebook_step']!r}, {t['notebook_loss']!r}\n"
+            "else:\n"
+            f"    print({t['notebook_no_font']!r})\n"
+            f"    xlabel, ylabel = {en['notebook_step']!r}, {en['notebook_loss']!r}\n")
+    return (
+        "try:\n"
+        "    import matplotlib.pyplot as plt\n"
+        "except ImportError:  # no matplotlib: print the losses instead\n"
+        "    plt = None\n"
+        "    for step in range(0, len(losses), 50):\n"
+        f"        print({t['notebook_step']!r}, step, {t['notebook_loss']!r}, round(losses[step], 4))\n"
+        "if plt is not None:\n"
+        + "".join(f"    {line}\n" for line in labels.splitlines())
+        + "    plt.plot(losses)\n"
+        "    plt.xlabel(xlabel)\n"
+        "    plt.ylabel(ylabel)\n"
+        "    plt.yscale('log')\n"
+        "    plt.show()\n")
+
+
+def _training_cells(derivation, example, t, lang: str, seed: int) -> list:
+    """Full-batch gradient descent on data labelled by the teacher, halving the step when a step would raise
+    the loss; asserts that the loss falls by at least half."""
+    v4 = nbformat.v4
+    network = derivation.network
+    if example is None:
+        start = (f"teacher = init_params({seed + 1})\n"
+                 f"params = init_params({seed})\n")
+    else:
+        start = (f"teacher = {({name: value.tolist() for name, value in example.teacher.items()})!r}\n"
+                 "teacher = {name: np.array(value) for name, value in teacher.items()}\n"
+                 "params = {name: np.array(example[name]) for name in teacher}\n")
+    code = (
+        start
+        + "\n\ndef targets(Y):\n"
+        "    \"\"\"Targets from the teacher's output (rows are samples in this rule).\"\"\"\n"
+        "    Y = Y if BATCH_FIRST else Y.T\n"
+        f"    T = {TARGET_RULES[target_kind(network)]}\n"
+        "    return T if BATCH_FIRST else T.T\n\n\n"
+        f"rng = np.random.default_rng({seed + 1})\n"
+        f"X_train = rng.uniform(-1, 1, ({TRAIN_SAMPLES}, {network.spec.sizes[0]}))\n"
+        "X_train = X_train if BATCH_FIRST else X_train.T\n"
+        "Y_train = targets(forward(teacher, X_train)[0])\n"
+        f"lr = {TRAIN_LR!r}\n"
+        "losses = [loss(forward(params, X_train)[0], Y_train)]\n"
+        f"for step in range({TRAIN_STEPS}):\n"
+        "    Y_pred, cache = forward(params, X_train)\n"
+        "    trial = sgd_step(params, backward(params, cache, Y_train), lr=lr)\n"
+        "    value = loss(forward(trial, X_train)[0], Y_train)\n"
+        "    if value > losses[-1]:  # the step went too far: undo it and halve the learning rate\n"
+        "        lr /= 2\n"
+        "        value = losses[-1]\n"
+        "    else:\n"
+        "        params = trial\n"
+        "    losses.append(value)\n"
+        f"print({t['notebook_fell']!r}, f'{{losses[0]:.4f}}', {t['notebook_to']!r}, f'{{losses[-1]:.4f}}')\n"
+        + _plot_code(lang)
+        + "assert losses[-1] <= 0.5 * losses[0]")
+    intro = t["notebook_training_intro"].format(samples=TRAIN_SAMPLES)
+    return [v4.new_markdown_cell(f"## {t['notebook_training']}\n\n{intro}"), v4.new_code_cell(code)]
+
+
+def _cells(derivation, lang: str, report, batch: int, options: LectureOptions) -> list:
     t = catalog(lang)
     v4 = nbformat.v4
+    example = worked_example(derivation, seed=options.example_seed) if has_worked_example(derivation) else None
     module = render(derivation, "numpy", lang=lang, report=report).split(_MAIN_BLOCK)[0].rstrip() + "\n"
-    cells = [v4.new_markdown_cell(part) for part in _sections(render(derivation, "markdown", lang=lang,
-                                                                      report=report, batch=batch))]
+    markdown = render(derivation, "markdown", lang=lang, report=report, batch=batch, options=options)
+    cells = [v4.new_markdown_cell(part) for part in _sections(markdown)]
     cells += [
         v4.new_markdown_cell(f"## {t['notebook_code']}\n\n{t['notebook_code_intro']}"),
         v4.new_code_cell(module),
@@ -59,37 +145,19 @@ def _cells(derivation, lang: str, report, batch: int) -> list:
         v4.new_code_cell("error = gradient_check()\n"
                          f"print({t['notebook_check_result']!r}, f\"{{error:.2e}}\")\n"
                          "assert error < 1e-6"),
-        *(_example_cells(derivation, t) if has_worked_example(derivation) else ()),
-        v4.new_markdown_cell(f"## {t['notebook_training']}\n\n{t['notebook_training_intro']}"),
-        v4.new_code_cell(
-            "rng = np.random.default_rng(0)\n"
-            "params = init_params(0)\n"
-            "X_train, Y_train = _data(rng, 32)\n"
-            "losses = []\n"
-            "for step in range(300):\n"
-            "    Y_pred, cache = forward(params, X_train)\n"
-            "    losses.append(loss(Y_pred, Y_train))\n"
-            "    params = sgd_step(params, backward(params, cache, Y_train), lr=0.01)\n"
-            "try:\n"
-            "    import matplotlib.pyplot as plt\n"
-            "except ImportError:  # no matplotlib: print the losses instead\n"
-            f"    for step in range(0, len(losses), 30):\n"
-            f"        print({t['notebook_step']!r}, step, {t['notebook_loss']!r}, round(losses[step], 4))\n"
-            "else:\n"
-            "    plt.plot(losses)\n"
-            "    plt.xlabel('step')\n"  # ASCII: matplotlib's default font has no Hangul
-            "    plt.ylabel('L')\n"
-            "    plt.show()\n"
-            "assert losses[-1] < losses[0]"),
+        *(_example_cells(derivation.network, example, t) if example else ()),
+        *_training_cells(derivation, example, t, lang, options.example_seed),
     ]
     for number, cell in enumerate(cells):
         cell["id"] = f"cell-{number}"
     return cells
 
 
-def notebook(derivation, *, lang: str = "en", report=None, batch: int = 64) -> str:
+def notebook(derivation, *, lang: str = "en", report=None, batch: int = 64,
+             options: LectureOptions | None = None) -> str:
     """The notebook as nbformat v4 JSON text."""
-    nb = nbformat.v4.new_notebook(cells=_cells(derivation, lang, report, batch), metadata={
+    cells = _cells(derivation, lang, report, batch, options or LectureOptions())
+    nb = nbformat.v4.new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "language_info": {"name": "python"},
     })

@@ -65,10 +65,11 @@ def check_targets(formats: str, out_dir: str, *, force: bool = False) -> list[st
 
 
 def write_outputs(derivation, report, formats: str, out_dir: str, *, force: bool = False, lang: str = "en",
-                  batch: int = 64):
+                  batch: int = 64, options=None):
     """Render every chosen format, then write them all; return the paths written.
 
-    ``batch`` is the batch size of the memory table in the lecture formats.
+    ``batch`` is the batch size of the memory table in the lecture formats; ``options`` (a
+    ``lecture.LectureOptions``) the lecturer's choices.
     ``out_dir`` ``-`` prints the one chosen format on stdout instead (and returns no path). Every file is
     rendered before any is written and staged in a temporary file beside its target. Without ``force``
     each staged file is then hard-linked to its target, which fails if anything is there: the check and
@@ -79,7 +80,7 @@ def write_outputs(derivation, report, formats: str, out_dir: str, *, force: bool
     from .render import render
 
     chosen = check_targets(formats, out_dir, force=force)
-    texts = [render(derivation, fmt, lang=lang, report=report, batch=batch) for fmt in chosen]
+    texts = [render(derivation, fmt, lang=lang, report=report, batch=batch, options=options) for fmt in chosen]
     if out_dir == STDOUT:
         write_stream(texts[0])
         return []

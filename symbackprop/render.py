@@ -17,10 +17,14 @@ import jinja2
 from .codegen import module_context
 from .errors import LINE_BREAKING, one_line
 from .formats import ALIASES, FORMATS, LANGUAGES
-from .lecture import lecture_context
+from .lecture import LectureOptions, lecture_context
 from .printing import latex, latex_name, shape_latex, shape_text, text, text_name
 from .rules import TRAINABLE_ACTIVATIONS, activation_rule, loss_rule
+from .slides import display, plan, side_by_side
 from .tex_text import tex_escape
+
+# Formats that carry the lecture material (worked example, memory table, notation, verification table).
+LECTURE_FORMATS = ("markdown", "latex", "beamer")
 
 
 def _breaks_line(ch: str) -> bool:
@@ -48,6 +52,11 @@ def py_comment(value: str) -> str:
     return one_line(str(value).replace("\\", "\\\\").replace('"', '\\"'))
 
 
+def _tex_code(sentence: str) -> str:
+    """A sentence for LaTeX: its `code` spans (identifiers such as a layout's name) as escaped \\texttt."""
+    return re.sub(r"`([^`]*)`", lambda code: rf"\texttt{{{tex_escape(code.group(1))}}}", sentence)
+
+
 @cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -55,7 +64,8 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
         trim_blocks=True, lstrip_blocks=True,
     )
-    env.filters.update(tex=_tex_filter, md=md_escape, pycomment=py_comment, pystr=repr)
+    env.filters.update(tex=_tex_filter, md=md_escape, pycomment=py_comment, pystr=repr, display=display,
+                       tex_code=_tex_code, side_by_side=side_by_side)
     return env
 
 
@@ -67,21 +77,29 @@ def catalog(lang: str) -> dict:
     return tomllib.loads(resources.files("symbackprop.templates").joinpath(f"text/{lang}.toml").read_text("utf-8"))
 
 
-def render(derivation, fmt: str, *, lang: str = "en", report=None, batch: int = 64) -> str:
+def render(derivation, fmt: str, *, lang: str = "en", report=None, batch: int = 64,
+           options: LectureOptions | None = None) -> str:
     """Render ``derivation`` in ``fmt`` (a name of ``FORMATS`` or ``ALIASES``).
 
-    ``batch`` is the batch size of the memory table in the lecture formats."""
+    ``batch`` is the batch size of the memory table in the lecture formats; ``options`` are the lecturer's
+    choices (title page, handout deck, the worked example's seed)."""
     fmt = ALIASES.get(fmt, fmt)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     if report is None and fmt != "numpy":
         report = derivation.verify()
+    options = options or LectureOptions()
     if fmt == "ipynb":
         from .notebook import notebook
 
-        return notebook(derivation, lang=lang, report=report, batch=batch)
-    template = _environment().get_template(FORMATS[fmt][0])
-    return template.render(**context(derivation, lang=lang, report=report, batch=batch))
+        return notebook(derivation, lang=lang, report=report, batch=batch, options=options)
+    ctx = context(derivation, lang=lang, report=report, batch=batch)
+    if fmt in LECTURE_FORMATS:
+        ctx.update(lecture_context(derivation, t=ctx["t"], lang=lang, report=report, batch=batch,
+                                   options=options))
+    if fmt == "beamer":
+        ctx["deck"] = plan(ctx, derivation, ctx["t"])
+    return _environment().get_template(FORMATS[fmt][0]).render(**ctx)
 
 
 def _chain(step) -> str:
@@ -185,5 +203,4 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
         "updates": [{"name": name, "param": latex_name(name), "grad": latex_name(f"d{name}")}
                     for name in net.parameters],
         **module,
-        **lecture_context(derivation, batch),
     }

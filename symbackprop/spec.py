@@ -44,7 +44,8 @@ RELU_GRAD_AT_ZERO_VALUES = (0, 0.5, 1)
 DEFAULT_EPS = 1e-5
 DEFAULT_DROPOUT = 0.5
 
-_TOP_KEYS = ("title", "layout", "input", "layers", "loss", "regularization")
+_TITLE_PAGE_KEYS = ("author", "institute", "date")  # optional strings for the lecture's title page
+_TOP_KEYS = ("title", "layout", "input", "layers", "loss", "regularization", *_TITLE_PAGE_KEYS)
 _INPUT_KEYS = ("size", "name")
 _PARAMETER_KEYS = ("alpha", "relu_grad_at_zero")
 _LOSS_KEYS = ("kind", "reduction", "scale", "margin", "hinge_grad_at_zero")
@@ -114,6 +115,10 @@ class Spec:
     loss: LossSpec
     title: str = "Backpropagation"
     layout: str = "batch-first"
+    # The lecture's title page (optional): who gives it, where, when.
+    author: str | None = None
+    institute: str | None = None
+    date: str | None = None
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -165,6 +170,7 @@ def spec_to_dict(spec: Spec) -> dict:
         "layers": [_layer_to_dict(layer) for layer in spec.layers],
         "loss": {"kind": loss.kind, **({} if loss.kind in SHORTCUTS else
                                       {"reduction": loss.reduction, "scale": loss.scale}), **dict(loss.params)},
+        **{key: getattr(spec, key) for key in _TITLE_PAGE_KEYS if getattr(spec, key) is not None},
     }
     if loss.l2:
         data["regularization"] = {"l2": loss.l2, "l2_scale": loss.l2_scale}
@@ -179,6 +185,11 @@ def _layer_to_dict(layer: LayerSpec) -> dict:
         return {"kind": "activation", "activation": layer.activation, **layer.params}
     return {"kind": layer.kind, **{key: getattr(layer, "source" if key == "from" else key)
                                    for key in _LAYER_KEYS[layer.kind]}}
+
+
+def check_title_page_text(value: str, key: str) -> str:
+    """A title-page string given outside a spec (a command-line option), checked like the spec's own."""
+    return _Reader("<command line>").title(value, key)
 
 
 def load_spec(source: str | os.PathLike | Mapping) -> Spec:
@@ -463,14 +474,14 @@ class _Reader:
         self.choice(l2_scale, "regularization.l2_scale", "l2_scale", L2_SCALES)
         return l2, l2_scale
 
-    def title(self, value: Any) -> str:
-        title = self.string(value, "title")
+    def title(self, value: Any, key: str = "title") -> str:
+        title = self.string(value, key)
         if len(title) > MAX_TITLE_LENGTH:
-            self.fail(f"must be at most {MAX_TITLE_LENGTH} characters, got {len(title)}", "title")
+            self.fail(f"must be at most {MAX_TITLE_LENGTH} characters, got {len(title)}", key)
         for position, char in enumerate(title):
             if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
                 self.fail(f"must not contain control characters (newline, tab, ...); found {char!r} "
-                          f"at position {position}", "title")
+                          f"at position {position}", key)
         return title
 
     def spec(self, value: Any) -> Spec:
@@ -483,4 +494,5 @@ class _Reader:
             extras["title"] = self.title(table["title"])
         if "layout" in table:
             extras["layout"] = self.choice(table["layout"], "layout", "layout", LAYOUTS)
+        extras.update({key: self.title(table[key], key) for key in _TITLE_PAGE_KEYS if key in table})
         return Spec(input_spec, layers, loss, **extras)

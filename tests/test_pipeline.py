@@ -145,7 +145,7 @@ def test_printers_use_the_lecture_notation():
 
 def test_render_markdown_states_the_conventions():
     text = derive(seed_spec()).render("markdown")
-    assert "batch-first" in text and "ReLU'(0) = 1" in text and "half_sse" in text
+    assert "batch-first" in text and r"\operatorname{ReLU}'(0) = 1" in text and "half_sse" in text
     assert r"X^{\top} \delta^{[1]}" in text
 
 

@@ -1,0 +1,74 @@
+"""Render a few slides of the lecture deck to PNG for the README (run by ``make docs``).
+
+Builds the seed network's deck in Korean and English as handouts (one page per frame), compiles each twice
+with pdflatex, finds the page of each labelled frame in the ``.aux`` file, and writes
+``docs/slide_<frame>_<lang>.png`` at 110 dpi, plus ``docs/deck_overview_<lang>.png`` when Pillow is installed.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from symbackprop import derive, seed_spec
+from symbackprop.lecture import LectureOptions
+from symbackprop.render import render
+
+DOCS = Path(__file__).parent
+BUILD = DOCS.parent / "build" / "docs"
+FRAMES = {"ko": ["backward-2", "chain-rule"], "en": ["backward-2", "algorithm", "network"]}
+
+
+def compile_deck(lang: str) -> Path:
+    directory = BUILD / lang
+    directory.mkdir(parents=True, exist_ok=True)
+    tex = render(derive(seed_spec()), "beamer", lang=lang, options=LectureOptions(handout=True))
+    (directory / "slides.tex").write_text(tex, encoding="utf-8")
+    for _ in range(2):  # the second run knows the labels' pages
+        subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", "slides.tex"],
+                       cwd=directory, check=True, capture_output=True)
+    return directory / "slides.pdf"
+
+
+def label_pages(pdf: Path) -> dict[str, int]:
+    aux = pdf.with_suffix(".aux").read_text("utf-8", errors="replace")
+    return {label: int(page) for label, page in re.findall(r"\\newlabel\{([^}<]+)\}\{\{(\d+)\}", aux)}
+
+
+def overview(pdf: Path, target: Path) -> None:
+    """Every page at 30 dpi on one sheet, eight to a row."""
+    from PIL import Image
+
+    prefix = BUILD / f"{target.stem}-page"
+    for old in BUILD.glob(f"{prefix.name}-*.png"):
+        old.unlink()
+    subprocess.run(["pdftoppm", "-png", "-r", "30", str(pdf), str(prefix)], check=True)
+    images = [Image.open(path) for path in sorted(BUILD.glob(f"{prefix.name}-*.png"))]
+    width, height = images[0].size
+    columns, rows = 8, -(-len(images) // 8)
+    sheet = Image.new("RGB", (columns * (width + 4), rows * (height + 4)), "gray")
+    for index, image in enumerate(images):
+        sheet.paste(image, ((index % columns) * (width + 4), (index // columns) * (height + 4)))
+    sheet.save(target)
+
+
+def main() -> None:
+    for lang, labels in FRAMES.items():
+        pdf = compile_deck(lang)
+        pages = label_pages(pdf)
+        for label in labels:
+            target = DOCS / f"slide_{label.replace('-', '_')}_{lang}"
+            subprocess.run(["pdftoppm", "-png", "-r", "110", "-singlefile", "-f", str(pages[label]),
+                            "-l", str(pages[label]), str(pdf), str(target)], check=True)
+            print(f"wrote {target}.png")
+        try:
+            overview(pdf, DOCS / f"deck_overview_{lang}.png")
+            print(f"wrote {DOCS / f'deck_overview_{lang}.png'}")
+        except ImportError:
+            print("Pillow is not installed: no overview sheet", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

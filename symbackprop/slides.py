@@ -1,0 +1,511 @@
+"""The Beamer deck planned in Python: which content goes on which frame, and where long formulas break.
+
+Every piece of content is a *block* (a sentence, a heading, a formula, a table) with a height estimated by
+``mathsize``; blocks are packed into frames under the page's height, and what does not fit continues on a
+frame titled "(continued)". Formulas wider than their column break at top-level ``=`` (then ``+``, ``-``,
+``\\odot``) into aligned lines; matrices are elided past a readable size; the worked example shows one
+layer's parameters per frame. The template (``backprop_slides.tex.j2``) only lays the frames out, and its
+fitting macros shrink and log whatever the estimates missed, so a test can hold the deck to its limits.
+
+The deck iterates over the steps the derivation gives (forward steps per layer, backward steps per layer,
+the local gradients each backward step uses); it never branches on a layer kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from itertools import pairwise
+
+from .lecture import latex_matrix, number
+from .mathsize import measure, split_top_level, text_width
+
+# Page geometry of the default Beamer theme at 10 pt (128 mm x 96 mm), in pt, with a margin for error.
+TEXT_WIDTH = 307.0
+BODY_HEIGHT = 225.0  # estimated pt; estimates run 5-30% high, and the frame body holds 222 real pt
+PANEL_SHARE = 0.40  # the backward pass's panel; the formulas get 0.57 of the width
+PANEL_SCALE = 0.7  # \scriptsize in the panel
+MAIN_WIDTH = 0.57 * TEXT_WIDTH
+PANEL_WIDTH = (PANEL_SHARE * TEXT_WIDTH - 8) / PANEL_SCALE  # in 10 pt units, inside the panel's padding
+COLUMN_WIDTH = 0.48 * TEXT_WIDTH
+ARTICLE_WIDTH = 440.0  # an A4 article with 2.2 cm margins is 472 pt wide
+LINE = 12.5
+MAX_STEPS_PER_FRAME = 4
+# The worked example on slides: 3 decimals, at most 6 rows and 6 columns of a matrix.
+SLIDE_DIGITS = 3
+SLIDE_MATRIX = 6
+_DESCENT = r"\theta \leftarrow \theta - \alpha \frac{\partial L}{\partial \theta}"
+_SCALAR_CHAIN = r"z = f(y),\quad y = g(x) \qquad \Rightarrow \qquad \frac{dz}{dx} = \frac{dz}{dy} \cdot \frac{dy}{dx}"
+
+
+@dataclass
+class Block:
+    """One piece of a frame: ``kind`` is ``text``, ``heading``, ``math`` or ``table`` (a layout kind).
+
+    ``step``: the block is revealed on a click of its own (numbered into ``reveal`` when packed).
+    """
+
+    kind: str
+    height: float
+    text: str = ""
+    math: str = ""
+    table: dict = field(default_factory=dict)
+    step: bool = True
+    reveal: int = 1
+
+    def view(self) -> dict:
+        return {"kind": self.kind, "text": self.text, "math": self.math, "table": self.table,
+                "reveal": self.reveal, "height": self.height}
+
+
+# -- blocks -----------------------------------------------------------------------------------------------
+
+def _inline_width(text: str) -> float:
+    """Running text with ``$...$`` math: the text's width plus each math piece's."""
+    parts = text.split("$")
+    return sum(text_width(part) if index % 2 == 0 else measure(part, display=False).w
+               for index, part in enumerate(parts))
+
+
+def text(sentence: str, width: float = TEXT_WIDTH, step: bool = True, scale: float = 1.0) -> Block:
+    """A sentence (with ``$...$`` math) set in ``width`` at ``scale`` times 10 pt."""
+    lines = max(1, -(-_inline_width(sentence) * 1.03 // width))
+    return Block("text", lines * LINE * scale + 2, text=sentence, step=step)
+
+
+def heading(sentence: str, step: bool = True, scale: float = 1.0) -> Block:
+    return Block("heading", LINE * scale + 2, text=sentence, step=step)
+
+
+def _scaled_height(math: str, width: float) -> float:
+    box = measure(math)
+    return box.total * min(1.0, width / box.w) if box.w else box.total
+
+
+def join_lines(lines: list[str]) -> str:
+    """Display lines as one formula: a single line as it is, several as ``aligned`` (lines carry their ``&``)."""
+    return lines[0] if len(lines) == 1 else r"\begin{aligned}" + r" \\ ".join(lines) + r"\end{aligned}"
+
+
+def _unbraced(math: str) -> str:
+    """``math`` without its under-braces' labels and thin spaces: ``\\underbrace{X^{\\top}}_{...} \\, d``
+    reads ``X^{\\top}d``, so a chain-rule form can be compared with the formula it gives."""
+    while r"\underbrace{" in math:
+        start = math.index(r"\underbrace{")
+        body_end = _group_end(math, start + len(r"\underbrace"))
+        label_end = _group_end(math, body_end + 1) if math[body_end:body_end + 2] == "_{" else body_end
+        math = math[:start] + math[start + len(r"\underbrace{"):body_end - 1] + math[label_end:]
+    return math.replace(r"\,", "").replace(" ", "")
+
+
+def _group_end(math: str, start: int) -> int:
+    """The index after the braced group opening at ``start``."""
+    depth = 0
+    for index in range(start, len(math)):
+        depth += {"{": 1, "}": -1}.get(math[index], 0)
+        if depth == 0:
+            return index + 1
+    return len(math)
+
+
+def equation_parts(parts: list[str]) -> list[str]:
+    """The sides of a chain of equalities worth printing: empty parts dropped, and a last part dropped
+    that only repeats the one before (the chain-rule form without its under-brace labels)."""
+    parts = [part for part in parts if part]
+    if len(parts) > 2 and _unbraced(parts[-1]) == _unbraced(parts[-2]):
+        parts.pop()
+    return parts
+
+
+def display(parts: list[str], width: float = ARTICLE_WIDTH, tail: str = "") -> str:
+    """A Jinja filter: the equation ``parts[0] = parts[1] = ...`` broken to fit ``width``."""
+    return join_lines(break_equation(equation_parts(parts), width, tail))
+
+
+def side_by_side(items: list[str], width: float = ARTICLE_WIDTH) -> list[str]:
+    """Display formulas two to a line (``\\qquad`` between) where the pair surely fits ``width`` (the
+    estimate has a tenth to spare, so a pair is never shrunk where a single formula would not be); a Jinja
+    filter."""
+    lines, index = [], 0
+    while index < len(items):
+        pair = rf"{items[index]} \qquad {items[index + 1]}" if index + 1 < len(items) else None
+        if pair and measure(pair).w <= 0.9 * width:
+            lines.append(pair)
+            index += 2
+        else:
+            lines.append(items[index])
+            index += 1
+    return lines
+
+
+def math(lines: list[str], step: bool = True, width: float = TEXT_WIDTH, scale: float = 1.0) -> Block:
+    """A display block of one or more lines (``width`` in 10 pt units, set at ``scale`` times 10 pt)."""
+    body = join_lines(lines)
+    return Block("math", (_scaled_height(body, width) + 3 * (len(lines) - 1) + 5) * scale + 1, math=body,
+                 step=step)
+
+
+def table(columns: str, header: list[str], rows: list[list[str]], step: bool = False) -> Block:
+    return Block("table", (len(rows) + 1) * 12.5 + 10, table={"columns": columns, "header": header, "rows": rows},
+                 step=step)
+
+
+def break_equation(parts: list[str], width: float, tail: str = "") -> list[str]:
+    """``parts[0] = parts[1] = ...`` (then ``tail``) as display lines that each fit ``width``: one plain line
+    if it fits, else aligned lines ``lhs &= p1``, ``&= p2``, a part too wide itself continuing at its
+    top-level ``+``, ``-`` or ``\\odot`` on lines of its own."""
+    one = " = ".join(parts) + tail
+    if measure(one).w <= width:
+        return [one]
+    lines = []
+    for index, part in enumerate(parts[1:]):
+        prefix = f"{parts[0]} &= " if index == 0 else "&= "
+        pieces = split_top_level(part, ("+", "-", r"\odot"))
+        current = pieces[0]
+        for piece in pieces[1:]:
+            if measure(f"{prefix}{current} {piece}".replace("&", "")).w <= width:
+                current = f"{current} {piece}"
+            else:
+                lines.append(prefix + current)
+                prefix, current = r"&\quad ", piece
+        lines.append(prefix + current)
+    if tail and measure(lines[-1].replace("&", "") + tail).w <= width:
+        lines[-1] += tail
+    elif tail:
+        lines.append("&" + tail)
+    return lines if len(lines) > 1 else [lines[0].replace(" &= ", " = ", 1)]
+
+
+def _wrap_list(items: list[str], width: float, max_lines: int = 3) -> list[str]:
+    """Items joined by commas into lines that fit ``width``; past ``max_lines`` the middle is elided."""
+    lines, current = [], ""
+    for item in items:
+        candidate = f"{current},\\ {item}" if current else item
+        if current and measure(candidate).w > width:
+            lines.append(current)
+            current = item
+        else:
+            current = candidate
+    lines.append(current)
+    if len(lines) > max_lines:
+        lines = [*lines[:max_lines - 2], r"\vdots", lines[-1]]
+    return lines
+
+
+# -- packing ----------------------------------------------------------------------------------------------
+
+def _number_reveals(blocks: list[Block]) -> list[Block]:
+    numbered, reveal = [], 0
+    for block in blocks:
+        reveal += 1 if block.step or reveal == 0 else 0
+        numbered.append(replace(block, reveal=reveal))
+    return numbered
+
+
+def frame(title: str, blocks: list[Block], **extra) -> dict:
+    """A frame as the template reads it; ``extra``: ``label`` (a link target), ``panel`` (blocks beside the
+    main ones), ``columns`` (two lists of blocks side by side), ``strip`` (the network strip), ``link``."""
+    view = {"title": title, "blocks": [b.view() for b in _number_reveals(blocks)], "label": None,
+            "panel": None, "columns": None, "strip": None, "link": None}
+    for key, value in extra.items():
+        view[key] = [[b.view() for b in column] for column in value] if key == "columns" else (
+            [b.view() for b in value] if key == "panel" else value)
+    return view
+
+
+def pack(title: str, blocks: list[Block], t: dict, *, budget: float = BODY_HEIGHT, **extra) -> list[dict]:
+    """Frames holding ``blocks`` in order, each under ``budget``; a heading never ends a frame."""
+    frames, current, used = [], [], 0.0
+    for index, block in enumerate(blocks):
+        rest = sum(b.height for b in blocks[index:])
+        # A small remainder stays rather than open a frame of its own (the estimates run high).
+        if current and used + block.height > budget and not (rest < 0.1 * budget and used + rest < 1.03 * budget):
+            carried = [current.pop()] if current[-1].kind == "heading" and len(current) > 1 else []
+            frames.append(current)
+            current, used = carried, sum(b.height for b in carried)
+        current.append(block)
+        used += block.height
+    if current:
+        frames.append(current)
+    return [frame(title if index == 0 else f"{title} {t['continued']}", chunk,
+                  **{key: value for key, value in extra.items() if index == 0 or key not in ("label", "link")})
+            for index, chunk in enumerate(frames)]
+
+
+# -- the deck -----------------------------------------------------------------------------------------------
+
+def strip(depth: int, current: int, backward: bool) -> list[dict]:
+    """The network as a row of small boxes (input, layers, loss) with ``current`` highlighted, the layers
+    the pass has finished shaded, and long runs of layers elided."""
+    shown = sorted({0, 1, current - 1, current, current + 1, depth} & set(range(depth + 1)))
+    items, previous = [], None
+    for index in shown:
+        if previous is not None and index > previous + 1:
+            items.append({"label": r"\cdots", "state": "gap"})
+        done = index > current if backward else index < current
+        items.append({"label": "X" if index == 0 else str(index),
+                      "state": "current" if index == current else ("done" if done else "todo")})
+        previous = index
+    items.append({"label": "L", "state": "done" if backward else "todo"})
+    return items
+
+
+class Deck:
+    """Builds the deck's variable frames from the render context (printed formulas) and the lecture notes."""
+
+    def __init__(self, ctx: dict, derivation, t: dict):
+        self.ctx, self.derivation, self.t = ctx, derivation, t
+        self.network = derivation.network
+        self.depth = self.network.depth
+        self.layers = sorted({step["layer"] for step in ctx["forward"]})
+
+    # -- opening ----------------------------------------------------------------------------------------
+    def symbols(self) -> list[dict]:
+        """The notation table; past three layers only the first two and the last, with a row of dots."""
+        t, keep = self.t, {0, 1, 2, self.depth} if self.depth > 3 else set(range(self.depth + 1))
+        rows, elided = [], False
+        for row in self.ctx["symbols"]:
+            if row["layer"] in keep:
+                rows.append([f"${row['symbol']}$", row["meaning"], f"${row['shape']}$"])
+            elif not elided:
+                rows.append([r"$\vdots$", "", ""])
+                elided = True
+        per_frame = int((BODY_HEIGHT - 30) // 12.5)
+        chunks = [rows[i:i + per_frame] for i in range(0, len(rows), per_frame)]
+        return pack(t["symbols_title"], [table("lll", [t["symbol"], t["meaning"], t["shape"]], chunk)
+                                         for chunk in chunks], t, budget=BODY_HEIGHT)
+
+    def loss(self) -> list[dict]:
+        t, ctx = self.t, self.ctx
+        need = _wrap_list([u["grad"] for u in ctx["updates"]], TEXT_WIDTH)
+        blocks = [text(t["loss_intro"], step=False), math([ctx["loss_latex"]], step=False),
+                  heading(t["gradient_descent"]), math([_DESCENT], step=False),
+                  text(t["gd_intro_symbols"], step=False), text(t["gd_need"]), math(need, step=False)]
+        return pack(t["loss_title"], blocks, t)
+
+    def chain(self) -> list[dict]:
+        """The chain rule: scalar form, then the matrix form of the last layer's first parameter gradient
+        with its factors in the order of the matrix formula, their shapes, and a link to that slide."""
+        t, example = self.t, self.ctx["chain_example"]
+        blocks = [text(t["chain_intro"], step=False),
+                  math([_SCALAR_CHAIN], step=False)]
+        if example:
+            blocks += [text(t["chain_network"]), math([example["braced"]], step=False),
+                       text(t["chain_shapes"]), math([example["shapes"]], step=False),
+                       text(t["chain_order"], step=False)]
+        return pack(t["chain_title"], blocks, t, label="chain-rule", link=example and {
+            "target": f"backward-{example['layer']}",
+            "text": t["chain_link"].format(layer=example["layer"])})
+
+    def delta(self) -> list[dict]:
+        t, ctx = self.t, self.ctx
+        blocks = [text(t["delta_words"], step=False), math([ctx["notation"]["delta_def"].strip("$")], step=False),
+                  text(t["delta_shape"]), text(t["delta_role"])]
+        first = next((step for step in ctx["backward"] if step["lhs"].startswith(r"\delta")), None)
+        if first:
+            blocks += [text(t["delta_example"]),
+                       math(break_equation([first["lhs"], first["rhs"]], TEXT_WIDTH), step=False)]
+        return pack(t["delta_title"], blocks, t)
+
+    def activations(self) -> list[dict]:
+        t, frames = self.t, []
+        for note in self.ctx["activations"]:
+            f = note["name"]
+            blocks = [text(note["used"], step=False), math([f"{f}(z) = {note['forward']}"], step=False),
+                      math([f"{f}'(z) = {note['derivative']}"])]
+            if note["parameters"]:
+                blocks.append(text(note["parameters"], step=False))
+            blocks += [text(sentence) for sentence in note["conventions"]]
+            frames += pack(t["activation_title"].format(name=f"${f}$"), blocks, t)
+        return frames
+
+    # -- forward and backward -----------------------------------------------------------------------
+    def forward(self) -> list[dict]:
+        t, frames = self.t, []
+        for layer in self.layers:
+            steps = [s for s in self.ctx["forward"] if s["layer"] == layer and s["kind"] != "loss"]
+            if not steps:
+                continue
+            blocks = [math(break_equation([s["lhs"], s["rhs"]], TEXT_WIDTH, rf" \qquad ({s['shape']})"))
+                      for s in steps]
+            blocks.append(heading(t["forward_local"]))
+            blocks += [math([_local(row)], step=index > 0)
+                       for index, row in enumerate(r for r in self.ctx["local"]
+                                                   if r["layer"] == layer and r["side"] != "loss")]
+            frames += pack(t["forward_layer_title"].format(layer=layer), blocks, t,
+                           budget=BODY_HEIGHT - 16, strip=strip(self.depth, layer, backward=False))
+        loss_steps = [s for s in self.ctx["forward"] if s["kind"] == "loss"]
+        blocks = [math(break_equation([s["lhs"], s["rhs"]], TEXT_WIDTH), step=False) for s in loss_steps]
+        blocks.append(heading(t["forward_local"]))
+        blocks += [math([rf"\frac{{\partial L}}{{\partial {row['wrt']}}} = {row['expr']}"], step=False)
+                   for row in self.ctx["local"] if row["side"] == "loss"]
+        return frames + pack(t["forward_loss_title"], blocks, t)
+
+    def _panel(self, steps: list[dict]) -> tuple[list[Block], float]:
+        """The panel beside backward steps: symbols, forward equations and local gradients they use, and
+        its estimated height (with the strip above it and the box's padding)."""
+        t, ctx = self.t, self.ctx
+        used = [(s["local_of"], s["local_wrt"]) for s in steps]
+        quantities = {of for of, _ in used} | {wrt for _, wrt in used}
+        forward = [s for s in ctx["forward"] if s["lhs"] in {of for of, _ in used}]
+        symbols = [row for row in ctx["symbols"]
+                   if row["symbol"] in quantities and not row["symbol"].startswith(r"\delta")]
+        local = [row for row in ctx["local"] if (row["of"], row["wrt"]) in used]
+        width, scale = PANEL_WIDTH, PANEL_SCALE
+        blocks = [heading(t["panel_symbols"], step=False, scale=scale),
+                  *(text(f"${row['symbol']}$: {row['meaning']}", width, step=False, scale=scale)
+                    for row in symbols),
+                  heading(t["panel_forward"], step=False, scale=scale),
+                  *(math(break_equation([s["lhs"], s["rhs"]], width), step=False, width=width, scale=scale)
+                    for s in forward),
+                  heading(t["panel_local"], step=False, scale=scale),
+                  *(math([line], step=False, width=width, scale=scale)
+                    for line in side_by_side([_local(row) for row in local], width))]
+        return blocks, sum(b.height for b in blocks) + 24
+
+    def _fits(self, steps: list[dict]) -> bool:
+        main = sum(self._step_block(step).height for step in steps)
+        return len(steps) <= MAX_STEPS_PER_FRAME and max(main, self._panel(steps)[1]) <= BODY_HEIGHT
+
+    def _chunks(self, steps: list[dict]) -> list[list[dict]]:
+        """The steps on as few frames as fit, spread evenly over them (no lone step on a continuation)."""
+        greedy, current = [], []
+        for step in steps:
+            if current and not self._fits([*current, step]):
+                greedy.append(current)
+                current = []
+            current.append(step)
+        greedy.append(current)
+        count = len(greedy)
+        bounds = [round(index * len(steps) / count) for index in range(count + 1)]
+        even = [steps[start:end] for start, end in pairwise(bounds)]
+        return even if all(self._fits(chunk) for chunk in even) else greedy
+
+    def backward(self) -> list[dict]:
+        t, frames = self.t, []
+        for layer in reversed(self.layers):
+            chunks = self._chunks([s for s in self.ctx["backward"] if s["layer"] == layer])
+            for index, chunk in enumerate(chunks):
+                panel, _ = self._panel(chunk)
+                title = t["backward_layer_title"].format(layer=layer)
+                frames.append(frame(title if index == 0 else f"{title} {t['continued']}",
+                                    [self._step_block(s) for s in chunk], panel=panel,
+                                    label=f"backward-{layer}" if index == 0 else None,
+                                    strip=strip(self.depth, layer, backward=True)))
+        return frames
+
+    def _step_block(self, step: dict) -> Block:
+        """A backward step: the chain-rule form, and where it reads differently the formula it gives, on a
+        line of its own with the shape."""
+        tail = rf" \quad ({step['shape']})"
+        parts = equation_parts([step["lhs"], step["chain"], step["rhs"]])
+        if len(parts) == 3:
+            lines = [line.strip() for part in (parts[:2], ["", parts[2]])
+                     for line in _aligned(break_equation(part, MAIN_WIDTH, tail if not part[0] else ""))]
+        else:
+            lines = break_equation(parts, MAIN_WIDTH, tail)
+        body = join_lines(lines)
+        return Block("math", _scaled_height(body, MAIN_WIDTH) + 3 * (len(lines) - 1) + 10, math=body)
+
+    # -- closing --------------------------------------------------------------------------------------
+    def updates(self) -> list[dict]:
+        t, lines = self.t, []
+        for layer in self.layers:
+            items = [rf"{u['param']} \leftarrow {u['param']} - \alpha \, {u['grad']}"
+                     for u in self.ctx["updates"] if self.ctx["param_layers"].get(u["name"]) == layer]
+            if items:
+                lines.append(math(_wrap_list(items, TEXT_WIDTH, max_lines=99), step=len(lines) > 0))
+        return pack(t["gradient_descent"], [text(t["gradient_descent_intro"], step=False), *lines], t)
+
+    def algorithm(self) -> list[dict]:
+        """Forward and backward side by side, each with the formulas of one representative layer."""
+        t, ctx = self.t, self.ctx
+        layer = self.layers[-2] if len(self.layers) > 1 else self.layers[-1]
+        width = COLUMN_WIDTH
+        forward = [heading(t["algorithm_forward_title"], step=False),
+                   text(t["algorithm_forward"], width, step=False),
+                   text(t["algorithm_layer"].format(layer=layer), width, step=False)]
+        forward += [math(break_equation([s["lhs"], s["rhs"]], width), step=False, width=width)
+                    for s in ctx["forward"] if s["layer"] == layer and s["kind"] != "loss"]
+        kept = next((row["kept"] for row in ctx["memory"]["rows"] if row["layer"] == layer), "")
+        if kept:
+            forward.append(text(t["algorithm_keep"].format(values=f"${kept}$"), width, step=False))
+        backward = [heading(t["algorithm_backward_title"], step=False),
+                    text(t["algorithm_backward"], width, step=False),
+                    text(t["algorithm_layer"].format(layer=layer), width, step=False)]
+        backward += [math(break_equation([s["lhs"], s["rhs"]], width), step=False, width=width)
+                     for s in ctx["backward"] if s["layer"] == layer]
+        return [frame(t["algorithm_title"], [text(t["algorithm_update"], step=False)], columns=[forward, backward],
+                      label="algorithm")]
+
+    def memory(self) -> list[dict]:
+        t, memory = self.t, self.ctx["memory"]
+        rows = [[str(r["layer"]), f"${r['kept']}$" if r["kept"] else "", str(r["floats"]), r["bytes32"],
+                 r["bytes64"]] for r in memory["rows"]]
+        rows.append([t["memory_total"], "", str(memory["floats"]), memory["bytes32"], memory["bytes64"]])
+        header = [t["layer"], t["memory_kept"], t["memory_floats"], t["memory_bytes32"], t["memory_bytes64"]]
+        per_frame = int((BODY_HEIGHT - 60) // 12.5)
+        chunks = [rows[i:i + per_frame] for i in range(0, len(rows), per_frame)]
+        blocks = [text(t["memory_intro"].format(batch=memory["batch"]), step=False)]
+        blocks += [table("llrrr", header, chunk) for chunk in chunks]
+        return pack(t["memory_table"], blocks, t)
+
+    # -- the worked example ---------------------------------------------------------------------------
+    def example(self) -> list[dict]:
+        """The worked example: data, one layer's parameters per frame, forward values, each layer's
+        gradients, the update (a line per layer) and the loss before and after it."""
+        ex = self.ctx["example_values"]
+        if ex is None:
+            return []
+        t, ctx, frames = self.t, self.ctx, []
+        title = t["worked_example"]
+        names, layer_of = ctx["names"], ctx["param_layers"]
+
+        def by_layer(values: dict, layers: dict) -> list[list[tuple[str, object]]]:
+            return [[(names[name], value) for name, value in values.items() if layers[name] == layer]
+                    for layer in self.layers]
+
+        data = [text(t["worked_intro"].format(batch=ex.batch, seed=ex.seed, digits=SLIDE_DIGITS), step=False),
+                text(t[f"targets_{ctx['example']['targets']}"], step=False),
+                *_matrices([[(names[self.network.input_name], ex.inputs[self.network.input_name]),
+                             (names["Y_true"], ex.inputs["Y_true"])]])]
+        frames += pack(f"{title}: {t['worked_data']}", data, t)
+        params = {name: ex.inputs[name] for name in ex.updated}
+        for layer, group in zip(self.layers, by_layer(params, layer_of)):
+            if group:
+                frames += pack(f"{title}: {t['worked_params_layer'].format(layer=layer)}", _matrices([group]), t)
+        step_layers = {step["name"]: step["layer"] for step in ctx["forward"]}
+        values = _matrices(by_layer(ex.forward, step_layers))
+        frames += pack(f"{title}: {t['worked_forward']}", [*values, math([f"L = {number(ex.loss)}"])], t)
+        for layer in reversed(self.layers):
+            grads = [(step["lhs"], ex.gradients[step["symbol"]]) for step in ctx["backward"]
+                     if step["layer"] == layer]
+            frames += pack(f"{title}: {t['worked_gradients_layer'].format(layer=layer)}", _matrices([grads]), t)
+        update = [text(t["worked_step"].format(lr=number(ex.lr)), step=False),
+                  *_matrices(by_layer(ex.updated, layer_of), relation=r"\leftarrow"),
+                  text(t["worked_loss_change"].format(before=number(ex.loss), after=number(ex.loss_after)))]
+        return frames + pack(f"{title}: {t['gradient_descent']}", update, t)
+
+
+def _matrices(groups: list[list[tuple[str, object]]], relation: str = "=") -> list[Block]:
+    """Blocks of ``lhs = matrix`` (3 decimals, elided past 6 rows or columns), two to a line within a
+    group where they fit."""
+    return [math([line]) for group in groups for line in side_by_side(
+        [f"{lhs} {relation} {latex_matrix(value, SLIDE_DIGITS, SLIDE_MATRIX, SLIDE_MATRIX)}"
+         for lhs, value in group], TEXT_WIDTH)]
+
+
+def _aligned(lines: list[str]) -> list[str]:
+    """Display lines ready for ``aligned``: a single unbroken line gets its ``&`` before the first ``=``."""
+    return lines if len(lines) > 1 else [lines[0].replace(" = ", " &= ", 1)]
+
+
+def _local(row: dict) -> str:
+    return rf"\frac{{\partial {row['of']}}}{{\partial {row['wrt']}}} \to {row['expr']}"
+
+
+def plan(ctx: dict, derivation, t: dict) -> dict:
+    """The deck's variable frames by section; the template interleaves them with its fixed frames."""
+    deck = Deck(ctx, derivation, t)
+    return {name: getattr(deck, name)() for name in (
+        "symbols", "loss", "chain", "delta", "activations", "forward", "backward", "updates", "algorithm",
+        "example", "memory")}
