@@ -26,7 +26,7 @@ from .errors import SymbackpropError
 from .evaluate import Evaluator, Float64Backend
 from .expressions import Elementwise, Softmax
 from .printing import NumPyPrinter, latex, latex_name, shape_text
-from .rules import ACTIVATIONS
+from .rules import ACTIVATIONS, activation_rule
 from .spec import RELU_GRAD_AT_ZERO_VALUES, Spec
 from .verify import evaluate_formulas, random_float_inputs, witness_sizes
 
@@ -126,12 +126,19 @@ class _Builder:
             return self.network.widths[int(match.group(1))]
         return None
 
+    def activation_key(self, name):
+        """The rule key of the activation called ``name`` here (built-in, or custom in this spec), or None."""
+        if name in ACTIVATIONS:
+            return name
+        return next((d.key for d in self.network.spec.activations if d.name == name), None)
+
     def activation(self, name, order, arg):
-        params = ACTIVATIONS[name].parameters()
+        key = self.activation_key(name)
+        params = activation_rule(key).parameters()
         for l, layer in enumerate(self.network.spec.layers, start=1):
-            if arg == self.network.symbol(f"Z{l}") and layer.activation == name:
+            if arg == self.network.symbol(f"Z{l}") and layer.activation == key:
                 params = layer.params
-        return Elementwise(name, self._matrix(arg, f"{name}(...)"), order, tuple(params.items()))
+        return Elementwise(key, self._matrix(arg, f"{name}(...)"), order, tuple(params.items()))
 
     def step(self, arg, at_zero):
         """``(M > 0)`` / ``(M >= 0)``: ReLU's derivative with the value at 0 written out."""
@@ -388,7 +395,7 @@ class _NumPyParser(_Parser):
                 self.next()
                 token = self.next()
                 text = token[1]
-            if text in ACTIVATIONS or text in ("softmax", "sum", "ones"):
+            if self.build.activation_key(text) is not None or text in ("softmax", "sum", "ones"):
                 return self.call(text, token)
             return self.name(token, text)
         self.fail("a name, a number, a gradient dL/d<name> or '('", token)
@@ -636,7 +643,7 @@ class _LatexParser(_Parser):
             word = text[1:]
         else:
             word = self.take_letters(self.word_length(text))
-        name = _LATEX_FUNCTIONS.get(word.lower())
+        name = _LATEX_FUNCTIONS.get(word.lower()) or (word if self.build.activation_key(word) else None)
         if name is None:
             self.fail("an activation (relu, sigmoid, tanh, ...) or softmax", token)
         return name
@@ -726,9 +733,9 @@ class ClaimPrinter(NumPyPrinter):
         return f"ones({self._print(rows)})" if cols == 1 else f"ones({self._print(cols)}).T"
 
     def _print_Elementwise(self, expr):
-        if expr.order == 0:
-            return super()._print_Elementwise(expr)
-        return f"{expr.activation}'({self._print(expr.arg)})"
+        if expr.activation == "identity" and expr.order == 0:
+            return self._print(expr.arg)
+        return f"{activation_rule(expr.activation).name}{chr(39) * expr.order}({self._print(expr.arg)})"
 
 
 def _latex_side(name: str) -> str:

@@ -17,7 +17,7 @@ import symengine as se
 import sympy as sp
 
 from .expressions import Elementwise
-from .rules import ACTIVATIONS, LOSSES
+from .rules import LOSSES, activation_rule
 
 PRIME = 2**61 - 1
 
@@ -145,7 +145,7 @@ def _numpy_function(name: str, order: int, params: tuple):
     """Compile the rule table's NumPy form of an activation (or its derivative) into a function of ``z``."""
     from math import erf
 
-    code = ACTIVATIONS[name].numpy(order, dict(params), z="z")
+    code = activation_rule(name).numpy(order, dict(params), z="z")
     return eval(f"lambda z: {code}", {"np": np, "erf": np.vectorize(erf, otypes=[float])})
 
 

@@ -15,7 +15,7 @@ import sympy as sp
 
 from .evaluate import Evaluator, Float64Backend
 from .printing import latex_name
-from .rules import ACTIVATIONS, LOSSES
+from .rules import LOSSES, activation_rule
 
 EXAMPLE_BATCH = 2
 EXAMPLE_LR = 0.1
@@ -58,7 +58,7 @@ def example_inputs(derivation, batch: int = EXAMPLE_BATCH, seed: int = 0) -> dic
     network = derivation.network
     sizes = network.sizes(batch, network.spec.sizes)
     kinked = [l for l, layer in enumerate(network.spec.layers, start=1)
-              if ACTIVATIONS[layer.activation].kinks]
+              if activation_rule(layer.activation).kinks]
     rng = np.random.default_rng(seed)
     for _ in range(MAX_DRAWS):
         inputs = {}
@@ -68,7 +68,7 @@ def example_inputs(derivation, batch: int = EXAMPLE_BATCH, seed: int = 0) -> dic
         inputs["Y_true"] = _targets(network, inputs["Y_true"])
         env, _ = _evaluate(derivation, inputs, sizes)
         clear_of_kinks = all(np.abs(env[f"Z{l}"] - k).min() > KINK_MARGIN for l in kinked
-                             for k in ACTIVATIONS[network.spec.layers[l - 1].activation].kinks)
+                             for k in activation_rule(network.spec.layers[l - 1].activation).kinks)
         alive = all(np.abs(env[step.symbol.name]).max() > KINK_MARGIN for step in derivation.backward)
         if clear_of_kinks and alive:
             break

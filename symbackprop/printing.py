@@ -13,7 +13,7 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
 
-from .rules import ACTIVATIONS, LOSSES
+from .rules import LOSSES, activation_rule
 
 _LAYERED = re.compile(r"^([A-Za-z]+)(\d+)$")
 
@@ -124,7 +124,7 @@ class MathPrinter(_MatrixLayout, LatexPrinter):
     def _print_Elementwise(self, expr):
         if expr.activation == "identity" and expr.order == 0:
             return self._print(expr.arg)
-        name = ACTIVATIONS[expr.activation].latex
+        name = activation_rule(expr.activation).latex
         prime = "'" if expr.order else ""
         return rf"{name}{prime}\left({self._print(expr.arg)}\right)"
 
@@ -163,7 +163,7 @@ class TextPrinter(_MatrixLayout, StrPrinter):
     def _print_Elementwise(self, expr):
         if expr.activation == "identity" and expr.order == 0:
             return self._print(expr.arg)
-        return f"{expr.activation}{chr(39) if expr.order else ''}({self._print(expr.arg)})"
+        return f"{activation_rule(expr.activation).name}{chr(39) if expr.order else ''}({self._print(expr.arg)})"
 
     def _print_Sigmoid(self, expr):
         return f"sigmoid({self._print(expr.arg)})"
@@ -236,7 +236,7 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
         if expr.order == 1 and expr.arg in self.local_gradients:
             return self.local_gradients[expr.arg]
         from_output = expr.order == 1 and expr.arg in self.outputs
-        if from_output and ACTIVATIONS[expr.activation].numpy_derivative_from_output:
+        if from_output and activation_rule(expr.activation).numpy_derivative_from_output:
             return f"{function_name(expr, from_output=True)}({self.outputs[expr.arg]})"
         return f"{function_name(expr)}({self._print(expr.arg)})"
 

@@ -15,10 +15,12 @@ from importlib import resources
 import jinja2
 import sympy as sp
 
+from . import formula
 from .errors import LINE_BREAKING, one_line
+from .expressions import Elementwise
 from .lecture import lecture_context
 from .printing import function_name, latex, latex_name, numpy_code, shape_latex, shape_text, text, text_name
-from .rules import ACTIVATIONS, LOSSES
+from .rules import LOSSES, activation_rule
 
 # Format name -> (template, file written by `derive`).
 FORMATS = {
@@ -132,6 +134,46 @@ def _kept_local_gradient(activation, local_gradients: dict, sizes: dict) -> dict
                                "text_lhs": "∂{}/∂{}".format(*name[1:].split("_d", 1))}}
 
 
+def custom_activations(network, t: dict) -> list[dict]:
+    """The derivation step of each custom activation the network uses: the formula, its derivative worked
+    out by SymPy and simplified, kinks, the form in the output; comments for the NumPy helpers."""
+    steps = []
+    for key in dict.fromkeys(layer.activation for layer in network.spec.layers):
+        rule = activation_rule(key)
+        d = rule.derivation
+        if d is None:
+            continue
+        node, grad = Elementwise(key, network.symbol("Z1"), 0), Elementwise(key, network.symbol("Z1"), 1)
+        f, otherwise = rule.latex, t["custom_otherwise"]
+        worked, simplified = formula.latex(d.worked, otherwise), formula.latex(d.simplified, otherwise)
+        named = [form for function, form in ((formula.sigmoid, r"\sigma\left(u\right) = \frac{1}{1 + e^{-u}}"), (
+            formula.softplus, r"\operatorname{softplus}\left(u\right) = \log\left(1 + e^{u}\right)"))
+            if d.simplified.has(function)]
+        definition = next(c for c in network.spec.activations if c.key == key)
+        lines = [f"{rule.name}(z) = {definition.forward}", f"{rule.name}'(z) = {formula.text(d.worked)}"]
+        if simplified != worked:
+            lines.append(f"{' ' * len(rule.name)}    = {formula.text(d.simplified)}")
+        comments = {function_name(node): lines[0], function_name(grad): f"{rule.name}'(z) = {formula.text(d.simplified)}"}
+        if d.from_output is not None:
+            comments[function_name(grad, from_output=True)] = (
+                f"{rule.name}'(z) = {formula.text(d.from_output)} with a = {rule.name}(z) (proved by SymPy)")
+        steps.append({
+            "name": rule.name, "latex": f,
+            "formula": rf"{f}\left(z\right) = {formula.latex(d.formula, otherwise)}",
+            "parameters": [f"{formula.latex(sp.Symbol(name))} = {value:g}" for name, value in d.parameters],
+            "worked": rf"{f}'\left(z\right) = {worked}",
+            "simplified": rf"{f}'\left(z\right) = {simplified}" if simplified != worked else "",
+            "named": r", \quad ".join(named),
+            "kinks": t["custom_kinks"].format(points=", ".join(map(str, d.kinks)), value=f"{rule.grad_at_kinks:g}")
+                     if d.kinks else "",
+            "from_output": (rf"{f}'\left(z\right) = {formula.latex(d.from_output)}, \quad a = {f}\left(z\right)"
+                            if d.from_output is not None else ""),
+            "text": lines, "comments": comments,
+            "numpy": [t[f"numpy_stable_{name}"] for name in d.stable],
+        })
+    return steps
+
+
 def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> dict:
     """Everything the templates need, as printed strings (``batch``: the memory table's batch size)."""
     net = derivation.network
@@ -144,8 +186,8 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
     layers = []
     for l, layer in enumerate(spec.layers, start=1):
         layers.append({
-            "index": l, "size": layer.size, "activation": layer.activation,
-            "latex": ACTIVATIONS[layer.activation].latex, "params": layer.params,
+            "index": l, "size": layer.size, "activation": activation_rule(layer.activation).name,
+            "latex": activation_rule(layer.activation).latex, "params": layer.params,
             "output": net.activation_name(l), "input": net.layer_input(l),
         })
     # Derivatives written in the output (sigmoid: a (1 - a)) reuse the activation the forward pass kept; the
@@ -153,7 +195,7 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
     outputs = {net.symbol(f"Z{l}"): net.activation_name(l) for l in range(1, net.depth + 1)}
     local_gradients = {
         net.symbol(f"Z{l}"): f"d{net.activation_name(l)}_dZ{l}" for l, layer in enumerate(spec.layers, start=1)
-        if layer.activation != "identity" and not ACTIVATIONS[layer.activation].numpy_derivative_from_output}
+        if layer.activation != "identity" and not activation_rule(layer.activation).numpy_derivative_from_output}
     forward = []
     for step in net.steps:
         is_loss = step.kind == "loss"
@@ -189,7 +231,7 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
     helpers = {}  # function name -> (argument, NumPy expression): forward, and the derivative backward calls
     for step in net.steps:
         if step.kind == "activation" and step.expr.activation != "identity":
-            node, rule = step.expr, ACTIVATIONS[step.expr.activation]
+            node, rule = step.expr, activation_rule(step.expr.activation)
             helpers[function_name(node)] = ("z", rule.numpy(0, node.params, z="z"))
             grad = type(node)(node.activation, node.arg, 1, tuple(node.params.items()))
             from_output = rule.numpy_from_output(node.params, a="a")
@@ -213,10 +255,14 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
         "backward_params": [name for name in net.inputs if name[0] in "Wb" and name[1:].isdigit()
                             and any(re.search(rf"\b{name}\b", step["code"]) for step in backward)],
         "uses_batch_size": any(re.search(r"\bN\b", step["code"]) for step in backward),
-        "needs_erf": any(ACTIVATIONS[layer.activation].needs_erf for layer in spec.layers),
+        "needs_erf": any(activation_rule(layer.activation).needs_erf for layer in spec.layers),
         "needs_sigmoid": spec.loss.kind == "bce_logits",
         "needs_softmax": spec.loss.kind == "softmax_cross_entropy",
         "updates": [{"name": name, "param": latex_name(name), "grad": latex_name(f"d{name}")}
                     for name in net.inputs if name[0] in "Wb" and name[1:].isdigit()],
+        "custom_activations": (custom := custom_activations(net, t)),
+        "helper_comments": {name: line for step in custom for name, line in step["comments"].items()},
+        "custom_numpy": [*dict.fromkeys(note for step in custom for note in step["numpy"]),
+                         *([t["numpy_stable_rest"]] if custom else [])],
         **lecture_context(derivation, batch),
     }

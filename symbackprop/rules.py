@@ -7,12 +7,37 @@ drift apart; ``tests/test_rules.py`` checks every derivative against ``sympy.dif
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import sympy as sp
+from sympy.solvers.solveset import solveset
 
+from . import formula as fm
 from .expressions import Sigmoid, Softmax
+
+
+@dataclass(frozen=True)
+class FormulaDerivation:
+    """How SymPy derived a custom activation's derivative, as the documents show it.
+
+    ``formula`` is the user's formula with the parameters as symbols; ``worked`` is ``sympy.diff`` of it (abs,
+    min, max and where as branches); ``simplified`` the derivative as the rule uses it (sigmoid and softplus
+    named, simplified where that is shorter); ``kinks`` the points where the slope jumps; ``from_output`` the
+    derivative written in the output ``a`` where SymPy proves that identity; ``stable`` says which stable
+    NumPy forms the generated code uses (``softplus``, ``sigmoid``, ``branches``).
+    """
+
+    formula: sp.Expr
+    parameters: tuple[tuple[str, float], ...]
+    worked: sp.Expr
+    simplified: sp.Expr
+    kinks: tuple[sp.Expr, ...]
+    from_output: sp.Expr | None
+    stable: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -26,6 +51,8 @@ class ActivationRule:
     ``numpy_derivative`` may be a function of the parameters returning the expression.
     ``numpy_derivative_from_output`` is the same derivative written in the output ``a = f(z)`` where that is
     exact (sigmoid: ``a (1 - a)``), so the generated backward pass reuses the cached activation.
+    ``grad_at_kinks`` is the derivative a custom activation takes at its kinks; ``derivation`` says how
+    SymPy derived a custom activation's derivative (None for the built-in ones).
     """
 
     name: str
@@ -38,6 +65,8 @@ class ActivationRule:
     defaults: tuple[tuple[str, float], ...] = ()
     kinks: tuple[float, ...] = ()
     needs_erf: bool = False
+    grad_at_kinks: float | None = None
+    derivation: FormulaDerivation | None = None
 
     def parameters(self, given: dict | None = None) -> dict:
         """The parameters this activation takes, ``given`` values over the defaults."""
@@ -238,3 +267,203 @@ LOSSES: dict[str, LossRule] = {
         ),
     )
 }
+
+
+# -- custom activations: a formula from the spec, differentiated by SymPy --------------------------------------
+
+@dataclass(frozen=True)
+class CustomActivation:
+    """One ``[activations.<name>]`` table of a spec: a formula in ``z`` and parameters, and its settings."""
+
+    name: str
+    forward: str
+    parameters: tuple[tuple[str, float], ...] = ()
+    latex: str | None = None
+    grad_at_kinks: float | None = None
+
+    @property
+    def key(self) -> str:
+        """``<name>_<6 hex digits>``: the rule's name in this process, fixed by the whole definition, so two
+        specs may define the same name differently."""
+        content = json.dumps([self.name, self.forward, [list(p) for p in self.parameters], self.latex,
+                              self.grad_at_kinks])
+        return f"{self.name}_{hashlib.sha256(content.encode()).hexdigest()[:6]}"
+
+    def to_dict(self) -> dict:
+        """The table as the spec writes it."""
+        table = {"forward": self.forward}
+        if self.parameters:
+            table["parameters"] = dict(self.parameters)
+        if self.latex is not None:
+            table["latex"] = self.latex
+        if self.grad_at_kinks is not None:
+            table["grad_at_kinks"] = self.grad_at_kinks
+        return table
+
+
+_CUSTOM: dict[str, ActivationRule] = {}
+
+
+def activation_rule(key: str) -> ActivationRule:
+    """The rule of a built-in activation (by name) or of a custom one a spec defined (by its ``key``)."""
+    rule = ACTIVATIONS.get(key) or _CUSTOM.get(key)
+    if rule is None:
+        raise KeyError(key)
+    return rule
+
+
+def custom_activation(definition: CustomActivation) -> ActivationRule:
+    """The rule of a custom activation, built once per process and registered under ``definition.key``.
+
+    Raises :class:`formula.FormulaError` when the formula is outside the language or is not an activation
+    (not real, finite and continuous for every real z; a kink without ``grad_at_kinks``).
+    """
+    key = definition.key
+    if key not in _CUSTOM:
+        _CUSTOM[key] = _custom_rule(definition)
+    return _CUSTOM[key]
+
+
+def _custom_rule(definition: CustomActivation) -> ActivationRule:
+    z = fm.Z
+    symbols = {name: sp.Symbol(name, real=True) for name, _ in definition.parameters}
+    values = {symbols[name]: _rational(value) for name, value in definition.parameters}
+    formula = fm.parse(definition.forward, symbols)
+    if not formula.has(z):
+        raise fm.FormulaError("the formula does not depend on z")
+    for name, symbol in symbols.items():
+        if not formula.has(symbol):
+            raise fm.FormulaError(f"parameter {name!r} is not used in the formula")
+    shown = fm.stabilized(formula)
+    f = fm.stabilized(shown.subs(values))
+    kinks, one_piece = _kinks(fm.elementary(f))
+    if kinks and definition.grad_at_kinks is None:
+        raise fm.FormulaError(f"the slope jumps at z = {', '.join(map(str, kinks))}: set grad_at_kinks, the "
+                              "derivative to take there")
+    if definition.grad_at_kinks is not None and not kinks:
+        raise fm.FormulaError("the formula has no kink (its slope never jumps): remove grad_at_kinks",
+                              field="grad_at_kinks")
+
+    def at_kinks(derivative):
+        if not kinks:
+            return derivative
+        points = sp.Or(*(sp.Eq(z, k) for k in kinks))
+        return sp.Piecewise((_rational(definition.grad_at_kinks), points), (derivative, True))
+
+    derivative = sp.diff(fm.piecewise(shown), z)
+    simplified = _simplified(derivative)
+    forward = fm.elementary(f)
+    rule_derivative = fm.elementary(at_kinks(simplified.subs(values)))
+    code_derivative = at_kinks(sp.diff(fm.piecewise(f), z))
+    from_output = _from_output(shown, (derivative, simplified), values) if one_piece else None
+    stable = tuple(name for name, present in (
+        ("softplus", f.has(fm.softplus)), ("sigmoid", f.has(fm.sigmoid) or code_derivative.has(fm.sigmoid)),
+        ("branches", any(not branch.is_polynomial(z) for branch, _ in fm.pieces(f)) and not one_piece)) if present)
+    a = sp.Symbol("a", real=True)
+    return ActivationRule(
+        definition.name, definition.latex or rf"\operatorname{{{definition.name.replace('_', chr(92) + '_')}}}",
+        lambda x, p: forward.xreplace({z: x}), lambda x, p: rule_derivative.xreplace({z: x}),
+        fm.numpy_code(f), fm.numpy_code(code_derivative),
+        numpy_derivative_from_output=None if from_output is None else fm.numpy_code(
+            from_output.subs(values).xreplace({a: z}), z="{a}"),
+        kinks=tuple(float(k) for k in kinks),
+        needs_erf=f.has(sp.erf) or code_derivative.has(sp.erf),
+        grad_at_kinks=definition.grad_at_kinks,
+        derivation=FormulaDerivation(
+            sp.piecewise_fold(formula), definition.parameters, sp.diff(fm.piecewise(formula), z), simplified,
+            tuple(kinks), from_output, stable),
+    )
+
+
+def _kinks(f: sp.Expr) -> tuple[list, bool]:
+    """The points where the slope of ``f`` jumps, and whether ``f`` is one smooth piece.
+
+    Raises FormulaError where ``f`` or its slope is not real and finite on a branch's region, where ``f``
+    jumps at a breakpoint, or where the slope is unbounded next to one.
+    """
+    z = fm.Z
+    pairs = fm.pieces(f)
+    breakpoints = sorted({point for _, region in pairs for point in region.boundary if point.is_finite},
+                         key=float)
+    edges = [-sp.oo, *breakpoints, sp.oo]
+    intervals = [sp.Interval.open(low, high) for low, high in itertools.pairwise(edges)]
+
+    def branch(x):
+        return next(expr for expr, region in pairs if region.contains(x) == sp.true)
+
+    sides = [branch(fm.inside(interval)) for interval in intervals]
+    for expr, interval in zip(sides, intervals):
+        _check_defined(expr, interval)
+        _check_defined(sp.diff(expr, z), interval)
+    kinks = []
+    for k, left, right in zip(breakpoints, sides, sides[1:]):
+        value = branch(k).subs(z, k)
+        limits = (_limit(left, k, "-"), _limit(right, k, "+"))
+        if not _finite(value) or not all(_equal(limit, value) for limit in limits):
+            raise fm.FormulaError(f"the formula is not continuous at z = {k}: it tends to {limits[0]} from the "
+                                  f"left and {limits[1]} from the right, and its value there is {value}")
+        slopes = (_limit(sp.diff(left, z), k, "-"), _limit(sp.diff(right, z), k, "+"))
+        if not all(map(_finite, slopes)):
+            raise fm.FormulaError(f"the slope is unbounded next to z = {k}")
+        if not _equal(*slopes):
+            kinks.append(k)
+    return kinks, not breakpoints
+
+
+def _check_defined(expr, interval) -> None:
+    """Raise FormulaError unless every log, root and division in ``expr`` is real and finite on ``interval``."""
+    z = fm.Z
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.log):
+            base, need = node.args[0], "positive"
+        elif isinstance(node, sp.Pow) and not (node.exp.is_Integer and node.exp >= 0):
+            base = node.base
+            need = ("nonzero" if node.exp.is_Integer else "nonnegative" if node.exp.is_number and node.exp > 0
+                    else "positive")
+        else:
+            continue
+        if getattr(base, f"is_{need}"):
+            continue
+        violation = {"nonzero": sp.Eq(base, 0), "positive": base <= 0, "nonnegative": base < 0}[need]
+        try:
+            bad = solveset(violation, z, interval)
+        except NotImplementedError:
+            bad = None
+        if bad is sp.S.EmptySet:
+            continue
+        if isinstance(bad, (sp.Interval, sp.FiniteSet, sp.Union)):
+            raise fm.FormulaError(f"{fm.text(node)} is not real and finite at z = {fm.inside(bad)}")
+        raise fm.FormulaError(f"cannot show that {fm.text(node)} is real and finite for every z in {interval}")
+
+
+def _limit(expr, point, direction):
+    return sp.limit(expr, fm.Z, point, direction)
+
+
+def _finite(value) -> bool:
+    return bool(value.is_extended_real and value.is_finite)
+
+
+def _equal(a, b) -> bool:
+    return sp.simplify(a - b) == 0
+
+
+def _simplified(derivative: sp.Expr) -> sp.Expr:
+    """``sympy.simplify`` of ``derivative`` where that is shorter and brings in no new function (cosh for tanh)."""
+    simpler = sp.simplify(derivative)
+    functions = {type(f) for f in derivative.atoms(sp.Function)}
+    if sp.count_ops(simpler) < sp.count_ops(derivative) and {type(f) for f in simpler.atoms(sp.Function)} <= functions:
+        return simpler
+    return derivative
+
+
+def _from_output(shown, derivatives, values) -> sp.Expr | None:
+    """The derivative written in ``a = f(z)`` (no z left), where SymPy proves it equals the derivative."""
+    a = sp.Symbol("a", real=True)
+    for derivative in derivatives:
+        candidate = derivative.xreplace({shown: a})
+        if not candidate.has(fm.Z):
+            difference = fm.elementary((candidate.xreplace({a: shown}) - derivative).subs(values))
+            if sp.simplify(difference) == 0:
+                return candidate
+    return None

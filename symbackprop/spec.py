@@ -19,17 +19,30 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from symbackprop.errors import SpecError
-from symbackprop.rules import ACTIVATIONS, LOSSES
+from symbackprop.formula import FUNCTIONS, MAX_NUMBER, FormulaError
+from symbackprop.rules import ACTIVATIONS, LOSSES, CustomActivation, activation_rule, custom_activation
 
 LAYOUTS = ("batch-first", "column")
 MAX_TITLE_LENGTH = 200
 RELU_GRAD_AT_ZERO_VALUES = (0, 0.5, 1)
 
-_TOP_KEYS = ("title", "layout", "input", "layers", "loss")
+_TOP_KEYS = ("title", "layout", "input", "layers", "loss", "activations")
 _INPUT_KEYS = ("size", "name")
 _PARAMETER_KEYS = ("alpha", "relu_grad_at_zero")
 _LAYER_KEYS = ("size", "activation", *_PARAMETER_KEYS)
 _LOSS_KEYS = ("kind",)
+_ACTIVATION_KEYS = ("forward", "parameters", "latex", "grad_at_kinks")
+MAX_CUSTOM_ACTIVATIONS = 16
+MAX_NAME_LENGTH = 32
+# A custom activation's LaTeX name: letters, digits, a few marks, and only these commands (no \input, no ^^).
+_LATEX_COMMANDS = frozenset({
+    "operatorname", "mathrm", "mathit", "mathsf", "mathbf", "mathcal", "text", "tanh", "log", "exp",
+    "alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta", "vartheta", "iota",
+    "kappa", "lambda", "mu", "nu", "xi", "pi", "rho", "sigma", "tau", "upsilon", "phi", "varphi", "chi", "psi",
+    "omega", "Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi", "Psi", "Omega",
+})
+_LATEX_TOKEN = re.compile(r"\\[A-Za-z]+|[A-Za-z0-9 ,.+\-/()_{}']|\^(?!\^)")
+MAX_LATEX_LENGTH = 80
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _RESERVED_NAMES = re.compile(r"d?(?:(?:W|b|Z|a|delta)[0-9]+|Y_pred|Y_true)|L|N|ones|sum")
@@ -81,6 +94,7 @@ class Spec:
     loss: LossSpec
     title: str = "Backpropagation"
     layout: str = "batch-first"
+    activations: tuple[CustomActivation, ...] = ()  # the spec's [activations.<name>] tables
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -103,11 +117,13 @@ PRESETS: dict[str, Callable[[], Spec]] = {"seed": seed_spec}
 
 def spec_to_dict(spec: Spec) -> dict:
     """The mapping (same keys as the TOML) that :func:`load_spec` turns back into ``spec``."""
+    custom = {"activations": {d.name: d.to_dict() for d in spec.activations}} if spec.activations else {}
     return {
         "title": spec.title,
         "layout": spec.layout,
         "input": {"size": spec.input.size, "name": spec.input.name},
-        "layers": [{"size": layer.size, "activation": layer.activation, **layer.params}
+        **custom,
+        "layers": [{"size": layer.size, "activation": activation_rule(layer.activation).name, **layer.params}
                    for layer in spec.layers],
         "loss": {"kind": spec.loss.kind},
     }
@@ -177,6 +193,7 @@ class _Reader:
 
     def __init__(self, source: str):
         self.source = source
+        self.custom: dict[str, CustomActivation] = {}  # the spec's custom activations, by name
 
     def fail(self, message: str, key: str | None = None) -> NoReturn:
         raise SpecError(message, source=self.source, key=key)
@@ -248,7 +265,10 @@ class _Reader:
     def layer(self, value: Any, key: str) -> LayerSpec:
         table = self.table(value, key, _LAYER_KEYS, ("size", "activation"))
         size = self.size(table["size"], f"{key}.size")
-        activation = self.choice(table["activation"], f"{key}.activation", "activation", tuple(ACTIVATIONS))
+        activation = self.choice(table["activation"], f"{key}.activation", "activation",
+                                 (*ACTIVATIONS, *self.custom))
+        if activation in self.custom:
+            return self.custom_layer(table, key, size, activation)
         defaults = dict(ACTIVATIONS[activation].defaults)
         for name in _PARAMETER_KEYS:
             if name in table and name not in defaults:
@@ -279,6 +299,8 @@ class _Reader:
     def spec(self, value: Any) -> Spec:
         table = self.table(value, None, _TOP_KEYS, ("input", "layers", "loss"))
         input_spec = self.input(table["input"])
+        if "activations" in table:
+            self.custom = self.activations(table["activations"], input_spec.name)
         layers = self.layers(table["layers"])
         loss = self.table(table["loss"], "loss", _LOSS_KEYS, ("kind",))
         kind = self.choice(loss["kind"], "loss.kind", "loss", tuple(LOSSES))
@@ -291,4 +313,93 @@ class _Reader:
             extras["title"] = self.title(table["title"])
         if "layout" in table:
             extras["layout"] = self.choice(table["layout"], "layout", "layout", LAYOUTS)
+        if self.custom:
+            extras["activations"] = tuple(self.custom.values())
         return Spec(input_spec, layers, LossSpec(kind), **extras)
+
+    # -- custom activations ([activations.<name>]) ----------------------------------------------------------
+    def activations(self, value: Any, input_name: str) -> dict[str, CustomActivation]:
+        """The spec's custom activations, each checked and its rule built (SymPy derives the derivative)."""
+        if not isinstance(value, Mapping):
+            self.fail(f"must be a table of [activations.<name>] tables, got {_describe(value)}", "activations")
+        if len(value) > MAX_CUSTOM_ACTIVATIONS:
+            self.fail(f"at most {MAX_CUSTOM_ACTIVATIONS} custom activations, got {len(value)}", "activations")
+        custom = {}
+        for name, table in value.items():
+            key = self.custom_name(name, input_name)
+            table = self.table(table, key, _ACTIVATION_KEYS, ("forward",))
+            definition = CustomActivation(
+                name, self.string(table["forward"], f"{key}.forward"),
+                self.formula_parameters(table.get("parameters", {}), f"{key}.parameters"),
+                self.latex_name(table["latex"], f"{key}.latex") if "latex" in table else None,
+                self.finite(table["grad_at_kinks"], f"{key}.grad_at_kinks") if "grad_at_kinks" in table else None)
+            try:
+                custom_activation(definition)
+            except FormulaError as error:
+                self.fail(str(error), f"{key}.{error.field}")
+            if input_name.startswith(definition.key):
+                self.fail(f"input name {input_name!r} clashes with the generated module's functions for "
+                          f"activation {name!r}; choose another", "input.name")
+            custom[name] = definition
+        return custom
+
+    def custom_name(self, name: str, input_name: str) -> str:
+        """The key path of a custom activation, after checking its name is an identifier no one else uses."""
+        if not _NAME.fullmatch(name) or len(name) > MAX_NAME_LENGTH:
+            self.fail(f"invalid activation name {name!r}; it must match ^{_NAME.pattern}$ and have at most "
+                      f"{MAX_NAME_LENGTH} characters", "activations")
+        taken = ("a built-in activation" if name in ACTIVATIONS else
+                 "a function of the formula language" if name in FUNCTIONS else
+                 "the input's name" if name == input_name else
+                 "a name the derivation uses" if name in ("z", "softmax", "np") or _RESERVED_NAMES.fullmatch(name)
+                 else None)
+        if taken:
+            self.fail(f"activation name {name!r} is {taken}; choose another", "activations")
+        return f"activations.{name}"
+
+    def formula_parameters(self, value: Any, key: str) -> tuple[tuple[str, float], ...]:
+        """A formula's parameters (``{ beta = 1.5 }``), sorted by name."""
+        if not isinstance(value, Mapping):
+            self.fail(f"must be a table of numbers, e.g. {{ beta = 1.5 }}, got {_describe(value)}", key)
+        for name in value:
+            if not _NAME.fullmatch(name) or len(name) > MAX_NAME_LENGTH or name == "z" or name in FUNCTIONS:
+                self.fail(f"invalid parameter name {name!r}; it must match ^{_NAME.pattern}$, have at most "
+                          f"{MAX_NAME_LENGTH} characters, and be neither z nor a function's name", key)
+        return tuple(sorted((name, self.finite(number, f"{key}.{name}")) for name, number in value.items()))
+
+    def finite(self, value: Any, key: str) -> int | float:
+        """A number a formula can hold exactly: finite, at most MAX_NUMBER in size."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            self.fail(f"must be a number, got {_describe(value)}", key)
+        if not (math.isfinite(float(value)) and abs(value) <= MAX_NUMBER):
+            self.fail(f"must be a finite number of size at most {MAX_NUMBER:g}, got {value!r}", key)
+        return value
+
+    def latex_name(self, value: Any, key: str) -> str:
+        """A custom activation's LaTeX name, such as ``\\operatorname{Mish}``: letters, digits, a few marks,
+        balanced braces and a short list of commands, so it cannot run TeX code."""
+        text = self.string(value, key)
+        if not text or len(text) > MAX_LATEX_LENGTH:
+            self.fail(f"must have 1 to {MAX_LATEX_LENGTH} characters, got {len(text)}", key)
+        position, depth = 0, 0
+        while position < len(text):
+            match = _LATEX_TOKEN.match(text, position)
+            if not match or (match.group().startswith("\\") and match.group()[1:] not in _LATEX_COMMANDS):
+                shown = match.group() if match else text[position]
+                self.fail(f"at column {position + 1}: {shown!r} is not allowed in a LaTeX name; use letters, "
+                          "digits, _ ^ { } and commands such as \\operatorname, \\mathrm, \\beta", key)
+            depth += {"{": 1, "}": -1}.get(match.group(), 0)
+            if depth < 0:
+                self.fail(f"at column {position + 1}: unbalanced '}}'", key)
+            position = match.end()
+        if depth:
+            self.fail("unbalanced '{'", key)
+        return text
+
+    def custom_layer(self, table: Mapping, key: str, size: int, name: str) -> LayerSpec:
+        """A layer with a custom activation: its parameters live in [activations.<name>], not in the layer."""
+        for parameter in _PARAMETER_KEYS:
+            if parameter in table:
+                self.fail(f"activation {name!r} takes no layer parameters; set its parameters in "
+                          f"[activations.{name}]", f"{key}.{parameter}")
+        return LayerSpec(size, self.custom[name].key)

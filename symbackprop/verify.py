@@ -36,6 +36,7 @@ import symengine as se
 import sympy as sp
 from sympy.matrices.exceptions import ShapeError
 
+from . import formula
 from .evaluate import (
     PRIME,
     Evaluator,
@@ -46,7 +47,7 @@ from .evaluate import (
     Valuation,
 )
 from .printing import TextPrinter
-from .rules import ACTIVATIONS, LOSSES
+from .rules import LOSSES, activation_rule
 
 # Expansion is exact but grows quickly with depth and size; above this many matrix entries, or this many
 # layers, we evaluate instead.
@@ -187,23 +188,51 @@ def random_float_inputs(network, sizes: dict, rng) -> dict:
 
 
 def check_activation_rule(name: str, params: dict) -> Check:
-    """Prove an activation's derivative rule equals ``sympy.diff`` of its forward rule (away from kinks)."""
-    return _check_activation_rule(ACTIVATIONS[name], tuple(sorted(params.items())))
+    """Prove an activation's derivative rule equals ``sympy.diff`` of its forward rule on each side of every
+    breakpoint, and at a breakpoint that is no kink; the value at a kink is a convention."""
+    return _check_activation_rule(activation_rule(name), tuple(sorted(params.items())))
 
 
 @cache
 def _check_activation_rule(rule, items: tuple) -> Check:
     """``check_activation_rule``, once per process for each rule object and setting."""
-    name, params = rule.name, dict(items)
-    z = sp.Symbol("z", real=True)
-    p = sp.Symbol("p", positive=True)
+    params = dict(items)
+    z = formula.Z
     forward, derivative = rule.forward(z, params), rule.derivative(z, params)
-    regions = (z,) if not rule.kinks else (p, -p)
-    ok = all(sp.simplify(sp.diff(forward, z).subs(z, r) - derivative.subs(z, r)) == 0 for r in regions)
+    forward_pieces, derivative_pieces = formula.pieces(forward), formula.pieces(derivative)
+    breakpoints = sorted({point for _, region in forward_pieces + derivative_pieces for point in region.boundary
+                          if point.is_finite}, key=float)
+    edges = [-sp.oo, *breakpoints, sp.oo]
+    slopes = []  # sympy.diff of the forward branch between consecutive breakpoints
+    ok = True
+    for low, high in itertools.pairwise(edges):
+        x = formula.inside(sp.Interval.open(low, high))
+        slopes.append(sp.diff(_branch(forward_pieces, x), z))
+        ok = ok and sp.simplify(slopes[-1] - _branch(derivative_pieces, x)) == 0
+    kinks = []
+    for k, left, right in zip(breakpoints, slopes, slopes[1:]):
+        sides = sp.limit(left, z, k, "-"), sp.limit(right, z, k, "+")
+        if sp.simplify(sides[0] - sides[1]) == 0:  # no kink: the rule must take the slope's value
+            ok = ok and sp.simplify(derivative.subs(z, k) - sides[0]) == 0
+        else:
+            kinks.append(k)
+            if rule.grad_at_kinks is not None:
+                ok = ok and sp.simplify(derivative.subs(z, k) - sp.Rational(str(rule.grad_at_kinks))) == 0
     settings = ", ".join(f"{k}={v:g}" for k, v in params.items())
-    where = "for z > 0 and z < 0; the value at 0 is a convention" if rule.kinks else "for all real z"
+    if rule.grad_at_kinks is not None:
+        settings = f"grad_at_kinks={rule.grad_at_kinks:g}"
+    sides = [f"z < {high}" if low == -sp.oo else f"z > {low}" if high == sp.oo else f"{low} < z < {high}"
+             for low, high in itertools.pairwise(edges)]
+    where = f"for {', '.join(sides[:-1])} and {sides[-1]}" if breakpoints else "for all real z"
+    if kinks:
+        where += f"; the value at {', '.join(map(str, sorted(kinks, key=float)))} is a convention"
     detail = f"f' = d/dz f {where}" + (f" ({settings})" if settings else "")
-    return Check(f"{name}'(z)", ok, "sympy.diff", detail if ok else "derivative rule differs from d/dz f")
+    return Check(f"{rule.name}'(z)", ok, "sympy.diff", detail if ok else "derivative rule differs from d/dz f")
+
+
+def _branch(pairs, x):
+    """The expression of the piece (``formula.pieces``) whose region holds ``x``."""
+    return next(expr for expr, region in pairs if region.contains(x) == sp.true)
 
 
 def _symbols(name: str, shape) -> np.ndarray:

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from symbackprop import derive
-from symbackprop.rules import ACTIVATIONS, LOSSES
+from symbackprop.rules import ACTIVATIONS, LOSSES, activation_rule
 from symbackprop.spec import RELU_GRAD_AT_ZERO_VALUES, load_spec
 
 SPECS = sorted(Path(__file__).parent.joinpath("specs").glob("*.toml"))
@@ -74,13 +74,13 @@ def symbolic_gradients(spec, params, X, Y) -> dict:
     """dL/d(entry) of an explicit symbolic instance of the network, for every parameter entry and X entry.
 
     Each entry in turn becomes a symbol ``t`` while every other entry is a number; the loss is built from the
-    rule table's scalar forward forms (``ACTIVATIONS[...].forward``, ``LOSSES[...].value``), differentiated by
+    rule table's scalar forward forms (``activation_rule(...).forward``, ``LOSSES[...].value``), differentiated by
     symengine (``Max`` rewritten by SymPy as the equal ``Piecewise``, which symengine differentiates) and
     evaluated at ``t`` = the entry's value.
     """
     z, t = sp.Symbol("z", real=True), se.Symbol("t")
     batch_first = spec.layout == "batch-first"
-    forms = [se.sympify(ACTIVATIONS[layer.activation].forward(z, layer.params).rewrite(sp.Piecewise))
+    forms = [se.sympify(activation_rule(layer.activation).forward(z, layer.params).rewrite(sp.Piecewise))
              for layer in spec.layers]
 
     def matmul(A, B):
@@ -157,7 +157,7 @@ def test_cache_keeps_no_preactivation_the_backward_pass_can_do_without(path, mod
     params = module.init_params(0)
     _, cache = module.forward(params, data(spec, np.random.default_rng(0))[0])
     for l, layer in enumerate(spec.layers, start=1):
-        rule = ACTIVATIONS[layer.activation]
+        rule = activation_rule(layer.activation)
         if layer.activation == "identity" or rule.numpy_derivative_from_output:
             assert f"Z{l}" not in cache
 

@@ -18,7 +18,7 @@ from symbackprop.derivation import gradient_symbol
 from symbackprop.evaluate import Evaluator, Float64Backend
 from symbackprop.network import build_network
 from symbackprop.printing import latex, numpy_code
-from symbackprop.rules import ACTIVATIONS, LOSSES
+from symbackprop.rules import LOSSES, activation_rule
 
 
 def test_seed_network_forward_steps_and_shapes():
@@ -97,7 +97,7 @@ def _sympy_loss(spec, values, symbolic):
         W, b = value(f"W{l}"), value(f"b{l}")
         Z = A * W + sp.ones(A.rows, 1) * b if batch_first else W * A + b * sp.ones(1, A.cols)
         z = sp.Symbol("z")
-        A = Z.applyfunc(sp.Lambda(z, ACTIVATIONS[layer.activation].forward(z, layer.params)))
+        A = Z.applyfunc(sp.Lambda(z, activation_rule(layer.activation).forward(z, layer.params)))
     T = value("Y_true")
     Y, T = (A, T) if batch_first else (A.T, T.T)
     return LOSSES[spec.loss.kind].value(Y.tolist(), T.tolist(), sp), symbols
