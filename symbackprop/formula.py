@@ -220,7 +220,8 @@ class _Parser:
                 self.fail(f"{text} is a function: write {text}(...)", token)
             declared = ", ".join(self.symbols)
             self.fail(f"unknown name {text!r}; a formula may use {declared} and the functions "
-                      f"{', '.join(FUNCTIONS)}", token)
+                      f"{', '.join(FUNCTIONS)} (declare a parameter as parameters = {{ {text} = <number> }})",
+                      token)
         self.fail(f"expected a number, a name, a function call or '(', got {_shown(token)}", token)
 
     def call(self, token):
@@ -341,6 +342,11 @@ class FormulaLatexPrinter(_Decimals, LatexPrinter):
         super().__init__()
         self.otherwise = otherwise
 
+    def _print_Symbol(self, expr, style="plain"):
+        text = super()._print_Symbol(expr, style)
+        # A parameter named by a word (scale) reads upright, so that "scale z" is not five factors.
+        return rf"\mathrm{{{text}}}" if len(expr.name) > 1 and not text.startswith("\\") else text
+
     def _print_Piecewise(self, expr):
         rows = []
         for branch, condition in expr.args:
@@ -405,6 +411,9 @@ class NumPyFormula(StrPrinter):
 
     def doprint(self, expr):
         expr = optimize(piecewise(expr), [log1p_opt, expm1_opt])
+        # b**u with u not a number as exp(u log b), so that b**(-u) never prints as 1/b**u, which overflows.
+        expr = expr.replace(lambda e: isinstance(e, sp.Pow) and not e.exp.is_number,
+                            lambda e: sp.exp(e.exp * sp.log(e.base), evaluate=False))
         if isinstance(expr, sp.Piecewise):
             return self._print_pieces(pieces(expr))
         if not expr.has(Z):

@@ -160,11 +160,11 @@ def custom_activations(network, t: dict) -> list[dict]:
         steps.append({
             "name": rule.name, "latex": f,
             "formula": rf"{f}\left(z\right) = {formula.latex(d.formula, otherwise)}",
-            "parameters": [f"{formula.latex(sp.Symbol(name))} = {value:g}" for name, value in d.parameters],
+            "parameters": r", \quad ".join(f"{formula.latex(sp.Symbol(name))} = {value}" for name, value in d.parameters),
             "worked": rf"{f}'\left(z\right) = {worked}",
             "simplified": rf"{f}'\left(z\right) = {simplified}" if simplified != worked else "",
             "named": r", \quad ".join(named),
-            "kinks": t["custom_kinks"].format(points=", ".join(map(str, d.kinks)), value=f"{rule.grad_at_kinks:g}")
+            "kinks": t["custom_kinks"].format(points=", ".join(map(str, d.kinks)), value=rule.grad_at_kinks)
                      if d.kinks else "",
             "from_output": (rf"{f}'\left(z\right) = {formula.latex(d.from_output)}, \quad a = {f}\left(z\right)"
                             if d.from_output is not None else ""),
