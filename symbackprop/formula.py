@@ -12,20 +12,26 @@ code comments), and into a NumPy expression that is stable where the formula all
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
+from functools import lru_cache
 
 import sympy as sp
 from sympy.codegen.rewriting import expm1_opt, log1p_opt, optimize
+from sympy.core.relational import Relational
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import precedence
 from sympy.printing.str import StrPrinter
+from sympy.solvers.solveset import solveset
 
 Z = sp.Symbol("z", real=True)
 MAX_LENGTH = 400
 MAX_DEPTH = 32
 MAX_NUMBER = 10**6
 MAX_EXPONENT = 16
+MAX_PIECEWISE = 8  # calls of where, abs, min and max in one formula
+MAX_BREAKPOINTS = 16
 
 
 class FormulaError(Exception):
@@ -127,7 +133,7 @@ class _Parser:
     """Recursive descent over the tokens; ``depth`` bounds the nesting so no input can exhaust the stack."""
 
     def __init__(self, text: str, parameters: dict):
-        self.tokens, self.i, self.depth = tokenize(text), 0, 0
+        self.tokens, self.i, self.depth, self.piecewise = tokenize(text), 0, 0, 0
         self.symbols = {"z": Z, **{name: sp.Symbol(name, real=True) for name in parameters}}
 
     def peek(self):
@@ -230,6 +236,10 @@ class _Parser:
             what = "a variable, not a function" if name in self.symbols else "not a function of the formula language"
             self.fail(f"{name!r} is {what}; functions: {', '.join(FUNCTIONS)}", token)
         arity, function = FUNCTIONS[name]
+        if name in PIECEWISE_FUNCTIONS:
+            self.piecewise += 1
+            if self.piecewise > MAX_PIECEWISE:
+                self.fail(f"at most {MAX_PIECEWISE} calls of {', '.join(PIECEWISE_FUNCTIONS)} in one formula", token)
         self.expect("(")
         args = [self.condition() if name == "where" else self.sum()]
         while self.peek()[1] == ",":
@@ -288,24 +298,68 @@ def stabilized(expr: sp.Expr) -> sp.Expr:
                         lambda e: sigmoid(-exponent(e.base)))
 
 
+@lru_cache(maxsize=256)
 def piecewise(expr: sp.Expr) -> sp.Expr:
-    """``expr`` with abs, min and max as Piecewise, every Piecewise lifted to the top."""
-    return sp.piecewise_fold(expr.rewrite(sp.Piecewise))
+    """``expr`` with abs, min, max and sign as Piecewise (each where it stands: nothing is lifted or merged)."""
+    return expr.rewrite(sp.Piecewise)
+
+
+def breakpoints(expr: sp.Expr) -> list[sp.Expr]:
+    """The points where a condition of ``piecewise(expr)`` can change, in increasing order."""
+    points = set()
+    for relation in piecewise(expr).atoms(Relational):
+        try:
+            zeros = solveset(relation.lhs - relation.rhs, Z, sp.S.Reals)
+        except NotImplementedError:
+            zeros = None
+        if not isinstance(zeros, sp.FiniteSet):
+            raise FormulaError(f"cannot solve the condition {text(relation)} for the finitely many points where "
+                               "it changes")
+        points |= set(zeros)
+    if len(points) > MAX_BREAKPOINTS:
+        raise FormulaError(f"the conditions change at {len(points)} points; at most {MAX_BREAKPOINTS} are allowed")
+    return sorted(points, key=float)
+
+
+def branch_at(expr: sp.Expr, point: sp.Expr) -> sp.Expr:
+    """``expr`` with every Piecewise replaced by the branch that applies at ``z = point``."""
+    def choose(node):
+        for branch, condition in node.args:
+            holds = condition.subs(Z, point)
+            if holds not in (sp.true, sp.false):
+                raise FormulaError(f"cannot decide the condition {text(condition)} at z = {point}")
+            if holds:
+                return branch
+        raise FormulaError(f"no branch applies at z = {point}")
+
+    return piecewise(expr).replace(lambda node: isinstance(node, sp.Piecewise), choose)
+
+
+def intervals(points: list) -> list[sp.Interval]:
+    """The open intervals of the real line between consecutive ``points`` (sorted)."""
+    return [sp.Interval.open(low, high) for low, high in itertools.pairwise([-sp.oo, *points, sp.oo])]
+
+
+def inside(region: sp.Set) -> sp.Expr:
+    """A point of ``region`` (an interval, a union of them, or points): a midpoint, or 1 past a finite end."""
+    if isinstance(region, sp.Union):
+        return inside(region.args[0])
+    if isinstance(region, sp.FiniteSet):
+        return min(region, key=float)
+    low, high = region.start, region.end
+    if low == -sp.oo:
+        return high - 1 if high != sp.oo else sp.S.Zero
+    return low + 1 if high == sp.oo else (low + high) / 2
 
 
 def pieces(expr: sp.Expr) -> list[tuple[sp.Expr, sp.Set]]:
-    """``(expression, set of z)`` pairs: where each branch of ``piecewise(expr)`` applies (disjoint, not empty)."""
-    expr = piecewise(expr)
-    if not isinstance(expr, sp.Piecewise):
-        return [(expr, sp.S.Reals)]
-    try:
-        pairs = expr.as_expr_set_pairs(sp.S.Reals)
-    except (NotImplementedError, TypeError, ValueError) as error:
-        raise FormulaError(f"cannot solve the conditions of where/abs/min/max for z: {error}") from None
-    for branch, _ in pairs:
-        if branch.has(sp.Piecewise):
-            raise FormulaError("cannot lift a where/abs/min/max out of the function around it")
-    return [(branch, region) for branch, region in pairs if region is not sp.S.EmptySet]
+    """``(branch, set of z)`` pairs: the expression ``expr`` takes on each set (disjoint, covering the reals)."""
+    grouped: dict = {}
+    points = breakpoints(expr)
+    for region in [*intervals(points), *(sp.FiniteSet(point) for point in points)]:
+        branch = branch_at(expr, inside(region))
+        grouped[branch] = grouped.get(branch, sp.S.EmptySet) | region
+    return list(grouped.items())
 
 
 # -- printing ----------------------------------------------------------------------------------------------
@@ -414,7 +468,7 @@ class NumPyFormula(StrPrinter):
         # b**u with u not a number as exp(u log b), so that b**(-u) never prints as 1/b**u, which overflows.
         expr = expr.replace(lambda e: isinstance(e, sp.Pow) and not e.exp.is_number,
                             lambda e: sp.exp(e.exp * sp.log(e.base), evaluate=False))
-        if isinstance(expr, sp.Piecewise):
+        if expr.has(sp.Piecewise):
             return self._print_pieces(pieces(expr))
         if not expr.has(Z):
             return f"np.full_like({self.z}, {self._print(expr)})"
@@ -477,18 +531,6 @@ class NumPyFormula(StrPrinter):
             code = value if code is None else f"np.where({condition}, {value}, {code})"
         # np.where of constants alone would be float64 (or int64) whatever the dtype of z.
         return code if any(branch.has(Z) for branch, _ in pairs) else f"np.asarray({code}, dtype={self.z}.dtype)"
-
-
-def inside(region: sp.Set) -> sp.Expr:
-    """A point of ``region`` (an interval, a union of them, or points): a midpoint, or 1 past a finite end."""
-    if isinstance(region, sp.Union):
-        return inside(region.args[0])
-    if isinstance(region, sp.FiniteSet):
-        return min(region, key=float)
-    low, high = region.start, region.end
-    if low == -sp.oo:
-        return high - 1 if high != sp.oo else sp.S.Zero
-    return low + 1 if high == sp.oo else (low + high) / 2
 
 
 def numpy_code(expr, z: str = "{z}") -> str:

@@ -8,12 +8,12 @@ drift apart; ``tests/test_rules.py`` checks every derivative against ``sympy.dif
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import sympy as sp
+from sympy.core.relational import Relational
 from sympy.solvers.solveset import solveset
 
 from . import formula as fm
@@ -350,7 +350,7 @@ def _custom_rule(definition: CustomActivation) -> ActivationRule:
         points = sp.Or(*(sp.Eq(z, k) for k in kinks))
         return sp.Piecewise((_rational(definition.grad_at_kinks), points), (derivative, True))
 
-    derivative = sp.diff(fm.piecewise(shown), z)
+    derivative = _readable(sp.diff(fm.piecewise(shown), z))
     simplified = _simplified(derivative)
     forward = fm.elementary(f)
     rule_derivative = fm.elementary(at_kinks(simplified.subs(values)))
@@ -370,34 +370,29 @@ def _custom_rule(definition: CustomActivation) -> ActivationRule:
         needs_erf=f.has(sp.erf) or code_derivative.has(sp.erf),
         grad_at_kinks=definition.grad_at_kinks,
         derivation=FormulaDerivation(
-            sp.piecewise_fold(formula), definition.parameters, sp.diff(fm.piecewise(formula), z), simplified,
+            _readable(formula), definition.parameters, _readable(sp.diff(fm.piecewise(formula), z)), simplified,
             tuple(kinks), from_output, stable),
     )
 
 
 def _kinks(f: sp.Expr) -> tuple[list, bool]:
-    """The points where the slope of ``f`` jumps, and whether ``f`` is one smooth piece.
+    """The points where the slope of ``f`` jumps, and whether ``f`` is one piece (no breakpoint).
 
-    Raises FormulaError where ``f`` or its slope is not real and finite on a branch's region, where ``f``
+    Raises FormulaError where ``f``, its slope or a condition is not real and finite on a region, where ``f``
     jumps at a breakpoint, or where the slope is unbounded next to one.
     """
     z = fm.Z
-    pairs = fm.pieces(f)
-    breakpoints = sorted({point for _, region in pairs for point in region.boundary if point.is_finite},
-                         key=float)
-    edges = [-sp.oo, *breakpoints, sp.oo]
-    intervals = [sp.Interval.open(low, high) for low, high in itertools.pairwise(edges)]
-
-    def branch(x):
-        return next(expr for expr, region in pairs if region.contains(x) == sp.true)
-
-    sides = [branch(fm.inside(interval)) for interval in intervals]
+    for relation in fm.piecewise(f).atoms(Relational):
+        _check_defined(relation.lhs - relation.rhs, sp.S.Reals)
+    points = fm.breakpoints(f)
+    intervals = fm.intervals(points)
+    sides = [fm.branch_at(f, fm.inside(interval)) for interval in intervals]
     for expr, interval in zip(sides, intervals):
         _check_defined(expr, interval)
         _check_defined(sp.diff(expr, z), interval)
     kinks = []
-    for k, left, right in zip(breakpoints, sides, sides[1:]):
-        value = branch(k).subs(z, k)
+    for k, left, right in zip(points, sides, sides[1:]):
+        value = fm.branch_at(f, k).subs(z, k)
         limits = (_limit(left, k, "-"), _limit(right, k, "+"))
         if not _finite(value) or not all(_equal(limit, value) for limit in limits):
             raise fm.FormulaError(f"the formula is not continuous at z = {k}: it tends to {limits[0]} from the "
@@ -407,7 +402,7 @@ def _kinks(f: sp.Expr) -> tuple[list, bool]:
             raise fm.FormulaError(f"the slope is unbounded next to z = {k}")
         if not _equal(*slopes):
             kinks.append(k)
-    return kinks, not breakpoints
+    return kinks, not points
 
 
 def _check_defined(expr, interval) -> None:
@@ -448,9 +443,18 @@ def _equal(a, b) -> bool:
     return sp.simplify(a - b) == 0
 
 
+def _readable(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with nested branches as one list of cases, where there are few (folding multiplies them)."""
+    return sp.piecewise_fold(expr) if len(expr.atoms(sp.Piecewise)) <= 3 else expr
+
+
 def _simplified(derivative: sp.Expr) -> sp.Expr:
-    """``sympy.simplify`` of ``derivative`` where that is shorter and brings in no new function (cosh for tanh)."""
-    simpler = sp.simplify(derivative)
+    """``sympy.simplify`` of ``derivative`` (branch by branch, if it has any) where that is shorter and brings
+    in no new function (cosh for tanh)."""
+    simpler = derivative.replace(
+        lambda e: isinstance(e, sp.Piecewise),
+        lambda e: sp.Piecewise(*((sp.simplify(branch), condition) for branch, condition in e.args)),
+    ) if derivative.has(sp.Piecewise) else sp.simplify(derivative)
     functions = {type(f) for f in derivative.atoms(sp.Function)}
     if sp.count_ops(simpler) < sp.count_ops(derivative) and {type(f) for f in simpler.atoms(sp.Function)} <= functions:
         return simpler

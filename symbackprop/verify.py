@@ -199,16 +199,13 @@ def _check_activation_rule(rule, items: tuple) -> Check:
     params = dict(items)
     z = formula.Z
     forward, derivative = rule.forward(z, params), rule.derivative(z, params)
-    forward_pieces, derivative_pieces = formula.pieces(forward), formula.pieces(derivative)
-    breakpoints = sorted({point for _, region in forward_pieces + derivative_pieces for point in region.boundary
-                          if point.is_finite}, key=float)
-    edges = [-sp.oo, *breakpoints, sp.oo]
+    breakpoints = sorted({*formula.breakpoints(forward), *formula.breakpoints(derivative)}, key=float)
     slopes = []  # sympy.diff of the forward branch between consecutive breakpoints
     ok = True
-    for low, high in itertools.pairwise(edges):
-        x = formula.inside(sp.Interval.open(low, high))
-        slopes.append(sp.diff(_branch(forward_pieces, x), z))
-        ok = ok and sp.simplify(slopes[-1] - _branch(derivative_pieces, x)) == 0
+    for interval in formula.intervals(breakpoints):
+        x = formula.inside(interval)
+        slopes.append(sp.diff(formula.branch_at(forward, x), z))
+        ok = ok and sp.simplify(slopes[-1] - formula.branch_at(derivative, x)) == 0
     kinks = []
     for k, left, right in zip(breakpoints, slopes, slopes[1:]):
         sides = sp.limit(left, z, k, "-"), sp.limit(right, z, k, "+")
@@ -222,17 +219,12 @@ def _check_activation_rule(rule, items: tuple) -> Check:
     if rule.grad_at_kinks is not None:
         settings = f"grad_at_kinks={rule.grad_at_kinks:g}"
     sides = [f"z < {high}" if low == -sp.oo else f"z > {low}" if high == sp.oo else f"{low} < z < {high}"
-             for low, high in itertools.pairwise(edges)]
+             for low, high in itertools.pairwise([-sp.oo, *breakpoints, sp.oo])]
     where = f"for {', '.join(sides[:-1])} and {sides[-1]}" if breakpoints else "for all real z"
     if kinks:
         where += f"; the value at {', '.join(map(str, sorted(kinks, key=float)))} is a convention"
     detail = f"f' = d/dz f {where}" + (f" ({settings})" if settings else "")
     return Check(f"{rule.name}'(z)", ok, "sympy.diff", detail if ok else "derivative rule differs from d/dz f")
-
-
-def _branch(pairs, x):
-    """The expression of the piece (``formula.pieces``) whose region holds ``x``."""
-    return next(expr for expr, region in pairs if region.contains(x) == sp.true)
 
 
 def _symbols(name: str, shape) -> np.ndarray:
