@@ -150,9 +150,13 @@ def custom_activations(network, t: dict) -> list[dict]:
             formula.softplus, r"\operatorname{softplus}\left(u\right) = \log\left(1 + e^{u}\right)"))
             if d.simplified.has(function)]
         definition = next(c for c in network.spec.activations if c.key == key)
-        lines = [f"{rule.name}(z) = {definition.forward}", f"{rule.name}'(z) = {formula.text(d.worked)}"]
+        values = ", ".join(f"{name} = {value}" for name, value in d.parameters)
+        lines = [f"{rule.name}(z) = {definition.forward}" + (f", with {values}" if values else ""),
+                 f"{rule.name}'(z) = {formula.text(d.worked)}"]
         if simplified != worked:
             lines.append(f"{' ' * len(rule.name)}    = {formula.text(d.simplified)}")
+        if d.kinks:
+            lines.append(f"{rule.name}'(z) = {rule.grad_at_kinks} at z = {', '.join(map(str, d.kinks))} (grad_at_kinks)")
         comments = {function_name(node): lines[0], function_name(grad): f"{rule.name}'(z) = {formula.text(d.simplified)}"}
         if d.from_output is not None:
             comments[function_name(grad, from_output=True)] = (
@@ -169,7 +173,7 @@ def custom_activations(network, t: dict) -> list[dict]:
             "from_output": (rf"{f}'\left(z\right) = {formula.latex(d.from_output)}, \quad a = {f}\left(z\right)"
                             if d.from_output is not None else ""),
             "text": lines, "comments": comments,
-            "numpy": [t[f"numpy_stable_{name}"] for name in d.stable],
+            "numpy": [t[f"numpy_note_{name}"] for name in d.numpy_notes],
         })
     return steps
 
@@ -262,7 +266,6 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
                     for name in net.inputs if name[0] in "Wb" and name[1:].isdigit()],
         "custom_activations": (custom := custom_activations(net, t)),
         "helper_comments": {name: line for step in custom for name, line in step["comments"].items()},
-        "custom_numpy": [*dict.fromkeys(note for step in custom for note in step["numpy"]),
-                         *([t["numpy_stable_rest"]] if custom else [])],
+        "custom_numpy": list(dict.fromkeys(note for step in custom for note in step["numpy"])),
         **lecture_context(derivation, batch),
     }

@@ -27,8 +27,9 @@ class FormulaDerivation:
     ``formula`` is the user's formula with the parameters as symbols; ``worked`` is ``sympy.diff`` of it (abs,
     min, max and where as branches); ``simplified`` the derivative as the rule uses it (sigmoid and softplus
     named, simplified where that is shorter); ``kinks`` the points where the slope jumps; ``from_output`` the
-    derivative written in the output ``a`` where SymPy proves that identity; ``stable`` says which stable
-    NumPy forms the generated code uses (``softplus``, ``sigmoid``, ``branches``).
+    derivative written in the output ``a`` where SymPy proves that identity; ``numpy_notes`` names what the
+    generated NumPy code does about overflow (``softplus``, ``sigmoid``, ``branches``; ``exp`` where a plain exp
+    remains).
     """
 
     formula: sp.Expr
@@ -37,7 +38,7 @@ class FormulaDerivation:
     simplified: sp.Expr
     kinks: tuple[sp.Expr, ...]
     from_output: sp.Expr | None
-    stable: tuple[str, ...]
+    numpy_notes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -356,9 +357,10 @@ def _custom_rule(definition: CustomActivation) -> ActivationRule:
     rule_derivative = fm.elementary(at_kinks(simplified.subs(values)))
     code_derivative = at_kinks(sp.diff(fm.piecewise(f), z))
     from_output = _from_output(shown, (derivative, simplified), values) if one_piece else None
-    stable = tuple(name for name, present in (
+    numpy_notes = tuple(name for name, present in (
         ("softplus", f.has(fm.softplus)), ("sigmoid", f.has(fm.sigmoid) or code_derivative.has(fm.sigmoid)),
-        ("branches", any(not branch.is_polynomial(z) for branch, _ in fm.pieces(f)) and not one_piece)) if present)
+        ("branches", any(not branch.is_polynomial(z) for branch, _ in fm.pieces(f)) and not one_piece),
+        ("exp", f.has(sp.exp) or code_derivative.has(sp.exp))) if present)
     a = sp.Symbol("a", real=True)
     return ActivationRule(
         definition.name, definition.latex or rf"\operatorname{{{definition.name.replace('_', chr(92) + '_')}}}",
@@ -371,7 +373,7 @@ def _custom_rule(definition: CustomActivation) -> ActivationRule:
         grad_at_kinks=definition.grad_at_kinks,
         derivation=FormulaDerivation(
             _readable(formula), definition.parameters, _readable(sp.diff(fm.piecewise(formula), z)), simplified,
-            tuple(kinks), from_output, stable),
+            tuple(kinks), from_output, numpy_notes),
     )
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import tomllib
 from math import erf
 from pathlib import Path
 
@@ -312,8 +313,8 @@ def test_the_generated_module_states_formulas_derivatives_and_its_numpy_forms(co
     docstring = source.split('"""')[1]
     assert "mish(z) = z * tanh(log(1 + exp(z)))" in docstring
     assert "mish'(z) = " in docstring and "hardtanh'(z) = " in docstring
-    assert "np.logaddexp(0, u)" in docstring
-    assert ("Nothing is clipped" if lang == "en" else "잘라 내지는 않습니다") in docstring
+    assert "np.logaddexp(0, u)" in docstring  # mish: softplus, computed stably
+    assert ("evaluated only where it applies" if lang == "en" else "그 구간에서만 계산합니다") not in docstring
     compile(source, "backprop.py", "exec")
     tanh_half = activation_rule(derivation.spec.layers[3].activation)
     key = derivation.spec.layers[3].activation
@@ -343,3 +344,11 @@ def test_check_accepts_a_custom_name_with_a_prime():
     assert wrong.verdict == "wrong" and wrong.expected == "dL/dZ1 = dL/da1 * mish'(Z1)"
     latex = r"\frac{\partial L}{\partial Z^{[1]}} = \frac{\partial L}{\partial a^{[1]}} \odot \operatorname{mish}'(Z^{[1]})"
     assert check(latex, spec).verdict == "correct"
+
+
+def test_the_readme_shows_what_the_tool_prints_for_its_example():
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Custom activations", 1)[1]
+    spec = tomllib.loads(section.split("```toml\n", 1)[1].split("```", 1)[0])
+    printed = section.split("```text\n", 1)[1].split("```", 1)[0]
+    assert printed in render(derive(spec), "numpy")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from symbackprop.formula import MAX_DEPTH, Z, FormulaError, numpy_code, parse, sigmoid, softplus, stabilized
+from symbackprop.formula import MAX_DEPTH, FormulaError, Z, numpy_code, parse, sigmoid, softplus, stabilized
 
 z = Z
 beta = sp.Symbol("beta", real=True)
