@@ -17,7 +17,8 @@ def _str(value) -> Str:
 
 
 class Elementwise(MatrixExpr):
-    """``f(Z)`` (order 0) or ``f'(Z)`` (order 1) entrywise, for the activation ``f`` named in the rule table.
+    """``f(Z)`` (order 0) or ``f'(Z)`` (order 1) entrywise, for the activation ``f`` whose rule-table key
+    (``rules.activation_rule``) is ``activation``: a built-in name, or a custom activation's key.
 
     ``params`` is a tuple of ``(name, value)`` pairs (e.g. ``alpha``) that select one member of the
     activation's family.

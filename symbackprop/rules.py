@@ -3,6 +3,10 @@
 Each entry carries its scalar SymPy forward expression, its derivative, its LaTeX name and its NumPy
 snippets. Derivation, printing, code generation and verification all read these entries, so they cannot
 drift apart; ``tests/test_rules.py`` checks every derivative against ``sympy.diff`` of its forward rule.
+
+Custom activations (a spec's ``[activations.<name>]`` formulas) become entries of the same kind, built by
+``custom_activation``: SymPy differentiates the formula, and the entry is registered under a key naming the
+whole definition. ``activation_rule(key)`` finds built-in and custom entries alike.
 """
 
 from __future__ import annotations
