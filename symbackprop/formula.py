@@ -46,6 +46,12 @@ class FormulaError(Exception):
 class sigmoid(sp.Function):
     """The logistic function 1 / (1 + exp(-u)), kept whole so that it prints (and computes) stably."""
 
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_number:  # a constant is just a number
+            return 1 / (1 + sp.exp(-arg))
+        return None
+
     def _eval_is_real(self):
         return self.args[0].is_real
 
@@ -61,6 +67,12 @@ class sigmoid(sp.Function):
 
 class softplus(sp.Function):
     """log(1 + exp(u)), kept whole so that it prints (and computes) stably."""
+
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_number:
+            return sp.log(1 + sp.exp(arg))
+        return None
 
     def _eval_is_real(self):
         return self.args[0].is_real
@@ -203,7 +215,7 @@ class _Parser:
             self.fail(f"a constant exponent must be a real number of size at most {MAX_EXPONENT}", token)
         if base.is_number and not (base.is_real and abs(base) <= MAX_NUMBER):
             self.fail(f"a constant base of ** must be a real number of size at most {MAX_NUMBER:g}", token)
-        return base**exponent
+        return self.real(base**exponent, token, f"({text(base)})**({text(exponent)})")
 
     def atom(self):
         token = self.next()
@@ -251,7 +263,18 @@ class _Parser:
         if (arity is None and len(args) < 2) or (arity is not None and len(args) != arity):
             count = "two or more arguments" if arity is None else f"{arity} argument{'s' * (arity > 1)}"
             self.fail(f"{name} takes {count}, got {len(args)}", token)
-        return function(*args)
+        what = f"{name}({', '.join(text(a) for a in args)})"
+        try:
+            value = function(*args)
+        except (TypeError, ValueError) as error:  # SymPy refusing, e.g. a comparison with a division by zero
+            self.fail(f"{what} cannot be built: {error}", token)
+        return self.real(value, token, what)
+
+    def real(self, value, token, what):
+        """``value``, unless it is a constant that is not a finite real number (log(0), sqrt(-1))."""
+        if value.is_number and not (value.is_extended_real and value.is_finite):
+            self.fail(f"{what} is not a finite real number", token)
+        return value
 
     def condition(self):
         left = self.sum()
@@ -350,6 +373,14 @@ def inside(region: sp.Set) -> sp.Expr:
     if low == -sp.oo:
         return high - 1 if high != sp.oo else sp.S.Zero
     return low + 1 if high == sp.oo else (low + high) / 2
+
+
+def describe(interval: sp.Interval) -> str:
+    """An open interval as a condition on z: ``z < -1``, ``-1 < z < 1``, ``z > 1``, ``every real z``."""
+    low, high = interval.start, interval.end
+    if low == -sp.oo:
+        return f"z < {high}" if high != sp.oo else "every real z"
+    return f"z > {low}" if high == sp.oo else f"{low} < z < {high}"
 
 
 def pieces(expr: sp.Expr) -> list[tuple[sp.Expr, sp.Set]]:

@@ -325,7 +325,10 @@ def custom_activation(definition: CustomActivation) -> ActivationRule:
     """
     key = definition.key
     if key not in _CUSTOM:
-        _CUSTOM[key] = _custom_rule(definition)
+        try:
+            _CUSTOM[key] = _custom_rule(definition)
+        except (TypeError, ValueError, RecursionError) as error:  # SymPy giving up on a formula
+            raise fm.FormulaError(f"SymPy cannot analyse this formula ({type(error).__name__}: {error})") from None
     return _CUSTOM[key]
 
 
@@ -414,7 +417,9 @@ def _kinks(f: sp.Expr) -> tuple[list, bool]:
 def _check_defined(expr, interval) -> None:
     """Raise FormulaError unless every log, root and division in ``expr`` is real and finite on ``interval``."""
     z = fm.Z
-    for node in sp.preorder_traversal(expr):
+    if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+        raise fm.FormulaError(f"the formula is not finite for {fm.describe(interval)} (a division by zero?)")
+    for node in sp.postorder_traversal(expr):  # inner first: a problem inside makes the outer checks moot
         if isinstance(node, sp.log):
             base, need = node.args[0], "positive"
         elif isinstance(node, sp.Pow) and not (node.exp.is_Integer and node.exp >= 0):
@@ -432,9 +437,9 @@ def _check_defined(expr, interval) -> None:
             bad = None
         if bad is sp.S.EmptySet:
             continue
-        if isinstance(bad, (sp.Interval, sp.FiniteSet, sp.Union)):
+        if all(isinstance(part, (sp.Interval, sp.FiniteSet)) for part in sp.Union.make_args(bad)):
             raise fm.FormulaError(f"{fm.text(node)} is not real and finite at z = {fm.inside(bad)}")
-        raise fm.FormulaError(f"cannot show that {fm.text(node)} is real and finite for every z in {interval}")
+        raise fm.FormulaError(f"cannot show that {fm.text(node)} is real and finite for {fm.describe(interval)}")
 
 
 def _limit(expr, point, direction):

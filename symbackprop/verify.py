@@ -218,8 +218,7 @@ def _check_activation_rule(rule, items: tuple) -> Check:
     settings = ", ".join(f"{k}={v:g}" for k, v in params.items())
     if rule.grad_at_kinks is not None:
         settings = f"grad_at_kinks={rule.grad_at_kinks:g}"
-    sides = [f"z < {high}" if low == -sp.oo else f"z > {low}" if high == sp.oo else f"{low} < z < {high}"
-             for low, high in itertools.pairwise([-sp.oo, *breakpoints, sp.oo])]
+    sides = [formula.describe(interval) for interval in formula.intervals(breakpoints)]
     where = f"for {', '.join(sides[:-1])} and {sides[-1]}" if breakpoints else "for all real z"
     if kinks:
         where += f"; the value at {', '.join(map(str, sorted(kinks, key=float)))} is a convention"
