@@ -25,6 +25,8 @@ from sympy.printing.precedence import precedence
 from sympy.printing.str import StrPrinter
 from sympy.solvers.solveset import solveset
 
+from .errors import SymbackpropError
+
 Z = sp.Symbol("z", real=True)
 MAX_LENGTH = 400
 MAX_DEPTH = 32
@@ -34,7 +36,7 @@ MAX_PIECEWISE = 8  # calls of where, abs, min and max in one formula
 MAX_BREAKPOINTS = 16
 
 
-class FormulaError(Exception):
+class FormulaError(SymbackpropError):
     """A formula outside the language, or not an activation; ``column`` (1-based) says where, when one place
     is to blame, and ``field`` which key of the definition (``forward`` or ``grad_at_kinks``)."""
 
@@ -344,18 +346,21 @@ def breakpoints(expr: sp.Expr) -> list[sp.Expr]:
     return sorted(points, key=float)
 
 
-def branch_at(expr: sp.Expr, point: sp.Expr) -> sp.Expr:
-    """``expr`` with every Piecewise replaced by the branch that applies at ``z = point``."""
+def branch_at(expr: sp.Expr, point: sp.Expr, evaluate: bool = True) -> sp.Expr:
+    """``expr`` with every Piecewise replaced by the branch that applies at ``z = point``; with
+    ``evaluate=False`` nothing is simplified on the way (``1/z * z`` stays, and so does its division)."""
     def choose(node):
         for branch, condition in node.args:
-            holds = condition.subs(Z, point)
+            with sp.evaluate(True):
+                holds = condition.subs(Z, point)
             if holds not in (sp.true, sp.false):
                 raise FormulaError(f"cannot decide the condition {text(condition)} at z = {point}")
             if holds:
                 return branch
         raise FormulaError(f"no branch applies at z = {point}")
 
-    return piecewise(expr).replace(lambda node: isinstance(node, sp.Piecewise), choose)
+    with sp.evaluate(evaluate):
+        return piecewise(expr).replace(lambda node: isinstance(node, sp.Piecewise), choose)
 
 
 def intervals(points: list) -> list[sp.Interval]:
@@ -499,8 +504,10 @@ class NumPyFormula(StrPrinter):
         # b**u with u not a number as exp(u log b), so that b**(-u) never prints as 1/b**u, which overflows.
         expr = expr.replace(lambda e: isinstance(e, sp.Pow) and not e.exp.is_number,
                             lambda e: sp.exp(e.exp * sp.log(e.base), evaluate=False))
-        if expr.has(sp.Piecewise):
-            return self._print_pieces(pieces(expr))
+        pairs = pieces(expr) if expr.has(sp.Piecewise) else [(expr, sp.S.Reals)]
+        if len(pairs) > 1:
+            return self._print_pieces(pairs)
+        expr = pairs[0][0]
         if not expr.has(Z):
             return f"np.full_like({self.z}, {self._print(expr)})"
         return super().doprint(expr)

@@ -397,7 +397,7 @@ def _kinks(f: sp.Expr) -> tuple[list, bool]:
     intervals = fm.intervals(points)
     sides = [fm.branch_at(f, fm.inside(interval)) for interval in intervals]
     for expr, interval in zip(sides, intervals):
-        _check_defined(expr, interval)
+        _check_defined(fm.branch_at(f, fm.inside(interval), evaluate=False), interval)
         _check_defined(sp.diff(expr, z), interval)
     kinks = []
     for k, left, right in zip(points, sides, sides[1:]):

@@ -96,6 +96,10 @@ class Spec:
     layout: str = "batch-first"
     activations: tuple[CustomActivation, ...] = ()  # the spec's [activations.<name>] tables
 
+    def __post_init__(self):
+        for definition in self.activations:  # so that the layers' keys resolve, however the Spec was made
+            custom_activation(definition)
+
     @property
     def sizes(self) -> tuple[int, ...]:
         """The input width followed by every layer's width."""
