@@ -501,9 +501,12 @@ class NumPyFormula(StrPrinter):
 
     def doprint(self, expr):
         expr = optimize(piecewise(expr), [log1p_opt, expm1_opt])
-        # b**u with u not a number as exp(u log b), so that b**(-u) never prints as 1/b**u, which overflows.
+        # b**u with u not a number as exp(u log b), so that b**(-u) never prints as 1/b**u, which overflows;
+        # 1 - sigmoid(u) as sigmoid(-u), which keeps its digits where sigmoid(u) is close to 1.
         expr = expr.replace(lambda e: isinstance(e, sp.Pow) and not e.exp.is_number,
                             lambda e: sp.exp(e.exp * sp.log(e.base), evaluate=False))
+        expr = expr.replace(lambda e: isinstance(e, sp.Add) and len(e.args) == 2 and sp.S.One in e.args and any(
+            isinstance(-a, sigmoid) for a in e.args), lambda e: sigmoid(-next(-a for a in e.args if a != 1).args[0]))
         pairs = pieces(expr) if expr.has(sp.Piecewise) else [(expr, sp.S.Reals)]
         if len(pairs) > 1:
             return self._print_pieces(pairs)
