@@ -142,7 +142,7 @@ class _Module:
             key = (node.key, node.order, from_output)
             if key in names:
                 continue
-            base = f"{node.activation}{'_grad' if node.order else ''}{'_from_output' if from_output else ''}"
+            base = f"{rule.name}{'_grad' if node.order else ''}{'_from_output' if from_output else ''}"
             names[key] = self.names.fresh(base)
             helpers[names[key]] = (("a", rule.numpy_from_output(node.params, a="a")) if from_output
                                    else ("z", rule.numpy(node.order, node.params, z="z")))
@@ -210,6 +210,7 @@ class _Module:
             "backward_lines": backward,
             "cached": self.cached(forward, backward),
             "helpers": self.helpers,
+            "helper_names": self.helper_names,
             "parameters": [{"name": name, "shape": _literal_shape(net.inputs[name].shape, self.sizes),
                             "init": INITIALIZERS[net.initializers[name][0]].format(
                                 shape=_literal_shape(net.inputs[name].shape, self.sizes),

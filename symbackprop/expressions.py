@@ -22,7 +22,8 @@ def _str(value) -> Str:
 
 
 class Elementwise(MatrixExpr):
-    """``f(Z)`` (order 0) or ``f'(Z)`` (order 1) entrywise, for the function ``f`` named in the rule table.
+    """``f(Z)`` (order 0) or ``f'(Z)`` (order 1) entrywise, for the function ``f`` whose rule-table key
+    (``rules.activation_rule``) is ``activation``: a built-in or internal name, or a custom activation's key.
 
     ``params`` is a tuple of ``(name, value)`` pairs (e.g. ``alpha``) that select one member of the
     function's family.

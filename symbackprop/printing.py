@@ -295,7 +295,7 @@ class TextPrinter(_MatrixLayout, StrPrinter):
     def _print_Elementwise(self, expr):
         if expr.activation == "identity" and expr.order == 0:
             return self._print(expr.arg)
-        return f"{expr.activation}{chr(39) if expr.order else ''}({self._print(expr.arg)})"
+        return f"{activation_rule(expr.activation).name}{chr(39) if expr.order else ''}({self._print(expr.arg)})"
 
     def _print_Exp(self, expr):
         return f"exp({self._print(expr.arg)})"

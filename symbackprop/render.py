@@ -13,9 +13,12 @@ from functools import cache
 from importlib import resources
 
 import jinja2
+import sympy as sp
 
+from . import formula
 from .codegen import module_context
 from .errors import LINE_BREAKING, one_line
+from .expressions import Elementwise
 from .formats import ALIASES, FORMATS, LANGUAGES
 from .lecture import LectureOptions, lecture_context
 from .printing import latex, latex_name, shape_latex, shape_text, text, text_name
@@ -125,6 +128,8 @@ def _layer_entry(net, l: int, layer) -> dict:
     """One row of the layer table: kind, width, activation (dense) and the printed names."""
     activation = layer.activation or ""
     latex_activation = (TRAINABLE_ACTIVATIONS.get(activation) or activation_rule(activation).latex) if activation else ""
+    if activation and activation not in TRAINABLE_ACTIVATIONS:
+        activation = activation_rule(activation).name  # a custom activation's own name, not its key
     return {"index": l, "kind": layer.kind, "size": net.spec.sizes[l], "activation": activation,
             "latex": latex_activation, "params": layer.params,
             "output": net.activation_name(l), "input": net.layer_input(l)}
@@ -150,6 +155,51 @@ def _loss_context(derivation, t) -> dict:
             "reduction": "; ".join(parts), "summary": "; ".join(summary),
             "distributions": any(alt.assumes for step in derivation.backward for alt in step.alternatives),
             "targets": rule.targets}
+
+
+def custom_activations(network, t: dict) -> list[dict]:
+    """The derivation step of each custom activation the network uses: the formula, its derivative worked
+    out by SymPy and simplified, kinks, the form in the output; comments for the NumPy helpers."""
+    steps = []
+    for key in dict.fromkeys(layer.activation for layer in network.spec.layers):
+        rule = activation_rule(key)
+        d = rule.derivation
+        if d is None:
+            continue
+        node = Elementwise(key, network.inputs[network.input_name], 0)
+        f, otherwise = rule.latex, t["custom_otherwise"]
+        worked, simplified = formula.latex(d.worked, otherwise), formula.latex(d.simplified, otherwise)
+        named = [form for function, form in ((formula.sigmoid, r"\sigma\left(u\right) = \frac{1}{1 + e^{-u}}"), (
+            formula.softplus, r"\operatorname{softplus}\left(u\right) = \log\left(1 + e^{u}\right)"))
+            if d.simplified.has(function)]
+        definition = next(c for c in network.spec.activations if c.key == key)
+        values = ", ".join(f"{name} = {value}" for name, value in d.parameters)
+        lines = [f"{rule.name}(z) = {definition.forward}" + (f", with {values}" if values else ""),
+                 f"{rule.name}'(z) = {formula.text(d.worked)}"]
+        if simplified != worked:
+            lines.append(f"{' ' * len(rule.name)}    = {formula.text(d.simplified)}")
+        if d.kinks:
+            lines.append(f"{rule.name}'(z) = {rule.grad_at_kinks} at z = {', '.join(map(str, d.kinks))} (grad_at_kinks)")
+        # Keyed like the module's helpers: (function key, order, written with the output).
+        comments = {(node.key, 0, False): lines[0], (node.key, 1, False): f"{rule.name}'(z) = {formula.text(d.simplified)}"}
+        if d.from_output is not None:
+            comments[node.key, 1, True] = (
+                f"{rule.name}'(z) = {formula.text(d.from_output)} with a = {rule.name}(z) (proved by SymPy)")
+        steps.append({
+            "name": rule.name, "latex": f,
+            "formula": rf"{f}\left(z\right) = {formula.latex(d.formula, otherwise)}",
+            "parameters": r", \quad ".join(f"{formula.latex(sp.Symbol(name))} = {value}" for name, value in d.parameters),
+            "worked": rf"{f}'\left(z\right) = {worked}",
+            "simplified": rf"{f}'\left(z\right) = {simplified}" if simplified != worked else "",
+            "named": r", \quad ".join(named),
+            "kinks": t["custom_kinks"].format(points=", ".join(map(str, d.kinks)), value=rule.grad_at_kinks)
+                     if d.kinks else "",
+            "from_output": (rf"{f}'\left(z\right) = {formula.latex(d.from_output)}, \quad a = {f}\left(z\right)"
+                            if d.from_output is not None else ""),
+            "text": lines, "comments": comments,
+            "numpy": [t[f"numpy_note_{name}"] for name in d.numpy_notes],
+        })
+    return steps
 
 
 def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> dict:
@@ -203,4 +253,8 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
         "updates": [{"name": name, "param": latex_name(name), "grad": latex_name(f"d{name}")}
                     for name in net.parameters],
         **module,
+        "custom_activations": (custom := custom_activations(net, t)),
+        "helper_comments": {module["helper_names"][key]: line for step in custom
+                            for key, line in step["comments"].items() if key in module["helper_names"]},
+        "custom_numpy": list(dict.fromkeys(note for step in custom for note in step["numpy"])),
     }

@@ -4,16 +4,46 @@ Each activation carries its scalar SymPy forward expression, its derivative, its
 snippets; each loss its summed term, its gradient, the reductions it allows and its NumPy form. Derivation,
 printing, code generation and verification all read these entries, so they cannot drift apart;
 ``tests/test_rules.py`` checks every derivative against ``sympy.diff`` of its forward rule.
+
+Custom activations (a spec's ``[activations.<name>]`` formulas) become entries of the same kind, built by
+``custom_activation``: SymPy differentiates the formula, and the entry is registered under a key naming the
+whole definition. ``activation_rule(key)`` finds built-in, internal and custom entries alike.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import sympy as sp
+from sympy.core.relational import Relational
+from sympy.solvers.solveset import solveset
 
+from . import formula as fm
 from .expressions import Exp, Log, LogSoftmax, Sigmoid, Softmax
+
+
+@dataclass(frozen=True)
+class FormulaDerivation:
+    """How SymPy derived a custom activation's derivative, as the documents show it.
+
+    ``formula`` is the user's formula with the parameters as symbols; ``worked`` is ``sympy.diff`` of it (abs,
+    min, max and where as branches); ``simplified`` the derivative as the rule uses it (sigmoid and softplus
+    named, simplified where that is shorter); ``kinks`` the points where the slope jumps; ``from_output`` the
+    derivative written in the output ``a`` where SymPy proves that identity; ``numpy_notes`` names what the
+    generated NumPy code does about overflow (``softplus``, ``sigmoid``, ``branches``; ``exp`` where a plain exp
+    remains).
+    """
+
+    formula: sp.Expr
+    parameters: tuple[tuple[str, float], ...]
+    worked: sp.Expr
+    simplified: sp.Expr
+    kinks: tuple[sp.Expr, ...]
+    from_output: sp.Expr | None
+    numpy_notes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -31,6 +61,8 @@ class ActivationRule:
     gives ``f'(z)`` from ``a = f(z)`` for the exact backends, where formulas may be written with the output
     (batch norm's inverse square root: ``-a^3 / 2``; sigmoid: ``a (1 - a)``, which makes a sigmoid output and
     binary cross-entropy simplify); other functions stay opaque there, ``f`` and ``f'`` unrelated.
+    ``grad_at_kinks`` is the derivative a custom activation takes at its kinks; ``derivation`` says how
+    SymPy derived a custom activation's derivative (None for the built-in ones).
     """
 
     name: str
@@ -45,6 +77,8 @@ class ActivationRule:
     needs_erf: bool = False
     latex_call: str | None = None
     exact_derivative: Callable | None = None
+    grad_at_kinks: float | None = None
+    derivation: FormulaDerivation | None = None
 
     def parameters(self, given: dict | None = None) -> dict:
         """The parameters this activation takes, ``given`` values over the defaults."""
@@ -191,9 +225,13 @@ FUNCTIONS: dict[str, ActivationRule] = {
 TRAINABLE_ACTIVATIONS = {"prelu": r"\operatorname{PReLU}"}
 
 
-def activation_rule(name: str) -> ActivationRule:
-    """The rule of an elementwise function by name: an activation or an internal function."""
-    return ACTIVATIONS[name] if name in ACTIVATIONS else FUNCTIONS[name]
+def activation_rule(key: str) -> ActivationRule:
+    """The rule of an elementwise function: a built-in activation or internal function (by name), or a custom
+    activation a spec defined (by its ``key``)."""
+    rule = ACTIVATIONS.get(key) or FUNCTIONS.get(key) or _CUSTOM.get(key)
+    if rule is None:
+        raise KeyError(key)
+    return rule
 
 
 # -- losses ------------------------------------------------------------------------------------------------
@@ -462,3 +500,205 @@ def numpy_penalty_code(settings: LossSettings) -> str:
     """The L2 penalty in NumPy, given ``weights`` (the weight arrays) and ``N`` (the batch size)."""
     divisor = " / N" if settings.l2_scale == "batch_mean" else ""
     return f"{_py_number(settings.l2 / 2)} * sum(np.sum(W ** 2) for W in weights){divisor}"
+
+
+# -- custom activations: a formula from the spec, differentiated by SymPy --------------------------------------
+
+@dataclass(frozen=True)
+class CustomActivation:
+    """One ``[activations.<name>]`` table of a spec: a formula in ``z`` and parameters, and its settings."""
+
+    name: str
+    forward: str
+    parameters: tuple[tuple[str, float], ...] = ()
+    latex: str | None = None
+    grad_at_kinks: float | None = None
+
+    @property
+    def key(self) -> str:
+        """``<name>_<6 hex digits>``: the rule's name in this process, fixed by the whole definition, so two
+        specs may define the same name differently."""
+        content = json.dumps([self.name, self.forward, [list(p) for p in self.parameters], self.latex,
+                              self.grad_at_kinks])
+        return f"{self.name}_{hashlib.sha256(content.encode()).hexdigest()[:6]}"
+
+    def to_dict(self) -> dict:
+        """The table as the spec writes it."""
+        table = {"forward": self.forward}
+        if self.parameters:
+            table["parameters"] = dict(self.parameters)
+        if self.latex is not None:
+            table["latex"] = self.latex
+        if self.grad_at_kinks is not None:
+            table["grad_at_kinks"] = self.grad_at_kinks
+        return table
+
+
+_CUSTOM: dict[str, ActivationRule] = {}
+
+
+def custom_activation(definition: CustomActivation) -> ActivationRule:
+    """The rule of a custom activation, built once per process and registered under ``definition.key``.
+
+    Raises :class:`formula.FormulaError` when the formula is outside the language or is not an activation
+    (not real, finite and continuous for every real z; a kink without ``grad_at_kinks``).
+    """
+    key = definition.key
+    if key not in _CUSTOM:
+        try:
+            _CUSTOM[key] = _custom_rule(definition)
+        except (TypeError, ValueError, RecursionError) as error:  # SymPy giving up on a formula
+            raise fm.FormulaError(f"SymPy cannot analyse this formula ({type(error).__name__}: {error})") from None
+    return _CUSTOM[key]
+
+
+def _custom_rule(definition: CustomActivation) -> ActivationRule:
+    z = fm.Z
+    symbols = {name: sp.Symbol(name, real=True) for name, _ in definition.parameters}
+    values = {symbols[name]: _rational(value) for name, value in definition.parameters}
+    formula = fm.parse(definition.forward, symbols)
+    if not formula.has(z):
+        raise fm.FormulaError("the formula does not depend on z")
+    for name, symbol in symbols.items():
+        if not formula.has(symbol):
+            raise fm.FormulaError(f"parameter {name!r} is not used in the formula")
+    shown = fm.stabilized(formula)
+    f = fm.stabilized(shown.subs(values))
+    kinks, one_piece = _kinks(fm.elementary(f))
+    if kinks and definition.grad_at_kinks is None:
+        raise fm.FormulaError(f"the slope jumps at z = {', '.join(map(str, kinks))}: set grad_at_kinks, the "
+                              "derivative to take there")
+    if definition.grad_at_kinks is not None and not kinks:
+        raise fm.FormulaError("the formula has no kink (its slope never jumps): remove grad_at_kinks",
+                              field="grad_at_kinks")
+
+    def at_kinks(derivative):
+        if not kinks:
+            return derivative
+        points = sp.Or(*(sp.Eq(z, k) for k in kinks))
+        return sp.Piecewise((_rational(definition.grad_at_kinks), points), (derivative, True))
+
+    derivative = _readable(sp.diff(fm.piecewise(shown), z))
+    simplified = _simplified(derivative)
+    forward = fm.elementary(f)
+    rule_derivative = fm.elementary(at_kinks(simplified.subs(values)))
+    code_derivative = at_kinks(sp.diff(fm.piecewise(f), z))
+    from_output = _from_output(shown, (derivative, simplified), values) if one_piece else None
+    numpy_notes = tuple(name for name, present in (
+        ("softplus", f.has(fm.softplus)), ("sigmoid", f.has(fm.sigmoid) or code_derivative.has(fm.sigmoid)),
+        ("branches", any(not branch.is_polynomial(z) for branch, _ in fm.pieces(f)) and not one_piece),
+        ("exp", f.has(sp.exp) or code_derivative.has(sp.exp))) if present)
+    a = sp.Symbol("a", real=True)
+    return ActivationRule(
+        definition.name, definition.latex or rf"\operatorname{{{definition.name.replace('_', chr(92) + '_')}}}",
+        lambda x, p: forward.xreplace({z: x}), lambda x, p: rule_derivative.xreplace({z: x}),
+        fm.numpy_code(f), fm.numpy_code(code_derivative),
+        numpy_derivative_from_output=None if from_output is None else fm.numpy_code(
+            from_output.subs(values).xreplace({a: z}), z="{a}"),
+        kinks=tuple(float(k) for k in kinks),
+        needs_erf=f.has(sp.erf) or code_derivative.has(sp.erf),
+        grad_at_kinks=definition.grad_at_kinks,
+        derivation=FormulaDerivation(
+            _readable(formula), definition.parameters, _readable(sp.diff(fm.piecewise(formula), z)), simplified,
+            tuple(kinks), from_output, numpy_notes),
+    )
+
+
+def _kinks(f: sp.Expr) -> tuple[list, bool]:
+    """The points where the slope of ``f`` jumps, and whether ``f`` is one piece (no breakpoint).
+
+    Raises FormulaError where ``f``, its slope or a condition is not real and finite on a region, where ``f``
+    jumps at a breakpoint, or where the slope is unbounded next to one.
+    """
+    z = fm.Z
+    for relation in fm.piecewise(f).atoms(Relational):
+        _check_defined(relation.lhs - relation.rhs, sp.S.Reals)
+    points = fm.breakpoints(f)
+    intervals = fm.intervals(points)
+    sides = [fm.branch_at(f, fm.inside(interval)) for interval in intervals]
+    for expr, interval in zip(sides, intervals):
+        _check_defined(fm.branch_at(f, fm.inside(interval), evaluate=False), interval)
+        _check_defined(sp.diff(expr, z), interval)
+    kinks = []
+    for k, left, right in zip(points, sides, sides[1:]):
+        value = fm.branch_at(f, k).subs(z, k)
+        limits = (_limit(left, k, "-"), _limit(right, k, "+"))
+        if not _finite(value) or not all(_equal(limit, value) for limit in limits):
+            raise fm.FormulaError(f"the formula is not continuous at z = {k}: it tends to {limits[0]} from the "
+                                  f"left and {limits[1]} from the right, and its value there is {value}")
+        slopes = (_limit(sp.diff(left, z), k, "-"), _limit(sp.diff(right, z), k, "+"))
+        if not all(map(_finite, slopes)):
+            raise fm.FormulaError(f"the slope is unbounded next to z = {k}")
+        if not _equal(*slopes):
+            kinks.append(k)
+    return kinks, not points
+
+
+def _check_defined(expr, interval) -> None:
+    """Raise FormulaError unless every log, root and division in ``expr`` is real and finite on ``interval``."""
+    z = fm.Z
+    if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+        raise fm.FormulaError(f"the formula is not finite for {fm.describe(interval)} (a division by zero?)")
+    for node in sp.postorder_traversal(expr):  # inner first: a problem inside makes the outer checks moot
+        if isinstance(node, sp.log):
+            base, need = node.args[0], "positive"
+        elif isinstance(node, sp.Pow) and not (node.exp.is_Integer and node.exp >= 0):
+            base = node.base
+            need = ("nonzero" if node.exp.is_Integer else "nonnegative" if node.exp.is_number and node.exp > 0
+                    else "positive")
+        else:
+            continue
+        if getattr(base, f"is_{need}"):
+            continue
+        violation = {"nonzero": sp.Eq(base, 0), "positive": base <= 0, "nonnegative": base < 0}[need]
+        try:
+            bad = solveset(violation, z, interval)
+        except NotImplementedError:
+            bad = None
+        if bad is sp.S.EmptySet:
+            continue
+        if all(isinstance(part, (sp.Interval, sp.FiniteSet)) for part in sp.Union.make_args(bad)):
+            raise fm.FormulaError(f"{fm.text(node)} is not real and finite at z = {fm.inside(bad)}")
+        raise fm.FormulaError(f"cannot show that {fm.text(node)} is real and finite for {fm.describe(interval)}")
+
+
+def _limit(expr, point, direction):
+    return sp.limit(expr, fm.Z, point, direction)
+
+
+def _finite(value) -> bool:
+    return bool(value.is_extended_real and value.is_finite)
+
+
+def _equal(a, b) -> bool:
+    return sp.simplify(a - b) == 0
+
+
+def _readable(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with nested branches as one list of cases, where there are few (folding multiplies them)."""
+    return sp.piecewise_fold(expr) if len(expr.atoms(sp.Piecewise)) <= 3 else expr
+
+
+def _simplified(derivative: sp.Expr) -> sp.Expr:
+    """``sympy.simplify`` of ``derivative`` (branch by branch, if it has any) where that is shorter and brings
+    in no new function (cosh for tanh)."""
+    simpler = derivative.replace(
+        lambda e: isinstance(e, sp.Piecewise),
+        lambda e: sp.Piecewise(*((sp.simplify(branch), condition) for branch, condition in e.args)),
+    ) if derivative.has(sp.Piecewise) else sp.simplify(derivative)
+    functions = {type(f) for f in derivative.atoms(sp.Function)}
+    if sp.count_ops(simpler) < sp.count_ops(derivative) and {type(f) for f in simpler.atoms(sp.Function)} <= functions:
+        return simpler
+    return derivative
+
+
+def _from_output(shown, derivatives, values) -> sp.Expr | None:
+    """The derivative written in ``a = f(z)`` (no z left), where SymPy proves it equals the derivative."""
+    a = sp.Symbol("a", real=True)
+    for derivative in derivatives:
+        candidate = derivative.xreplace({shown: a})
+        if not candidate.has(fm.Z):
+            difference = fm.elementary((candidate.xreplace({a: shown}) - derivative).subs(values))
+            if sp.simplify(difference) == 0:
+                return candidate
+    return None

@@ -6,6 +6,7 @@ what is allowed. Spec files are only parsed as TOML; nothing in them is ever exe
 
 from __future__ import annotations
 
+import dataclasses
 import keyword
 import math
 import numbers
@@ -20,6 +21,8 @@ from typing import Any, NoReturn
 from symbackprop.errors import InputFileError, SpecError, suggestion
 from symbackprop.errors import allowed as _allowed
 from symbackprop.files import read_text
+from symbackprop.formula import FUNCTIONS as FORMULA_FUNCTIONS
+from symbackprop.formula import MAX_NUMBER, FormulaError
 from symbackprop.layers import LAYER_KINDS
 from symbackprop.rules import (
     ACTIVATIONS,
@@ -30,7 +33,10 @@ from symbackprop.rules import (
     REAL,
     SHORTCUTS,
     TRAINABLE_ACTIVATIONS,
+    CustomActivation,
     LossSettings,
+    activation_rule,
+    custom_activation,
 )
 
 LAYOUTS = ("batch-first", "column")
@@ -45,7 +51,7 @@ DEFAULT_EPS = 1e-5
 DEFAULT_DROPOUT = 0.5
 
 _TITLE_PAGE_KEYS = ("author", "institute", "date")  # optional strings for the lecture's title page
-_TOP_KEYS = ("title", "layout", "input", "layers", "loss", "regularization", *_TITLE_PAGE_KEYS)
+_TOP_KEYS = ("title", "layout", "input", "layers", "loss", "regularization", *_TITLE_PAGE_KEYS, "activations")
 _INPUT_KEYS = ("size", "name")
 _PARAMETER_KEYS = ("alpha", "relu_grad_at_zero")
 _LOSS_KEYS = ("kind", "reduction", "scale", "margin", "hinge_grad_at_zero")
@@ -53,6 +59,18 @@ _REGULARIZATION_KEYS = ("l2", "l2_scale")
 # The layer's own keys, by kind, beside "kind" (from the layer registry).
 _LAYER_KEYS = {name: kind.keys for name, kind in LAYER_KINDS.items()}
 _ALL_ACTIVATIONS = (*ACTIVATIONS, *TRAINABLE_ACTIVATIONS)
+_ACTIVATION_KEYS = ("forward", "parameters", "latex", "grad_at_kinks")
+MAX_CUSTOM_ACTIVATIONS = 16
+MAX_NAME_LENGTH = 32
+# A custom activation's LaTeX name: letters, digits, a few marks, and only these commands (no \input, no ^^).
+_LATEX_COMMANDS = frozenset({
+    "operatorname", "mathrm", "mathit", "mathsf", "mathbf", "mathcal", "text", "tanh", "log", "exp",
+    "alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta", "vartheta", "iota",
+    "kappa", "lambda", "mu", "nu", "xi", "pi", "rho", "sigma", "tau", "upsilon", "phi", "varphi", "chi", "psi",
+    "omega", "Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi", "Psi", "Omega",
+})
+_LATEX_TOKEN = re.compile(r"\\[A-Za-z]+|[A-Za-z0-9 ,.+\-/()_{}']|\^(?!\^)")
+MAX_LATEX_LENGTH = 80
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _LAYERED_NAMES = "W|b|Z|a|delta|M|mu|xc|var|rstd|xhat|gamma|beta|alpha"
@@ -119,6 +137,11 @@ class Spec:
     author: str | None = None
     institute: str | None = None
     date: str | None = None
+    activations: tuple[CustomActivation, ...] = ()  # the spec's [activations.<name>] tables
+
+    def __post_init__(self):
+        for definition in self.activations:  # so that the layers' keys resolve, however the Spec was made
+            custom_activation(definition)
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -171,6 +194,7 @@ def spec_to_dict(spec: Spec) -> dict:
         "loss": {"kind": loss.kind, **({} if loss.kind in SHORTCUTS else
                                       {"reduction": loss.reduction, "scale": loss.scale}), **dict(loss.params)},
         **{key: getattr(spec, key) for key in _TITLE_PAGE_KEYS if getattr(spec, key) is not None},
+        **({"activations": {d.name: d.to_dict() for d in spec.activations}} if spec.activations else {}),
     }
     if loss.l2:
         data["regularization"] = {"l2": loss.l2, "l2_scale": loss.l2_scale}
@@ -178,11 +202,12 @@ def spec_to_dict(spec: Spec) -> dict:
 
 
 def _layer_to_dict(layer: LayerSpec) -> dict:
+    activation = None if layer.activation in (None, *TRAINABLE_ACTIVATIONS) else activation_rule(layer.activation).name
     if layer.kind == "dense":
-        return {"size": layer.size, "activation": layer.activation, **layer.params,
+        return {"size": layer.size, "activation": activation or layer.activation, **layer.params,
                 **({} if layer.bias else {"bias": False})}
     if layer.kind == "activation":
-        return {"kind": "activation", "activation": layer.activation, **layer.params}
+        return {"kind": "activation", "activation": activation or layer.activation, **layer.params}
     return {"kind": layer.kind, **{key: getattr(layer, "source" if key == "from" else key)
                                    for key in _LAYER_KEYS[layer.kind]}}
 
@@ -266,6 +291,7 @@ class _Reader:
 
     def __init__(self, source: str):
         self.source = source
+        self.custom: dict[str, CustomActivation] = {}  # the spec's custom activations, by name
 
     def fail(self, message: str, key: str | None = None) -> NoReturn:
         raise SpecError(message, source=self.source, key=key)
@@ -372,7 +398,11 @@ class _Reader:
         dense = kind == "dense"
         table = self.table(value, key, ("kind", *own), ("size", "activation") if dense else ("activation",))
         size = self.size(table["size"], f"{key}.size") if dense else None
-        activation = self.choice(table["activation"], f"{key}.activation", "activation", _ALL_ACTIVATIONS)
+        activation = self.choice(table["activation"], f"{key}.activation", "activation",
+                                 (*_ALL_ACTIVATIONS, *self.custom))
+        bias = self.boolean(table["bias"], f"{key}.bias") if "bias" in table else True
+        if activation in self.custom:
+            return self.custom_layer(table, key, activation, LayerSpec(size, kind=kind, bias=bias))
         defaults = dict(ACTIVATIONS[activation].defaults) if activation in ACTIVATIONS else {}
         for name in _PARAMETER_KEYS:
             if name in table and name not in defaults:
@@ -383,7 +413,6 @@ class _Reader:
                           f"{key}.{name}")
         params = {name: getattr(self, name)(table.get(name, default), f"{key}.{name}")
                   for name, default in defaults.items()}
-        bias = self.boolean(table["bias"], f"{key}.bias") if "bias" in table else True
         return LayerSpec(size, activation, kind=kind, bias=bias, **params)
 
     @staticmethod
@@ -487,6 +516,8 @@ class _Reader:
     def spec(self, value: Any) -> Spec:
         table = self.table(value, None, _TOP_KEYS, ("input", "layers", "loss"))
         input_spec = self.input(table["input"])
+        if "activations" in table:
+            self.custom = self.activations(table["activations"], input_spec.name)
         layers = self.layers(table["layers"], input_spec)
         loss = self.loss(table["loss"], layers, table.get("regularization"), input_spec.size)
         extras = {}
@@ -495,4 +526,93 @@ class _Reader:
         if "layout" in table:
             extras["layout"] = self.choice(table["layout"], "layout", "layout", LAYOUTS)
         extras.update({key: self.title(table[key], key) for key in _TITLE_PAGE_KEYS if key in table})
+        if self.custom:
+            extras["activations"] = tuple(self.custom.values())
         return Spec(input_spec, layers, loss, **extras)
+
+    # -- custom activations ([activations.<name>]) ----------------------------------------------------------
+    def activations(self, value: Any, input_name: str) -> dict[str, CustomActivation]:
+        """The spec's custom activations, each checked and its rule built (SymPy derives the derivative)."""
+        if not isinstance(value, Mapping):
+            self.fail(f"must be a table of [activations.<name>] tables, got {_describe(value)}", "activations")
+        if len(value) > MAX_CUSTOM_ACTIVATIONS:
+            self.fail(f"at most {MAX_CUSTOM_ACTIVATIONS} custom activations, got {len(value)}", "activations")
+        custom = {}
+        for name, table in value.items():
+            key = self.custom_name(name, input_name)
+            table = self.table(table, key, _ACTIVATION_KEYS, ("forward",))
+            definition = CustomActivation(
+                name, self.string(table["forward"], f"{key}.forward"),
+                self.formula_parameters(table.get("parameters", {}), f"{key}.parameters"),
+                self.latex_name(table["latex"], f"{key}.latex") if "latex" in table else None,
+                self.finite(table["grad_at_kinks"], f"{key}.grad_at_kinks") if "grad_at_kinks" in table else None)
+            try:
+                custom_activation(definition)
+            except FormulaError as error:
+                self.fail(str(error), f"{key}.{error.field}")
+            if input_name.startswith(definition.key):
+                self.fail(f"input name {input_name!r} clashes with the generated module's functions for "
+                          f"activation {name!r}; choose another", "input.name")
+            custom[name] = definition
+        return custom
+
+    def custom_name(self, name: str, input_name: str) -> str:
+        """The key path of a custom activation, after checking its name is an identifier no one else uses."""
+        if not _NAME.fullmatch(name) or len(name) > MAX_NAME_LENGTH:
+            self.fail(f"invalid activation name {name!r}; it must match ^{_NAME.pattern}$ and have at most "
+                      f"{MAX_NAME_LENGTH} characters", "activations")
+        taken = ("a built-in activation" if name in (*ACTIVATIONS, *TRAINABLE_ACTIVATIONS, *FUNCTIONS) else
+                 "a function of the formula language" if name in FORMULA_FUNCTIONS else
+                 "the input's name" if name == input_name else
+                 "a name the derivation uses" if name in ("z", "softmax", "np") or _RESERVED_NAMES.fullmatch(name)
+                 else None)
+        if taken:
+            self.fail(f"activation name {name!r} is {taken}; choose another", "activations")
+        return f"activations.{name}"
+
+    def formula_parameters(self, value: Any, key: str) -> tuple[tuple[str, float], ...]:
+        """A formula's parameters (``{ beta = 1.5 }``), sorted by name."""
+        if not isinstance(value, Mapping):
+            self.fail(f"must be a table of numbers, e.g. {{ beta = 1.5 }}, got {_describe(value)}", key)
+        for name in value:
+            if not _NAME.fullmatch(name) or len(name) > MAX_NAME_LENGTH or name == "z" or name in FORMULA_FUNCTIONS:
+                self.fail(f"invalid parameter name {name!r}; it must match ^{_NAME.pattern}$, have at most "
+                          f"{MAX_NAME_LENGTH} characters, and be neither z nor a function's name", key)
+        return tuple(sorted((name, self.finite(number, f"{key}.{name}")) for name, number in value.items()))
+
+    def finite(self, value: Any, key: str) -> int | float:
+        """A number a formula can hold exactly: finite, at most MAX_NUMBER in size."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            self.fail(f"must be a number, got {_describe(value)}", key)
+        if not (math.isfinite(float(value)) and abs(value) <= MAX_NUMBER):
+            self.fail(f"must be a finite number of size at most {MAX_NUMBER:g}, got {value!r}", key)
+        return value
+
+    def latex_name(self, value: Any, key: str) -> str:
+        """A custom activation's LaTeX name, such as ``\\operatorname{Mish}``: letters, digits, a few marks,
+        balanced braces and a short list of commands, so it cannot run TeX code."""
+        text = self.string(value, key)
+        if not text or len(text) > MAX_LATEX_LENGTH:
+            self.fail(f"must have 1 to {MAX_LATEX_LENGTH} characters, got {len(text)}", key)
+        position, depth = 0, 0
+        while position < len(text):
+            match = _LATEX_TOKEN.match(text, position)
+            if not match or (match.group().startswith("\\") and match.group()[1:] not in _LATEX_COMMANDS):
+                shown = match.group() if match else text[position]
+                self.fail(f"at column {position + 1}: {shown!r} is not allowed in a LaTeX name; use letters, "
+                          "digits, _ ^ { } and commands such as \\operatorname, \\mathrm, \\beta", key)
+            depth += {"{": 1, "}": -1}.get(match.group(), 0)
+            if depth < 0:
+                self.fail(f"at column {position + 1}: unbalanced '}}'", key)
+            position = match.end()
+        if depth:
+            self.fail("unbalanced '{'", key)
+        return text
+
+    def custom_layer(self, table: Mapping, key: str, name: str, layer: LayerSpec) -> LayerSpec:
+        """A layer with a custom activation: its parameters live in [activations.<name>], not in the layer."""
+        for parameter in _PARAMETER_KEYS:
+            if parameter in table:
+                self.fail(f"activation {name!r} takes no layer parameters; set its parameters in "
+                          f"[activations.{name}]", f"{key}.{parameter}")
+        return dataclasses.replace(layer, activation=self.custom[name].key)

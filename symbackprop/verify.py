@@ -44,6 +44,7 @@ import symengine as se
 import sympy as sp
 from sympy.matrices.exceptions import ShapeError
 
+from . import formula
 from .derivation import DISTRIBUTION
 from .evaluate import (
     PRIME,
@@ -221,7 +222,8 @@ def float_targets(network, draw: np.ndarray, rng) -> np.ndarray:
 
 
 def check_activation_rule(name: str, params: dict) -> Check:
-    """Prove an activation's derivative rule equals ``sympy.diff`` of its forward rule (away from kinks)."""
+    """Prove an activation's derivative rule equals ``sympy.diff`` of its forward rule on each side of every
+    breakpoint, and at a breakpoint that is no kink; the value at a kink is a convention."""
     return _check_activation_rule(activation_rule(name), tuple(sorted(params.items())))
 
 
@@ -231,19 +233,37 @@ def _check_activation_rule(rule, items: tuple) -> Check:
 
     A rule whose derivative the exact checks compute from its value (``exact_derivative``) has that form
     checked too, since the proofs rely on it."""
-    name, params = rule.name, dict(items)
-    z, p = sp.Symbol("z", real=True), sp.Symbol("p", positive=True)
+    params = dict(items)
+    z = formula.Z
     forward, derivative = rule.forward(z, params), rule.derivative(z, params)
-    regions = (z,) if not rule.kinks else (p, -p)
-    ok = all(sp.simplify(sp.diff(forward, z).subs(z, r) - derivative.subs(z, r)) == 0 for r in regions)
+    breakpoints = sorted({*formula.breakpoints(forward), *formula.breakpoints(derivative)}, key=float)
+    slopes = []  # sympy.diff of the forward branch between consecutive breakpoints
+    ok = True
+    for interval in formula.intervals(breakpoints):
+        x = formula.inside(interval)
+        slopes.append(sp.diff(formula.branch_at(forward, x), z))
+        ok = ok and sp.simplify(slopes[-1] - formula.branch_at(derivative, x)) == 0
+    kinks = []
+    for k, left, right in zip(breakpoints, slopes, slopes[1:]):
+        sides = sp.limit(left, z, k, "-"), sp.limit(right, z, k, "+")
+        if sp.simplify(sides[0] - sides[1]) == 0:  # no kink: the rule must take the slope's value
+            ok = ok and sp.simplify(derivative.subs(z, k) - sides[0]) == 0
+        else:
+            kinks.append(k)
+            if rule.grad_at_kinks is not None:
+                ok = ok and sp.simplify(derivative.subs(z, k) - sp.Rational(str(rule.grad_at_kinks))) == 0
+    settings = ", ".join(f"{k}={v:g}" for k, v in params.items())
+    if rule.grad_at_kinks is not None:
+        settings = f"grad_at_kinks={rule.grad_at_kinks:g}"
+    sides = [formula.describe(interval) for interval in formula.intervals(breakpoints)]
+    where = f"for {', '.join(sides[:-1])} and {sides[-1]}" if breakpoints else "for all real z"
+    if kinks:
+        where += f"; the value at {', '.join(map(str, sorted(kinks, key=float)))} is a convention"
     if rule.exact_derivative:
         ok = ok and sp.simplify(rule.exact_derivative(forward, z) - derivative) == 0
-    settings = ", ".join(f"{k}={v:g}" for k, v in params.items())
-    where = "for z > 0 and z < 0; the value at 0 is a convention" if rule.kinks else "for all real z"
-    if rule.exact_derivative:
         where += ", and f' written with f itself agrees"
     detail = f"f' = d/dz f {where}" + (f" ({settings})" if settings else "")
-    return Check(f"{name}'(z)", ok, "sympy.diff", detail if ok else "derivative rule differs from d/dz f")
+    return Check(f"{rule.name}'(z)", ok, "sympy.diff", detail if ok else "derivative rule differs from d/dz f")
 
 
 def _symbols(name: str, shape) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 Nothing here comes from symbackprop's derivation, layer registry, loss rules or printers: each layer kind and
 each loss is written again, plainly, with explicit sums over samples and features, as the README defines it.
-Only the spec reader and the activations' forward formulas (``ACTIVATIONS[...].forward``, the definitions
-the derivatives are checked against) are shared. Arrays are turned batch-first first, so every formula is
+Only the spec reader and the activations' forward formulas (``activation_rule(...).forward``, the definitions
+the derivatives are checked against, a custom activation's being the user's formula) are shared. Arrays are turned batch-first first, so every formula is
 written once. ``symbolic_gradients`` differentiates this loss with symengine, one entry at a time.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import symengine as se
 import sympy as sp
 
-from symbackprop.rules import ACTIVATIONS
+from symbackprop.rules import activation_rule
 
 
 def _rows(value, batch_first):
@@ -27,7 +27,7 @@ def _activation(name, params, z):
     x = sp.Symbol("x", real=True)
     if name == "prelu":
         raise ValueError("prelu has a trained slope; see _prelu")
-    form = ACTIVATIONS[name].forward(x, params)
+    form = activation_rule(name).forward(x, params)
     form = form.rewrite(sp.Piecewise) if form.has(sp.Max, sp.Min) else form
     return se.sympify(form).subs({se.Symbol("x"): z})
 

@@ -78,6 +78,8 @@ def test_corpus_coverage():
                if layer.kind == "add"}
     assert "X" in sources and len(sources) >= 2
     assert {spec.loss.kind for spec in specs} >= {"half_sse", "mse", "bce_logits", "softmax_cross_entropy"}
+    assert len({custom.name for spec in specs for custom in spec.activations}) >= 6
+    assert any(spec.activations and spec.layout == "column" for spec in specs)
     assert {spec.layout for spec in specs} == set(LAYOUTS)
     assert {1, 2, 3, 4, 5, 6} <= {len(spec.layers) for spec in specs}
     assert any(layer.size == 1 for spec in specs for layer in spec.layers[:-1])

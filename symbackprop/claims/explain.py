@@ -9,6 +9,7 @@ import sympy as sp
 
 from ..evaluate import PRIME
 from ..printing import NumPyPrinter, latex, latex_name
+from ..rules import activation_rule
 
 
 class ClaimPrinter(NumPyPrinter):
@@ -28,7 +29,7 @@ class ClaimPrinter(NumPyPrinter):
     def _print_Elementwise(self, expr):
         if expr.order == 0:
             return super()._print_Elementwise(expr)
-        return f"{expr.activation}'({self._print(expr.arg)})"
+        return f"{activation_rule(expr.activation).name}'({self._print(expr.arg)})"
 
 
 def formula(of: str, wrt: str, expr, as_latex: bool, gradients: dict) -> str:

@@ -400,7 +400,8 @@ class LatexParser(Parser):
         """Whether the letters ahead name a function: ``relu``, ``softmax``, or ``g``/``f`` applied (``g'(``)."""
         token = self.peek()
         length = self.word_length(token.text)
-        if length > 1 and token.text[:length].lower() in _FUNCTION_WORDS:
+        if length > 1 and (token.text[:length].lower() in _FUNCTION_WORDS
+                           or self.names.activation_key(token.text[:length])):
             return True
         return token.text in ("g", "f") and self.peek(1).text in ("'", "^", "(") and \
             self.names.quantity(token.text) is None
@@ -412,7 +413,8 @@ class LatexParser(Parser):
             function = _FUNCTION_COMMANDS[token.text]
         else:
             word = self.split_letters(self.word_length(token.text))
-            function = _FUNCTION_WORDS.get(word.lower(), "layer" if word in ("g", "f") else None)
+            function = (_FUNCTION_WORDS.get(word.lower()) or self.names.activation_key(word)
+                        or ("layer" if word in ("g", "f") else None))
         order, power = 0, None
         while True:
             if self.accept("'"):
@@ -436,7 +438,7 @@ class LatexParser(Parser):
         with self.nested():
             arg = self.expr()
         self.expect({"(": ")", "{": "}", "[": "]"}[opening.text])
-        if function in ACTIVATIONS or function == "layer":
+        if function == "layer" or function in ACTIVATIONS or function in {d.key for d in self.names.network.spec.activations}:
             value = self.apply(function, order, arg, token)
         elif function == "softmax":
             value = self.softmax(arg, None, token)

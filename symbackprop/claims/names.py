@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from ..expressions import Elementwise
+from ..rules import ACTIVATIONS
 from .errors import ClaimError
 
 LOSS_WORDS = ("L", "Loss", "J", "C", "E", "l", "loss", "cost")
@@ -89,6 +90,13 @@ class Names:
         if match and int(match.group(1)) < len(self.network.widths):
             return self.network.widths[int(match.group(1))]
         return None
+
+    def activation_key(self, name: str) -> str | None:
+        """The rule key of the activation called ``name`` in this spec: a built-in's name, or the key of a custom
+        activation the spec defines (``mish`` -> ``mish_3f2a1c``); None for any other word."""
+        if name in ACTIVATIONS:
+            return name
+        return next((d.key for d in self.network.spec.activations if d.name == name), None)
 
     def activation_of(self, name: str):
         """The activation node applied to quantity ``name`` in the forward pass (``Z1`` -> relu(Z1)), or None."""

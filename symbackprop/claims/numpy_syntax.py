@@ -248,7 +248,7 @@ class NumPyParser(Parser):
         for arg in args[1:] if function == "ones" else args:
             if arg.op == "tuple":
                 raise self.error("a tuple is only a shape, as in np.ones((N, 1))", Token("op", "(", arg.start))
-        if function in ACTIVATIONS or function == "layer":
+        if function == "layer" or function in ACTIVATIONS or function in self.custom_keys():
             return self.apply(function, order, args[0], token)
         if function in ("sum", "mean"):
             axis = keywords["axis"][1] if "axis" in keywords else None
@@ -286,6 +286,10 @@ class NumPyParser(Parser):
             return node("where", (positive, self.constant_leaf(1, token), rest), None, token.start, end)
         return node(function, args, None, token.start, end)
 
+    def custom_keys(self) -> set[str]:
+        """The rule keys of the spec's custom activations."""
+        return {d.key for d in self.names.network.spec.activations}
+
     def constant_leaf(self, value: int, token: Token) -> Node:
         return node("number", (), sp.Integer(value), token.start, token.end)
 
@@ -293,20 +297,22 @@ class NumPyParser(Parser):
         """The function a call names: an activation (``sigmoid_prime`` is its derivative), ``g``/``f``/``phi``
         (the layer's own activation), or one of NumPy's."""
         for suffix in _DERIVATIVE_SUFFIXES:
-            if word.endswith(suffix) and word[:-len(suffix)] in (*ACTIVATIONS, "g", "f", "phi", "sigma"):
-                word, order = word[:-len(suffix)], 1
+            stem = word[:-len(suffix)]
+            if word.endswith(suffix) and (stem in ("g", "f", "phi", "sigma") or self.names.activation_key(stem)):
+                word, order = stem, 1
         word = {"sigma": "sigmoid", "expit": "sigmoid", "absolute": "abs", "amax": "max"}.get(word, word)
         if word in ("g", "f", "phi"):
             return "layer", order
-        if word in ACTIVATIONS:
-            return word, order
+        if self.names.activation_key(word):
+            return self.names.activation_key(word), order
         known = ("sum", "mean", "softmax", "ones", "dot", "matmul", "multiply", "divide", "true_divide", "add",
                  "subtract", "power", "square", "transpose", "where", "maximum", "heaviside", "exp", "log",
                  "abs", "sign")
         if word in known and order == 0:
             return word, 0
+        activations = [*ACTIVATIONS, *(d.name for d in self.names.network.spec.activations)]
         raise self.error(f"unknown function {token.text!r}; known: the activations "
-                         f"({', '.join(ACTIVATIONS)}) and their derivatives (relu'(Z1), sigmoid_prime(Z1)), "
+                         f"({', '.join(activations)}) and their derivatives (relu'(Z1), sigmoid_prime(Z1)), "
                          "g'(Z1) for a layer's own activation, sum, mean, ones, softmax, and NumPy's dot, matmul, "
                          "multiply, divide, power, square, transpose, where, maximum, heaviside, exp, log, abs, "
                          "sign", token)

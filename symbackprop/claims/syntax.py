@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from ..rules import ACTIVATIONS
+from ..rules import activation_rule
 from .errors import ClaimError
 from .names import LOSS_WORDS
 from .tree import MAX_DEPTH, Node, node
@@ -261,7 +261,7 @@ class Parser:
         elif own is not None and own.activation == function:
             params = own.params
         else:
-            params = ACTIVATIONS[function].parameters()
+            params = activation_rule(function).parameters()
         return node("fn", (arg,), (function, order, tuple(sorted(params.items()))), token.start, self.last_end())
 
     def batch_sum(self, arg: Node, token: Token) -> Node:
