@@ -157,12 +157,16 @@ def _summary(report, quiet: bool, *, err: bool = False) -> None:
 @click.option("--handout", is_flag=True, help="Slides without step-by-step reveals (one page per frame).")
 @click.option("--example-seed", default=0, show_default=True, type=click.IntRange(min=0), metavar="N",
               help="Seed of the worked example's data, parameters and teacher.")
+@click.option("--name", default="backprop", show_default=True, metavar="BASENAME",
+              help="Base name of the files written (week3 -> week3.md, week3_slides.tex, ...).")
+@click.option("--pdf", is_flag=True, help="Also compile each LaTeX output (tex, beamer) to PDF with pdflatex.")
 @quiet_option
-def derive(spec_path, formats, out_dir, force, lang, batch, author, institute, date, handout, example_seed, quiet):
+def derive(spec_path, formats, out_dir, force, lang, batch, author, institute, date, handout, example_seed, name,
+           pdf, quiet):
     """Derive the backward pass, verify it, and write the chosen formats."""
     from .output import STDOUT, check_targets
 
-    check_targets(formats, out_dir, force=force)  # before anything slow: no SymPy imported yet
+    check_targets(formats, out_dir, force=force, name=name, pdf=pdf)  # before anything slow: no SymPy yet
     from .derivation import derive as run_derive
     from .lecture import LectureOptions
     from .output import write_outputs
@@ -173,7 +177,7 @@ def derive(spec_path, formats, out_dir, force, lang, batch, author, institute, d
     derivation = run_derive(load(spec_path))
     report = derivation.verify()
     written = write_outputs(derivation, report, formats, out_dir, force=force, lang=lang, batch=batch,
-                            options=options)
+                            options=options, name=name, pdf=pdf)
     _summary(report, quiet, err=out_dir == STDOUT)
     for path in written:
         echo(f"wrote {path}")

@@ -9,6 +9,18 @@ FORMATS = {
     "beamer": ("backprop_slides.tex.j2", "backprop_slides.tex"),
     "ipynb": (None, "backprop.ipynb"),  # built by notebook.py with nbformat, not by a template
 }
+# The base name of the files `derive` writes (``--name`` changes it).
+DEFAULT_NAME = "backprop"
+# Formats whose file pdflatex can compile (``--pdf``).
+TEX_FORMATS = ("latex", "beamer")
 # Short names accepted on the command line.
 ALIASES = {"md": "markdown", "tex": "latex", "py": "numpy"}
 LANGUAGES = ("en", "ko")
+
+
+def file_name(fmt: str, name: str = DEFAULT_NAME, suffix: str | None = None) -> str:
+    """The file ``derive`` writes for ``fmt`` under the base name ``name`` (``week3_slides.tex``); with
+    ``suffix`` another extension (``.pdf``)."""
+    default = FORMATS[fmt][1]
+    stem, extension = default.rsplit(".", 1)
+    return name + stem[len(DEFAULT_NAME):] + (suffix or "." + extension)

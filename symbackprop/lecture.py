@@ -136,16 +136,24 @@ def _shape(symbol, sizes: dict) -> tuple[int, ...]:
 
 
 def _kinked(steps) -> list[tuple]:
-    """The activations with kinks applied in ``steps``, each with the node of its derivative."""
-    return [(node, activation_rule(node.activation).kinks, node.derivative())
-            for step in steps for node in step.expr.atoms(Elementwise) if activation_rule(node.activation).kinks]
+    """The activation steps with kinks among ``steps``: (input, its kinks, the step's own slope ``f'(Z)``).
+
+    The slope is the step's local gradient (for PReLU ``relu'(Z) + alpha min'(0, Z)``), so "alive" means that
+    the step passes a gradient back, whatever functions it is made of."""
+    found = []
+    for step in steps:
+        kinks = sorted({k for node in step.expr.atoms(Elementwise) for k in activation_rule(node.activation).kinks})
+        if kinks and step.kind == "activation":
+            local = step.locals[0]
+            found.append((step.expr.atoms(Elementwise).pop().arg, kinks, local.factor))
+    return found
 
 
 def _healthy(evaluator, kinked) -> bool:
     """No pre-activation near a kink, and for each activation with kinks every unit has a slope for some
     sample and every sample for some unit (nothing dead for the whole batch, no sample ignored)."""
-    for node, kinks, slope in kinked:
-        z = evaluator(node.arg)
+    for arg, kinks, slope in kinked:
+        z = evaluator(arg)
         if any(np.abs(z - kink).min() <= KINK_MARGIN for kink in kinks):
             return False
         alive = evaluator(slope) != 0
@@ -155,18 +163,27 @@ def _healthy(evaluator, kinked) -> bool:
 
 
 def _draw_parameters(network, env: dict, sizes: dict, rng) -> None:
-    """Draw every parameter into ``env`` layer by layer, evaluating the forward steps as it goes; a layer is
-    redrawn (at most ``MAX_DRAWS`` times) until its activations are healthy on the samples in ``env``."""
+    """Draw every parameter into ``env`` block by block, evaluating the forward steps as it goes; a block (a
+    layer with parameters and the parameterless layers after it, such as a ReLU after batch norm) is redrawn
+    (at most ``MAX_DRAWS`` times) until its activations are healthy on the samples in ``env``."""
     evaluator = Evaluator(Float64Backend(), env, sizes)
     names = parameter_names(network)
+    blocks = []
     for layer in sorted({step.layer for step in network.steps}):
-        steps = [step for step in network.steps if step.layer == layer and step.kind != "loss"]
-        kinked = _kinked(steps)
         own = [name for name in names if layer_of(name) == layer]
-        for _ in range(MAX_DRAWS):
-            env.update({name: _draw(rng, _shape(network.inputs[name], sizes)) for name in own})
-            for step in steps:
-                env[step.name] = evaluator(step.expr)
+        if own or not blocks:
+            blocks.append((own, []))
+        blocks[-1][1].extend(step for step in network.steps if step.layer == layer and step.kind != "loss")
+    for index, (own, steps) in enumerate(blocks):
+        kinked = _kinked(steps)
+        for attempt in range(MAX_DRAWS):
+            # A block whose own parameters cannot move its kinks (PReLU's slope after a layer norm) redraws the
+            # block before it too, after a quarter of its draws.
+            redrawn = blocks[max(index - 1, 0):index + 1] if attempt >= MAX_DRAWS // 4 else [(own, steps)]
+            for names_, steps_ in redrawn:
+                env.update({name: _draw(rng, _shape(network.inputs[name], sizes)) for name in names_})
+                for step in steps_:
+                    env[step.name] = evaluator(step.expr)
             if not own or _healthy(evaluator, kinked):
                 break
 
@@ -472,12 +489,22 @@ def symbol_rows(network, derivation, t: dict) -> list[dict]:
 _FD_ERROR = re.compile(r"finite differences: rel\. error ([0-9.]+e[+-]?[0-9]+)")
 
 
-def _check_name(name: str, t: dict) -> str:
+def _function_names(network) -> dict:
+    """The LaTeX of each elementwise function the network applies, by the name a report row gives it."""
+    rules = {activation_rule(node.activation) for step in network.steps for node in step.expr.atoms(Elementwise)}
+    return {rule.name: rule.latex for rule in rules}
+
+
+def _check_name(name: str, t: dict, functions: dict) -> str:
     """A report row's name in the document's language: math for formulas, a catalog phrase otherwise."""
+    shorter = re.fullmatch(r"dL/d(\S+) \((.+)\)", name)  # a shorter form: "dL/da1 (compact)"
+    if shorter:
+        label = t.get("form_" + shorter.group(2).replace(" ", "_"), shorter.group(2))
+        return f"${latex_name('d' + shorter.group(1))}$ ({label})"
     if name.startswith("dL/d"):
         return f"${latex_name('d' + name[4:])}$"
-    if name.endswith("'(z)"):
-        return f"${activation_rule(name[:-4]).latex}'(z)$"  # the report names rule-table functions only
+    if name.endswith("'(z)") and name[:-4] in functions:
+        return f"${functions[name[:-4]]}'(z)$"
     local = re.fullmatch(r"local: layer (\d+)", name)
     if local:
         return t["check_local_layer"].format(layer=local.group(1))
@@ -486,15 +513,15 @@ def _check_name(name: str, t: dict) -> str:
     return f"`{name}`"
 
 
-def verification_rows(report, t: dict) -> list[dict]:
+def verification_rows(report, t: dict, network) -> list[dict]:
     """One row per check: the formula (``name``, TeX/Markdown-ready), ``ok``, the method as a catalog sentence
     (``method``) and the relative error of the finite-difference sanity check where the report gives one
     (``fd``, math)."""
-    rows = []
+    rows, functions = [], _function_names(network)
     for check in report.checks:
         method_key = "method_" + re.sub(r"\W", "_", check.method)
         fd = _FD_ERROR.search(check.detail)
-        rows.append({"name": _check_name(check.name, t), "ok": check.ok,
+        rows.append({"name": _check_name(check.name, t, functions), "ok": check.ok,
                      "method": t.get(method_key, f"`{check.method}`"),
                      "fd": f"${scientific(float(fd.group(1)))}$" if fd else ""})
     return rows
@@ -642,7 +669,7 @@ def lecture_context(derivation, *, t: dict, lang: str, report, batch: int, optio
         "diagram": diagram(network), "chain_example": chain_example(derivation),
         "layer_rows": [layer_summary(network, index) for index in range(network.depth + 1)],
         "layer_indices": sorted({step.layer for step in network.steps}),
-        "verification": verification_rows(report, t), "witness": witness_text(report),
+        "verification": verification_rows(report, t, network), "witness": witness_text(report),
         "example": example and example_view(derivation, example), "example_values": example,
         "names": {name: latex_name(name) for name in names},
         "param_layers": {name: layer_of(name) for name in parameter_names(network)},

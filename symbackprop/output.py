@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from .errors import OutputError, allowed
-from .formats import ALIASES, FORMATS
+from .formats import ALIASES, DEFAULT_NAME, FORMATS, TEX_FORMATS, file_name
 
 STDOUT = "-"
+# A base name for the output files: a plain file name, no directories.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+# How long pdflatex may take on one document (a deep network's deck has hundreds of pages).
+PDF_TIMEOUT = 600
 
 
 def parse_formats(formats: str) -> list[str]:
@@ -39,14 +46,27 @@ def parse_formats(formats: str) -> list[str]:
     return chosen
 
 
-def check_targets(formats: str, out_dir: str, *, force: bool = False) -> list[str]:
+def check_targets(formats: str, out_dir: str, *, force: bool = False, name: str = DEFAULT_NAME,
+                  pdf: bool = False) -> list[str]:
     """The chosen formats, after refusing what the run could not write: call it before any slow work.
 
     ``out_dir`` ``-`` (stdout) takes exactly one format and an open stdout; otherwise existing files (a
     dangling symbolic link counts) are refused unless ``force``, and a directory standing where a file
-    would go is always refused. :func:`write_outputs` checks again as it writes, where it counts.
+    would go is always refused. ``name`` is the files' base name; ``pdf`` asks for a PDF of each LaTeX
+    format, which needs pdflatex. :func:`write_outputs` checks again as it writes, where it counts.
     """
     chosen = parse_formats(formats)
+    if not _NAME.fullmatch(name):
+        raise OutputError(f"--name: {name!r} is not a plain file name; use letters, digits and _ . - "
+                          "(at most 100 characters, no directories)")
+    if pdf:
+        if out_dir == STDOUT:
+            raise OutputError("--pdf writes files; it cannot go with --out -")
+        if not any(fmt in TEX_FORMATS for fmt in chosen):
+            raise OutputError("--pdf: no LaTeX format chosen; add tex or beamer to --format")
+        if shutil.which("pdflatex") is None:
+            raise OutputError("--pdf: pdflatex is not installed (on Debian: apt-get install "
+                              "texlive-latex-recommended texlive-pictures texlive-lang-korean)")
     if out_dir == STDOUT:
         if len(chosen) != 1:
             raise OutputError(f"--out -: writes one format to stdout, got {len(chosen)} "
@@ -54,7 +74,7 @@ def check_targets(formats: str, out_dir: str, *, force: bool = False) -> list[st
         if sys.stdout is None:
             raise OutputError("--out -: stdout is closed")
         return chosen
-    targets = _targets(out_dir, chosen)
+    targets = _targets(out_dir, chosen, name, pdf)
     directories = [str(path) for path in targets if os.path.isdir(path)]
     if directories:
         raise OutputError(f"{', '.join(directories)}: is a directory; remove it or choose another --out")
@@ -65,11 +85,12 @@ def check_targets(formats: str, out_dir: str, *, force: bool = False) -> list[st
 
 
 def write_outputs(derivation, report, formats: str, out_dir: str, *, force: bool = False, lang: str = "en",
-                  batch: int = 64, options=None):
+                  batch: int = 64, options=None, name: str = DEFAULT_NAME, pdf: bool = False):
     """Render every chosen format, then write them all; return the paths written.
 
     ``batch`` is the batch size of the memory table in the lecture formats; ``options`` (a
-    ``lecture.LectureOptions``) the lecturer's choices.
+    ``lecture.LectureOptions``) the lecturer's choices; ``name`` the files' base name. With ``pdf``, each
+    LaTeX format is also compiled (pdflatex twice, in a scratch directory) and its PDF written with the rest.
     ``out_dir`` ``-`` prints the one chosen format on stdout instead (and returns no path). Every file is
     rendered before any is written and staged in a temporary file beside its target. Without ``force``
     each staged file is then hard-linked to its target, which fails if anything is there: the check and
@@ -79,13 +100,15 @@ def write_outputs(derivation, report, formats: str, out_dir: str, *, force: bool
     """
     from .render import render
 
-    chosen = check_targets(formats, out_dir, force=force)
+    chosen = check_targets(formats, out_dir, force=force, name=name, pdf=pdf)
     texts = [render(derivation, fmt, lang=lang, report=report, batch=batch, options=options) for fmt in chosen]
     if out_dir == STDOUT:
         write_stream(texts[0])
         return []
+    if pdf:
+        texts += [compile_pdf(text, file_name(fmt, name)) for fmt, text in zip(chosen, texts) if fmt in TEX_FORMATS]
     directory = Path(out_dir)
-    targets = _targets(out_dir, chosen)
+    targets = _targets(out_dir, chosen, name, pdf)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -134,8 +157,32 @@ def _discard(stream) -> None:
         pass
 
 
-def _targets(out_dir: str, chosen: list[str]) -> list[Path]:
-    return [Path(out_dir) / FORMATS[fmt][1] for fmt in chosen]
+def _targets(out_dir: str, chosen: list[str], name: str, pdf: bool) -> list[Path]:
+    """The files a run writes: one per format, then a PDF per LaTeX format when asked for."""
+    files = [file_name(fmt, name) for fmt in chosen]
+    if pdf:
+        files += [file_name(fmt, name, ".pdf") for fmt in chosen if fmt in TEX_FORMATS]
+    return [Path(out_dir) / file for file in files]
+
+
+def compile_pdf(tex: str, file: str) -> bytes:
+    """The PDF of a LaTeX document (``file``: its name), compiled twice by pdflatex in a scratch directory
+    (no shell escape), so nothing but the PDF reaches the output directory."""
+    stem = file.rsplit(".", 1)[0]
+    with tempfile.TemporaryDirectory(prefix="symbackprop-pdf-") as work:
+        Path(work, file).write_text(tex, encoding="utf-8")
+        for _ in range(2):
+            try:
+                result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
+                                         "-no-shell-escape", file], cwd=work, capture_output=True,
+                                        timeout=PDF_TIMEOUT, check=False)
+            except subprocess.TimeoutExpired:
+                raise OutputError(f"--pdf: pdflatex took more than {PDF_TIMEOUT} s on {file}") from None
+            if result.returncode != 0:
+                log = Path(work, f"{stem}.log").read_text("utf-8", errors="replace")
+                first = next((line for line in log.splitlines() if line.startswith("!")), "see its log")
+                raise OutputError(f"--pdf: pdflatex failed on {file}: {first.lstrip('! ')}")
+        return Path(work, f"{stem}.pdf").read_bytes()
 
 
 def _exists(path: Path) -> bool:
@@ -196,15 +243,17 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-def _stage(path: Path, text: str) -> str:
-    """Write ``text`` to a temporary file beside ``path`` (same file system, so the rename is atomic).
+def _stage(path: Path, text: str | bytes) -> str:
+    """Write ``text`` (or bytes: a PDF) to a temporary file beside ``path`` (same file system, so the rename
+    is atomic).
 
     The file gets the mode the target has, or for a new file the mode ``open`` would give (0666 less the
     umask), not mkstemp's private 0600.
     """
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+        with (os.fdopen(fd, "wb") if isinstance(text, bytes) else
+              os.fdopen(fd, "w", encoding="utf-8", newline="\n")) as handle:
             handle.write(text)
             handle.flush()
             os.chmod(temporary, _mode(path))

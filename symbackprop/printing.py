@@ -17,7 +17,7 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
 
-from .rules import activation_rule, l2_coefficient, loss_coefficient, loss_terms
+from .rules import activation_rule, loss_coefficient, loss_terms
 
 _LAYERED = re.compile(r"^([A-Za-z]+)(\d+)$")
 # LaTeX of layered names other than ``<letter>^{[l]}``: batch and layer norm's intermediates and parameters.
@@ -255,10 +255,11 @@ class MathPrinter(_MatrixLayout, LatexPrinter):
         terms = loss_terms(expr)
         N = terms.Y.shape[0] if terms.batch_first else terms.Y.shape[1]
         coefficient = self._print(loss_coefficient(settings, N, terms.k))
-        text = rf"{'' if coefficient == '1' else coefficient + ' '}\sum_{{i,j}} {rule.latex_term}"
-        if expr.weights:
-            penalty = self._print(l2_coefficient(settings, N) / 2)
-            text += rf" + {penalty} \sum_{{l}} \left\lVert W^{{[l]}} \right\rVert_{{F}}^{{2}}"
+        text = rf"{rule.latex_sign}{'' if coefficient == '1' else coefficient + ' '}\sum_{{i,j}} {rule.latex_term}"
+        if expr.weights:  # the penalty as the spec states it: l2 / 2 (over N), then the sum of squares
+            below = "2 N" if settings.l2_scale == "batch_mean" else "2"
+            text += (rf" + \frac{{{settings.l2:g}}}{{{below}}} \sum_{{l}} \left\lVert W^{{[l]}} "
+                     r"\right\rVert_{F}^{2}")
         return text.replace(r"\Delta", self._print(sp.nsimplify(settings.parameters.get("margin", 1))))
 
 

@@ -21,11 +21,14 @@ from .errors import LINE_BREAKING, one_line
 from .expressions import Elementwise
 from .formats import ALIASES, FORMATS, LANGUAGES
 from .lecture import LectureOptions, lecture_context
+from .mathsize import measure
 from .printing import latex, latex_name, shape_latex, shape_text, text, text_name
 from .rules import TRAINABLE_ACTIVATIONS, activation_rule, loss_rule
 from .slides import display, plan, side_by_side
 from .tex_text import tex_escape
 
+# The width (pt) of the article's local-gradient column; a wider formula gets a row of its own.
+LOCAL_TABLE_WIDTH = 170
 # Formats that carry the lecture material (worked example, memory table, notation, verification table).
 LECTURE_FORMATS = ("markdown", "latex", "beamer")
 
@@ -161,7 +164,8 @@ def custom_activations(network, t: dict) -> list[dict]:
     """The derivation step of each custom activation the network uses: the formula, its derivative worked
     out by SymPy and simplified, kinks, the form in the output; comments for the NumPy helpers."""
     steps = []
-    for key in dict.fromkeys(layer.activation for layer in network.spec.layers):
+    applied = [node.activation for step in network.steps for node in sorted(step.expr.atoms(Elementwise), key=str)]
+    for key in dict.fromkeys(applied):
         rule = activation_rule(key)
         d = rule.derivation
         if d is None:
@@ -220,7 +224,7 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
         })
     local = [{
         "of": "L" if lg.of == "L" else latex_name(lg.of), "wrt": latex_name(lg.wrt), "expr": latex(lg.expr),
-        "side": lg.side, "layer": lg.layer,
+        "side": lg.side, "layer": lg.layer, "wide": measure(latex(lg.expr)).w > LOCAL_TABLE_WIDTH,
     } for lg in derivation.local_gradients]
     backward = []
     for step in derivation.backward:

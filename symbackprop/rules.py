@@ -333,7 +333,8 @@ class LossRule:
     numerically stable. ``inputs`` lists what the last layer must produce (``real`` scores, ``probabilities``,
     ``log_probabilities``); ``targets`` what the targets are (``real``, ``binary``, ``one_hot``,
     ``distribution``) for drawing data. ``simplified`` is a simpler gradient that holds when every sample's
-    targets sum to 1, shown beside the general one.
+    targets sum to 1, shown beside the general one. ``latex_sign`` (``-``) goes in front of the printed loss
+    when ``latex_term`` leaves out the term's sign.
     """
 
     name: str
@@ -349,6 +350,7 @@ class LossRule:
     defaults: tuple[tuple[str, float], ...] = ()
     simplified: Callable | None = None
     gradient_scale: int = 1
+    latex_sign: str = ""
 
     def parameters(self, given: dict | None = None) -> dict:
         given = given or {}
@@ -403,7 +405,7 @@ LOSS_RULES: dict[str, LossRule] = {
             lambda c, p: -(sp.hadamard_product(c.T, _reciprocal(c.Y))
                            - sp.hadamard_product(c.ones - c.T, _reciprocal(c.ones - c.Y))),
             "-(Y_true * np.log(Y_pred) + (1 - Y_true) * np.log1p(-Y_pred))",
-            "mean", inputs=(PROBABILITIES,), targets="binary",
+            "mean", inputs=(PROBABILITIES,), targets="binary", latex_sign="-",
         ),
         LossRule(
             "cross_entropy", r"Y_{true,ij} \log Y_{pred,ij}",
@@ -411,6 +413,7 @@ LOSS_RULES: dict[str, LossRule] = {
             lambda c, p: -sp.hadamard_product(c.T, _reciprocal(c.Y)),
             "-Y_true * np.log(np.maximum(Y_pred, np.finfo(Y_pred.dtype).tiny))",
             "batch_mean", reductions=("sum", "batch_mean"), inputs=(PROBABILITIES,), targets="distribution",
+            latex_sign="-",
         ),
         LossRule(
             "nll", r"Y_{true,ij} Y_{pred,ij}",
@@ -418,6 +421,7 @@ LOSS_RULES: dict[str, LossRule] = {
             lambda c, p: -c.T,
             "-Y_true * Y_pred",
             "batch_mean", reductions=("sum", "batch_mean"), inputs=(LOG_PROBABILITIES,), targets="distribution",
+            latex_sign="-",
         ),
         LossRule(
             "softmax_cross_entropy", r"Y_{true,ij} \log \operatorname{softmax}\left(Y_{pred}\right)_{ij}",
@@ -425,7 +429,7 @@ LOSS_RULES: dict[str, LossRule] = {
             lambda c, p: sp.hadamard_product(Softmax(c.Y, c.axis), c.per_sample_total(c.T)) - c.T,
             "-Y_true * (Y_pred - np.logaddexp.reduce(Y_pred, axis=1, keepdims=True))",
             "batch_mean", reductions=("sum", "batch_mean"), targets="distribution", min_outputs=2,
-            simplified=lambda c, p: Softmax(c.Y, c.axis) - c.T,
+            simplified=lambda c, p: Softmax(c.Y, c.axis) - c.T, latex_sign="-",
         ),
         LossRule(
             "hinge",

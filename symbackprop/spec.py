@@ -41,10 +41,10 @@ from symbackprop.rules import (
 
 LAYOUTS = ("batch-first", "column")
 MAX_TITLE_LENGTH = 200
-# The largest network a spec may describe. Past 100 layers deriving and verifying take minutes and memory
+# The largest network a spec may describe. Past 200 layers deriving and verifying take minutes and memory
 # grows fast (1000 layers exhausted 17 GB); past 10^12 weights and biases no machine can hold the
 # generated module's parameters (8 TB in float64), so a larger count is surely a mistake.
-MAX_LAYERS = 100
+MAX_LAYERS = 200
 MAX_PARAMETERS = 10**12
 RELU_GRAD_AT_ZERO_VALUES = (0, 0.5, 1)
 DEFAULT_EPS = 1e-5

@@ -27,8 +27,7 @@ def _activation(name, params, z):
     x = sp.Symbol("x", real=True)
     if name == "prelu":
         raise ValueError("prelu has a trained slope; see _prelu")
-    form = activation_rule(name).forward(x, params)
-    form = form.rewrite(sp.Piecewise) if form.has(sp.Max, sp.Min) else form
+    form = activation_rule(name).forward(x, params).rewrite(sp.Piecewise)  # Max, Min, Abs: branches symengine derives
     return se.sympify(form).subs({se.Symbol("x"): z})
 
 

@@ -33,7 +33,7 @@ from symbackprop.lecture import (
 )
 from symbackprop.output import parse_formats
 from symbackprop.render import FORMATS, render
-from symbackprop.rules import ACTIVATIONS
+from symbackprop.rules import activation_rule
 from symbackprop.slides import MAX_STEPS_PER_FRAME, break_equation, plan
 
 SPECS = Path(__file__).parent / "specs"
@@ -192,20 +192,24 @@ def test_worked_example_has_live_units_and_a_teachers_targets(spec, tmp_path):
     # Every unit behind a kink is active for some sample, every sample for some unit, and no
     # pre-activation lies within 0.05 of a kink.
     for step in network.steps:
-        for node in step.expr.atoms(Elementwise):
-            rule = ACTIVATIONS[node.activation]
-            if not rule.kinks:
-                continue
+        nodes = step.expr.atoms(Elementwise)
+        if step.kind != "activation" or not any(activation_rule(node.activation).kinks for node in nodes):
+            continue
+        slope = 0
+        for node in nodes:  # the step's slope f'(Z) from each function's own sympy derivative (PReLU has two)
+            rule = activation_rule(node.activation)
             z = example.forward[node.arg.name]
-            assert min(abs(z - kink).min() for kink in rule.kinks) > 0.05, step.name
+            assert min((abs(z - kink).min() for kink in rule.kinks), default=1) > 0.05, step.name
             derivative = rule.derivative(z_, node.params)
-            slope = np.array([[float(derivative.subs(z_, v)) for v in row] for row in z])
-            assert (slope != 0).any(axis=0).all() and (slope != 0).any(axis=1).all(), step.name
+            part = np.array([[float(derivative.subs(z_, v)) for v in row] for row in z])
+            slope = slope + (part if node.activation != "negpart" else part * example.inputs[f"alpha{step.layer}"])
+        assert (slope != 0).any(axis=0).all() and (slope != 0).any(axis=1).all(), step.name
     # The targets are the teacher's outputs through the loss's target rule, computed here by the
     # generated NumPy module (not by the evaluator that made them).
     module = _generated_module(derivation, tmp_path)
     teacher = {name: np.asarray(value) for name, value in example.teacher.items()}
-    prediction, _ = module["forward"](teacher, example.inputs[network.input_name])
+    unmasked = {name: np.ones_like(example.inputs[name]) for name in network.masks}  # the teacher drops nothing
+    prediction, _ = module["forward"](teacher, example.inputs[network.input_name], *([unmasked] if unmasked else []))
     np.testing.assert_allclose(make_targets(network, prediction), example.inputs["Y_true"], atol=1e-12)
     assert set(teacher) == set(parameter_names(network)) and any(
         not np.array_equal(teacher[name], example.inputs[name]) for name in teacher)

@@ -575,18 +575,20 @@ def test_the_largest_supported_depth_derives():
     from symbackprop import derive
     from symbackprop.spec import MAX_LAYERS, load_spec
 
-    assert MAX_LAYERS == 100
+    assert MAX_LAYERS == 200
+    start = time.perf_counter()
     derivation = derive(load_spec(_deep(MAX_LAYERS)))
-    assert derivation.step("W1").expr is not None and len(derivation.network.spec.layers) == 100
+    assert derivation.verify().ok and len(derivation.network.spec.layers) == 200
+    assert time.perf_counter() - start < 120
 
 
-@pytest.mark.parametrize("depth", [101, 1000, 10_000])
+@pytest.mark.parametrize("depth", [201, 1000, 10_000])
 def test_deeper_specs_are_refused_with_a_message(tmp_path, depth):
     spec = tmp_path / "deep.toml"
     spec.write_text(toml_document(_deep(depth)))
     start = time.perf_counter()
     line = assert_one_clean_error(derive_cli(spec, tmp_path / "out"), tmp_path / "out")
-    assert line == f"symbackprop: error: {spec}: layers: {depth} layers; at most 100 are supported"
+    assert line == f"symbackprop: error: {spec}: layers: {depth} layers; at most 200 are supported"
     assert time.perf_counter() - start < 60
 
 
@@ -599,7 +601,7 @@ def test_the_parameter_count_is_limited():
     assert load_spec(VALID | {"input": {"size": 999}, "layers": [{"size": width, "activation": "identity"}]})
     with pytest.raises(SpecError, match=r"layers: 1\.001e\+12 trainable parameters; at most 1e\+12 are supported"):
         load_spec(VALID | {"input": {"size": 1000}, "layers": [{"size": width, "activation": "identity"}]})
-    with pytest.raises(SpecError, match="weights and biases"):
+    with pytest.raises(SpecError, match="trainable parameters"):
         load_spec(VALID | {"input": {"size": 10**400}})
 
 

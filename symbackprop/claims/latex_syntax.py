@@ -138,7 +138,8 @@ class LatexParser(Parser):
         """How many letters at the start of a letters token form one word (LaTeX reads ``XW`` as X times W):
         the input's name, ``Loss``, ``pred``/``true``, ``AL``, or a function name (a short one such as ``id``
         or ``max`` only as the whole token); else 1."""
-        words = [self.names.network.input_name, "Loss", "loss", "pred", "true", *_FUNCTION_WORDS]
+        words = [self.names.network.input_name, "Loss", "loss", "pred", "true", *_FUNCTION_WORDS,
+                 *(custom.name for custom in self.names.network.spec.activations)]
         for word in sorted((w for w in words if len(w) > 1), key=len, reverse=True):
             whole = word not in _FUNCTION_WORDS or len(word) > 3 or word in ("exp", "log") or len(letters) == len(word)
             if whole and letters.lower().startswith(word.lower()):
