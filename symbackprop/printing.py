@@ -288,7 +288,8 @@ class TextPrinter(_MatrixLayout, StrPrinter):
         return self._coefficient(coeff, " ".join(self._operand(m) for m in matrices))
 
     def _scaled(self, coeff, body):
-        return f"({self._print(coeff)}) {body}"
+        text = self._print(coeff)
+        return f"{text} {body}" if coeff.is_Symbol or coeff.is_Integer else f"({text}) {body}"
 
     def _print_HadamardPower(self, expr):
         return f"{self._operand(expr.base)}^{self._print(expr.exp)}"
