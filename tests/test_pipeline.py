@@ -8,6 +8,7 @@ verifier.
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +18,9 @@ from oracles import symbolic_gradients, targets
 from symbackprop import derive, load_spec, seed_spec
 from symbackprop.derivation import gradient_symbol
 from symbackprop.evaluate import Evaluator, Float64Backend
+from symbackprop.expressions import Elementwise
 from symbackprop.network import build_network
-from symbackprop.printing import latex, numpy_code
+from symbackprop.printing import latex, numpy_code, text
 
 
 def test_seed_network_forward_steps_and_shapes():
@@ -173,3 +175,42 @@ def test_generated_module_matches_direct_sympy_gradients(tmp_path):
     for name in [*params, "X"]:
         np.testing.assert_allclose(grads[name], direct[name], rtol=1e-9, atol=1e-12, err_msg=name)
     assert module.gradient_check() < 1e-6
+
+
+DENSE = [path for path in sorted(Path(__file__).parent.joinpath("specs").glob("*.toml"))
+         if all(layer.kind == "dense" and layer.activation != "prelu" and layer.bias
+                for layer in load_spec(path).layers) and not load_spec(path).loss.l2]
+
+
+@pytest.mark.parametrize("path", DENSE, ids=[path.stem for path in DENSE])
+def test_dense_networks_keep_the_documented_formulas(path):
+    """The layer registry gives every dense network exactly the formulas of the conventions (DESIGN.md), built
+    here from them: dZ = dA ⊙ f'(Z) (dA for the identity), dW = Aᵀ δ, db = 1ᵀ δ, dA_prev = δ Wᵀ (batch-first);
+    dW = δ Aᵀ, db = δ 1, dA_prev = Wᵀ δ (column)."""
+    d = derive(path)
+    net, spec = d.network, d.spec
+    bf = net.batch_first
+    for l, layer in enumerate(spec.layers, start=1):
+        A, W = net.symbol(net.layer_input(l)), net.inputs[f"W{l}"]
+        delta, dA = gradient_symbol(net, f"Z{l}"), gradient_symbol(net, net.activation_name(l))
+        f_prime = Elementwise(layer.activation, net.symbol(f"Z{l}"), 1, tuple(layer.params.items()))
+        expected = {
+            f"Z{l}": dA if layer.activation == "identity" else sp.hadamard_product(dA, f_prime),
+            f"W{l}": A.T * delta if bf else delta * A.T,
+            f"b{l}": sp.OneMatrix(1, net.N) * delta if bf else delta * sp.OneMatrix(net.N, 1),
+            net.layer_input(l): delta * W.T if bf else W.T * delta,
+        }
+        for name, expr in expected.items():
+            assert d.step(name).expr == expr, (name, d.step(name).expr)
+
+
+def test_the_readme_shows_the_batch_norm_derivation_as_derived():
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("the derivation reads:\n\n```text\n", 1)[1].split("```", 1)[0]
+    d = derive(Path(__file__).parent / "specs" / "batchnorm_after_dense.toml")
+    shown = [line.split(" = ", 1) for line in block.splitlines()]
+    names = [lhs.strip() for lhs, _ in shown if lhs.strip()]
+    for (lhs, rhs), name in zip(shown, names):
+        assert rhs.strip() == text(d.step(name[4:]).expr), name
+    compact = block.splitlines()[-1].split(" = ", 1)[1].replace("(compact)", "").strip()
+    assert compact == text(d.step("a1").alternatives[0].expr)
