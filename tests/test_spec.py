@@ -410,3 +410,76 @@ def test_random_files_give_spec_or_spec_error(content):
 ))
 def test_valid_specs_round_trip(spec):
     assert load_spec(spec_to_dict(spec)) == spec
+
+
+# --- layer kinds and losses ----------------------------------------------------------------------
+
+def _with_layers(*layers, loss=None, **extra) -> dict:
+    data = {"input": {"size": 3}, "layers": list(layers), "loss": loss or {"kind": "half_sse"}}
+    return {**data, **extra}
+
+
+DENSE3 = {"size": 3, "activation": "tanh"}
+DENSE4 = {"size": 4, "activation": "tanh"}
+
+
+@pytest.mark.parametrize("layers, key, fragments", [
+    ((DENSE4, {"kind": "add", "from": "X"}), "layers[1].from", ("width 3", "width 4", "equal widths")),
+    ((DENSE3, {"kind": "add", "from": "a2"}), "layers[1].from", ("unknown value 'a2'", "X, a1")),
+    ((DENSE3, {"kind": "add", "from": "Z1"}), "layers[1].from", ("unknown value 'Z1'",)),
+    ((DENSE3, {"kind": "add"}), "layers[1].from", ("missing required key 'from'",)),
+    ((DENSE3, {"kind": "dropout", "p": 1}), "layers[1].p", ("[0, 1)",)),
+    ((DENSE3, {"kind": "dropout", "p": -0.1}), "layers[1].p", ("[0, 1)",)),
+    ((DENSE3, {"kind": "batchnorm", "eps": 0}), "layers[1].eps", ("> 0",)),
+    ((DENSE3, {"kind": "layernorm", "eps": -1e-5}), "layers[1].eps", ("> 0",)),
+    ((DENSE3, {"kind": "batchnorm", "size": 3}), "layers[1].size", ("keeps the width of its input",)),
+    ((DENSE3, {"kind": "softmax", "eps": 0.1}), "layers[1].eps", ("belongs to batchnorm, layernorm",)),
+    ((DENSE3, {"kind": "batchnrom"}), "layers[1].kind", ("did you mean 'batchnorm'",)),
+    (({"size": 3, "activation": "prelu", "alpha": 0.2},), "layers[0].alpha", ("trained parameter",)),
+    (({"size": 3, "activation": "tanh", "bias": "no"},), "layers[0].bias", ("true or false",)),
+    (({"kind": "activation", "activation": "relu", "size": 2},), "layers[0].size", ("keeps the width",)),
+])
+def test_bad_layer_combinations_name_the_key(layers, key, fragments):
+    check(_with_layers(*layers), key, *fragments)
+
+
+@pytest.mark.parametrize("layers, loss, key, fragments", [
+    ((DENSE3,), {"kind": "bce"}, "loss.kind", ("needs probabilities", "gives real")),
+    ((DENSE3,), {"kind": "nll"}, "loss.kind", ("log-probabilities",)),
+    ((DENSE3, {"kind": "softmax"}), {"kind": "nll"}, "loss.kind", ("log_softmax layer last",)),
+    ((DENSE3, {"kind": "softmax"}), {"kind": "cross_entropy", "reduction": "mean"}, "loss.reduction",
+     ("does not apply", "sum, batch_mean")),
+    ((DENSE3,), {"kind": "half_sse", "reduction": "sum"}, "loss.reduction", ("use kind = 'squared_error'",)),
+    ((DENSE3,), {"kind": "squared_error", "scale": 0}, "loss.scale", ("> 0",)),
+    ((DENSE3,), {"kind": "squared_error", "margin": 1}, "loss.margin", ("only hinge",)),
+    ((DENSE3,), {"kind": "hinge", "hinge_grad_at_zero": 2}, "loss.hinge_grad_at_zero", ("0, 0.5, 1",)),
+    ((DENSE3,), {"kind": "MSE"}, "loss.kind", ("did you mean 'mse'",)),
+])
+def test_bad_losses_name_the_key(layers, loss, key, fragments):
+    check(_with_layers(*layers, loss=loss), key, *fragments)
+
+
+@pytest.mark.parametrize("regularization, key, fragment", [
+    ({"l2": -0.1}, "regularization.l2", ">= 0"),
+    ({"l2": 0.1, "l2_scale": "mean"}, "regularization.l2_scale", "batch_mean"),
+    ({"lambda": 0.1}, "regularization.lambda", "unknown key"),
+])
+def test_bad_regularization_names_the_key(regularization, key, fragment):
+    check(_with_layers(DENSE3, regularization=regularization), key, fragment)
+
+
+def test_new_keys_round_trip_and_normalize():
+    data = _with_layers({"size": 3, "activation": "identity", "bias": False}, {"kind": "batchnorm"},
+                        {"kind": "activation", "activation": "prelu"}, {"kind": "dropout", "p": 0.25},
+                        {"kind": "add", "from": "a1"}, {"size": 2, "activation": "identity"}, {"kind": "log_softmax"},
+                        loss={"kind": "nll", "reduction": "sum", "scale": 2},
+                        regularization={"l2": 0.5, "l2_scale": "batch_mean"}, layout="column")
+    spec = load_spec(data)
+    assert load_spec(spec_to_dict(spec)) == spec
+    assert spec.sizes == (3, 3, 3, 3, 3, 3, 2, 2)
+    assert [layer.kind for layer in spec.layers] == ["dense", "batchnorm", "activation", "dropout", "add", "dense",
+                                                    "log_softmax"]
+    assert spec.layers[1].eps == 1e-5 and spec.layers[3].p == 0.25 and spec.layers[4].source == "a1"
+    assert (spec.loss.rule, spec.loss.reduction, spec.loss.scale, spec.loss.l2, spec.loss.l2_scale) == (
+        "nll", "sum", 2, 0.5, "batch_mean")
+    assert spec.parameter_count == 3 * 3 + 2 * 3 + 3 + 3 * 2 + 2  # W1 (no bias), gamma2/beta2, alpha3, W6, b6
