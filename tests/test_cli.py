@@ -296,3 +296,42 @@ def test_benchmarks_print_measurements_with_neutral_targets(tmp_path, monkeypatc
     assert re.search(r"hand-written .* generated / this = +\d+\.\d\d   target: <= 1\.05", printed)
     assert re.search(r"matmul bound .* target: <= 1\.15", printed)
     assert not re.search(r"MISSED|target met|FAIL", printed, re.IGNORECASE)
+
+
+def test_name_sets_the_base_name_of_every_file(tmp_path):
+    out = tmp_path / "week3"
+    result = run("derive", "--format", "md,py,beamer", "--name", "week3", "--out", str(out), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["week3.md", "week3.py", "week3_slides.tex"]
+    assert run("derive", "--format", "md", "--name", "week3", "--out", str(out)).exit_code == 2  # no overwrite
+    assert run("derive", "--format", "md", "--name", "week4", "--out", str(out), "--quiet").exit_code == 0
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden", "x" * 101])
+def test_a_name_that_is_not_a_plain_file_name_is_refused(tmp_path, name):
+    result = run("derive", "--name", name, "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "--name" in result.output and not (tmp_path / "out").exists()
+
+
+def test_pdf_compiles_the_latex_outputs_beside_them(tmp_path):
+    out = tmp_path / "pdf"
+    result = run("derive", "--format", "tex,py", "--pdf", "--name", "w1", "--out", str(out), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["w1.pdf", "w1.py", "w1.tex"]  # no .aux or .log left
+    assert (out / "w1.pdf").read_bytes().startswith(b"%PDF")
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--format", "md,py", "--pdf"), "no LaTeX format"),
+    (("--format", "tex", "--pdf", "--out", "-"), "cannot go with --out -"),
+])
+def test_pdf_refuses_what_it_cannot_do(tmp_path, args, message):
+    result = run("derive", *args) if "--out" in args else run("derive", *args, "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_pdf_without_pdflatex_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no pdflatex on this PATH
+    result = run("derive", "--format", "tex", "--pdf", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2 and "pdflatex is not installed" in result.output
+    assert not (tmp_path / "o").exists()
