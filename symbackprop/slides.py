@@ -33,7 +33,7 @@ MAX_STEPS_PER_FRAME = 4
 # The worked example on slides: 3 decimals, at most 6 rows and 6 columns of a matrix.
 SLIDE_DIGITS = 3
 SLIDE_MATRIX = 6
-_DESCENT = r"\theta \leftarrow \theta - \alpha \frac{\partial L}{\partial \theta}"
+_DESCENT = r"\theta \leftarrow \theta - {rate} \frac{{\partial L}}{{\partial \theta}}"
 _SCALAR_CHAIN = r"z = f(y),\quad y = g(x) \qquad \Rightarrow \qquad \frac{dz}{dx} = \frac{dz}{dy} \cdot \frac{dy}{dx}"
 
 
@@ -277,9 +277,12 @@ class Deck:
     def loss(self) -> list[dict]:
         t, ctx = self.t, self.ctx
         need = _wrap_list([u["grad"] for u in ctx["updates"]], TEXT_WIDTH)
-        blocks = [text(t["loss_intro"], step=False), math([ctx["loss_latex"]], step=False),
-                  heading(t["gradient_descent"]), math([_DESCENT], step=False),
-                  text(t["gd_intro_symbols"], step=False), text(t["gd_need"]), math(need, step=False)]
+        blocks = [text(t["loss_intro"], step=False),
+                  math(break_equation(["L", ctx["loss"]["latex"]], TEXT_WIDTH), step=False),
+                  text(t["loss_stated"].format(reduction=ctx["loss"]["reduction"]), step=False),
+                  heading(t["gradient_descent"]), math([_DESCENT.format(rate=ctx["rate"])], step=False),
+                  text(t["gd_intro_symbols"].format(rate=ctx["rate"]), step=False), text(t["gd_need"]),
+                  math(need, step=False)]
         return pack(t["loss_title"], blocks, t)
 
     def chain(self) -> list[dict]:
@@ -292,6 +295,10 @@ class Deck:
             blocks += [text(t["chain_network"]), math([example["braced"]], step=False),
                        text(t["chain_shapes"]), math([example["shapes"]], step=False),
                        text(t["chain_order"], step=False)]
+        summed = next((s for s in self.ctx["backward"] if s["name"] == self.ctx["first_sum"]), None)
+        if summed:
+            blocks += [text(t["sum_intro"]), math(break_equation([summed["lhs"], summed["chain"]], TEXT_WIDTH),
+                                                  step=False)]
         return pack(t["chain_title"], blocks, t, label="chain-rule", link=example and {
             "target": f"backward-{example['layer']}",
             "text": t["chain_link"].format(layer=example["layer"])})
@@ -325,8 +332,10 @@ class Deck:
             steps = [s for s in self.ctx["forward"] if s["layer"] == layer and s["kind"] != "loss"]
             if not steps:
                 continue
-            blocks = [math(break_equation([s["lhs"], s["rhs"]], TEXT_WIDTH, rf" \qquad ({s['shape']})"))
-                      for s in steps]
+            intro = self.ctx["intros"].get(layer)
+            blocks = [text(intro, step=False)] if intro else []
+            blocks += [math(break_equation([s["lhs"], s["rhs"]], TEXT_WIDTH, rf" \qquad ({s['shape']})"))
+                       for s in steps]
             blocks.append(heading(t["forward_local"]))
             blocks += [math([_local(row)], step=index > 0)
                        for index, row in enumerate(r for r in self.ctx["local"]
@@ -344,7 +353,7 @@ class Deck:
         """The panel beside backward steps: symbols, forward equations and local gradients they use, and
         its estimated height (with the strip above it and the box's padding)."""
         t, ctx = self.t, self.ctx
-        used = [(s["local_of"], s["local_wrt"]) for s in steps]
+        used = [pair for s in steps for pair in s["locals"]]
         quantities = {of for of, _ in used} | {wrt for _, wrt in used}
         forward = [s for s in ctx["forward"] if s["lhs"] in {of for of, _ in used}]
         symbols = [row for row in ctx["symbols"]
@@ -391,7 +400,21 @@ class Deck:
                                     [self._step_block(s) for s in chunk], panel=panel,
                                     label=f"backward-{layer}" if index == 0 else None,
                                     strip=strip(self.depth, layer, backward=True)))
+                # A step's shorter forms follow the frame that derives it step by step.
+                frames += [page for step in chunk for alt in step["alternatives"] for page in self._shorter(step, alt)]
         return frames
+
+    def _shorter(self, step: dict, alt: dict) -> list[dict]:
+        """A shorter form of a backward step on a frame of its own: what it is, the formula, the assumption it
+        needs, the step-by-step form beside it and what the verifier proved."""
+        t = self.t
+        blocks = [text(alt["intro"], step=False),
+                  math(break_equation([step["lhs"], alt["rhs"]], TEXT_WIDTH, rf" \quad ({step['shape']})"), step=False)]
+        if alt["assumption"]:
+            blocks.append(text(alt["assumption"], step=False))
+        blocks += [text(t["form_staged"]), math(break_equation([step["lhs"], step["rhs"]], TEXT_WIDTH), step=False),
+                   text(alt["proof"], step=False)]
+        return pack(t["form_frame_title"].format(form=alt["title"]), blocks, t)
 
     def _step_block(self, step: dict) -> Block:
         """A backward step: the chain-rule form, and where it reads differently the formula it gives, on a
@@ -410,11 +433,12 @@ class Deck:
     def updates(self) -> list[dict]:
         t, lines = self.t, []
         for layer in self.layers:
-            items = [rf"{u['param']} \leftarrow {u['param']} - \alpha \, {u['grad']}"
+            items = [rf"{u['param']} \leftarrow {u['param']} - {self.ctx['rate']} \, {u['grad']}"
                      for u in self.ctx["updates"] if self.ctx["param_layers"].get(u["name"]) == layer]
             if items:
                 lines.append(math(_wrap_list(items, TEXT_WIDTH, max_lines=99), step=len(lines) > 0))
-        return pack(t["gradient_descent"], [text(t["gradient_descent_intro"], step=False), *lines], t)
+        return pack(t["gradient_descent"], [text(t["gradient_descent_intro"].format(rate=self.ctx["rate"]), step=False),
+                                            *lines], t)
 
     def algorithm(self) -> list[dict]:
         """Forward and backward side by side, each with the formulas of one representative layer."""
@@ -480,7 +504,7 @@ class Deck:
             grads = [(step["lhs"], ex.gradients[step["symbol"]]) for step in ctx["backward"]
                      if step["layer"] == layer]
             frames += pack(f"{title}: {t['worked_gradients_layer'].format(layer=layer)}", _matrices([grads]), t)
-        update = [text(t["worked_step"].format(lr=number(ex.lr)), step=False),
+        update = [text(t["worked_step"].format(lr=number(ex.lr), rate=ctx["rate"]), step=False),
                   *_matrices(by_layer(ex.updated, layer_of), relation=r"\leftarrow"),
                   text(t["worked_loss_change"].format(before=number(ex.loss), after=number(ex.loss_after)))]
         return frames + pack(f"{title}: {t['gradient_descent']}", update, t)
@@ -500,7 +524,10 @@ def _aligned(lines: list[str]) -> list[str]:
 
 
 def _local(row: dict) -> str:
-    return rf"\frac{{\partial {row['of']}}}{{\partial {row['wrt']}}} \to {row['expr']}"
+    """A local-gradient row: ``dZ/dW -> A^T``, or where there is no single factor, the map it applies to the
+    upstream gradient: ``da/dgamma: dL/da |-> 1^T (dL/da (.) xhat)``."""
+    relation = r":\ " if row["side"] in ("identity", "vjp") else r" \to "
+    return rf"\frac{{\partial {row['of']}}}{{\partial {row['wrt']}}}{relation}{row['expr']}"
 
 
 def plan(ctx: dict, derivation, t: dict) -> dict:
