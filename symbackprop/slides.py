@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from itertools import pairwise
 
 from .lecture import latex_matrix, number
-from .mathsize import measure, split_top_level, text_width
+from .mathsize import last_group, measure, split_top_level, text_width
 
 # Page geometry of the default Beamer theme at 10 pt (128 mm x 96 mm), in pt, with a margin for error.
 TEXT_WIDTH = 307.0
@@ -159,7 +159,7 @@ def break_equation(parts: list[str], width: float, tail: str = "") -> list[str]:
     lines = []
     for index, part in enumerate(parts[1:]):
         prefix = f"{parts[0]} &= " if index == 0 else "&= "
-        pieces = split_top_level(part, ("+", "-", r"\odot"))
+        pieces = _pieces(part, width)
         current = pieces[0]
         for piece in pieces[1:]:
             if measure(f"{prefix}{current} {piece}".replace("&", "")).w <= width:
@@ -173,6 +173,22 @@ def break_equation(parts: list[str], width: float, tail: str = "") -> list[str]:
     elif tail:
         lines.append("&" + tail)
     return lines if len(lines) > 1 else [lines[0].replace(" &= ", " = ", 1)]
+
+
+def _pieces(math: str, width: float) -> list[str]:
+    r"""``math`` cut where a line may break: at top-level ``+``, ``-`` and ``\odot``; a piece still wider than
+    ``width`` with a bracket (``\frac{1}{N} \left(a - b\right)``) is opened at its last one, set as
+    ``\Bigl( ... \Bigr)`` around the inside's own pieces."""
+    out = []
+    for piece in split_top_level(math, ("+", "-", r"\odot")):
+        group = last_group(piece) if measure(piece).w > width else None
+        inner = _pieces(group[2], width) if group else []
+        if len(inner) < 2:
+            out.append(piece)
+            continue
+        before, opening, _, closing, after = group
+        out += [rf"{before}\Bigl{opening} {inner[0]}", *inner[1:-1], rf"{inner[-1]} \Bigr{closing}{after}"]
+    return out
 
 
 def _wrap_list(items: list[str], width: float, max_lines: int = 3) -> list[str]:
@@ -337,7 +353,7 @@ class Deck:
             blocks += [math(break_equation([s["lhs"], s["rhs"]], TEXT_WIDTH, rf" \qquad ({s['shape']})"))
                        for s in steps]
             blocks.append(heading(t["forward_local"]))
-            blocks += [math([_local(row)], step=index > 0)
+            blocks += [math(_local_lines(row, TEXT_WIDTH), step=index > 0)
                        for index, row in enumerate(r for r in self.ctx["local"]
                                                    if r["layer"] == layer and r["side"] != "loss")]
             frames += pack(t["forward_layer_title"].format(layer=layer), blocks, t,
@@ -345,8 +361,8 @@ class Deck:
         loss_steps = [s for s in self.ctx["forward"] if s["kind"] == "loss"]
         blocks = [math(break_equation([s["lhs"], s["rhs"]], TEXT_WIDTH), step=False) for s in loss_steps]
         blocks.append(heading(t["forward_local"]))
-        blocks += [math([rf"\frac{{\partial L}}{{\partial {row['wrt']}}} = {row['expr']}"], step=False)
-                   for row in self.ctx["local"] if row["side"] == "loss"]
+        blocks += [math(break_equation([rf"\frac{{\partial L}}{{\partial {row['wrt']}}}", row["expr"]], TEXT_WIDTH),
+                        step=False) for row in self.ctx["local"] if row["side"] == "loss"]
         return frames + pack(t["forward_loss_title"], blocks, t)
 
     def _panel(self, steps: list[dict]) -> tuple[list[Block], float]:
@@ -366,9 +382,17 @@ class Deck:
                   heading(t["panel_forward"], step=False, scale=scale),
                   *(math(break_equation([s["lhs"], s["rhs"]], width), step=False, width=width, scale=scale)
                     for s in forward),
-                  heading(t["panel_local"], step=False, scale=scale),
-                  *(math([line], step=False, width=width, scale=scale)
-                    for line in side_by_side([_local(row) for row in local], width))]
+                  heading(t["panel_local"], step=False, scale=scale)]
+        # Rows that fit a line go two to a line where a pair fits; a longer row breaks over lines of its own.
+        pending = []
+        for lines in [*(_local_lines(row, width) for row in local), []]:
+            if len(lines) == 1:
+                pending.append(lines[0])
+                continue
+            blocks += [math([line], step=False, width=width, scale=scale) for line in side_by_side(pending, width)]
+            pending = []
+            if lines:
+                blocks.append(math(lines, step=False, width=width, scale=scale))
         return blocks, sum(b.height for b in blocks) + 24
 
     def _fits(self, steps: list[dict]) -> bool:
@@ -443,7 +467,11 @@ class Deck:
     def algorithm(self) -> list[dict]:
         """Forward and backward side by side, each with the formulas of one representative layer."""
         t, ctx = self.t, self.ctx
-        layer = self.layers[-2] if len(self.layers) > 1 else self.layers[-1]
+        # The last layer with weights before the output layer (its few formulas fit a column), else the
+        # layer before the output.
+        inner = self.layers[:-1] or self.layers
+        weighted = [layer for layer in inner if f"W{layer}" in ctx["param_layers"]]
+        layer = (weighted or inner)[-1]
         width = COLUMN_WIDTH
         forward = [heading(t["algorithm_forward_title"], step=False),
                    text(t["algorithm_forward"], width, step=False),
@@ -523,11 +551,16 @@ def _aligned(lines: list[str]) -> list[str]:
     return lines if len(lines) > 1 else [lines[0].replace(" = ", " &= ", 1)]
 
 
-def _local(row: dict) -> str:
-    """A local-gradient row: ``dZ/dW -> A^T``, or where there is no single factor, the map it applies to the
-    upstream gradient: ``da/dgamma: dL/da |-> 1^T (dL/da (.) xhat)``."""
-    relation = r":\ " if row["side"] in ("identity", "vjp") else r" \to "
-    return rf"\frac{{\partial {row['of']}}}{{\partial {row['wrt']}}}{relation}{row['expr']}"
+def _local_lines(row: dict, width: float) -> list[str]:
+    """A local-gradient row as display lines that fit ``width``: ``dZ/dW -> A^T``, or where there is no single
+    factor, the map it applies to the upstream gradient: ``da/dgamma: dL/da |-> 1^T (dL/da (.) xhat)``."""
+    lhs, relation, expr = rf"\frac{{\partial {row['of']}}}{{\partial {row['wrt']}}}", r"\to", row["expr"]
+    if row["side"] in ("identity", "vjp"):
+        upstream, _, expr = expr.partition(r" \mapsto ")
+        lhs, relation = rf"{lhs}:\ {upstream}", r"\mapsto"
+    lines = break_equation([lhs, expr], width)
+    return [lines[0].replace(" &= " if len(lines) > 1 else " = ", f" &{relation} " if len(lines) > 1 else f" {relation} ", 1),
+            *lines[1:]]
 
 
 def plan(ctx: dict, derivation, t: dict) -> dict:
