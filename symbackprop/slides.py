@@ -159,7 +159,7 @@ def break_equation(parts: list[str], width: float, tail: str = "") -> list[str]:
     lines = []
     for index, part in enumerate(parts[1:]):
         prefix = f"{parts[0]} &= " if index == 0 else "&= "
-        pieces = _pieces(part, width)
+        pieces = _pieces(part, width - measure(f"{parts[0]} =").w)  # the first line holds the left side too
         current = pieces[0]
         for piece in pieces[1:]:
             if measure(f"{prefix}{current} {piece}".replace("&", "")).w <= width:
@@ -422,7 +422,7 @@ class Deck:
                 title = t["backward_layer_title"].format(layer=layer)
                 frames.append(frame(title if index == 0 else f"{title} {t['continued']}",
                                     [self._step_block(s) for s in chunk], panel=panel,
-                                    label=f"backward-{layer}" if index == 0 else None,
+                                    label=f"backward-{layer}" + (f"-{index + 1}" if index else ""),
                                     strip=strip(self.depth, layer, backward=True)))
                 # A step's shorter forms follow the frame that derives it step by step.
                 frames += [page for step in chunk for alt in step["alternatives"] for page in self._shorter(step, alt)]
@@ -438,7 +438,9 @@ class Deck:
             blocks.append(text(alt["assumption"], step=False))
         blocks += [text(t["form_staged"]), math(break_equation([step["lhs"], step["rhs"]], TEXT_WIDTH), step=False),
                    text(alt["proof"], step=False)]
-        return pack(t["form_frame_title"].format(form=alt["title"]), blocks, t)
+        label = f"form-{step['name']}-{alt['label']}".replace("_", "-")
+        return pack(t["form_frame_title"].format(form=alt["title"]), blocks, t, budget=BODY_HEIGHT - 16,
+                    label=label, strip=strip(self.depth, step["layer"], backward=True))
 
     def _step_block(self, step: dict) -> Block:
         """A backward step: the chain-rule form, and where it reads differently the formula it gives, on a
