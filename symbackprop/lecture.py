@@ -556,9 +556,18 @@ def layer_summary(network, index: int) -> dict:
     functions = [] if activation in (None, "", "identity") else [
         TRAINABLE_ACTIVATIONS.get(activation) or activation_rule(activation).latex]
     return {"index": index, "size": network.spec.sizes[index],
+            "kind": network.spec.layers[index - 1].kind if index else "input",
+            # A skip connection's other input: the layer whose output it adds (0 for the network's input).
+            "skip_from": _source_layer(network, network.spec.layers[index - 1].source) if index else None,
             "names": ",\\ ".join(values if len(values) <= 2 else [values[0], r"\ldots", values[-1]]),
             "functions": ",\\ ".join(functions),
             "params": ",\\ ".join(latex_name(name) for name in parameter_names(network) if layer_of(name) == index)}
+
+
+def _source_layer(network, source: str | None) -> int | None:
+    if source is None:
+        return None
+    return 0 if source == network.input_name else next(step.layer for step in network.steps if step.name == source)
 
 
 def diagram(network) -> dict:

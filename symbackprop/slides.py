@@ -311,7 +311,9 @@ class Deck:
             blocks += [text(t["chain_network"]), math([example["braced"]], step=False),
                        text(t["chain_shapes"]), math([example["shapes"]], step=False),
                        text(t["chain_order"], step=False)]
-        summed = next((s for s in self.ctx["backward"] if s["name"] == self.ctx["first_sum"]), None)
+        # The shortest sum of the backward pass shows gradients adding up (a skip connection, say).
+        summed = min((s for s in self.ctx["backward"] if s["terms"] > 1), key=lambda s: measure(s["chain"]).w,
+                     default=None)
         if summed:
             blocks += [text(t["sum_intro"]), math(break_equation([summed["lhs"], summed["chain"]], TEXT_WIDTH),
                                                   step=False)]

@@ -34,7 +34,7 @@ from symbackprop.lecture import (
 from symbackprop.output import parse_formats
 from symbackprop.render import FORMATS, render
 from symbackprop.rules import activation_rule
-from symbackprop.slides import MAX_STEPS_PER_FRAME, PANEL_WIDTH, Deck, break_equation, plan
+from symbackprop.slides import MAX_STEPS_PER_FRAME, Deck, break_equation, plan
 
 SPECS = Path(__file__).parent / "specs"
 TEXT = Path(__file__).parent.parent / "templates" / "text"
@@ -541,6 +541,6 @@ def test_gradient_descent_updates_every_parameter(spec, rate):
 def test_local_gradients_without_a_factor_show_the_map_from_the_upstream_gradient():
     markdown = render(derive(SPECS / "batchnorm_after_dense.toml"), "markdown")
     rows = [line for line in markdown.splitlines() if line.startswith(r"| $a^{[2]}$ | $\gamma^{[2]}$ |")]
-    assert rows == [r"| $a^{[2]}$ | $\gamma^{[2]}$ | $\frac{\partial L}{\partial a^{[2]}} \mapsto \mathbf{1}_{N}^{\top} "
+    assert rows == [(r"| $a^{[2]}$ | $\gamma^{[2]}$ | $\frac{\partial L}{\partial a^{[2]}} \mapsto \mathbf{1}_{N}^{\top} "
                     r"\left(\frac{\partial L}{\partial a^{[2]}} \odot \hat{X}^{[2]}\right)$ | no single factor: the map "
-                    r"from the upstream gradient to this input's share is shown |"]
+                    r"from the upstream gradient to this input's share is shown |")]
