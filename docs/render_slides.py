@@ -3,8 +3,8 @@
 Builds the seed network's deck in Korean and English as handouts (one page per frame), compiles each twice
 with pdflatex, finds the page of each labelled frame in the ``.aux`` file, and writes
 ``docs/slide_<frame>_<lang>.png`` at 110 dpi, plus ``docs/deck_overview_<lang>.png`` when Pillow is installed.
-The batch-norm network of the corpus gives ``docs/slide_batchnorm_<frame>_en.png``: its batch-norm layer's first
-backward slide and the slide of the compact formula for the layer's input gradient.
+The batch-norm network of the corpus gives ``docs/slide_batchnorm_<frame>_en.png``: the slide of its batch-norm layer
+where the centred input's gradient sums two paths, and the slide of the compact formula for the layer's input gradient.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ DOCS = Path(__file__).parent
 BUILD = DOCS.parent / "build" / "docs"
 FRAMES = {"ko": ["backward-2", "chain-rule"], "en": ["backward-2", "algorithm", "network"]}
 BATCHNORM = DOCS.parent / "tests" / "specs" / "batchnorm_after_dense.toml"
-BATCHNORM_FRAMES = ["backward-2", "form-a1-compact"]
+BATCHNORM_FRAMES = ["backward-2-3", "form-a1-compact"]
 
 
 def compile_deck(lang: str, spec=None, name: str = "") -> Path:

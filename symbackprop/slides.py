@@ -175,20 +175,29 @@ def break_equation(parts: list[str], width: float, tail: str = "") -> list[str]:
     return lines if len(lines) > 1 else [lines[0].replace(" &= ", " = ", 1)]
 
 
-def _pieces(math: str, width: float) -> list[str]:
-    r"""``math`` cut where a line may break: at top-level ``+``, ``-`` and ``\odot``; a piece still wider than
-    ``width`` with a bracket (``\frac{1}{N} \left(a - b\right)``) is opened at its last one, set as
-    ``\Bigl( ... \Bigr)`` around the inside's own pieces."""
+def _pieces(math: str, width: float, operators: tuple = (("+", "-"), (r"\odot",))) -> list[str]:
+    r"""``math`` cut where a line may break: at top-level ``+`` and ``-``; a piece still wider than ``width`` at
+    its top-level ``\odot``, and then, if it has a bracket (``\frac{1}{N} \left(a - b\right)``), opened at its
+    last one, set as ``\Bigl( ... \Bigr)`` around the inside's own pieces."""
     out = []
-    for piece in split_top_level(math, ("+", "-", r"\odot")):
-        group = last_group(piece) if measure(piece).w > width else None
-        inner = _pieces(group[2], width) if group else []
-        if len(inner) < 2:
+    for piece in split_top_level(math, operators[0]):
+        if measure(piece).w <= width:
             out.append(piece)
-            continue
-        before, opening, _, closing, after = group
-        out += [rf"{before}\Bigl{opening} {inner[0]}", *inner[1:-1], rf"{inner[-1]} \Bigr{closing}{after}"]
+        elif len(operators) > 1:
+            out += _pieces(piece, width, operators[1:])
+        else:
+            out += _opened(piece, width)
     return out
+
+
+def _opened(piece: str, width: float) -> list[str]:
+    """A piece with no place to break, opened at its last bracket where the inside has some."""
+    group = last_group(piece)
+    inner = _pieces(group[2], width) if group else []
+    if len(inner) < 2:
+        return [piece]
+    before, opening, _, closing, after = group
+    return [rf"{before}\Bigl{opening} {inner[0]}", *inner[1:-1], rf"{inner[-1]} \Bigr{closing}{after}"]
 
 
 def _wrap_list(items: list[str], width: float, max_lines: int = 3) -> list[str]:
@@ -557,14 +566,22 @@ def _aligned(lines: list[str]) -> list[str]:
 
 def _local_lines(row: dict, width: float) -> list[str]:
     """A local-gradient row as display lines that fit ``width``: ``dZ/dW -> A^T``, or where there is no single
-    factor, the map it applies to the upstream gradient: ``da/dgamma: dL/da |-> 1^T (dL/da (.) xhat)``."""
+    factor, the map it applies to the upstream gradient: ``da/dgamma: dL/da |-> 1^T (dL/da (.) xhat)``, the
+    map on lines of its own below ``da/dgamma:`` where it does not fit beside it."""
     lhs, relation, expr = rf"\frac{{\partial {row['of']}}}{{\partial {row['wrt']}}}", r"\to", row["expr"]
+    header = []
     if row["side"] in ("identity", "vjp"):
         upstream, _, expr = expr.partition(r" \mapsto ")
-        lhs, relation = rf"{lhs}:\ {upstream}", r"\mapsto"
+        relation = r"\mapsto"
+        if measure(rf"{lhs}:\ {upstream} \mapsto {expr}").w <= width:
+            lhs = rf"{lhs}:\ {upstream}"
+        else:
+            header, lhs = [rf"{lhs}: &"], upstream
     lines = break_equation([lhs, expr], width)
-    return [lines[0].replace(" &= " if len(lines) > 1 else " = ", f" &{relation} " if len(lines) > 1 else f" {relation} ", 1),
-            *lines[1:]]
+    if len(lines) == 1 and not header:
+        return [lines[0].replace(" = ", f" {relation} ", 1)]
+    lines = _aligned(lines)
+    return [*header, lines[0].replace(" &= ", f" &{relation} ", 1), *lines[1:]]
 
 
 def plan(ctx: dict, derivation, t: dict) -> dict:
