@@ -3,6 +3,8 @@
 Builds the seed network's deck in Korean and English as handouts (one page per frame), compiles each twice
 with pdflatex, finds the page of each labelled frame in the ``.aux`` file, and writes
 ``docs/slide_<frame>_<lang>.png`` at 110 dpi, plus ``docs/deck_overview_<lang>.png`` when Pillow is installed.
+The batch-norm network of the corpus gives ``docs/slide_batchnorm_<frame>_en.png``: the slide of its batch-norm layer
+where the centred input's gradient sums two paths, and the slide of the compact formula for the layer's input gradient.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from symbackprop.render import render
 DOCS = Path(__file__).parent
 BUILD = DOCS.parent / "build" / "docs"
 FRAMES = {"ko": ["backward-2", "chain-rule"], "en": ["backward-2", "algorithm", "network"]}
+BATCHNORM = DOCS.parent / "tests" / "specs" / "batchnorm_after_dense.toml"
+BATCHNORM_FRAMES = ["backward-2-3", "form-a1-compact"]
 
 
-def compile_deck(lang: str) -> Path:
-    directory = BUILD / lang
+def compile_deck(lang: str, spec=None, name: str = "") -> Path:
+    directory = BUILD / (name or lang)
     directory.mkdir(parents=True, exist_ok=True)
-    tex = render(derive(seed_spec()), "beamer", lang=lang, options=LectureOptions(handout=True))
+    tex = render(derive(spec or seed_spec()), "beamer", lang=lang, options=LectureOptions(handout=True))
     (directory / "slides.tex").write_text(tex, encoding="utf-8")
     for _ in range(2):  # the second run knows the labels' pages
         subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", "slides.tex"],
@@ -54,15 +58,20 @@ def overview(pdf: Path, target: Path) -> None:
     sheet.save(target)
 
 
+def write_slides(pdf: Path, labels: list[str], prefix: str, lang: str) -> None:
+    pages = label_pages(pdf)
+    for label in labels:
+        target = DOCS / f"slide_{prefix}{label.replace('-', '_')}_{lang}"
+        subprocess.run(["pdftoppm", "-png", "-r", "110", "-singlefile", "-f", str(pages[label]),
+                        "-l", str(pages[label]), str(pdf), str(target)], check=True)
+        print(f"wrote {target}.png")
+
+
 def main() -> None:
+    write_slides(compile_deck("en", BATCHNORM, "batchnorm"), BATCHNORM_FRAMES, "batchnorm_", "en")
     for lang, labels in FRAMES.items():
         pdf = compile_deck(lang)
-        pages = label_pages(pdf)
-        for label in labels:
-            target = DOCS / f"slide_{label.replace('-', '_')}_{lang}"
-            subprocess.run(["pdftoppm", "-png", "-r", "110", "-singlefile", "-f", str(pages[label]),
-                            "-l", str(pages[label]), str(pdf), str(target)], check=True)
-            print(f"wrote {target}.png")
+        write_slides(pdf, labels, "", lang)
         try:
             overview(pdf, DOCS / f"deck_overview_{lang}.png")
             print(f"wrote {DOCS / f'deck_overview_{lang}.png'}")

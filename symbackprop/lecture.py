@@ -24,7 +24,7 @@ from sympy.printing.latex import LatexPrinter
 from .evaluate import Evaluator, Float64Backend
 from .expressions import Elementwise
 from .printing import latex, latex_name, shape_latex
-from .rules import FUNCTIONS, activation_rule, loss_rule
+from .rules import FUNCTIONS, TRAINABLE_ACTIVATIONS, activation_rule, loss_rule
 
 EXAMPLE_BATCH = 2
 EXAMPLE_LR = 0.1
@@ -95,10 +95,11 @@ TARGET_RULES = {
 
 def target_kind(network) -> str:
     """Which of ``TARGET_RULES`` suits the loss: one-hot classes, 0/1 labels, or the teacher's values."""
-    targets = loss_rule(network.spec.loss).targets
-    if targets in ("distribution", "one_hot"):
+    rule = loss_rule(network.spec.loss)
+    if rule.targets in ("distribution", "one_hot"):
         return "onehot"
-    return "binary" if targets == "binary" else "regression"
+    # Binary cross-entropy on logits takes any real targets, but is bounded below only for targets in [0, 1].
+    return "binary" if rule.targets == "binary" or rule.name == "bce_logits" else "regression"
 
 
 def make_targets(network, teacher_output: np.ndarray) -> np.ndarray:
@@ -549,12 +550,24 @@ def layer_summary(network, index: int) -> dict:
     last where there are more than two), the activations it applies and its parameters."""
     steps = [step for step in network.steps if step.layer == index and step.kind != "loss"]
     values = [latex_name(network.input_name)] if index == 0 else [latex_name(step.name) for step in steps]
-    functions = sorted({activation_rule(node.activation).latex for step in steps
-                        for node in step.expr.atoms(Elementwise) if node.activation != "identity"})
+    # The activation a layer applies, as the spec names it (PReLU, not the ReLU and min it is made of); the
+    # functions inside other layers (batch norm's inverse square root) are no activation.
+    activation = network.spec.layers[index - 1].activation if index else None
+    functions = [] if activation in (None, "", "identity") else [
+        TRAINABLE_ACTIVATIONS.get(activation) or activation_rule(activation).latex]
     return {"index": index, "size": network.spec.sizes[index],
+            "kind": network.spec.layers[index - 1].kind if index else "input",
+            # A skip connection's other input: the layer whose output it adds (0 for the network's input).
+            "skip_from": _source_layer(network, network.spec.layers[index - 1].source) if index else None,
             "names": ",\\ ".join(values if len(values) <= 2 else [values[0], r"\ldots", values[-1]]),
             "functions": ",\\ ".join(functions),
             "params": ",\\ ".join(latex_name(name) for name in parameter_names(network) if layer_of(name) == index)}
+
+
+def _source_layer(network, source: str | None) -> int | None:
+    if source is None:
+        return None
+    return 0 if source == network.input_name else next(step.layer for step in network.steps if step.name == source)
 
 
 def diagram(network) -> dict:

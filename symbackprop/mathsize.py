@@ -302,3 +302,26 @@ def split_top_level(math: str, operators: tuple[str, ...] = ("=",)) -> list[str]
         current += token
     pieces.append(current)
     return [piece.strip() for piece in pieces if piece.strip()]
+
+
+def last_group(math: str) -> tuple[str, str, str, str, str] | None:
+    """``math`` as ``(before, opening, inside, closing, after)`` around its last top-level ``\\left( ...
+    \\right)`` (or ``[ ... ]``) group, or None where it has none."""
+    tokens = _TOKEN.findall(math)
+    depth, braces, start, found = 0, 0, None, None
+    for index, token in enumerate(tokens):
+        braces += {"{": 1, "}": -1}.get(token, 0)
+        if token == r"\left" and braces == 0:
+            if depth == 0:
+                start = index
+            depth += 1
+        elif token == r"\right" and braces == 0:
+            depth -= 1
+            pair = (tokens[start + 1], tokens[index + 1] if index + 1 < len(tokens) else "")
+            if depth == 0 and pair in (("(", ")"), ("[", "]")):
+                found = (start, index)
+    if found is None:
+        return None
+    start, end = found
+    return ("".join(tokens[:start]), tokens[start + 1], "".join(tokens[start + 2:end]), tokens[end + 1],
+            "".join(tokens[end + 2:]))

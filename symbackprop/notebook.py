@@ -36,22 +36,29 @@ def _sections(markdown: str) -> list[str]:
     return [part.strip() for part in re.split(r"\n(?=## )", markdown) if part.strip()]
 
 
+def _masks_argument(network, value: str) -> str:
+    """``, masks`` (a variable of the cell) in a call of ``forward`` where the network has dropout masks."""
+    return f", {value}" if network.masks else ""
+
+
 def _example_cells(network, example, t) -> list:
     """The worked example recomputed with the module's functions and checked against the printed values."""
     v4 = nbformat.v4
+    masks = _masks_argument(network, "masks")
     return [
         v4.new_markdown_cell(f"## {t['notebook_example']}\n\n{t['notebook_example_intro']}"),
         v4.new_code_cell(
             f"example = {({name: value.tolist() for name, value in example.inputs.items()})!r}\n"
             f"X, Y_true = np.array(example[{network.input_name!r}]), np.array(example['Y_true'])\n"
             f"params = {{name: np.array(example[name]) for name in {list(example.updated)!r}}}\n"
-            "Y_pred, cache = forward(params, X)\n"
-            "loss_before = loss(Y_pred, Y_true)\n"
+            + (f"masks = {{name: np.array(example[name]) for name in {list(network.masks)!r}}}\n" if masks else "")
+            + f"Y_pred, cache = forward(params, X{masks})\n"
+            "loss_before = loss(Y_pred, Y_true, params)\n"
             "grads = backward(params, cache, Y_true)\n"
             "for name, value in grads.items():\n"
             "    print(f'dL/d{name} =', np.round(value, 4).tolist())\n"
             f"params_after = sgd_step(params, grads, lr={example.lr!r})\n"
-            "loss_after = loss(forward(params_after, X)[0], Y_true)\n"
+            f"loss_after = loss(forward(params_after, X{masks})[0], Y_true, params_after)\n"
             f"print({t['notebook_loss']!r}, f'{{loss_before:.4f}} -> {{loss_after:.4f}}')\n"
             f"assert np.isclose(loss_before, {example.loss!r})\n"
             f"assert np.isclose(loss_after, {example.loss_after!r})"),
@@ -91,9 +98,11 @@ def _plot_code(lang: str) -> str:
 
 def _training_cells(derivation, example, t, lang: str, seed: int) -> list:
     """Full-batch gradient descent on data labelled by the teacher, halving the step when a step would raise
-    the loss; asserts that the loss falls by at least half."""
+    the loss (or make it NaN); asserts that the loss falls by at least half. Dropout masks are drawn once, so
+    that successive losses compare; the teacher drops nothing."""
     v4 = nbformat.v4
     network = derivation.network
+    masks, kept = _masks_argument(network, "masks"), _masks_argument(network, "unmasked")
     if example is None:
         start = (f"teacher = init_params({seed + 1})\n"
                  f"params = init_params({seed})\n")
@@ -111,14 +120,17 @@ def _training_cells(derivation, example, t, lang: str, seed: int) -> list:
         f"rng = np.random.default_rng({seed + 1})\n"
         f"X_train = rng.uniform(-1, 1, ({TRAIN_SAMPLES}, {network.spec.sizes[0]}))\n"
         "X_train = X_train if BATCH_FIRST else X_train.T\n"
-        "Y_train = targets(forward(teacher, X_train)[0])\n"
+        + (f"masks = draw_masks({TRAIN_SAMPLES}, seed={seed + 1})\n"
+           "unmasked = {name: np.ones_like(mask) for name, mask in masks.items()}\n" if masks else "")
+        + f"Y_train = targets(forward(teacher, X_train{kept})[0])\n"
         f"lr = {TRAIN_LR!r}\n"
-        "losses = [loss(forward(params, X_train)[0], Y_train)]\n"
+        f"losses = [loss(forward(params, X_train{masks})[0], Y_train, params)]\n"
         f"for step in range({TRAIN_STEPS}):\n"
-        "    Y_pred, cache = forward(params, X_train)\n"
+        f"    Y_pred, cache = forward(params, X_train{masks})\n"
         "    trial = sgd_step(params, backward(params, cache, Y_train), lr=lr)\n"
-        "    value = loss(forward(trial, X_train)[0], Y_train)\n"
-        "    if value > losses[-1]:  # the step went too far: undo it and halve the learning rate\n"
+        "    with np.errstate(all='ignore'):  # a step into overflow gives inf or NaN, and is undone below\n"
+        f"        value = loss(forward(trial, X_train{masks})[0], Y_train, trial)\n"
+        "    if not value <= losses[-1]:  # the step went too far (or overflowed): undo it, halve the learning rate\n"
         "        lr /= 2\n"
         "        value = losses[-1]\n"
         "    else:\n"
@@ -128,6 +140,8 @@ def _training_cells(derivation, example, t, lang: str, seed: int) -> list:
         + _plot_code(lang)
         + "assert losses[-1] <= 0.5 * losses[0]")
     intro = t["notebook_training_intro"].format(samples=TRAIN_SAMPLES)
+    if network.masks:
+        intro += " " + t["notebook_masks"]
     return [v4.new_markdown_cell(f"## {t['notebook_training']}\n\n{intro}"), v4.new_code_cell(code)]
 
 

@@ -223,6 +223,10 @@ class MathPrinter(_MatrixLayout, LatexPrinter):
     def _parenthesize_group(self, text):
         return rf"\left({text}\right)"
 
+    def _is_group(self, expr) -> bool:
+        # A negative factor of an elementwise product is bracketed: ``G \odot \left(-\frac{1}{2} r\right)``.
+        return super()._is_group(expr) or _is_negative(expr)
+
     def _print_HadamardPower(self, expr):
         return rf"\left({self._print(expr.base)}\right)^{{\circ {self._print(expr.exp)}}}"
 

@@ -20,12 +20,14 @@ from .codegen import module_context
 from .errors import LINE_BREAKING, one_line
 from .expressions import Elementwise
 from .formats import ALIASES, FORMATS, LANGUAGES
+from .layers import LAYER_KINDS
 from .lecture import LectureOptions, lecture_context
 from .mathsize import measure
 from .printing import latex, latex_name, shape_latex, shape_text, text, text_name
 from .rules import TRAINABLE_ACTIVATIONS, activation_rule, loss_rule
 from .slides import display, plan, side_by_side
 from .tex_text import tex_escape
+from .verify import gradient_label
 
 # The width (pt) of the article's local-gradient column; a wider formula gets a row of its own.
 LOCAL_TABLE_WIDTH = 170
@@ -109,22 +111,54 @@ def render(derivation, fmt: str, *, lang: str = "en", report=None, batch: int = 
 
 
 def _chain(step) -> str:
-    """The chain-rule product behind a backward step, each local factor labelled: ``a^{[2]T} \\delta^{[3]}``;
-    a value read by several steps gets the sum of their contributions."""
-    parts = [_chain_term(term) for term in step.terms]
-    return "" if not all(parts) else " + ".join(parts)
-
-
-def _chain_term(term) -> str:
-    if term.upstream is None:
+    r"""The chain-rule form of a backward step, each local factor braced and labelled:
+    ``\underbrace{a^{[2]\top}}_{\partial Z^{[3]} / \partial W^{[3]}} \, \delta^{[3]}``. A value read by several
+    steps (a skip connection, a weight with an L2 penalty) gets the sum of their contributions, each braced
+    with the step it comes back through; "" where the step is the loss's own gradient."""
+    if len(step.terms) == 1 and step.terms[0].upstream is None:
         return ""
+    # The paths through the network first, an L2 penalty's own term last (as the formula prints it).
+    terms = sorted(step.terms, key=lambda term: term.upstream is None)
+    return " + ".join(_chain_term(term, len(terms) > 1) for term in terms)
+
+
+def _chain_term(term, in_sum: bool) -> str:
     local = term.local
+    label = rf"\partial {_of(local.of)} / \partial {latex_name(local.wrt)}"
+    if term.upstream is None or local.side in ("identity", "vjp"):
+        # No factor of its own: the whole contribution, braced with its path where it is one of several.
+        whole = latex(term.expr)
+        return rf"\underbrace{{{whole}}}_{{{label}}}" if in_sum else whole
     upstream = latex_name(f"d{term.upstream}")
-    if local.side in ("identity", "vjp"):
-        return latex(term.expr) if local.side == "vjp" else upstream
-    factor = rf"\underbrace{{{latex(local.expr)}}}_{{\partial {latex_name(local.of)} / \partial {latex_name(local.wrt)}}}"
+    factor = latex(local.expr)
+    if local.side == "elementwise" and _needs_brackets(local.expr):
+        factor = rf"\left({factor}\right)"
+    factor = rf"\underbrace{{{factor}}}_{{{label}}}"
     return {"left": f"{factor} \\, {upstream}", "right": f"{upstream} \\, {factor}",
             "elementwise": rf"{upstream} \odot {factor}"}[local.side]
+
+
+def _of(name: str) -> str:
+    return "L" if name == "L" else latex_name(name)
+
+
+def _needs_brackets(expr) -> bool:
+    """Whether a factor of an elementwise product needs brackets: a sum, or a negative term."""
+    return isinstance(expr, (sp.MatAdd, sp.HadamardProduct)) or (
+        isinstance(expr, sp.MatMul) and expr.as_coeff_mmul()[0].is_negative)
+
+
+def _alternative(step, alt, t: dict, report) -> dict:
+    """A shorter form of a backward step as the documents show it: its name and introduction, the formula,
+    the assumption it needs, and what the verifier found (its report row ``dL/d<name> (<label>)``)."""
+    row = f"{gradient_label(step.name)} ({alt.label.replace('_', ' ')})"
+    check = next((check for check in report.checks if check.name == row), None) if report else None
+    method_key = "method_" + re.sub(r"\W", "_", check.method) if check else ""
+    return {"label": alt.label, "title": t[f"form_{alt.label}"], "intro": t[f"form_{alt.label}_intro"],
+            "rhs": latex(alt.expr), "assumes": alt.assumes,
+            "assumption": t[f"form_assumes_{alt.assumes}"] if alt.assumes else "",
+            "proof": "" if check is None else (t["form_proved"].format(method=t.get(method_key, f"`{check.method}`"))
+                                               if check.ok else t["form_failed"])}
 
 
 def _layer_entry(net, l: int, layer) -> dict:
@@ -138,24 +172,34 @@ def _layer_entry(net, l: int, layer) -> dict:
             "output": net.activation_name(l), "input": net.layer_input(l)}
 
 
-def _loss_context(derivation, t) -> dict:
-    """The loss's printed forms: its formula, and a sentence naming its rule, reduction, scale and penalty."""
-    net = derivation.network
+def _loss_sentence(t: dict, net, math: bool) -> str:
+    """The loss's rule, reduction, scale and L2 penalty in words, with math (``$...$``) or in plain text."""
     settings = net.spec.loss
-    rule = loss_rule(settings)
-    parts = [t[f"loss_{rule.name}"], t[f"reduction_{settings.reduction}"]]
+    width = net.symbol("Y_pred").shape[1 if net.batch_first else 0]
+    l2 = f"{settings.l2:g}"
+    over_n = settings.l2_scale == "batch_mean"
+    if math:
+        entries, coefficient = f"${latex(net.N * width)}$", rf"$\frac{{{l2}}}{{2{' N' if over_n else ''}}}$"
+    else:
+        entries, coefficient = f"N x {width}", f"{l2}/(2N)" if over_n else f"{l2}/2"
+    samples = "$N$" if math else "N"
+    parts = [t[f"loss_{loss_rule(settings).name}"],
+             t[f"reduction_{settings.reduction}"].format(entries=entries, N=samples)]
     if settings.scale != 1:
         parts.append(t["loss_scale"].format(scale=f"{settings.scale:g}"))
     if settings.l2:
-        parts.append(t[f"l2_{settings.l2_scale}"].format(l2=f"{settings.l2:g}"))
-    english = catalog("en")
-    summary = [english[f"loss_{rule.name}"], english[f"reduction_{settings.reduction}"]]
-    if settings.scale != 1:
-        summary.append(english["loss_scale"].format(scale=f"{settings.scale:g}"))
-    if settings.l2:
-        summary.append(english[f"l2_{settings.l2_scale}"].format(l2=f"{settings.l2:g}"))
+        parts.append(t["loss_l2"].format(coefficient=coefficient))
+    return "; ".join(parts)
+
+
+def _loss_context(derivation, t) -> dict:
+    """The loss's printed forms: its formula, and a sentence naming its rule, reduction, scale and penalty
+    (``reduction``: in the document's language, with math; ``summary``: English plain text for the module)."""
+    net = derivation.network
+    settings = net.spec.loss
+    rule = loss_rule(settings)
     return {"kind": settings.kind, "rule": rule.name, "latex": latex(net.steps[-1].expr),
-            "reduction": "; ".join(parts), "summary": "; ".join(summary),
+            "reduction": _loss_sentence(t, net, math=True), "summary": _loss_sentence(catalog("en"), net, math=False),
             "distributions": any(alt.assumes for step in derivation.backward for alt in step.alternatives),
             "targets": rule.targets}
 
@@ -212,6 +256,16 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
     spec = net.spec
     t = catalog(lang)
     layers = [_layer_entry(net, l, layer) for l, layer in enumerate(spec.layers, start=1)]
+    # Each kind beyond the dense layer, and a trainable activation (PReLU), is introduced in words where its
+    # first layer appears.
+    seen = {"dense"}
+    for entry in layers:
+        entry["kind_name"] = t[f"kind_name_{entry['kind']}"]
+        intro = [] if entry["kind"] in seen else [t[LAYER_KINDS[entry["kind"]].explanation]]
+        if entry["activation"] in TRAINABLE_ACTIVATIONS and entry["activation"] not in seen:
+            intro.append(t[f"trainable_{entry['activation']}"])
+        entry["intro"] = " ".join(intro)
+        seen |= {entry["kind"], entry["activation"]}
     forward = []
     for step in net.steps:
         is_loss = step.kind == "loss"
@@ -222,10 +276,13 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
             "shape_text": "scalar" if is_loss else shape_text(step.symbol.shape),
             "text": "" if is_loss else text(step.expr),
         })
-    local = [{
-        "of": "L" if lg.of == "L" else latex_name(lg.of), "wrt": latex_name(lg.wrt), "expr": latex(lg.expr),
-        "side": lg.side, "layer": lg.layer, "wide": measure(latex(lg.expr)).w > LOCAL_TABLE_WIDTH,
-    } for lg in derivation.local_gradients]
+    local = []
+    for lg in derivation.local_gradients:
+        expr = latex(lg.expr)
+        if lg.side in ("identity", "vjp"):  # no factor: the map from the upstream gradient to this share
+            expr = rf"{latex_name('d' + lg.of)} \mapsto {expr}"
+        local.append({"of": _of(lg.of), "wrt": latex_name(lg.wrt), "expr": expr, "side": lg.side,
+                      "layer": lg.layer, "wide": measure(expr).w > LOCAL_TABLE_WIDTH})
     backward = []
     for step in derivation.backward:
         backward.append({
@@ -238,8 +295,8 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
             "shape": shape_latex(step.shape), "shape_text": shape_text(step.shape),
             "text": text(step.expr), "text_lhs": text_name(step.symbol.name),
             "chain": _chain(step), "terms": len(step.terms),
-            "alternatives": [{"label": alt.label, "title": t[f"form_{alt.label}"], "rhs": latex(alt.expr),
-                              "assumes": alt.assumes} for alt in step.alternatives],
+            "locals": [(_of(term.local.of), latex_name(term.local.wrt)) for term in step.terms],
+            "alternatives": [_alternative(step, alt, t, report) for alt in step.alternatives],
         })
     relu_values = {layer.relu_grad_at_zero for layer in spec.layers if layer.activation == "relu"}
     module = module_context(derivation)
@@ -247,6 +304,8 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
     return {
         "t": t, "lang": lang, "title": spec.title, "spec": spec, "layers": layers, "forward": forward,
         "local": local, "backward": backward, "report": report,
+        "intros": {entry["index"]: entry["intro"] for entry in layers if entry["intro"]},
+        "first_sum": next((step["name"] for step in backward if step["terms"] > 1), None),
         "layout": spec.layout, "batch_first": net.batch_first, "input_name": spec.input.name,
         "input_latex": latex_name(spec.input.name),
         "sizes": list(spec.sizes), "sizes_literal": repr(tuple(spec.sizes)), "depth": net.depth,
@@ -256,6 +315,8 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
         "parameter_names": net.parameters,
         "updates": [{"name": name, "param": latex_name(name), "grad": latex_name(f"d{name}")}
                     for name in net.parameters],
+        # The learning rate's symbol: alpha, as the lecture writes it, unless a PReLU slope is called alpha.
+        "rate": r"\eta" if any(name.startswith("alpha") for name in net.parameters) else r"\alpha",
         **module,
         "custom_activations": (custom := custom_activations(net, t)),
         "helper_comments": {module["helper_names"][key]: line for step in custom

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from itertools import pairwise
 
 from .lecture import latex_matrix, number
-from .mathsize import measure, split_top_level, text_width
+from .mathsize import last_group, measure, split_top_level, text_width
 
 # Page geometry of the default Beamer theme at 10 pt (128 mm x 96 mm), in pt, with a margin for error.
 TEXT_WIDTH = 307.0
@@ -33,7 +33,7 @@ MAX_STEPS_PER_FRAME = 4
 # The worked example on slides: 3 decimals, at most 6 rows and 6 columns of a matrix.
 SLIDE_DIGITS = 3
 SLIDE_MATRIX = 6
-_DESCENT = r"\theta \leftarrow \theta - \alpha \frac{\partial L}{\partial \theta}"
+_DESCENT = r"\theta \leftarrow \theta - {rate} \frac{{\partial L}}{{\partial \theta}}"
 _SCALAR_CHAIN = r"z = f(y),\quad y = g(x) \qquad \Rightarrow \qquad \frac{dz}{dx} = \frac{dz}{dy} \cdot \frac{dy}{dx}"
 
 
@@ -159,7 +159,7 @@ def break_equation(parts: list[str], width: float, tail: str = "") -> list[str]:
     lines = []
     for index, part in enumerate(parts[1:]):
         prefix = f"{parts[0]} &= " if index == 0 else "&= "
-        pieces = split_top_level(part, ("+", "-", r"\odot"))
+        pieces = _pieces(part, width - measure(f"{parts[0]} =").w)  # the first line holds the left side too
         current = pieces[0]
         for piece in pieces[1:]:
             if measure(f"{prefix}{current} {piece}".replace("&", "")).w <= width:
@@ -173,6 +173,31 @@ def break_equation(parts: list[str], width: float, tail: str = "") -> list[str]:
     elif tail:
         lines.append("&" + tail)
     return lines if len(lines) > 1 else [lines[0].replace(" &= ", " = ", 1)]
+
+
+def _pieces(math: str, width: float, operators: tuple = (("+", "-"), (r"\odot",))) -> list[str]:
+    r"""``math`` cut where a line may break: at top-level ``+`` and ``-``; a piece still wider than ``width`` at
+    its top-level ``\odot``, and then, if it has a bracket (``\frac{1}{N} \left(a - b\right)``), opened at its
+    last one, set as ``\Bigl( ... \Bigr)`` around the inside's own pieces."""
+    out = []
+    for piece in split_top_level(math, operators[0]):
+        if measure(piece).w <= width:
+            out.append(piece)
+        elif len(operators) > 1:
+            out += _pieces(piece, width, operators[1:])
+        else:
+            out += _opened(piece, width)
+    return out
+
+
+def _opened(piece: str, width: float) -> list[str]:
+    """A piece with no place to break, opened at its last bracket where the inside has some."""
+    group = last_group(piece)
+    inner = _pieces(group[2], width) if group else []
+    if len(inner) < 2:
+        return [piece]
+    before, opening, _, closing, after = group
+    return [rf"{before}\Bigl{opening} {inner[0]}", *inner[1:-1], rf"{inner[-1]} \Bigr{closing}{after}"]
 
 
 def _wrap_list(items: list[str], width: float, max_lines: int = 3) -> list[str]:
@@ -277,9 +302,12 @@ class Deck:
     def loss(self) -> list[dict]:
         t, ctx = self.t, self.ctx
         need = _wrap_list([u["grad"] for u in ctx["updates"]], TEXT_WIDTH)
-        blocks = [text(t["loss_intro"], step=False), math([ctx["loss_latex"]], step=False),
-                  heading(t["gradient_descent"]), math([_DESCENT], step=False),
-                  text(t["gd_intro_symbols"], step=False), text(t["gd_need"]), math(need, step=False)]
+        blocks = [text(t["loss_intro"], step=False),
+                  math(break_equation(["L", ctx["loss"]["latex"]], TEXT_WIDTH), step=False),
+                  text(t["loss_stated"].format(reduction=ctx["loss"]["reduction"]), step=False),
+                  heading(t["gradient_descent"]), math([_DESCENT.format(rate=ctx["rate"])], step=False),
+                  text(t["gd_intro_symbols"].format(rate=ctx["rate"]), step=False), text(t["gd_need"]),
+                  math(need, step=False)]
         return pack(t["loss_title"], blocks, t)
 
     def chain(self) -> list[dict]:
@@ -292,6 +320,12 @@ class Deck:
             blocks += [text(t["chain_network"]), math([example["braced"]], step=False),
                        text(t["chain_shapes"]), math([example["shapes"]], step=False),
                        text(t["chain_order"], step=False)]
+        # The shortest sum of the backward pass shows gradients adding up (a skip connection, say).
+        summed = min((s for s in self.ctx["backward"] if s["terms"] > 1), key=lambda s: measure(s["chain"]).w,
+                     default=None)
+        if summed:
+            blocks += [text(t["sum_intro"]), math(break_equation([summed["lhs"], summed["chain"]], TEXT_WIDTH),
+                                                  step=False)]
         return pack(t["chain_title"], blocks, t, label="chain-rule", link=example and {
             "target": f"backward-{example['layer']}",
             "text": t["chain_link"].format(layer=example["layer"])})
@@ -325,10 +359,12 @@ class Deck:
             steps = [s for s in self.ctx["forward"] if s["layer"] == layer and s["kind"] != "loss"]
             if not steps:
                 continue
-            blocks = [math(break_equation([s["lhs"], s["rhs"]], TEXT_WIDTH, rf" \qquad ({s['shape']})"))
-                      for s in steps]
+            intro = self.ctx["intros"].get(layer)
+            blocks = [text(intro, step=False)] if intro else []
+            blocks += [math(break_equation([s["lhs"], s["rhs"]], TEXT_WIDTH, rf" \qquad ({s['shape']})"))
+                       for s in steps]
             blocks.append(heading(t["forward_local"]))
-            blocks += [math([_local(row)], step=index > 0)
+            blocks += [math(_local_lines(row, TEXT_WIDTH), step=index > 0)
                        for index, row in enumerate(r for r in self.ctx["local"]
                                                    if r["layer"] == layer and r["side"] != "loss")]
             frames += pack(t["forward_layer_title"].format(layer=layer), blocks, t,
@@ -336,15 +372,15 @@ class Deck:
         loss_steps = [s for s in self.ctx["forward"] if s["kind"] == "loss"]
         blocks = [math(break_equation([s["lhs"], s["rhs"]], TEXT_WIDTH), step=False) for s in loss_steps]
         blocks.append(heading(t["forward_local"]))
-        blocks += [math([rf"\frac{{\partial L}}{{\partial {row['wrt']}}} = {row['expr']}"], step=False)
-                   for row in self.ctx["local"] if row["side"] == "loss"]
+        blocks += [math(break_equation([rf"\frac{{\partial L}}{{\partial {row['wrt']}}}", row["expr"]], TEXT_WIDTH),
+                        step=False) for row in self.ctx["local"] if row["side"] == "loss"]
         return frames + pack(t["forward_loss_title"], blocks, t)
 
     def _panel(self, steps: list[dict]) -> tuple[list[Block], float]:
         """The panel beside backward steps: symbols, forward equations and local gradients they use, and
         its estimated height (with the strip above it and the box's padding)."""
         t, ctx = self.t, self.ctx
-        used = [(s["local_of"], s["local_wrt"]) for s in steps]
+        used = [pair for s in steps for pair in s["locals"]]
         quantities = {of for of, _ in used} | {wrt for _, wrt in used}
         forward = [s for s in ctx["forward"] if s["lhs"] in {of for of, _ in used}]
         symbols = [row for row in ctx["symbols"]
@@ -357,9 +393,17 @@ class Deck:
                   heading(t["panel_forward"], step=False, scale=scale),
                   *(math(break_equation([s["lhs"], s["rhs"]], width), step=False, width=width, scale=scale)
                     for s in forward),
-                  heading(t["panel_local"], step=False, scale=scale),
-                  *(math([line], step=False, width=width, scale=scale)
-                    for line in side_by_side([_local(row) for row in local], width))]
+                  heading(t["panel_local"], step=False, scale=scale)]
+        # Rows that fit a line go two to a line where a pair fits; a longer row breaks over lines of its own.
+        pending = []
+        for lines in [*(_local_lines(row, width) for row in local), []]:
+            if len(lines) == 1:
+                pending.append(lines[0])
+                continue
+            blocks += [math([line], step=False, width=width, scale=scale) for line in side_by_side(pending, width)]
+            pending = []
+            if lines:
+                blocks.append(math(lines, step=False, width=width, scale=scale))
         return blocks, sum(b.height for b in blocks) + 24
 
     def _fits(self, steps: list[dict]) -> bool:
@@ -389,9 +433,25 @@ class Deck:
                 title = t["backward_layer_title"].format(layer=layer)
                 frames.append(frame(title if index == 0 else f"{title} {t['continued']}",
                                     [self._step_block(s) for s in chunk], panel=panel,
-                                    label=f"backward-{layer}" if index == 0 else None,
+                                    label=f"backward-{layer}" + (f"-{index + 1}" if index else ""),
                                     strip=strip(self.depth, layer, backward=True)))
+                # A step's shorter forms follow the frame that derives it step by step.
+                frames += [page for step in chunk for alt in step["alternatives"] for page in self._shorter(step, alt)]
         return frames
+
+    def _shorter(self, step: dict, alt: dict) -> list[dict]:
+        """A shorter form of a backward step on a frame of its own: what it is, the formula, the assumption it
+        needs, the step-by-step form beside it and what the verifier proved."""
+        t = self.t
+        blocks = [text(alt["intro"], step=False),
+                  math(break_equation([step["lhs"], alt["rhs"]], TEXT_WIDTH, rf" \quad ({step['shape']})"), step=False)]
+        if alt["assumption"]:
+            blocks.append(text(alt["assumption"], step=False))
+        blocks += [text(t["form_staged"]), math(break_equation([step["lhs"], step["rhs"]], TEXT_WIDTH), step=False),
+                   text(alt["proof"], step=False)]
+        label = f"form-{step['name']}-{alt['label']}".replace("_", "-")
+        return pack(t["form_frame_title"].format(form=alt["title"]), blocks, t, budget=BODY_HEIGHT - 16,
+                    label=label, strip=strip(self.depth, step["layer"], backward=True))
 
     def _step_block(self, step: dict) -> Block:
         """A backward step: the chain-rule form, and where it reads differently the formula it gives, on a
@@ -410,16 +470,21 @@ class Deck:
     def updates(self) -> list[dict]:
         t, lines = self.t, []
         for layer in self.layers:
-            items = [rf"{u['param']} \leftarrow {u['param']} - \alpha \, {u['grad']}"
+            items = [rf"{u['param']} \leftarrow {u['param']} - {self.ctx['rate']} \, {u['grad']}"
                      for u in self.ctx["updates"] if self.ctx["param_layers"].get(u["name"]) == layer]
             if items:
                 lines.append(math(_wrap_list(items, TEXT_WIDTH, max_lines=99), step=len(lines) > 0))
-        return pack(t["gradient_descent"], [text(t["gradient_descent_intro"], step=False), *lines], t)
+        return pack(t["gradient_descent"], [text(t["gradient_descent_intro"].format(rate=self.ctx["rate"]), step=False),
+                                            *lines], t)
 
     def algorithm(self) -> list[dict]:
         """Forward and backward side by side, each with the formulas of one representative layer."""
         t, ctx = self.t, self.ctx
-        layer = self.layers[-2] if len(self.layers) > 1 else self.layers[-1]
+        # The last layer with weights before the output layer (its few formulas fit a column), else the
+        # layer before the output.
+        inner = self.layers[:-1] or self.layers
+        weighted = [layer for layer in inner if f"W{layer}" in ctx["param_layers"]]
+        layer = (weighted or inner)[-1]
         width = COLUMN_WIDTH
         forward = [heading(t["algorithm_forward_title"], step=False),
                    text(t["algorithm_forward"], width, step=False),
@@ -480,7 +545,7 @@ class Deck:
             grads = [(step["lhs"], ex.gradients[step["symbol"]]) for step in ctx["backward"]
                      if step["layer"] == layer]
             frames += pack(f"{title}: {t['worked_gradients_layer'].format(layer=layer)}", _matrices([grads]), t)
-        update = [text(t["worked_step"].format(lr=number(ex.lr)), step=False),
+        update = [text(t["worked_step"].format(lr=number(ex.lr), rate=ctx["rate"]), step=False),
                   *_matrices(by_layer(ex.updated, layer_of), relation=r"\leftarrow"),
                   text(t["worked_loss_change"].format(before=number(ex.loss), after=number(ex.loss_after)))]
         return frames + pack(f"{title}: {t['gradient_descent']}", update, t)
@@ -499,8 +564,24 @@ def _aligned(lines: list[str]) -> list[str]:
     return lines if len(lines) > 1 else [lines[0].replace(" = ", " &= ", 1)]
 
 
-def _local(row: dict) -> str:
-    return rf"\frac{{\partial {row['of']}}}{{\partial {row['wrt']}}} \to {row['expr']}"
+def _local_lines(row: dict, width: float) -> list[str]:
+    """A local-gradient row as display lines that fit ``width``: ``dZ/dW -> A^T``, or where there is no single
+    factor, the map it applies to the upstream gradient: ``da/dgamma: dL/da |-> 1^T (dL/da (.) xhat)``, the
+    map on lines of its own below ``da/dgamma:`` where it does not fit beside it."""
+    lhs, relation, expr = rf"\frac{{\partial {row['of']}}}{{\partial {row['wrt']}}}", r"\to", row["expr"]
+    header = []
+    if row["side"] in ("identity", "vjp"):
+        upstream, _, expr = expr.partition(r" \mapsto ")
+        relation = r"\mapsto"
+        if measure(rf"{lhs}:\ {upstream} \mapsto {expr}").w <= width:
+            lhs = rf"{lhs}:\ {upstream}"
+        else:
+            header, lhs = [rf"{lhs}: &"], upstream
+    lines = break_equation([lhs, expr], width)
+    if len(lines) == 1 and not header:
+        return [lines[0].replace(" = ", f" {relation} ", 1)]
+    lines = _aligned(lines)
+    return [*header, lines[0].replace(" &= ", f" &{relation} ", 1), *lines[1:]]
 
 
 def plan(ctx: dict, derivation, t: dict) -> dict:

@@ -34,7 +34,7 @@ from symbackprop.lecture import (
 from symbackprop.output import parse_formats
 from symbackprop.render import FORMATS, render
 from symbackprop.rules import activation_rule
-from symbackprop.slides import MAX_STEPS_PER_FRAME, break_equation, plan
+from symbackprop.slides import MAX_STEPS_PER_FRAME, Deck, break_equation, plan
 
 SPECS = Path(__file__).parent / "specs"
 TEXT = Path(__file__).parent.parent / "templates" / "text"
@@ -43,7 +43,8 @@ FULL = os.environ.get("SYMBACKPROP_FULL_LECTURE") == "1"
 # Specs that exercise every feature of the lecture output quickly: batch-first and column layouts, every
 # loss, kinks, a 1-wide bottleneck, the widest worked example, a deep stack.
 SUBSET = ["seed", "softmax_ce_4_classes_column", "bce_logits_multilabel_silu_column", "depth6_piecewise_column",
-          "hidden_width_1_bottleneck", "wide_8"]
+          "hidden_width_1_bottleneck", "wide_8", "batchnorm_after_dense", "residual_block",
+          "softmax_layer_cross_entropy"]
 
 
 def _catalog(lang: str) -> dict:
@@ -278,10 +279,13 @@ def _deck(spec: str, lang: str = "en") -> dict:
 def test_every_backward_frame_has_its_panel_and_the_chain_rule_links_to_one(spec):
     deck = _deck(spec)
     derivation = derive(SPECS / f"{spec}.toml")
-    shown = [block["math"] for frame in deck["backward"] for block in frame["blocks"]]
+    # Every step on a frame with its panel; the frames without one show a step's shorter forms.
+    steps = [frame for frame in deck["backward"] if frame["panel"]]
+    shown = [block["math"] for frame in steps for block in frame["blocks"]]
     assert len(shown) == len(derivation.backward)
-    for frame in deck["backward"]:
-        assert frame["panel"] and 1 <= len(frame["blocks"]) <= MAX_STEPS_PER_FRAME
+    assert len(deck["backward"]) - len(steps) == sum(len(step.alternatives) for step in derivation.backward)
+    for frame in steps:
+        assert 1 <= len(frame["blocks"]) <= MAX_STEPS_PER_FRAME
         assert any(block["kind"] == "math" for block in frame["panel"])
     labels = {frame["label"] for frame in deck["backward"]}
     assert deck["chain"][0]["link"]["target"] in labels
@@ -371,7 +375,7 @@ def _run_code_cells(notebook_text: str, directory: Path) -> tuple[dict, str]:
     return namespace, out.getvalue()
 
 
-@pytest.mark.parametrize("spec", CORPUS if FULL else SUBSET)
+@pytest.mark.parametrize("spec", CORPUS if FULL else [*SUBSET, "mixed_norms_dropout", "loss_ng_bce_l2", "loss_bce_sum"])
 def test_notebook_training_halves_the_loss(spec, tmp_path):
     namespace, _ = _run_code_cells(render(derive(SPECS / f"{spec}.toml"), "ipynb"), tmp_path)
     losses = namespace["losses"]
@@ -403,3 +407,140 @@ def _has_module(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+# -- the layer kinds and losses, taught in every output ----------------------------------------------------
+
+# Specs that bring each shorter form, kind sentence, sum of chain-rule terms and loss statement.
+TEACHING = ["batchnorm_after_dense", "layernorm_column", "loss_ng_bce_l2", "log_softmax_nll",
+            "softmax_layer_cross_entropy", "loss_cs231n_softmax_l2", "residual_block", "prelu_hidden",
+            "dropout_hidden"]
+
+
+def _flat(math: str) -> str:
+    """Display math as one line: alignment, line breaks and the brackets opened across lines undone."""
+    for old, new in ((r"\begin{aligned}", ""), (r"\end{aligned}", ""), (r"\\", ""), (r"\quad", ""), ("&", ""),
+                     (r"\Bigl(", r"\left("), (r"\Bigr)", r"\right)"), (r"\Bigl[", r"\left["),
+                     (r"\Bigr]", r"\right]")):
+        math = math.replace(old, new)
+    return re.sub(r"\s+", "", math)
+
+
+def _outputs(derivation, lang: str, report) -> dict:
+    """Each lecture format's text as a reader meets it: Markdown and LaTeX sources, the deck's planned frames
+    (sentences and flattened math), the notebook's Markdown cells."""
+    import nbformat
+
+    from symbackprop.lecture import lecture_context
+    from symbackprop.render import context
+
+    ctx = context(derivation, lang=lang, report=report)
+    ctx.update(lecture_context(derivation, t=ctx["t"], lang=lang, report=report, batch=64, options=LectureOptions()))
+    deck = plan(ctx, derivation, ctx["t"])
+    frames = [frame for section in deck.values() for frame in section]
+    deck_text = "\n".join([frame["title"] for frame in frames]
+                          + [block["text"] or _flat(block["math"]) for frame in frames
+                             for block in [*frame["blocks"], *(frame["panel"] or [])]])
+    cells = nbformat.reads(render(derivation, "ipynb", lang=lang, report=report), as_version=4).cells
+    return {"markdown": render(derivation, "markdown", lang=lang, report=report),
+            "latex": render(derivation, "latex", lang=lang, report=report), "beamer": deck_text,
+            "ipynb": "\n".join(cell.source for cell in cells if cell.cell_type == "markdown")}
+
+
+@pytest.mark.parametrize("lang", ["en", "ko"])
+@pytest.mark.parametrize("spec", TEACHING)
+def test_shorter_forms_kinds_and_the_loss_appear_in_every_output(spec, lang):
+    derivation = derive(SPECS / f"{spec}.toml")
+    report = derivation.verify()
+    t = _catalog(lang)
+    network = derivation.network
+    outputs = _outputs(derivation, lang, report)
+    # The sentences each output must hold: every kind beyond the dense layer and PReLU introduced, the loss
+    # with its reduction, scale and penalty; each shorter form named, introduced, with its assumption and the
+    # verifier's proof (its report row proved).
+    expected = [t[f"kind_{kind}"] for kind in {layer.kind for layer in network.spec.layers} - {"dense"}]
+    expected += [t["trainable_prelu"] for layer in network.spec.layers if layer.activation == "prelu"][:1]
+    expected.append(t[f"loss_{loss_rule_name(network)}"])
+    if network.spec.loss.l2:
+        expected.append(t["loss_l2"].split("{coefficient}")[0])
+    for step in derivation.backward:
+        for alt in step.alternatives:
+            row = next(check for check in report.checks
+                       if check.name == f"dL/d{step.name} ({alt.label.replace('_', ' ')})")
+            assert row.ok, row
+            expected += [t[f"form_{alt.label}_intro"], t["form_proved"].split("{method}")[0]]
+            if alt.assumes:
+                expected.append(t[f"form_assumes_{alt.assumes}"])
+    assert any(step.alternatives for step in derivation.backward) or spec in ("residual_block", "prelu_hidden",
+                                                                             "dropout_hidden")
+    for fmt, text in outputs.items():
+        missing = [sentence for sentence in expected if sentence not in text]
+        assert not missing, (fmt, missing)
+    # Each shorter form's formula, in math, in every output (the deck's broken over lines, flattened here).
+    from symbackprop.printing import latex, latex_name
+
+    for step in derivation.backward:
+        for alt in step.alternatives:
+            formula = f"{latex_name(step.symbol.name)} = {latex(alt.expr)}"
+            for fmt, text in outputs.items():
+                assert _flat(formula) in _flat(text), (fmt, step.name, alt.label)
+
+
+def loss_rule_name(network) -> str:
+    from symbackprop.rules import loss_rule
+
+    return loss_rule(network.spec.loss).name
+
+
+@pytest.mark.parametrize("spec", ["residual_block", "skip_two_layers_column", "loss_ng_bce_l2", "batchnorm_after_dense"])
+def test_sums_show_every_chain_rule_term_and_the_panel_every_local_gradient(spec):
+    from symbackprop.lecture import lecture_context
+    from symbackprop.mathsize import split_top_level
+    from symbackprop.render import context
+    from symbackprop.slides import _unbraced
+
+    derivation = derive(SPECS / f"{spec}.toml")
+    report = derivation.verify()
+    ctx = context(derivation, report=report)
+    ctx.update(lecture_context(derivation, t=ctx["t"], lang="en", report=report, batch=64, options=LectureOptions()))
+    deck = Deck(ctx, derivation, ctx["t"])
+    sums = [(step, row) for step, row in zip(derivation.backward, ctx["backward"], strict=True) if len(step.terms) > 1]
+    assert sums
+
+    def bare(term: str) -> str:  # a braced factor needs no brackets of its own
+        return re.sub(r"\\left\(|\\right\)", "", _unbraced(term.lstrip("+ ")))
+
+    for step, row in sums:
+        # One braced term per consumer, and without their braces the terms are the formula's terms.
+        terms = split_top_level(row["chain"], ("+",))
+        assert len(terms) == len(step.terms) and all(r"\underbrace" in term for term in terms), row["chain"]
+        assert sorted(map(bare, terms)) == sorted(map(bare, split_top_level(row["rhs"], ("+",)))), row["chain"]
+        # The deck's panel beside the step shows the local gradient of each path.
+        panel = "".join(_flat(block.math) for block in deck._panel([row])[0] if block.kind == "math")
+        for of, wrt in row["locals"]:
+            if of != "L":
+                assert _flat(rf"\frac{{\partial {of}}}{{\partial {wrt}}}") in panel, (step.name, of, wrt)
+
+
+@pytest.mark.parametrize("spec, rate", [("prelu_hidden", r"\eta"), ("batchnorm_after_dense", r"\alpha"),
+                                        ("mixed_norms_dropout", r"\alpha")])
+def test_gradient_descent_updates_every_parameter(spec, rate):
+    derivation = derive(SPECS / f"{spec}.toml")
+    names = parameter_names(derivation.network)
+    assert any(not name.startswith(("W", "b")) for name in names)
+    from symbackprop.printing import latex_name
+
+    for fmt in ("markdown", "latex", "beamer"):
+        text = re.sub(r"\s+", " ", render(derivation, fmt))
+        for name in names:
+            param = latex_name(name)
+            assert f"{param} &\\leftarrow {param} - {rate}" in text or f"{param} \\leftarrow {param} - {rate}" in text, \
+                (fmt, name)
+
+
+def test_local_gradients_without_a_factor_show_the_map_from_the_upstream_gradient():
+    markdown = render(derive(SPECS / "batchnorm_after_dense.toml"), "markdown")
+    rows = [line for line in markdown.splitlines() if line.startswith(r"| $a^{[2]}$ | $\gamma^{[2]}$ |")]
+    assert rows == [(r"| $a^{[2]}$ | $\gamma^{[2]}$ | $\frac{\partial L}{\partial a^{[2]}} \mapsto \mathbf{1}_{N}^{\top} "
+                    r"\left(\frac{\partial L}{\partial a^{[2]}} \odot \hat{X}^{[2]}\right)$ | no single factor: the map "
+                    r"from the upstream gradient to this input's share is shown |")]

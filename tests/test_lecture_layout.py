@@ -32,8 +32,10 @@ _FIT = re.compile(r"symbackprop-fit: (width|height) (\d+) \(page (\d+)\)")
 _OVERFULL = re.compile(r"Overfull \\([hv])box \(([\d.]+)pt too (?:wide|high)\)[^\n]*")
 
 DECKS = [("seed", "en"), ("seed", "ko"), ("softmax_ce_4_classes_column", "ko"), ("depth6_smooth", "en"),
-         ("depth5_mixed_column", "ko"), ("wide_8", "ko")]
-ARTICLES = [("seed", "ko"), ("depth5_mixed_column", "en"), ("wide_8", "ko")]
+         ("depth5_mixed_column", "ko"), ("wide_8", "ko"), ("batchnorm_after_dense", "ko"), ("residual_block", "en"),
+         ("softmax_layer_cross_entropy", "en")]
+ARTICLES = [("seed", "ko"), ("depth5_mixed_column", "en"), ("wide_8", "ko"), ("batchnorm_after_dense", "en"),
+            ("loss_cs231n_svm_l2", "ko")]
 if FULL:
     DECKS = ARTICLES = [(spec, lang) for spec in CORPUS for lang in ("en", "ko")]
 
