@@ -99,7 +99,7 @@ def target_kind(network) -> str:
     if rule.targets in ("distribution", "one_hot"):
         return "onehot"
     # Binary cross-entropy on logits takes any real targets, but is bounded below only for targets in [0, 1].
-    return "binary" if rule.targets == "binary" or rule.name == "bce_logits" else "regression"
+    return "binary" if rule.targets == "binary" else "regression"
 
 
 def make_targets(network, teacher_output: np.ndarray) -> np.ndarray:

@@ -396,7 +396,7 @@ LOSS_RULES: dict[str, LossRule] = {
             lambda c, p: Log(c.ones + Exp(c.Y)) - sp.hadamard_product(c.T, c.Y),
             lambda c, p: Sigmoid(c.Y) - c.T,
             "np.logaddexp(0, Y_pred) - Y_true * Y_pred",
-            "mean",
+            "mean", targets="binary",
         ),
         LossRule(
             "bce",
