@@ -43,6 +43,7 @@ _MODULE_NAMES = {"np", "erf", "math", "SIZES", "BATCH_FIRST", "params", "cache",
                  "dtype", "eps", "masks", "init_params", "draw_masks", "forward", "loss", "backward", "sgd_step",
                  "gradient_check", "softmax", "log_softmax", "sigmoid", "weights", "value", "N", "n", "name",
                  "array", "index", "numeric", "worst", "scale", "noise", "saved", "up", "down", "step", "updated",
+                 "params32", "masks32", "grads32", "rounding", "coarse", "estimate", "h", "drift",
                  "DEMO_MAX_PARAMETERS", "n_parameters", "error", "Y", "Y_pred", "Y_true", "X_data"}
 
 

@@ -145,8 +145,10 @@ def verify(derivation, *, batch: int | None = None, budget: float | None = None,
     With ``batch``, the check runs at the spec's own widths and that batch size; if it cannot finish within
     ``budget`` seconds (refused up front when the estimate is already over, stopped when the time runs out)
     it says so in the report's note and verifies at witness sizes instead. ``progress(done, total)`` is
-    called as checks complete.
+    called as checks complete. A ``budget`` must be a finite number of seconds > 0 (``None``: no limit).
     """
+    if budget is not None and not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
+        raise ValueError(f"budget must be a finite number of seconds > 0, got {budget!r}")
     start = time.perf_counter()
     network = derivation.network
     note = ""
