@@ -73,7 +73,8 @@ class Evaluator:
         return self.backend.ones(self._shape(expr)) * self.backend.scalar(0)
 
     def _shape(self, expr) -> tuple[int, int]:
-        return tuple(int(sp.sympify(d).xreplace(self.sizes)) for d in expr.shape)
+        sizes = self.sizes
+        return tuple(int(sizes[d]) if d in sizes else int(sp.sympify(d).xreplace(sizes)) for d in expr.shape)
 
     def _Elementwise(self, expr):
         value = self(expr.arg)

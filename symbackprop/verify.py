@@ -584,17 +584,21 @@ class _FiniteDifferences:
         with np.errstate(all="ignore"):
             self.env = verifier._formulas(Float64Backend(), self.inputs)
         self.directions = {name: rng.standard_normal(shape) for name, shape in shapes.items()}
+        # The step after which each quantity is first read (None: from the start).
+        steps = [step for step in self.network.steps if step.kind != "loss"]
+        first = {}
+        for index, step in enumerate(steps):
+            for symbol in step.expr.atoms(sp.MatrixSymbol):
+                first.setdefault(symbol.name, index)
+        self._start_after = {name: steps[first[name] - 1].name if first.get(name) else None for name in shapes}
 
     def _loss(self, quantity, value):
-        env = dict(self.inputs)
+        """The loss with ``quantity`` set to ``value``: the forward pass rerun only from the first step that
+        reads it (the values before it are the unperturbed ones), so a deep network's rows stay cheap."""
+        env = {k: v for k, v in self.env.items() if k in self.verifier.shapes}
         env[quantity] = value
-        start_after = None
-        if quantity not in self.network.inputs:
-            env.update({k: v for k, v in self.env.items() if k in self.verifier.shapes})
-            env[quantity] = value
-            start_after = quantity
         evaluator = Evaluator(Float64Backend(), env, self.sizes)
-        evaluator.forward(self.network, start_after)
+        evaluator.forward(self.network, self._start_after.get(quantity))
         return evaluator.loss(self.network)
 
     def error(self, step) -> float:
