@@ -141,8 +141,8 @@ def _entrywise_jacobian(checker, claim, target, instances) -> str:
             evaluate = Evaluator(instance.sem, instance.env, instance.sizes)
             G = instance.env[f"d{consumer.name}"]
             S = evaluate(Softmax(consumer.expr.arg, consumer.expr.axis))
-            one = instance.sem.scalar(1)
-            return G * S * (one - S) if softmax else G * (one - S)
+            complement = -(S - instance.sem.scalar(1))  # 1 - S
+            return G * S * complement if softmax else G * complement
 
         if _equal_everywhere(claim, instances, diagonal):
             name = "softmax" if softmax else "log-softmax"

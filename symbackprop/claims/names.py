@@ -17,7 +17,7 @@ import re
 import sympy as sp
 
 from ..expressions import Elementwise
-from ..rules import ACTIVATIONS
+from ..rules import ACTIVATIONS, FUNCTIONS
 from .errors import ClaimError
 
 LOSS_WORDS = ("L", "Loss", "J", "C", "E", "l", "loss", "cost")
@@ -33,7 +33,7 @@ _STAGED = {"mu": "mu", "mean": "mu", "sample_mean": "mu", "xc": "xc", "xmu": "xc
            "x_centered": "xc", "var": "var", "sample_var": "var", "variance": "var",
            "rstd": "rstd", "ivar": "rstd", "istd": "rstd", "inv_std": "rstd", "xhat": "xhat", "x_hat": "xhat",
            "xnorm": "xhat", "x_norm": "xhat", "gamma": "gamma", "beta": "beta", "alpha": "alpha", "M": "M",
-           "mask": "M", "D": "M"}
+           "mask": "M", "D": "M", "Sigma": "var", "r": "rstd", "Xc": "xc"}
 _EPS_WORDS = ("eps", "epsilon", "varepsilon")
 _DROP_WORDS = ("p", "keep_prob")
 _L2_WORDS = ("lambd", "lmbda", "lambda", "lam", "reg", "l2")
@@ -85,6 +85,21 @@ class Names:
             return f"{base}{layer}" if f"{base}{layer}" in self.quantities else None
         found = [name for name in self.quantities if re.fullmatch(rf"{base}\d+", name)]
         return found[0] if len(found) == 1 else None
+
+    @property
+    def words(self) -> list[str]:
+        """Multi-letter words that name something here (``xhat``, ``gamma``, ``eps``, ``lambd``): LaTeX reads
+        them whole rather than as a product of letters."""
+        bases = {re.sub(r"\d+$", "", name) for name in self.quantities}
+        words = [b for b in bases if b.isalpha() and len(b) > 1]
+        words += [w for w in _STAGED if w.isalpha() and len(w) > 1 and self.staged(w)]
+        for word in (*_EPS_WORDS, *_L2_WORDS):
+            try:
+                if word.isalpha() and self.constant(word) is not None:
+                    words.append(word)
+            except ClaimError:
+                continue
+        return words
 
     def layer(self, index: str) -> int | None:
         """A layer number written as digits or ``L`` (the last layer)."""
@@ -149,7 +164,7 @@ class Names:
     def activation_key(self, name: str) -> str | None:
         """The rule key of the activation called ``name`` in this spec: a built-in's name, or the key of a custom
         activation the spec defines (``mish`` -> ``mish_3f2a1c``); None for any other word."""
-        if name in ACTIVATIONS:
+        if name in ACTIVATIONS or name in FUNCTIONS:  # FUNCTIONS: rsqrt, negpart (PReLU's min(0, z))
             return name
         return next((d.key for d in self.network.spec.activations if d.name == name), None)
 

@@ -255,6 +255,10 @@ class Parser:
             raise self.error("division by zero: 0 to a negative power", token)
         value = int(value) if value.is_Integer else sp.Rational(value)
         end = max(exponent.end, base.end)
+        if base.op == "sqrt" and value % 2 == 0:  # sqrt(x)^2 = x exactly, whatever the field says of sqrt
+            base, value = base.args[0], value // 2
+            if value == 1:
+                return base
         if base.op == "diagmat":
             return node("diagmat", (node("pow", base.args, value, base.args[0].start, end),), None, base.start, end)
         return node("pow", (base,), value, base.start, end)
