@@ -174,11 +174,12 @@ def _wrong_count_or_axis(checker, claim, target, instances) -> str:
 
 
 def _rewrite(tree: Node, swap, axis: bool) -> Node:
-    """``tree`` with the size ``swap[0]`` replaced by ``swap[1]`` and, with ``axis``, every sum's axis flipped."""
+    """``tree`` with the size ``swap[0]`` replaced by ``swap[1]`` and, with ``axis``, every sum along the other
+    axis."""
     args = tuple(_rewrite(arg, swap, axis) for arg in tree.args)
     value = tree.value
     if tree.op == "size" and swap and value == swap[0]:
         value = swap[1]
-    if tree.op == "sum" and axis and value[0] is not None:
-        value = (1 - value[0], *value[1:])
+    if tree.op == "sum" and axis and value[0] is not None:  # the other axis, kept as a row or column
+        value = (1 - value[0], True, value[2])
     return replace(tree, args=args, value=value)

@@ -611,7 +611,7 @@ class LatexParser(Parser):
                     layer, sub = sub, None
                 elif sub == "B" and base in ("mu", "Sigma"):  # the batch's statistics (Ioffe and Szegedy)
                     sub = None
-                elif layer is None and self.names.staged(base + sub):  # X_{c}: the centred input, as printed
+                elif layer is None and self.names.staged_base(base + sub):  # X_{c}: the centred input, as printed
                     base, sub = base + sub, None
                 elif sub not in ("pred", "true", "hat") and not (base == "n" and sub.isdigit()):
                     raise self.error(f"a layer, pred or true after '_', not _{{{sub}}} (component indices are "

@@ -73,12 +73,17 @@ class Names:
         folded = self._folded.get(word.lower(), [])
         return folded[0] if len(folded) == 1 else self.staged(word)
 
+    @staticmethod
+    def staged_base(word: str) -> str | None:
+        """The quantity base a course's word for a staged quantity means (``x_hat`` -> ``xhat``), or None."""
+        return _STAGED.get(word) or _STAGED.get(word.lower())
+
     def staged(self, word: str) -> str | None:
         """A normalization or dropout quantity in the courses' words: ``x_hat2``, ``xmu2``, ``D3`` (a mask),
         or the word alone (``xhat``, ``\\gamma``) where the network has exactly one."""
         match = _LAYERED_WORD.fullmatch(word)
         base, layer = (match.group(1), match.group(2)) if match else (word, None)
-        base = _STAGED.get(base) or _STAGED.get(base.lower())
+        base = self.staged_base(base)
         if base is None:
             return None
         if layer is not None:

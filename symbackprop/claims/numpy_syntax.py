@@ -255,7 +255,7 @@ class NumPyParser(Parser):
         for arg in args[1:] if function == "ones" else args:
             if arg.op == "tuple":
                 raise self.error("a tuple is only a shape, as in np.ones((N, 1))", Token("op", "(", arg.start))
-        if function == "layer" or function in ACTIVATIONS or function in self.custom_keys():
+        if function == "layer" or self.names.activation_key(function) or function in self.custom_keys():
             return self.apply(function, order, args[0], token)
         if function in ("sum", "mean"):
             axis = keywords["axis"][1] if "axis" in keywords else None
