@@ -8,7 +8,7 @@ import re
 import sympy as sp
 
 from ..rules import ACTIVATIONS
-from .names import LOSS_WORDS
+from .names import LAYER_CONSTANTS, LOSS_WORDS
 from .syntax import Parser, Token
 from .tree import Node, node
 
@@ -207,7 +207,8 @@ class LatexParser(Parser):
             self.next()
             word = "L"
         else:
-            leaf = self.postfix() if token.text == "(" else self.symbol(allow_gradient=False)
+            leaf = self.postfix() if token.text == "(" else \
+                (token.text == r"\sigma" and self.variance()) or self.symbol(allow_gradient=False)
             if leaf.op != "name" or self.pending_transpose:
                 raise self.error("a network quantity after d or \\partial", token)
             word = leaf.value
@@ -607,7 +608,8 @@ class LatexParser(Parser):
             if self.at("_"):
                 marker = self.next()
                 sub = "".join(t.text for t in self.group_tokens())
-                if layer is None and (sub.isdigit() or sub == "L") and (base in _LAYERED or self.layered(base, sub)):
+                if layer is None and (sub.isdigit() or sub == "L") and (base in _LAYERED or base in LAYER_CONSTANTS
+                                                                        or self.layered(base, sub)):
                     layer, sub = sub, None
                 elif sub == "B" and base in ("mu", "Sigma"):  # the batch's statistics (Ioffe and Szegedy)
                     sub = None

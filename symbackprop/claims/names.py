@@ -37,6 +37,7 @@ _STAGED = {"mu": "mu", "mean": "mu", "sample_mean": "mu", "xc": "xc", "xmu": "xc
 _EPS_WORDS = ("eps", "epsilon", "varepsilon")
 _DROP_WORDS = ("p", "keep_prob")
 _L2_WORDS = ("lambd", "lmbda", "lambda", "lam", "reg", "l2")
+LAYER_CONSTANTS = (*_EPS_WORDS, *_DROP_WORDS)  # words that take a layer: eps2, p_4, \epsilon^{[2]}
 
 
 class Names:
@@ -145,7 +146,7 @@ class Names:
         ``p`` (``keep_prob`` is ``1 - p``), the L2 strength (``lambd``, ``reg``); ``eps2``/``p3`` name the layer.
         None for other words; a ``ClaimError`` where the word is ambiguous or the spec has no such constant."""
         match = _LAYERED_WORD.fullmatch(word)
-        base, layer = (match.group(1), int(match.group(2))) if match and match.group(1) in (*_EPS_WORDS, *_DROP_WORDS) \
+        base, layer = (match.group(1), int(match.group(2))) if match and match.group(1) in LAYER_CONSTANTS \
             else (word, None)
         if base in _L2_WORDS:
             l2 = self.network.spec.loss.l2

@@ -218,18 +218,22 @@ class ShapeInference:
         return (a[0], b[1])
 
 
-def fits(shape, want: tuple, scalar_ok: bool) -> bool:
-    """Whether a claim of ``shape`` is a value of shape ``want`` (a 1-D claim stands for a row)."""
+def fits(shape, want: tuple, broadcasts: bool) -> bool:
+    """Whether a claim of ``shape`` is a value of shape ``want`` (a 1-D claim stands for a row). With
+    ``broadcasts`` (an entrywise local gradient, or one written with its upstream gradient) a scalar, row or
+    column that broadcasts to ``want`` will do: gamma for d(gamma * xhat + beta)/dxhat, dL/dmu / N for dmu/dX."""
     if shape is None:
-        return scalar_ok
+        return broadcasts
     if isinstance(shape, Flat):
-        return tuple(want) == shape.as_row
+        shape = shape.as_row
+    if broadcasts and len(want) == 2:
+        return all(s == w or s == 1 for s, w in zip(shape, want))
     return tuple(shape) == tuple(want)
 
 
-def result_problem(shape, want: tuple, what: str, scalar_ok: bool, batch_first: bool) -> str:
+def result_problem(shape, want: tuple, what: str, broadcasts: bool, batch_first: bool) -> str:
     """Why a claim of ``shape`` is not a value of shape ``want``; '' when it is."""
-    if fits(shape, want, scalar_ok):
+    if fits(shape, want, broadcasts):
         return ""
     if shape is None:
         return f"the claim is a scalar; {what} must be {shape_text(want)}"

@@ -114,7 +114,7 @@ class _Target:
 
     label: str
     shape: tuple
-    scalar_ok: bool
+    broadcasts: bool  # a scalar, row or column that broadcasts to the shape will do
     expr: sp.Basic  # the right value: a gradient symbol or a local gradient's expression
 
 
@@ -281,7 +281,7 @@ class Checker:
         if lg is None:
             return None
         shape = tuple(lg.expr.shape) if hasattr(lg.expr, "shape") else ()
-        return _Target(f"d{claim.of}/d{claim.wrt}", shape, lg.side == "elementwise", lg.expr)
+        return _Target(f"d{claim.of}/d{claim.wrt}", shape, lg.side in ("elementwise", "vjp"), lg.expr)
 
     def _no_dependence(self, claim, **where) -> Verdict:
         suggestion = next((lg for lg in self.derivation.local_gradients if lg.wrt == claim.wrt), None)
@@ -298,6 +298,13 @@ class Checker:
                            self.gradient_names)
         step = self.derivation.step(claim.wrt)
         expr = step.expr if claim.gradients else self.derivation.gradients[claim.wrt]
+        for alternative in step.alternatives if claim.gradients else ():
+            # a shorter form written with the claim's own upstream gradients (batch norm's compact dX)
+            used = {self.gradient_names[s.name] for s in alternative.expr.atoms(sp.MatrixSymbol)
+                    if s.name in self.gradient_names}
+            if not alternative.assumes and used and used <= claim.gradients:
+                expr = alternative.expr
+                break
         return formula("L", claim.wrt, expr, claim.latex, self.gradient_names)
 
     # -- shapes
@@ -317,7 +324,7 @@ class Checker:
         except ShapeMismatch as mismatch:
             return str(mismatch)
         want = tuple(dims(d) for d in target.shape)
-        return result_problem(shape, want, target.label, target.scalar_ok or want == (1, 1),
+        return result_problem(shape, want, target.label, target.broadcasts or want == (1, 1),
                               self.network.batch_first)
 
     def _fits(self, claim, target, widths) -> bool:
