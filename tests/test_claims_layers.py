@@ -49,21 +49,21 @@ def test_the_derivations_formulas_read_back_as_correct(spec, latex):
     ("batchnorm_after_dense", "dL/dvar2 = -0.5 * drstd2 * rstd2 ** 3"),
     ("batchnorm_after_dense", "dL/dvar2 = -0.5 * drstd2 / np.sqrt(var2 + eps) ** 3"),
     ("batchnorm_after_dense", "dL/dvar2 = -0.5 * drstd2 * np.power(var2 + epsilon, -1.5)"),
-    ("batchnorm_after_dense", r"\frac{\partial L}{\partial \sigma^2} = -\frac{1}{2} \frac{\partial L}{\partial r} "
-                              r"\odot (\sigma^2 + \epsilon)^{-3/2}"),
-    ("batchnorm_after_dense", r"\frac{\partial L}{\partial \mu_B} = -\mathbf{1}_N^\top \frac{\partial L}"
-                              r"{\partial X_c^{[2]}}"),
-    ("batchnorm_after_dense", r"\frac{\partial L}{\partial \hat{x}} = \frac{\partial L}{\partial a^{[2]}} \circ "
-                              r"\operatorname{row\_repeat}(\gamma, N)"),
+    ("batchnorm_after_dense", (r"\frac{\partial L}{\partial \sigma^2} = -\frac{1}{2} \frac{\partial L}{\partial r} "
+                              r"\odot (\sigma^2 + \epsilon)^{-3/2}")),
+    ("batchnorm_after_dense", (r"\frac{\partial L}{\partial \mu_B} = -\mathbf{1}_N^\top \frac{\partial L}"
+                              r"{\partial X_c^{[2]}}")),
+    ("batchnorm_after_dense", (r"\frac{\partial L}{\partial \hat{x}} = \frac{\partial L}{\partial a^{[2]}} \circ "
+                              r"\operatorname{row\_repeat}(\gamma, N)")),
     ("batchnorm_after_dense", "dL/da1 = (np.diagflat(np.ones(N)) - np.ones((N, N)) / N) @ dL/dxc2"),
-    ("layernorm_column", r"\frac{\partial L}{\partial \beta^{[2]}} = \operatorname{rowsum}"
-                         r"\left(\frac{\partial L}{\partial a^{[2]}}\right)"),
+    ("layernorm_column", (r"\frac{\partial L}{\partial \beta^{[2]}} = \operatorname{rowsum}"
+                         r"\left(\frac{\partial L}{\partial a^{[2]}}\right)")),
     ("dropout_column", "dA1 = dA2 * D2 / keep_prob2"),
-    ("dropout_column", r"\frac{\partial L}{\partial a^{[3]}} = \frac{\partial L}{\partial a^{[4]}} \odot M^{[4]} "
-                       r"\oslash (1 - p_4)"),
+    ("dropout_column", (r"\frac{\partial L}{\partial a^{[3]}} = \frac{\partial L}{\partial a^{[4]}} \odot M^{[4]} "
+                       r"\oslash (1 - p_4)")),
     ("prelu_hidden", "dalpha1 = np.sum(dA1 * np.minimum(0, Z1), axis=0, keepdims=True)"),
-    ("prelu_hidden", r"\frac{\partial L}{\partial \alpha^{[1]}} = \mathbf{1}_N^\top (\frac{\partial L}"
-                     r"{\partial a^{[1]}} \odot \min(0, Z^{[1]}))"),
+    ("prelu_hidden", (r"\frac{\partial L}{\partial \alpha^{[1]}} = \mathbf{1}_N^\top (\frac{\partial L}"
+                     r"{\partial a^{[1]}} \odot \min(0, Z^{[1]}))")),
     ("loss_cs231n_softmax_l2", r"\frac{\partial L}{\partial W^{[2]}} = a^{[1]\top} \delta^{[2]} + \lambda W^{[2]}"),
     ("loss_cs231n_softmax_l2", "dW2 = A1.T @ dZ2 + l2 * W2"),
     ("log_softmax_nll", "dL/da2 = dL/dY_pred - softmax(a2) * np.sum(dL/dY_pred, axis=1, keepdims=True)"),
@@ -100,8 +100,8 @@ def test_errors_say_what_the_spec_has(spec, claim, message):
 
 
 @pytest.mark.parametrize("claim, message", [
-    ("dL/dgamma2 = np.diag(dL/da2)", "np.diag(dL/da2) takes a square matrix (its diagonal), and dL/da2 is N x n1; "
-     "for the diagonal matrix of a vector write np.diagflat(v)"),
+    ("dL/dgamma2 = np.diag(dL/da2)", ("np.diag(dL/da2) takes a square matrix (its diagonal), and dL/da2 is N x n1; "
+     "for the diagonal matrix of a vector write np.diagflat(v)")),
     ("dL/dgamma2 = diag(dL/dgamma2)", "diag(dL/dgamma2) takes a square matrix"),
     ("dL/da1 = Diag(dL/da2) @ dL/da2", "Diag(dL/da2) makes a diagonal matrix of a vector"),
 ])
