@@ -8,14 +8,14 @@ import re
 import sympy as sp
 
 from ..rules import ACTIVATIONS
-from .names import LOSS_WORDS
+from .names import LAYER_CONSTANTS, LOSS_WORDS
 from .syntax import Parser, Token
 from .tree import Node, node
 
 _LATEX_TOKENS = re.compile(r"""
     (?P<ws>\s+|\\[,;:!\ ]|~|&|\\(?:left|right|displaystyle|textstyle|big|Big|bigg|Bigg|bigl|bigr|Bigl|Bigr
                                   |quad|qquad|limits|nolimits)(?![A-Za-z]))
-  | (?P<command>\\[A-Za-z]+|\\[{}|])
+  | (?P<command>\\[A-Za-z]+|\\[{}|_])
   | (?P<number>\d+(?:\.\d+)?)
   | (?P<letters>[A-Za-z]+)
   | (?P<op>:=|>=|<=|[-+*/(){}\[\]^_'=<>,.|;:])
@@ -28,16 +28,26 @@ _UNICODE = {"∂": r"\partial", "∇": r"\nabla", "δ": r"\delta", "σ": r"\sigm
 _WRAPPERS = {r"\mathbf", r"\boldsymbol", r"\bm", r"\mathit", r"\mathrm", r"\mathsf", r"\mathbb", r"\mathcal",
              r"\operatorname", r"\text", r"\textrm", r"\textbf", r"\textit", r"\vec", r"\pmb", r"\mathnormal"}
 _FUNCTION_COMMANDS = {r"\sigma": "sigmoid", r"\tanh": "tanh", r"\exp": "exp", r"\log": "log", r"\ln": "log",
-                      r"\max": "maximum", r"\phi": "layer", r"\varphi": "layer"}
+                      r"\max": "maximum", r"\min": "minimum", r"\phi": "layer", r"\varphi": "layer"}
 _FUNCTION_WORDS = {
     **{name: name for name in ACTIVATIONS}, "leakyrelu": "leaky_relu", "lrelu": "leaky_relu", "id": "identity",
     "sigmoid": "sigmoid", "sigma": "sigmoid", "softmax": "softmax", "exp": "exp", "log": "log", "ln": "log",
-    "max": "maximum", "sign": "sign", "sgn": "sign",
+    "max": "maximum", "min": "minimum", "sign": "sign", "sgn": "sign", "sqrt": "sqrt", "diag": "diag",
+    "log_softmax": "log_softmax", "logsoftmax": "log_softmax",
+    # The batch matrix forms of Wesselink et al.: rows_sum(X) = X 1 (a column), columns_sum(X) = 1^T X (a row).
+    **{name: "rows_sum" for name in ("rows_sum", "row_sum", "rowsum", "rowsums")},
+    **{name: "columns_sum" for name in ("columns_sum", "column_sum", "colsum", "colsums", "cols_sum")},
+    "rows_mean": "rows_mean", "columns_mean": "columns_mean", "row_repeat": "row_repeat",
+    "column_repeat": "column_repeat",
 }
-_PRODUCTS = {r"\cdot": "dot", r"\times": "dot", r"\odot": "*", r"\circ": "*", "*": "*", r"\ast": "*", "/": "/"}
+_SUMS = {"rows_sum": (1, False), "columns_sum": (0, False), "rows_mean": (1, True), "columns_mean": (0, True)}
+_PRODUCTS = {r"\cdot": "dot", r"\times": "dot", r"\odot": "⊙", r"\circ": "⊙", "*": "⊙", r"\ast": "⊙", "/": "/",
+             r"\oslash": "⊘", r"\div": "/"}
+_ENTRYWISE = {"⊙": "*", "⊘": "/"}  # the entrywise products, which bind less tightly than matrix products
 _TRANSPOSE = ("T", r"\top", r"\intercal")
 _LAYERED = ("W", "w", "b", "B", "Z", "z", "A", "a", "h", "H", "n")  # letters whose sub/superscript is a layer
-_GREEK_NAMES = {rf"\{name}" for name in ("mu", "nu", "gamma", "beta", "eta", "tau", "rho", "kappa", "omega")}
+_GREEK_NAMES = {rf"\{name}" for name in ("mu", "nu", "gamma", "beta", "eta", "tau", "rho", "kappa", "omega", "alpha",
+                                          "Sigma", "epsilon", "varepsilon", "lambda")}
 _PRIME = (r"\prime",)
 
 
@@ -78,6 +88,11 @@ class LatexParser(Parser):
                     i += 1
                     continue
                 depth -= 1
+            joined = self.joined_name(tokens, i) if token.text in _WRAPPERS else None
+            if joined is not None:
+                out.append(joined[0])
+                i = joined[1]
+                continue
             if token.text in _WRAPPERS or token.text in (r"\hat", r"\widehat"):
                 following = tokens[i + 1] if i + 1 < len(tokens) else tokens[-1]
                 if token.text in (r"\hat", r"\widehat"):
@@ -98,6 +113,20 @@ class LatexParser(Parser):
             out.append(token)
             i += 1
         return out
+
+    @staticmethod
+    def joined_name(tokens, i):
+        r"""``\operatorname{rows\_sum}`` read as the one word ``rows_sum``: (the word, the index after the group),
+        or None where the group is not letters joined by ``\_``."""
+        if i + 1 >= len(tokens) or tokens[i + 1].text != "{":
+            return None
+        k, parts = i + 2, []
+        while k < len(tokens) and (tokens[k].kind == "letters" or tokens[k].text == "\\_"):
+            parts.append("_" if tokens[k].text == "\\_" else tokens[k].text)
+            k += 1
+        if k >= len(tokens) or tokens[k].text != "}" or "_" not in parts:
+            return None
+        return Token("word", "".join(parts), tokens[i].start), k + 1
 
     # -- small readers
     def group_tokens(self) -> list[Token]:
@@ -139,7 +168,7 @@ class LatexParser(Parser):
         the input's name, ``Loss``, ``pred``/``true``, ``AL``, or a function name (a short one such as ``id``
         or ``max`` only as the whole token); else 1."""
         words = [self.names.network.input_name, "Loss", "loss", "pred", "true", *_FUNCTION_WORDS,
-                 *(custom.name for custom in self.names.network.spec.activations)]
+                 *(custom.name for custom in self.names.network.spec.activations), *self.names.words]
         for word in sorted((w for w in words if len(w) > 1), key=len, reverse=True):
             whole = word not in _FUNCTION_WORDS or len(word) > 3 or word in ("exp", "log") or len(letters) == len(word)
             if whole and letters.lower().startswith(word.lower()):
@@ -178,7 +207,8 @@ class LatexParser(Parser):
             self.next()
             word = "L"
         else:
-            leaf = self.symbol(allow_gradient=False)
+            leaf = self.postfix() if token.text == "(" else \
+                (token.text == r"\sigma" and self.variance()) or self.symbol(allow_gradient=False)
             if leaf.op != "name" or self.pending_transpose:
                 raise self.error("a network quantity after d or \\partial", token)
             word = leaf.value
@@ -242,18 +272,26 @@ class LatexParser(Parser):
         token = self.peek()
         return token.kind in ("letters", "number", "word") or token.text in (
             "(", "[", "{", r"\{", r"\frac", r"\dfrac", r"\tfrac", r"\delta", r"\nabla", r"\sum", r"\partial",
-            r"\ell", *_FUNCTION_COMMANDS, *_GREEK_NAMES)
+            r"\ell", r"\sqrt", *_FUNCTION_COMMANDS, *_GREEK_NAMES)
 
     def term(self) -> Node:
-        factors, ops = [self.unary()], []
+        """Products: matrix products (juxtaposition, ``\\cdot``) and ``/`` bind tighter than the entrywise
+        ``\\odot`` and ``\\oslash``, so ``A \\odot B C`` is ``A \\odot (B C)``."""
+        segments, ops = [([self.unary()], [])], []
         while True:
             if self.peek().text in _PRODUCTS:
-                ops.append(_PRODUCTS[self.next().text])
+                op = _PRODUCTS[self.next().text]
             elif self.starts_atom():
-                ops.append("dot")
+                op = "dot"
             else:
-                return self.chain(factors, ops)
-            factors.append(self.unary())
+                break
+            if op in _ENTRYWISE:
+                ops.append(_ENTRYWISE[op])
+                segments.append(([self.unary()], []))
+            else:
+                segments[-1][1].append(op)
+                segments[-1][0].append(self.unary())
+        return self.chain([self.chain(*segment) for segment in segments], ops)
 
     def unary(self) -> Node:
         signs = []
@@ -276,7 +314,8 @@ class LatexParser(Parser):
         try:
             factors, ops = [self.postfix()], []
             while self.peek().text in _PRODUCTS or self.starts_atom():
-                ops.append(_PRODUCTS.get(self.peek().text, "dot"))
+                op = _PRODUCTS.get(self.peek().text, "dot")
+                ops.append(_ENTRYWISE.get(op, op))
                 if self.peek().text in _PRODUCTS:
                     self.next()
                 factors.append(self.postfix())
@@ -297,10 +336,14 @@ class LatexParser(Parser):
         return value
 
     def sup_number(self, sup: list[Token], token: Token) -> Node:
-        texts = "".join(t.text for t in sup)
-        if not re.fullmatch(r"-?\d+", texts):
-            raise self.error(f"a transpose (^T, ^\\top) or a whole-number power, not ^{{{texts}}}", token)
-        return node("number", (), sp.Integer(texts), token.start, self.last_end())
+        """A constant exponent: ``2``, ``-1``, ``-1/2``, ``-\\frac{1}{2}``, ``-0.5``, ``3/2``."""
+        texts = "".join(t.text for t in sup).removeprefix("\\circ")  # A^{\circ 3}: a Hadamard power
+        match = re.fullmatch(r"(-?)(?:(\d+(?:\.\d+)?)(?:/(\d+))?|\\[dt]?frac\{?(\d)\}?\{?(\d)\}?)", texts)
+        if not match:
+            raise self.error(f"a transpose (^T, ^\\top) or a whole or half power, not ^{{{texts}}}", token)
+        sign, whole, over, top, bottom = match.groups()
+        value = sp.Rational(whole) / sp.Integer(over or 1) if whole else sp.Rational(int(top), int(bottom))
+        return node("number", (), -value if sign else value, token.start, self.last_end())
 
     def atom(self) -> Node:
         token = self.peek()
@@ -319,7 +362,17 @@ class LatexParser(Parser):
             return value
         if token.text == r"\nabla":
             return self.nabla()
-        if token.text in _FUNCTION_COMMANDS or (token.kind == "letters" and self.is_function_word()):
+        if token.text == r"\sqrt":
+            return self.square_root()
+        if token.text == "I" and self.peek(1).text == "_" and self.names.quantity("I") is None:
+            self.next()
+            self.next()
+            sub = self.group_tokens()
+            size = self.names.size("".join(t.text for t in sub)) if sub[0].kind == "letters" else None
+            if size is None:
+                raise self.error(r"a size after I_, as in I_N (the identity matrix)", token)
+            return self.eye(self.leaf("size", size, sub[0]), token)
+        if token.text in _FUNCTION_COMMANDS or (token.kind in ("letters", "word") and self.is_function_word()):
             return self.function()
         if token.text == r"\ell":
             raise self.error("the loss itself is not a matrix; a claim's right side is a formula", token)
@@ -329,6 +382,20 @@ class LatexParser(Parser):
             leaf = self.symbol()
             return node("T", (leaf,), None, leaf.start, leaf.end) if self.pending_transpose else leaf
         self.fail("a name, a number, a fraction or '('", token)
+
+    def square_root(self) -> Node:
+        r"""``\sqrt{x}`` entrywise."""
+        token = self.next()
+        if self.at("["):
+            raise self.error(r"only square roots: \sqrt{x}", token)
+        if self.at("{"):
+            self.next()
+            with self.nested():
+                arg = self.expr()
+            self.expect("}", "'}'")
+        else:
+            arg = self.postfix()
+        return node("sqrt", (arg,), None, token.start, self.last_end())
 
     def ones_or_indicator(self, token: Token) -> Node:
         r"""``\mathbf{1}_N`` (a column of ones) or ``\mathbb{1}_{Z > 0}`` (an indicator)."""
@@ -400,6 +467,8 @@ class LatexParser(Parser):
     def is_function_word(self) -> bool:
         """Whether the letters ahead name a function: ``relu``, ``softmax``, or ``g``/``f`` applied (``g'(``)."""
         token = self.peek()
+        if token.kind == "word":
+            return token.text.lower() in _FUNCTION_WORDS
         length = self.word_length(token.text)
         if length > 1 and (token.text[:length].lower() in _FUNCTION_WORDS
                            or self.names.activation_key(token.text[:length])):
@@ -409,13 +478,17 @@ class LatexParser(Parser):
 
     def function(self) -> Node:
         token = self.peek()
+        if token.text == r"\sigma":
+            variance = self.variance()
+            if variance is not None:
+                return variance
         if token.kind == "command":
             self.next()
             function = _FUNCTION_COMMANDS[token.text]
         else:
-            word = self.split_letters(self.word_length(token.text))
-            function = (_FUNCTION_WORDS.get(word.lower()) or self.names.activation_key(word)
-                        or ("layer" if word in ("g", "f") else None))
+            word = self.next().text if token.kind == "word" else self.split_letters(self.word_length(token.text))
+            function = ("diagmat" if word == "Diag" else _FUNCTION_WORDS.get(word.lower())
+                        or self.names.activation_key(word) or ("layer" if word in ("g", "f") else None))
         order, power = 0, None
         while True:
             if self.accept("'"):
@@ -429,9 +502,12 @@ class LatexParser(Parser):
                     power = self.sup_number(sup, sup_token)
             else:
                 break
-        if function == "maximum":
-            return self.maximum(token)
-        if function is None or (order and function in ("exp", "log", "softmax", "sign")):
+        if function == "minimum" and (order or not self.two_arguments_ahead()):
+            function = "negpart"  # \min'(Z), \min(Z): PReLU's negative part min(0, Z)
+        elif function in ("maximum", "minimum", "row_repeat", "column_repeat"):
+            return self.two_arguments(function, token)
+        if function is None or (order and function != "layer" and not self.names.activation_key(function)
+                                and function not in {d.key for d in self.names.network.spec.activations}):
             raise self.error(f"unknown function {token.text!r}", token)
         if not self.at("(", "{", "["):
             self.fail(f"'(' after {token.text}")
@@ -439,23 +515,72 @@ class LatexParser(Parser):
         with self.nested():
             arg = self.expr()
         self.expect({"(": ")", "{": "}", "[": "]"}[opening.text])
-        if function == "layer" or function in ACTIVATIONS or function in {d.key for d in self.names.network.spec.activations}:
+        if function == "layer" or self.names.activation_key(function) or \
+                function in {d.key for d in self.names.network.spec.activations}:
             value = self.apply(function, order, arg, token)
-        elif function == "softmax":
-            value = self.softmax(arg, None, token)
+        elif function in ("softmax", "log_softmax"):
+            value = self.softmax(arg, None, token, function)
+        elif function in _SUMS:
+            value = node("sum", (arg,), (_SUMS[function][0], True, _SUMS[function][1]), token.start, self.last_end())
         else:
             value = node(function, (arg,), None, token.start, self.last_end())
         return self.power(value, power, token) if power is not None else value
 
-    def maximum(self, token: Token) -> Node:
-        r"""``\max(0, Z)``: the elementwise maximum of two arguments."""
-        self.expect("(", r"'(' after \max")
+    def two_arguments(self, function: str, token: Token) -> Node:
+        r"""``\max(0, Z)``, ``\min(0, Z)`` (elementwise), ``\operatorname{row\_repeat}(x, N)``."""
+        self.expect("(", f"'(' after {token.text}")
         with self.nested():
             first = self.expr()
             self.expect(",", "','")
             second = self.expr()
         self.expect(")", "')'")
-        return node("maximum", (first, second), None, token.start, self.last_end())
+        if function in ("row_repeat", "column_repeat"):
+            return self.repeat(first, second, token, rows=function == "row_repeat")
+        return node(function, (first, second), None, token.start, self.last_end())
+
+    def two_arguments_ahead(self) -> bool:
+        """Whether the parenthesis ahead holds a top-level comma."""
+        depth, k = 0, 0
+        while self.peek(k).kind != "end":
+            text = self.peek(k).text
+            depth += {"(": 1, "{": 1, "[": 1, ")": -1, "}": -1, "]": -1}.get(text, 0)
+            if depth == 0:
+                return False
+            if depth == 1 and text == ",":
+                return True
+            k += 1
+        return False
+
+    def variance(self) -> Node | None:
+        r"""``\sigma^2`` as a normalization layer's variance (``\sigma^2_B``, ``\sigma_B^2``, ``\sigma^{2[2]}``,
+        ``\sigma^{[2]2}``) and ``\sigma^{[2]}`` as its square root, where no parenthesis follows
+        (``\sigma^2(z)`` is a squared sigmoid); else None, reading nothing."""
+        start, token = self.i, self.next()
+        squared, layer = False, None
+        while self.at("^", "_"):
+            marker = self.next().text
+            texts = [t.text for t in self.group_tokens()]
+            if marker == "^" and "2" in (texts[0], texts[-1]):
+                squared = True
+                texts = texts[1:] if texts[0] == "2" else texts[:-1]
+            if texts in (["B"], []):
+                continue
+            inner = texts[1:-1] if len(texts) == 3 and texts[0] in "[(" and texts[2] in ")]" else texts
+            if len(inner) != 1 or layer is not None:
+                break
+            layer = inner[0]
+        if self.at("(", "{", "[") or not (squared or layer is not None):
+            self.i = start
+            return None
+        name = self.names.layered("var", layer) if layer is not None else self.names.quantity("var")
+        if name is not None and not squared:  # \sigma^{[2]}: the standard deviation, so (\sigma^{[2]})^2 is var2
+            leaf = node("name", (), name, token.start, self.last_end())
+            return node("sqrt", (leaf,), None, token.start, self.last_end())
+        if name is None:
+            raise self.error("\\sigma^2 is the variance of a batch or layer norm layer"
+                             + (f", and layer {layer} has none" if layer is not None else
+                                ": write its layer, as \\sigma^{2[2]}, where there are several or none"), token)
+        return node("name", (), name, token.start, self.last_end())
 
     # -- names
     def symbol(self, allow_gradient: bool = True) -> Node:
@@ -483,8 +608,13 @@ class LatexParser(Parser):
             if self.at("_"):
                 marker = self.next()
                 sub = "".join(t.text for t in self.group_tokens())
-                if layer is None and (sub.isdigit() or sub == "L") and (base in _LAYERED or self.layered(base, sub)):
+                if layer is None and (sub.isdigit() or sub == "L") and (base in _LAYERED or base in LAYER_CONSTANTS
+                                                                        or self.layered(base, sub)):
                     layer, sub = sub, None
+                elif sub == "B" and base in ("mu", "Sigma"):  # the batch's statistics (Ioffe and Szegedy)
+                    sub = None
+                elif layer is None and self.names.staged_base(base + sub):  # X_{c}: the centred input, as printed
+                    base, sub = base + sub, None
                 elif sub not in ("pred", "true", "hat") and not (base == "n" and sub.isdigit()):
                     raise self.error(f"a layer, pred or true after '_', not _{{{sub}}} (component indices are "
                                      "not supported: write the matrix form)", marker)
@@ -502,6 +632,9 @@ class LatexParser(Parser):
             return self.leaf("size", size, token)
         if layer is not None:
             name = self.names.layered(base, layer)
+            constant = None if name is not None or gradient else self.spec_constant(f"{base}{layer}", token)
+            if constant is not None:
+                return constant
             if name is None:
                 raise self.names.unknown(f"{'d' if gradient and base != 'Z' else ''}{base}{layer}", token.start + 1)
         else:
@@ -514,6 +647,9 @@ class LatexParser(Parser):
                     return self.leaf("size", size, token)
                 if word in LOSS_WORDS:
                     raise self.error("the loss itself is not a matrix; a claim's right side is a formula", token)
+                constant = self.spec_constant(word, token)
+                if constant is not None:
+                    return constant
             if name is None:
                 raise self.names.unknown(("d" if gradient and token.text != r"\delta" else "") + word,
                                          token.start + 1)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-import sympy as sp
-
 from ..rules import ACTIVATIONS
 from .syntax import Parser, Token, constant
 from .tree import Node, node
@@ -20,6 +18,11 @@ _NUMPY_TOKENS = re.compile(r"""
 
 _DERIVATIVE_SUFFIXES = ("_prime", "_derivative", "_deriv", "_grad", "_backward_local")
 _AXIS_VALUES = {"0": 0, "1": 1, "-1": 1, "-2": 0, "None": None}
+# The batch matrix forms of Wesselink et al.: rows_sum(X) is X 1 (a column), columns_sum(X) is 1^T X (a row).
+_MATRIX_SUMS = {name: (axis, mean) for names, axis, mean in (
+    (("rows_sum", "row_sum", "rowsum", "rowsums"), 1, False), (("columns_sum", "column_sum", "colsum", "colsums",
+                                                                 "cols_sum"), 0, False),
+    (("rows_mean", "row_mean"), 1, True), (("columns_mean", "column_mean", "colmean"), 0, True)) for name in names}
 
 
 class NumPyParser(Parser):
@@ -231,14 +234,18 @@ class NumPyParser(Parser):
 
     def call(self, word: str, token: Token, numpy: bool) -> Node:
         order = 1 if self.accept("'") else 0
+        if numpy and word in ("identity", "diag"):
+            word = {"identity": "eye", "diag": "np.diag"}[word]  # np.diag: NumPy's, diag(X): the paper's column
         function, order = self.function_name(word, order, token)
         self.expect("(", f"'(' after {token.text}")
         args, keywords = self.arguments()
         end = self.last_end()
         takes = {"sum": (1, 2), "mean": (1, 2), "ones": (1, 2), "where": (3,), "power": (2,), "maximum": (2,),
-                 "heaviside": (2,), "dot": (2,), "matmul": (2,), "multiply": (2,), "divide": (2,),
-                 "true_divide": (2,), "add": (2,), "subtract": (2,)}.get(function, (1,))
-        options = {"sum": {"axis", "keepdims"}, "mean": {"axis", "keepdims"}, "softmax": {"axis"}}.get(function, set())
+                 "minimum": (2,), "heaviside": (2,), "dot": (2,), "matmul": (2,), "multiply": (2,), "divide": (2,),
+                 "true_divide": (2,), "add": (2,), "subtract": (2,), "row_repeat": (2,),
+                 "column_repeat": (2,)}.get(function, (1,))
+        options = {"sum": {"axis", "keepdims"}, "mean": {"axis", "keepdims"}, "softmax": {"axis"},
+                   "log_softmax": {"axis"}}.get(function, set())
         if len(args) not in takes:
             raise self.error(f"{token.text}(...) takes {' or '.join(map(str, takes))} argument(s), not {len(args)}",
                              token)
@@ -248,7 +255,7 @@ class NumPyParser(Parser):
         for arg in args[1:] if function == "ones" else args:
             if arg.op == "tuple":
                 raise self.error("a tuple is only a shape, as in np.ones((N, 1))", Token("op", "(", arg.start))
-        if function == "layer" or function in ACTIVATIONS or function in self.custom_keys():
+        if function == "layer" or self.names.activation_key(function) or function in self.custom_keys():
             return self.apply(function, order, args[0], token)
         if function in ("sum", "mean"):
             axis = keywords["axis"][1] if "axis" in keywords else None
@@ -261,8 +268,18 @@ class NumPyParser(Parser):
             if not numpy and axis is not None:
                 keepdims = True  # the claim syntax's sum(M, axis=0) keeps the matrix shape
             return node("sum", args[:1], (axis, keepdims, function == "mean"), token.start, end)
-        if function == "softmax":
-            return self.softmax(args[0], keywords["axis"][1] if "axis" in keywords else None, token)
+        if function in ("softmax", "log_softmax"):
+            return self.softmax(args[0], keywords["axis"][1] if "axis" in keywords else None, token, function)
+        if function in _MATRIX_SUMS:
+            axis, mean = _MATRIX_SUMS[function]
+            return node("sum", args, (axis, True, mean), token.start, end)
+        if function in ("row_repeat", "column_repeat"):
+            return self.repeat(args[0], args[1], token, rows=function == "row_repeat")
+        if function == "eye":
+            return self.eye(args[0], token)
+        if function in ("np.diag", "diag", "diagmat"):
+            return node("diagmat" if function == "diagmat" else "diag", args, "numpy" if function == "np.diag" else
+                        None, token.start, end)
         if function == "ones":
             sizes = list(args[0].args) if args[0].op == "tuple" else args
             if args[0].op == "tuple" and len(args) > 1:
@@ -290,9 +307,6 @@ class NumPyParser(Parser):
         """The rule keys of the spec's custom activations."""
         return {d.key for d in self.names.network.spec.activations}
 
-    def constant_leaf(self, value: int, token: Token) -> Node:
-        return node("number", (), sp.Integer(value), token.start, token.end)
-
     def function_name(self, word: str, order: int, token: Token) -> tuple[str, int]:
         """The function a call names: an activation (``sigmoid_prime`` is its derivative), ``g``/``f``/``phi``
         (the layer's own activation), or one of NumPy's."""
@@ -300,19 +314,23 @@ class NumPyParser(Parser):
             stem = word[:-len(suffix)]
             if word.endswith(suffix) and (stem in ("g", "f", "phi", "sigma") or self.names.activation_key(stem)):
                 word, order = stem, 1
-        word = {"sigma": "sigmoid", "expit": "sigmoid", "absolute": "abs", "amax": "max"}.get(word, word)
+        word = {"sigma": "sigmoid", "expit": "sigmoid", "absolute": "abs", "amax": "max", "Diag": "diagmat",
+                "diagflat": "diagmat", "logsoftmax": "log_softmax"}.get(word, word)
         if word in ("g", "f", "phi"):
             return "layer", order
         if self.names.activation_key(word):
             return self.names.activation_key(word), order
-        known = ("sum", "mean", "softmax", "ones", "dot", "matmul", "multiply", "divide", "true_divide", "add",
-                 "subtract", "power", "square", "transpose", "where", "maximum", "heaviside", "exp", "log",
-                 "abs", "sign")
+        known = ("sum", "mean", "softmax", "log_softmax", "ones", "dot", "matmul", "multiply", "divide",
+                 "true_divide", "add", "subtract", "power", "square", "sqrt", "transpose", "where", "maximum",
+                 "minimum", "heaviside", "exp", "log", "abs", "sign", "eye", "np.diag", "diag", "diagmat",
+                 "row_repeat", "column_repeat", *_MATRIX_SUMS)
         if word in known and order == 0:
             return word, 0
         activations = [*ACTIVATIONS, *(d.name for d in self.names.network.spec.activations)]
         raise self.error(f"unknown function {token.text!r}; known: the activations "
                          f"({', '.join(activations)}) and their derivatives (relu'(Z1), sigmoid_prime(Z1)), "
-                         "g'(Z1) for a layer's own activation, sum, mean, ones, softmax, and NumPy's dot, matmul, "
-                         "multiply, divide, power, square, transpose, where, maximum, heaviside, exp, log, abs, "
-                         "sign", token)
+                         "g'(Z1) for a layer's own activation, sum, mean, ones, softmax, log_softmax, the batch "
+                         "matrix forms rows_sum, columns_sum, row_repeat, column_repeat, diag (a square matrix's "
+                         "diagonal as a column) and Diag (a diagonal matrix), and NumPy's dot, matmul, multiply, "
+                         "divide, power, square, sqrt, transpose, where, maximum, minimum, heaviside, exp, log, "
+                         "abs, sign, eye, identity, diag, diagflat", token)

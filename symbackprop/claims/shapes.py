@@ -92,7 +92,7 @@ class ShapeInference:
     def _neg(self, tree):
         return self(tree.args[0])
 
-    _pow = _fn = _exp = _log = _abs = _sign = _neg
+    _pow = _fn = _exp = _log = _abs = _sign = _sqrt = _neg
 
     def _T(self, tree):
         shape = self(tree.args[0])
@@ -103,6 +103,38 @@ class ShapeInference:
         if not isinstance(shape, tuple):
             raise ShapeMismatch(f"softmax({self.text(tree.args[0])}) needs a matrix, got {describe(shape)}")
         return shape
+
+    _log_softmax = _softmax
+
+    def _eye(self, tree):
+        from .syntax import constant
+
+        n = self.dims(constant(tree.args[0]))
+        return (n, n)
+
+    def _diag(self, tree):
+        """NumPy's ``np.diag`` (1-D -> diagonal matrix, square -> 1-D diagonal), or the paper's ``diag(X)`` (square
+        -> its diagonal as a column)."""
+        shape, text = self(tree.args[0]), self.text(tree.args[0])
+        numpy = tree.value == "numpy"
+        if numpy and isinstance(shape, Flat):
+            return (shape.n, shape.n)
+        if isinstance(shape, tuple) and shape[0] == shape[1]:
+            return Flat(shape[0]) if numpy else (shape[0], sp.Integer(1))
+        name = "np.diag" if numpy else "diag"
+        raise ShapeMismatch(f"{name}({text}) takes a square matrix (its diagonal), and {text} is {describe(shape)}; "
+                            "for the diagonal matrix of a vector write "
+                            + ("np.diagflat(v)" if numpy else "Diag(v)"))
+
+    def _diagmat(self, tree):
+        shape, text = self(tree.args[0]), self.text(tree.args[0])
+        if isinstance(shape, Flat):
+            return (shape.n, shape.n)
+        if isinstance(shape, tuple) and 1 in shape:
+            n = shape[1] if shape[0] == 1 else shape[0]
+            return (n, n)
+        raise ShapeMismatch(f"Diag({text}) makes a diagonal matrix of a vector, and {text} is {describe(shape)}; "
+                            "for the diagonal of a square matrix write diag(X) (a column) or np.diag(X)")
 
     def _sum(self, tree):
         shape = self(tree.args[0])
@@ -131,6 +163,8 @@ class ShapeInference:
 
     def _maximum(self, tree):
         return self.broadcast(self(tree.args[0]), self(tree.args[1]), tree.args[0], tree.args[1], ",", tree)
+
+    _minimum = _maximum
 
     def _where(self, tree):
         condition, yes, no = (self(arg) for arg in tree.args)
@@ -184,18 +218,22 @@ class ShapeInference:
         return (a[0], b[1])
 
 
-def fits(shape, want: tuple, scalar_ok: bool) -> bool:
-    """Whether a claim of ``shape`` is a value of shape ``want`` (a 1-D claim stands for a row)."""
+def fits(shape, want: tuple, broadcasts: bool) -> bool:
+    """Whether a claim of ``shape`` is a value of shape ``want`` (a 1-D claim stands for a row). With
+    ``broadcasts`` (an entrywise local gradient, or one written with its upstream gradient) a scalar, row or
+    column that broadcasts to ``want`` will do: gamma for d(gamma * xhat + beta)/dxhat, dL/dmu / N for dmu/dX."""
     if shape is None:
-        return scalar_ok
+        return broadcasts
     if isinstance(shape, Flat):
-        return tuple(want) == shape.as_row
+        shape = shape.as_row
+    if broadcasts and len(want) == 2:
+        return all(s == w or s == 1 for s, w in zip(shape, want))
     return tuple(shape) == tuple(want)
 
 
-def result_problem(shape, want: tuple, what: str, scalar_ok: bool, batch_first: bool) -> str:
+def result_problem(shape, want: tuple, what: str, broadcasts: bool, batch_first: bool) -> str:
     """Why a claim of ``shape`` is not a value of shape ``want``; '' when it is."""
-    if fits(shape, want, scalar_ok):
+    if fits(shape, want, broadcasts):
         return ""
     if shape is None:
         return f"the claim is a scalar; {what} must be {shape_text(want)}"

@@ -66,7 +66,10 @@ def constant(tree: Node):
     if tree.op == "add":
         return sum((sign * part for sign, part in zip(tree.value, parts)), sp.Integer(0))
     if tree.op == "pow":
-        return parts[0] ** tree.value if parts[0] != 0 or tree.value > 0 else None
+        if parts[0] == 0 and tree.value <= 0:
+            return None
+        value = parts[0] ** tree.value
+        return value if isinstance(tree.value, int) or value.is_Rational else None
     if tree.op == "chain":
         value = parts[0]
         for op, part in zip(tree.value, parts[1:]):
@@ -187,7 +190,18 @@ class Parser:
         size = self.names.size(word)
         if size is not None:
             return self.leaf("size", size, token)
+        value = self.spec_constant(word, token)
+        if value is not None:
+            return value
         raise self.names.unknown(word, token.start + 1)
+
+    def spec_constant(self, word: str, token: Token) -> Node | None:
+        """``eps``, ``p``, ``keep_prob``, ``lambd``: the spec's value as a number leaf, or None."""
+        try:
+            value = self.names.constant(word)
+        except ClaimError as error:
+            raise self.error(error.message, token) from None
+        return None if value is None else self.leaf("number", value, token)
 
     def derivative(self, of_word: str, wrt_word: str, token: Token) -> Node:
         """``dL/dZ2`` (an upstream gradient) or ``dZ2/da1`` (a local gradient, as its factor)."""
@@ -229,14 +243,25 @@ class Parser:
         return node("neg", (operand,), None, signs[0].start, operand.end)
 
     def power(self, base: Node, exponent: Node, token: Token) -> Node:
+        """``base ** exponent`` entrywise, for a whole or half-whole constant exponent (``x**2``,
+        ``(var + eps)**-0.5``); a power of a diagonal matrix ``Diag(v)`` is ``Diag(v ** exponent)``."""
         value = constant(exponent)
-        if value is None or not value.is_Integer:
-            raise self.error("only whole-number constant powers are supported (x**2, np.power(x, 2))", token)
-        if abs(int(value)) > MAX_EXPONENT:
+        if value is None or not (2 * value).is_Integer:
+            raise self.error("only constant whole or half powers are supported (x**2, np.power(x, 2), "
+                             "(var + eps)**-0.5)", token)
+        if abs(value) > MAX_EXPONENT:
             raise self.error(f"the exponent {value} is larger than {MAX_EXPONENT}", token)
-        if int(value) < 0 and constant(base) == 0:
+        if value < 0 and constant(base) == 0:
             raise self.error("division by zero: 0 to a negative power", token)
-        return node("pow", (base,), int(value), base.start, max(exponent.end, base.end))
+        value = int(value) if value.is_Integer else sp.Rational(value)
+        end = max(exponent.end, base.end)
+        if base.op == "sqrt" and value % 2 == 0:  # sqrt(x)^2 = x exactly, whatever the field says of sqrt
+            base, value = base.args[0], value // 2
+            if value == 1:
+                return base
+        if base.op == "diagmat":
+            return node("diagmat", (node("pow", base.args, value, base.args[0].start, end),), None, base.start, end)
+        return node("pow", (base,), value, base.start, end)
 
     def ones(self, sizes: list[Node], token: Token, flat: bool) -> Node:
         """``ones(N)`` (a column), ``ones(N, 1)``, ``np.ones((1, N))``; ``np.ones(N)`` is 1-D, as in NumPy."""
@@ -269,7 +294,29 @@ class Parser:
         axis = 0 if self.names.network.batch_first else 1
         return node("sum", (arg,), (axis, True, False), token.start, self.last_end())
 
-    def softmax(self, arg: Node, axis: int | None, token: Token) -> Node:
+    def softmax(self, arg: Node, axis: int | None, token: Token, function: str = "softmax") -> Node:
+        """Softmax (or log-softmax) over each sample's entries, or along ``axis``."""
         if axis is None:
             axis = 1 if self.names.network.batch_first else 0
-        return node("softmax", (arg,), axis, token.start, self.last_end())
+        return node(function, (arg,), axis, token.start, self.last_end())
+
+    def size_of(self, tree: Node, what: str, token: Token) -> Node:
+        value = constant(tree)
+        if value is None or not (value.is_integer and value.is_positive):
+            raise self.error(f"{what} takes a size: N, n_1, or a positive whole number; got "
+                             f"{tree.text(self.text)!r}", token)
+        return tree
+
+    def eye(self, size: Node, token: Token) -> Node:
+        """The identity matrix ``np.eye(N)``, ``I_N``."""
+        return node("eye", (self.size_of(size, "the identity matrix", token),), None, token.start, self.last_end())
+
+    def repeat(self, vector: Node, count: Node, token: Token, rows: bool) -> Node:
+        """``row_repeat(x, n)`` (a 1 x k row stacked n times: ``1_n x``) or ``column_repeat(x, n)`` (``x 1_n^T``)."""
+        count = self.size_of(count, "the repeat count", token)
+        one = self.constant_leaf(1, token)
+        ones = node("ones", (count, one) if rows else (one, count), None, token.start, self.last_end())
+        return node("chain", (ones, vector) if rows else (vector, ones), ("@",), token.start, self.last_end())
+
+    def constant_leaf(self, value: int, token: Token) -> Node:
+        return node("number", (), sp.Integer(value), token.start, token.end)

@@ -23,9 +23,11 @@ import sympy as sp
 
 from ..derivation import derive
 from ..evaluate import Evaluator, Mod
+from ..expressions import Elementwise
 from ..rules import loss_rule
 from ..spec import PRESETS, RELU_GRAD_AT_ZERO_VALUES, Spec
 from ..verify import random_float_inputs
+from .diagnose import dropout_factor, mistake
 from .errors import ClaimError
 from .explain import factor_candidates, formula, rational, relations_text, scaling_words, sizes_text
 from .names import Names
@@ -40,6 +42,8 @@ FLOAT_EQUAL = 1e-9       # float64 agreement, relative to the largest entry (a c
 FLOAT_DIFFERENT = 1e-6
 KINKED = ("relu", "leaky_relu", "elu")
 MAX_RELATIONS_TRIED = 12  # width relations tried one by one to name the one a claim relies on
+MAX_DRAWS = 1024          # exact points drawn for one where every normalization's var + eps is a square
+DRAW_STRIDE = 7919
 
 
 @dataclass(frozen=True)
@@ -110,24 +114,33 @@ class _Target:
 
     label: str
     shape: tuple
-    scalar_ok: bool
+    broadcasts: bool  # a scalar, row or column that broadcasts to the shape will do
     expr: sp.Basic  # the right value: a gradient symbol or a local gradient's expression
 
 
 class _Instance:
-    """The network evaluated at one point: sizes, inputs, forward and backward values (exact or float)."""
+    """The network evaluated at one point: sizes, inputs, forward and backward values (exact or float).
+
+    Where the network normalizes, exact points are drawn again (up to ``MAX_DRAWS`` times) until every
+    ``var + eps`` is a square in the field, so that ``rsqrt`` is an exact inverse square root there
+    (``algebraic``); otherwise claims that lean on ``r^2 (var + eps) = 1`` get the float64 cross-check."""
 
     def __init__(self, checker, widths, N, seed, exact=True, kinked=False, relu_at_zero=None):
         net = checker.network
         self.checker, self.kinked, self.N = checker, kinked, N
         self.sizes = net.sizes(N, widths)
-        self.sem = ExactField(seed, relu_at_zero) if exact else Float64()
-        inputs = checker.random_inputs(self.sem, self.sizes, seed) if exact else \
-            random_float_inputs(net, self.sizes, np.random.default_rng(seed))
-        if kinked:
-            inputs = checker.kink(self.sem, inputs, self.sizes)
-        evaluator = Evaluator(self.sem, dict(inputs), self.sizes)
-        evaluator.forward(net)
+        for draw in range(MAX_DRAWS if exact and checker.roots else 1):
+            self.sem = ExactField(seed + DRAW_STRIDE * draw, relu_at_zero) if exact else Float64()
+            inputs = checker.random_inputs(self.sem, self.sizes, seed) if exact else \
+                random_float_inputs(net, self.sizes, np.random.default_rng(seed))
+            if kinked:
+                inputs = checker.kink(self.sem, inputs, self.sizes)
+            evaluator = Evaluator(self.sem, dict(inputs), self.sizes)
+            evaluator.forward(net)
+            self.algebraic = not exact or all(self.sem.residue(x) for root in checker.roots
+                                              for x in np.ravel(evaluator(root)))
+            if self.algebraic:
+                break
         evaluator.backward(checker.derivation)
         self.env = evaluator.env
         self.gradients = {step.name: self.env[step.symbol.name] for step in checker.derivation.backward}
@@ -177,6 +190,9 @@ class Checker:
         self.gradient_names = {step.symbol.name: step.name for step in self.derivation.backward}
         self.widths, self.substitution = self._exact_widths(tuple(self.spec.sizes))
         self._instances = {}
+        # The arguments of the inverse square roots (var + eps) of normalization layers.
+        self.roots = [step.expr.arg for step in self.network.steps
+                      if isinstance(step.expr, Elementwise) and step.expr.activation == "rsqrt"]
 
     # -- parsing (the parser asks for names and local gradients through this object)
     def parse(self, text: str, latex: bool | None = None) -> Claim:
@@ -231,7 +247,8 @@ class Checker:
         except Undefined as error:
             return verdict("wrong", "value", f"the claim is undefined: {error} (at the spec's sizes)")
         exact_ok = difference is None
-        if not self._exactly_modelled(claim.tree):
+        algebraic = all(instance.algebraic for instance in self._spec_instances(claim))
+        if not (algebraic and self._exactly_modelled(claim.tree)):
             disagreement = self._float_disagreement(claim, target, exact_ok)
             if disagreement:
                 return verdict("undecided", "", disagreement)
@@ -264,7 +281,7 @@ class Checker:
         if lg is None:
             return None
         shape = tuple(lg.expr.shape) if hasattr(lg.expr, "shape") else ()
-        return _Target(f"d{claim.of}/d{claim.wrt}", shape, lg.side == "elementwise", lg.expr)
+        return _Target(f"d{claim.of}/d{claim.wrt}", shape, lg.side in ("elementwise", "vjp"), lg.expr)
 
     def _no_dependence(self, claim, **where) -> Verdict:
         suggestion = next((lg for lg in self.derivation.local_gradients if lg.wrt == claim.wrt), None)
@@ -281,6 +298,13 @@ class Checker:
                            self.gradient_names)
         step = self.derivation.step(claim.wrt)
         expr = step.expr if claim.gradients else self.derivation.gradients[claim.wrt]
+        for alternative in step.alternatives if claim.gradients else ():
+            # a shorter form written with the claim's own upstream gradients (batch norm's compact dX)
+            used = {self.gradient_names[s.name] for s in alternative.expr.atoms(sp.MatrixSymbol)
+                    if s.name in self.gradient_names}
+            if not alternative.assumes and used and used <= claim.gradients:
+                expr = alternative.expr
+                break
         return formula("L", claim.wrt, expr, claim.latex, self.gradient_names)
 
     # -- shapes
@@ -300,7 +324,7 @@ class Checker:
         except ShapeMismatch as mismatch:
             return str(mismatch)
         want = tuple(dims(d) for d in target.shape)
-        return result_problem(shape, want, target.label, target.scalar_ok or want == (1, 1),
+        return result_problem(shape, want, target.label, target.broadcasts or want == (1, 1),
                               self.network.batch_first)
 
     def _fits(self, claim, target, widths) -> bool:
@@ -483,7 +507,7 @@ class Checker:
                 return self._factor_reason(claim, target, factor)
         if self._is_transpose(difference):
             return "value", f"the claim is the transpose of {target.label} (square here, so the shapes fit)"
-        return "value", self._counterexample(claim, target, difference)
+        return "value", mistake(self, claim, target) or self._counterexample(claim, target, difference)
 
     def _constant_factor(self, claim, target):
         """The factor c with claim = c * truth at every random instance: a loss scaling 2^a N^b k^c (one that
@@ -535,6 +559,9 @@ class Checker:
             return "value", f"the claim is zero everywhere, and {target.label} is not"
         if factor == -1:
             return "value", f"the claim is the negative of {target.label} (a sign error)"
+        dropout = dropout_factor(self, claim, factor)
+        if dropout:
+            return "value", dropout
         words = scaling_words(factor, net.N, net.widths[-1]) if factor.free_symbols or factor in (2, sp.Rational(1, 2)) \
             else ""
         if not words or claim.of != "L":
