@@ -163,8 +163,6 @@ PRELU = {"input": {"size": 2}, "layers": [{"size": 2, "activation": "prelu"}, {"
          "loss": {"kind": "half_sse"}}
 
 
-@pytest.mark.xfail(strict=True, reason="the claim printer writes PReLU's formulas with negpart(Z1), negpart'(Z1) "
-                                       "and min'(Z), which the claim parser does not read")
 @pytest.mark.parametrize("as_latex", [False, True])
 def test_prelu_formulas_printed_for_check_read_back_as_correct(as_latex):
     checker = Checker(PRELU)
@@ -173,8 +171,6 @@ def test_prelu_formulas_printed_for_check_read_back_as_correct(as_latex):
         assert checker.check(claim, as_latex).ok, claim
 
 
-@pytest.mark.xfail(strict=True, reason="check judges a normalization layer's per-feature local gradients "
-                                       "(gamma2, rstd2) by the shape N x n1 and calls its own expected formula wrong")
 @pytest.mark.parametrize("kind", ["batchnorm", "layernorm"])
 def test_normalization_local_gradients_printed_for_check_read_back_as_correct(kind):
     checker = Checker({"input": {"size": 2}, "layers": [{"size": 3, "activation": "identity"}, {"kind": kind},
