@@ -405,7 +405,10 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
 
     def _print_Mul(self, expr):
         num, den = expr.as_numer_denom()
-        return f"{self._print(num)} / ({self._print(den)})" if den != 1 else super()._print_Mul(expr)
+        if den == 1:
+            return super()._print_Mul(expr)
+        below = self._print(den)
+        return f"{self._print(num)} / {below if den.is_Atom else f'({below})'}"
 
     grouped = (sp.MatAdd, sp.HadamardProduct, sp.MatMul, sp.HadamardPower)
 

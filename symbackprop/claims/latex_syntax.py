@@ -261,13 +261,6 @@ class LatexParser(Parser):
                 return node("cmp", (left, right), text, left.start, right.end)
             return left
 
-    def sum(self) -> Node:
-        terms, signs = [self.term()], [1]
-        while self.at("+", "-"):
-            signs.append(1 if self.next().text == "+" else -1)
-            terms.append(self.term())
-        return self.add(terms, signs)
-
     def starts_atom(self) -> bool:
         token = self.peek()
         return token.kind in ("letters", "number", "word") or token.text in (
@@ -388,13 +381,7 @@ class LatexParser(Parser):
         token = self.next()
         if self.at("["):
             raise self.error(r"only square roots: \sqrt{x}", token)
-        if self.at("{"):
-            self.next()
-            with self.nested():
-                arg = self.expr()
-            self.expect("}", "'}'")
-        else:
-            arg = self.postfix()
+        arg = self.braced(self.postfix)
         return node("sqrt", (arg,), None, token.start, self.last_end())
 
     def ones_or_indicator(self, token: Token) -> Node:
@@ -435,14 +422,17 @@ class LatexParser(Parser):
         """``e^{-z}``: exp of the superscript."""
         token = self.next()
         self.expect("^")
-        if self.at("{"):
-            self.next()
-            with self.nested():
-                arg = self.expr()
-            self.expect("}", "'}'")
-        else:
-            arg = self.atom()
+        arg = self.braced(self.atom)
         return node("exp", (arg,), None, token.start, self.last_end())
+
+    def braced(self, unbraced) -> Node:
+        """``{...}``: the expression in the braces; without braces, what ``unbraced`` reads."""
+        if not self.accept("{"):
+            return unbraced()
+        with self.nested():
+            arg = self.expr()
+        self.expect("}", "'}'")
+        return arg
 
     def fraction(self) -> Node:
         r"""``\frac{a}{b}``: a quotient, or a (local) gradient ``\frac{\partial L}{\partial Z^{[2]}}``."""

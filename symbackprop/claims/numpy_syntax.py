@@ -60,13 +60,6 @@ class NumPyParser(Parser):
                 self.fail("an operator (only <, <=, >, >= comparisons are supported)")
             return left
 
-    def sum(self) -> Node:
-        terms, signs = [self.term()], [1]
-        while self.at("+", "-"):
-            signs.append(1 if self.next().text == "+" else -1)
-            terms.append(self.term())
-        return self.add(terms, signs)
-
     def term(self) -> Node:
         factors, ops = [self.unary()], []
         while self.at("@", "*", "/"):

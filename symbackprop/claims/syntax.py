@@ -229,6 +229,14 @@ class Parser:
                                  Token("op", "/", factor.start))
         return node("chain", factors, tuple(ops), factors[0].start, factors[-1].end)
 
+    def sum(self) -> Node:
+        """Terms joined by ``+`` and ``-`` (each notation's ``term`` reads one)."""
+        terms, signs = [self.term()], [1]
+        while self.at("+", "-"):
+            signs.append(1 if self.next().text == "+" else -1)
+            terms.append(self.term())
+        return self.add(terms, signs)
+
     def add(self, terms: list[Node], signs: list[int]) -> Node:
         if len(terms) == 1 and signs[0] > 0:
             return terms[0]
