@@ -584,13 +584,15 @@ class _FiniteDifferences:
         with np.errstate(all="ignore"):
             self.env = verifier._formulas(Float64Backend(), self.inputs)
         self.directions = {name: rng.standard_normal(shape) for name, shape in shapes.items()}
-        # The step after which each quantity is first read (None: from the start).
+        # The step after which each quantity is first read (None: from the start; the last step for Y_pred,
+        # which only the loss reads, so that nothing overwrites it).
         steps = [step for step in self.network.steps if step.kind != "loss"]
         first = {}
         for index, step in enumerate(steps):
             for symbol in step.expr.atoms(sp.MatrixSymbol):
                 first.setdefault(symbol.name, index)
-        self._start_after = {name: steps[first[name] - 1].name if first.get(name) else None for name in shapes}
+        self._start_after = {name: steps[first.get(name, len(steps)) - 1].name if first.get(name, 1) else None
+                             for name in shapes}
 
     def _loss(self, quantity, value):
         """The loss with ``quantity`` set to ``value``: the forward pass rerun only from the first step that

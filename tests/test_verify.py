@@ -38,6 +38,16 @@ def test_seed_verifies_and_names_the_method_of_every_row():
     assert "dL/dW1 = Xᵀ δ1" in next(c.detail for c in report.checks if c.name == "local: layer 1")
 
 
+@pytest.mark.parametrize("spec", ["seed", "tests/specs/skip_one_layer.toml", "tests/specs/dropout_column.toml"])
+def test_finite_differences_agree_with_every_formula_where_float64_resolves_them(spec):
+    """The sanity row perturbs each quantity and reruns the forward pass after it: dL/dY_pred included (which a
+    rerun from the start would overwrite: relative error 1)."""
+    report = derive(spec).verify(batch=4)
+    rows = [check for check in report.checks if check.name.startswith("dL/d")]
+    assert rows and all("finite differences: rel. error" in check.detail and "beyond" not in check.detail
+                        for check in rows), report.table()
+
+
 @pytest.mark.parametrize("limit, method", [(verify_module.EXPAND_LIMIT, "expand"), (0, "schwartz-zippel")])
 def test_z_instead_of_the_activation_is_caught_by_both_paths_with_the_entry_named(monkeypatch, limit, method):
     monkeypatch.setattr(verify_module, "EXPAND_LIMIT", limit)
