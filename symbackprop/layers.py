@@ -66,7 +66,8 @@ class LayerKind:
     ending in the value named ``out``. ``output(layer)`` says what the layer produces (real scores,
     probabilities, log-probabilities), for the losses that need one of them. ``explanation`` is the catalog
     key of the text that introduces the kind. ``ties(layer)`` names another value whose width must equal the
-    layer's input (a skip connection's ``from``), or None.
+    layer's input (a skip connection's ``from``), or None. ``per_unit``: each output unit reads only the same
+    unit of the input (batch norm, dropout, an activation), as the network picture draws it.
     """
 
     name: str
@@ -76,6 +77,7 @@ class LayerKind:
     explanation: str
     output: Callable = lambda layer: REAL
     ties: Callable = lambda layer: None
+    per_unit: bool = False
 
 
 # -- dense --------------------------------------------------------------------------------------------------
@@ -205,13 +207,13 @@ LAYER_KINDS: dict[str, LayerKind] = {
         LayerKind("dense", ("size", "activation", "alpha", "relu_grad_at_zero", "bias"), False, _dense,
                   "kind_dense", _dense_output),
         LayerKind("activation", ("activation", "alpha", "relu_grad_at_zero"), True, _activation, "kind_activation",
-                  _dense_output),
-        LayerKind("batchnorm", ("eps",), True, _normalization("batch"), "kind_batchnorm"),
+                  _dense_output, per_unit=True),
+        LayerKind("batchnorm", ("eps",), True, _normalization("batch"), "kind_batchnorm", per_unit=True),
         LayerKind("layernorm", ("eps",), True, _normalization("features"), "kind_layernorm"),
-        LayerKind("dropout", ("p",), True, _dropout, "kind_dropout"),
+        LayerKind("dropout", ("p",), True, _dropout, "kind_dropout", per_unit=True),
         LayerKind("softmax", (), True, _softmax, "kind_softmax", lambda layer: PROBABILITIES),
         LayerKind("log_softmax", (), True, _log_softmax, "kind_log_softmax", lambda layer: LOG_PROBABILITIES),
-        LayerKind("add", ("from",), True, _add, "kind_add", ties=lambda layer: layer.source),
+        LayerKind("add", ("from",), True, _add, "kind_add", ties=lambda layer: layer.source, per_unit=True),
     )
 }
 

@@ -23,6 +23,7 @@ from sympy.printing.latex import LatexPrinter
 
 from .evaluate import Evaluator, Float64Backend
 from .expressions import Elementwise
+from .layers import LAYER_KINDS
 from .printing import latex, latex_name, shape_latex
 from .rules import FUNCTIONS, TRAINABLE_ACTIVATIONS, activation_rule, loss_rule
 
@@ -588,12 +589,19 @@ def diagram(network) -> dict:
         top = (shown - 1) / 2
         units = [{"y": top - k, "id": k} for k in range(shown)
                  if not (size > DIAGRAM_MAX_UNITS and k == shown - 2)]
+        summary = layer_summary(network, index)
         columns.append({
-            **layer_summary(network, index), "x": x, "gap": False, "units": units,
+            **summary, "x": x, "gap": False, "units": units,
+            "one_to_one": index > 0 and LAYER_KINDS[summary["kind"]].per_unit,
+            "skip_x": indices.index(summary["skip_from"]) if summary["skip_from"] is not None
+            and summary["skip_from"] in indices else None, "skip_units": None,
             "dots": top - (shown - 2) if size > DIAGRAM_MAX_UNITS else None,
             "role": "input" if index == 0 else ("output" if index == depth else "hidden"),
         })
-    return {"columns": columns, "top": (slots - 1) / 2, "width": len(indices) - 1}
+    skips = [col for col in columns if not col["gap"] and col["skip_x"] is not None]
+    for col in skips:  # the arc of a skip connection joins the bottom units of the two columns
+        col["skip_units"] = (columns[col["skip_x"]]["units"][-1]["id"], col["units"][-1]["id"])
+    return {"columns": columns, "top": (slots - 1) / 2, "width": len(indices) - 1, "skips": bool(skips)}
 
 
 # -- everything the lecture formats print ---------------------------------------------------------------------

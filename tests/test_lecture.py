@@ -544,3 +544,16 @@ def test_local_gradients_without_a_factor_show_the_map_from_the_upstream_gradien
     assert rows == [(r"| $a^{[2]}$ | $\gamma^{[2]}$ | $\frac{\partial L}{\partial a^{[2]}} \mapsto \mathbf{1}_{N}^{\top} "
                     r"\left(\frac{\partial L}{\partial a^{[2]}} \odot \hat{X}^{[2]}\right)$ | no single factor: the map "
                     r"from the upstream gradient to this input's share is shown |")]
+
+
+def test_the_network_picture_draws_skip_connections_and_per_unit_layers():
+    """skip_one_layer: a1 (column 1) is added to the output of layer 2 (column 2) in layer 3 (column 3). The add
+    layer joins unit i to unit i (three edges, not nine), and a dashed arc runs from column 1 to column 3."""
+    slides = derive(SPECS / "skip_one_layer.toml").render("beamer", lang="en")
+    edges = re.findall(r"\\draw\[->, gray!70\] \(n(\d)-(\d)\) -- \(n(\d)-(\d)\)", slides)
+    into_add = [(a, b) for x, a, y, b in edges if (x, y) == ("2", "3")]
+    into_dense = [(a, b) for x, a, y, b in edges if (x, y) == ("1", "2")]
+    assert sorted(into_add) == [("0", "0"), ("1", "1"), ("2", "2")] and len(into_dense) == 9
+    arcs = re.findall(r"\\draw\[->, dashed[^\]]*\] \(n(\d)-\d\.south\) \.\. controls .* \(n(\d)-\d\.south\);", slides)
+    assert arcs == [("1", "3")]
+    assert r"\draw[->, dashed" not in derive(SPECS / "batchnorm_after_dense.toml").render("beamer", lang="en")
