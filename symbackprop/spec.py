@@ -30,6 +30,7 @@ from symbackprop.rules import (
     L2_SCALES,
     LOSS_KINDS,
     LOSS_RULES,
+    PROBABILITIES,
     REAL,
     SHORTCUTS,
     TRAINABLE_ACTIVATIONS,
@@ -491,6 +492,11 @@ class _Reader:
         if width < rule.min_outputs:
             self.fail(f"loss {kind!r} needs at least {rule.min_outputs} outputs, but the last layer "
                       f"(layers[{last}]) has {width}", "loss.kind")
+        if rule.inputs == (PROBABILITIES,) and rule.targets == "binary" and layers[last].kind == "softmax" \
+                and width == 1:
+            self.fail(f"loss {kind!r} reads log(1 - Y_pred), and a softmax over one output (layers[{last}]) is 1 "
+                      "for every sample, so the loss is infinite; for one binary output use a sigmoid activation",
+                      "loss.kind")
 
     def regularization(self, value: Any) -> tuple[float, str]:
         if value is None:

@@ -454,6 +454,8 @@ def test_bad_layer_combinations_name_the_key(layers, key, fragments):
     ((DENSE3,), {"kind": "squared_error", "margin": 1}, "loss.margin", ("only hinge",)),
     ((DENSE3,), {"kind": "hinge", "hinge_grad_at_zero": 2}, "loss.hinge_grad_at_zero", ("0, 0.5, 1",)),
     ((DENSE3,), {"kind": "MSE"}, "loss.kind", ("did you mean 'mse'",)),
+    (({"size": 1, "activation": "tanh"}, {"kind": "softmax"}), {"kind": "bce"}, "loss.kind",
+     ("softmax over one output", "infinite", "use a sigmoid")),
 ])
 def test_bad_losses_name_the_key(layers, loss, key, fragments):
     check(_with_layers(*layers, loss=loss), key, *fragments)
