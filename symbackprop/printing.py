@@ -60,14 +60,14 @@ def _is_negative(term) -> bool:
     return term.as_coeff_mmul()[0].is_negative if isinstance(term, sp.MatMul) else False
 
 
-def _coeff_matrices(expr) -> tuple:
+def _flat_coeff_matrices(expr) -> tuple:
     """A product's number and matrix factors, with the numbers of nested products (``(1/N) (-H)``) pulled out
     front, so that no factor prints with its own sign in the middle of a product."""
     coeff, matrices = expr.as_coeff_matrices()
     flat = []
     for matrix in matrices:
         if isinstance(matrix, sp.MatMul):
-            inner_coeff, inner = _coeff_matrices(matrix)
+            inner_coeff, inner = _flat_coeff_matrices(matrix)
             coeff *= inner_coeff
             flat.extend(inner)
         else:
@@ -104,7 +104,7 @@ def is_broadcast(expr) -> bool:
     """A vector repeated along the batch or the features: ``1_N b``, ``b 1_N^T``."""
     if not isinstance(expr, sp.MatMul):
         return False
-    _, matrices = _coeff_matrices(expr)
+    _, matrices = _flat_coeff_matrices(expr)
     return len(matrices) == 2 and sum(isinstance(m, sp.OneMatrix) for m in matrices) == 1
 
 
@@ -113,7 +113,7 @@ def _constant(expr):
     if isinstance(expr, sp.OneMatrix):
         return sp.Integer(1)
     if isinstance(expr, sp.MatMul):
-        coeff, matrices = _coeff_matrices(expr)
+        coeff, matrices = _flat_coeff_matrices(expr)
         if all(isinstance(m, sp.OneMatrix) for m in matrices) and coeff.is_number:
             return coeff
     return None
@@ -171,7 +171,7 @@ class _MatrixLayout:
     def _is_group(self, expr) -> bool:
         """Whether ``expr`` needs parentheses as an operand: sums, products of several matrices."""
         if isinstance(expr, sp.MatMul) and not isinstance(expr, self.grouped):
-            return len(_coeff_matrices(expr)[1]) > 1
+            return len(_flat_coeff_matrices(expr)[1]) > 1
         return isinstance(expr, self.grouped)
 
     def _parenthesize_group(self, text):
@@ -222,7 +222,7 @@ class MathPrinter(_MatrixLayout, LatexPrinter):
         return r"\mathbf{1}"
 
     def _print_MatMul(self, expr):
-        coeff, matrices = _coeff_matrices(expr)
+        coeff, matrices = _flat_coeff_matrices(expr)
         constant = _constant(expr)
         if constant is not None:
             text = _decimal(constant)
@@ -300,7 +300,7 @@ class TextPrinter(_MatrixLayout, StrPrinter):
     divide = " ⊘ "
 
     def _print_MatMul(self, expr):
-        coeff, matrices = _coeff_matrices(expr)
+        coeff, matrices = _flat_coeff_matrices(expr)
         constant = _constant(expr)
         if constant is not None:
             return _decimal(constant)
@@ -369,7 +369,7 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
         return "1"  # in a sum or a product with a full matrix, a scalar 1 broadcasts the same way
 
     def _print_MatMul(self, expr):
-        coeff, matrices = _coeff_matrices(expr)
+        coeff, matrices = _flat_coeff_matrices(expr)
         matrices = list(matrices)
         if all(isinstance(m, sp.OneMatrix) for m in matrices):
             return self._print(coeff) if coeff != 1 else "1"

@@ -584,14 +584,14 @@ class _FiniteDifferences:
         with np.errstate(all="ignore"):
             self.env = verifier._formulas(Float64Backend(), self.inputs)
         self.directions = {name: rng.standard_normal(shape) for name, shape in shapes.items()}
-        # The step after which each quantity is first read (None: from the start; the last step for Y_pred,
-        # which only the loss reads, so that nothing overwrites it).
+        # The step after which each quantity is first read: None (from the start) for what the first step reads,
+        # the last step for Y_pred (only the loss reads it, and no rerun may overwrite it).
         steps = [step for step in self.network.steps if step.kind != "loss"]
         first = {}
         for index, step in enumerate(steps):
             for symbol in step.expr.atoms(sp.MatrixSymbol):
                 first.setdefault(symbol.name, index)
-        self._start_after = {name: steps[first.get(name, len(steps)) - 1].name if first.get(name, 1) else None
+        self._start_after = {name: None if first.get(name) == 0 else steps[first.get(name, len(steps)) - 1].name
                              for name in shapes}
 
     def _loss(self, quantity, value):
