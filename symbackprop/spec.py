@@ -587,11 +587,11 @@ class _Reader:
         return tuple(sorted((name, self.finite(number, f"{key}.{name}")) for name, number in value.items()))
 
     def finite(self, value: Any, key: str) -> int | float:
-        """A number a formula can hold exactly: finite, at most MAX_NUMBER in size."""
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            self.fail(f"must be a number, got {_describe(value)}", key)
-        if not (math.isfinite(float(value)) and abs(value) <= MAX_NUMBER):
-            self.fail(f"must be a finite number of size at most {MAX_NUMBER:g}, got {value!r}", key)
+        """A number a formula can hold exactly: finite, at most MAX_NUMBER in size (kept as written, int or float)."""
+        requirement = f"a finite number of size at most {MAX_NUMBER:g}"
+        self.number(value, key, requirement)
+        if abs(value) > MAX_NUMBER:
+            self.fail(f"must be {requirement}, got {value!r}", key)
         return value
 
     def latex_name(self, value: Any, key: str) -> str:

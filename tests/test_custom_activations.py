@@ -129,6 +129,7 @@ def _error(data) -> SpecError:
     ({"forward": "b * z", "parameters": {"b": True}}, "parameters.b", "must be a number"),
     ({"forward": "b * z", "parameters": {"b": float("inf")}}, "parameters.b", "finite number"),
     ({"forward": "b * z", "parameters": {"b": 1e300}}, "parameters.b", "finite number"),
+    ({"forward": "b * z", "parameters": {"b": 10**400}}, "parameters.b", "finite number"),  # too big for a float
     ({"forward": "abs(z)", "grad_at_kinks": "0"}, "grad_at_kinks", "must be a number"),
     ({"forward": "z", "derivative": "1"}, "derivative", "unknown key 'derivative'"),
     ({"forward": "z", "latex": r"\input{/etc/passwd}"}, "latex", r"'\\input' is not allowed"),
