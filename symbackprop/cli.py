@@ -191,13 +191,6 @@ def _title_page_text(value: str | None, option: str) -> str | None:
     return None if value is None else check_title_page_text(value, option)
 
 
-def _title_page_text(value: str | None, option: str) -> str | None:
-    """A title-page option checked as the spec checks its strings (length, no control characters)."""
-    from .spec import check_title_page_text
-
-    return None if value is None else check_title_page_text(value, option)
-
-
 @main.command()
 @spec_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -282,20 +275,19 @@ def check(spec_path, as_json, claims_file, latex_file, claims):
         raise click.UsageError("no claims: give CLAIM arguments, --file CLAIMS or --latex TEX")
     checker = Checker(load(spec_path))
     if checker.substitution:
-        click.echo(f"symbackprop: {checker.substitution}", err=True)
+        echo(f"{PROG}: {checker.substitution}", err=True)
     verdicts = [checker.check(text, latex, source=source, line=line, offset=offset)
                 for text, latex, source, line, offset in items]
     if as_json:
-        click.echo(json.dumps([verdict.to_dict() for verdict in verdicts], indent=2, ensure_ascii=False))
+        echo(json.dumps([verdict.to_dict() for verdict in verdicts], indent=2, ensure_ascii=False))
     else:
         for verdict in verdicts:
-            click.echo(verdict.text())
+            echo(verdict.text())
         counts = {kind: sum(v.verdict == kind for v in verdicts) for kind in ("wrong", "error", "undecided")}
-        extra = [f"{counts['wrong']} wrong"] if counts["wrong"] else []
-        extra += [f"{counts['error']} could not be parsed"] if counts["error"] else []
-        extra += [f"{counts['undecided']} undecided"] if counts["undecided"] else []
+        words = {"wrong": "wrong", "error": "could not be parsed", "undecided": "undecided"}
+        extra = [f"{counts[kind]} {word}" for kind, word in words.items() if counts[kind]]
         summary = f"{sum(v.ok for v in verdicts)} of {len(verdicts)} claims correct"
-        click.echo(summary + (f" ({', '.join(extra)})" if extra else ""))
+        echo(summary + (f" ({', '.join(extra)})" if extra else ""))
     sys.exit(exit_code(verdicts))
 
 
@@ -308,7 +300,7 @@ def check(spec_path, as_json, claims_file, latex_file, claims):
 @click.option("--json", "as_json", is_flag=True,
               help="Print the verdicts as JSON: gradients (name, verdict, reason, mistake, expected), score.")
 @click.option("--time-limit", default=5.0, show_default=True, metavar="SECONDS",
-              type=click.FloatRange(min=0, min_open=True), help="Time allowed for each call of the function.")
+              type=_Seconds(), help="Time allowed for each call of the function.")
 def grade(spec_path, student_file, function, as_json, time_limit):
     """Grade the backward pass in FILE.py: which gradients are wrong, and which mistake explains each.
 
@@ -321,5 +313,5 @@ def grade(spec_path, student_file, function, as_json, time_limit):
     from .grading import Grader
 
     result = Grader(load(spec_path), time_limit=time_limit).grade(student_file, function)
-    click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if as_json else result.text())
+    echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if as_json else result.text())
     sys.exit(0 if result.ok else 1)

@@ -310,6 +310,10 @@ def test_python_api_refuses_a_missing_file_and_a_bad_time_limit(tmp_path):
         grader("seed").grade(tmp_path / "absent.py")
     with pytest.raises(GradeError, match="positive"):
         Grader(time_limit=0)
+    with pytest.raises(GradeError, match="finite"):
+        Grader(time_limit=float("inf"))
+    result = CliRunner().invoke(main, ["grade", "--time-limit", "inf", str(tmp_path / "absent.py")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
 
 
 def test_cli_text_output_and_exit_codes():

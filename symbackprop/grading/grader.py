@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,8 @@ class Grader:
     """
 
     def __init__(self, spec=None, *, time_limit: float = DEFAULT_TIME_LIMIT):
-        if not time_limit > 0:
-            raise GradeError(f"the time limit must be positive, not {time_limit}")
+        if not (math.isfinite(time_limit) and time_limit > 0):
+            raise GradeError(f"the time limit must be a finite, positive number of seconds, not {time_limit}")
         self.time_limit = time_limit
         self.derivation = _as_students_write_it(derive(spec))
         net = self.derivation.network
