@@ -44,7 +44,7 @@ _MODULE_NAMES = {"np", "erf", "math", "SIZES", "BATCH_FIRST", "params", "cache",
                  "gradient_check", "softmax", "log_softmax", "sigmoid", "weights", "value", "N", "n", "name",
                  "array", "index", "numeric", "worst", "scale", "noise", "saved", "up", "down", "step", "updated",
                  "params32", "masks32", "grads32", "rounding", "coarse", "estimate", "h", "drift",
-                 "DEMO_MAX_PARAMETERS", "n_parameters", "error", "Y", "Y_pred", "Y_true", "X_data"}
+                 "DEMO_MAX_PARAMETERS", "error", "Y", "Y_pred", "Y_true"}
 
 
 @dataclass(frozen=True)
@@ -113,13 +113,14 @@ class _Module:
         """Pre-activation -> the variable holding ``f'(Z)``, computed during the forward pass instead of keeping
         ``Z``, for activations whose derivative cannot be written with their output (ReLU's mask)."""
         kept = {}
+        used = set().union(*(s.code_expr.atoms(Elementwise) for s in self.backward))
         for step in self.net.steps:
             node = step.expr
             if not (isinstance(node, Elementwise) and node.order == 0 and node.activation != "identity"):
                 continue
             if activation_rule(node.activation).numpy_derivative_from_output:
                 continue
-            if any(node.derivative() in s.code_expr.atoms(Elementwise) for s in self.backward):
+            if node.derivative() in used:
                 kept[node.arg] = self.names.fresh(f"d{step.name}_d{node.arg.name}")
         return kept
 

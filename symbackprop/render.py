@@ -23,7 +23,7 @@ from .formats import ALIASES, FORMATS, LANGUAGES
 from .layers import LAYER_KINDS
 from .lecture import LectureOptions, lecture_context
 from .mathsize import measure
-from .printing import latex, latex_name, shape_latex, shape_text, text, text_name
+from .printing import latex, latex_name, shape_latex
 from .rules import TRAINABLE_ACTIVATIONS, activation_rule, loss_rule
 from .slides import display, plan, side_by_side
 from .tex_text import tex_escape
@@ -102,6 +102,8 @@ def render(derivation, fmt: str, *, lang: str = "en", report=None, batch: int = 
 
         return notebook(derivation, lang=lang, report=report, batch=batch, options=options)
     ctx = context(derivation, lang=lang, report=report, batch=batch)
+    if fmt == "numpy":
+        ctx.update(_module(derivation, ctx["custom_activations"]))
     if fmt in LECTURE_FORMATS:
         ctx.update(lecture_context(derivation, t=ctx["t"], lang=lang, report=report, batch=batch,
                                    options=options))
@@ -197,11 +199,9 @@ def _loss_context(derivation, t) -> dict:
     (``reduction``: in the document's language, with math; ``summary``: English plain text for the module)."""
     net = derivation.network
     settings = net.spec.loss
-    rule = loss_rule(settings)
-    return {"kind": settings.kind, "rule": rule.name, "latex": latex(net.steps[-1].expr),
+    return {"kind": settings.kind, "latex": latex(net.steps[-1].expr),
             "reduction": _loss_sentence(t, net, math=True), "summary": _loss_sentence(catalog("en"), net, math=False),
-            "distributions": any(alt.assumes for step in derivation.backward for alt in step.alternatives),
-            "targets": rule.targets}
+            "distributions": any(alt.assumes for step in derivation.backward for alt in step.alternatives)}
 
 
 def custom_activations(network, t: dict) -> list[dict]:
@@ -273,8 +273,6 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
             "name": step.name, "kind": step.kind, "layer": step.layer,
             "lhs": "L" if is_loss else latex_name(step.name), "rhs": latex(step.expr),
             "shape": "1 \\times 1" if is_loss else shape_latex(step.symbol.shape),
-            "shape_text": "scalar" if is_loss else shape_text(step.symbol.shape),
-            "text": "" if is_loss else text(step.expr),
         })
     local = []
     for lg in derivation.local_gradients:
@@ -288,18 +286,11 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
         backward.append({
             "name": step.name, "symbol": step.symbol.name, "layer": step.layer,
             "lhs": latex_name(step.symbol.name), "rhs": latex(step.expr),
-            "upstream": latex_name(f"d{step.upstream}") if step.upstream else "",
-            "local": latex(step.local.expr), "side": step.local.side,
-            "local_of": "L" if step.local.of == "L" else latex_name(step.local.of),
-            "local_wrt": latex_name(step.local.wrt),
-            "shape": shape_latex(step.shape), "shape_text": shape_text(step.shape),
-            "text": text(step.expr), "text_lhs": text_name(step.symbol.name),
-            "chain": _chain(step), "terms": len(step.terms),
+            "shape": shape_latex(step.shape), "chain": _chain(step), "terms": len(step.terms),
             "locals": [(_of(term.local.of), latex_name(term.local.wrt)) for term in step.terms],
             "alternatives": [_alternative(step, alt, t, report) for alt in step.alternatives],
         })
     relu_values = {layer.relu_grad_at_zero for layer in spec.layers if layer.activation == "relu"}
-    module = module_context(derivation)
     kinds = ", ".join(layer["activation"] or layer["kind"] for layer in layers)
     return {
         "t": t, "lang": lang, "title": spec.title, "spec": spec, "layers": layers, "forward": forward,
@@ -317,9 +308,14 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
                     for name in net.parameters],
         # The learning rate's symbol: alpha, as the lecture writes it, unless a PReLU slope is called alpha.
         "rate": r"\eta" if any(name.startswith("alpha") for name in net.parameters) else r"\alpha",
-        **module,
-        "custom_activations": (custom := custom_activations(net, t)),
-        "helper_comments": {module["helper_names"][key]: line for step in custom
-                            for key, line in step["comments"].items() if key in module["helper_names"]},
-        "custom_numpy": list(dict.fromkeys(note for step in custom for note in step["numpy"])),
+        "custom_activations": custom_activations(net, t),
     }
+
+
+def _module(derivation, custom: list[dict]) -> dict:
+    """What only the NumPy module needs: its code, and the comments and notes on custom activations."""
+    module = module_context(derivation)
+    return {**module,
+            "helper_comments": {module["helper_names"][key]: line for step in custom
+                                for key, line in step["comments"].items() if key in module["helper_names"]},
+            "custom_numpy": list(dict.fromkeys(note for step in custom for note in step["numpy"]))}
