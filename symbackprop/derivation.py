@@ -23,7 +23,7 @@ import sympy as sp
 
 from .layers import FUSIONS
 from .network import Network, build_network
-from .rules import LossTerms, loss_coefficient, loss_rule, scaled
+from .rules import loss_coefficient, loss_rule, loss_terms, scaled
 from .spec import Spec, load_spec
 
 # The assumption of an alternative that holds only when each sample's targets sum to 1.
@@ -161,7 +161,8 @@ def derive(spec: Spec | dict | str | None = None) -> Derivation:
     return _Walk(build_network(spec)).run()
 
 
-def _total(exprs):
+def sum_of(exprs):
+    """The sum of the contributions a value receives (one term is itself)."""
     return functools.reduce(operator.add, exprs)
 
 
@@ -200,8 +201,8 @@ class _Walk:
         alternatives = []
         for label, replaces, expr, assumes in self.extra.get(name, ()):
             kept = [term.expr for term in terms if term.upstream not in replaces]
-            alternatives.append(Alternative(label, _total([expr, *kept]), assumes))
-        self.backward.append(BackwardStep(name, gradient_symbol(self.net, name), _total(t.expr for t in terms),
+            alternatives.append(Alternative(label, sum_of([expr, *kept]), assumes))
+        self.backward.append(BackwardStep(name, gradient_symbol(self.net, name), sum_of(t.expr for t in terms),
                                           terms, layer, tuple(alternatives)))
 
     def _shorter_forms(self) -> dict:
@@ -214,7 +215,7 @@ class _Walk:
         settings = net.spec.loss
         rule = loss_rule(settings)
         Y, T = loss.expr.prediction, loss.expr.target
-        terms = LossTerms(Y, T, net.batch_first, Y.shape[1] if net.batch_first else Y.shape[0])
+        terms = loss_terms(loss.expr)
         k = loss_coefficient(settings, net.N, terms.k)
         if rule.simplified is not None:
             extra.setdefault(last.name, []).append(

@@ -47,7 +47,6 @@ class Compact:
     wrt: str
     replaces: tuple[str, ...]
     expr: sp.Basic
-    layer: int
 
 
 @dataclass(frozen=True)
@@ -108,10 +107,6 @@ class Network:
 
     def step(self, name: str) -> Step:
         return next(step for step in self.steps if step.name == name)
-
-    def shape(self, rows_of_samples: sp.Basic, n: sp.Basic) -> tuple:
-        """The shape of a per-sample quantity of width ``n`` in this layout."""
-        return (rows_of_samples, n) if self.batch_first else (n, rows_of_samples)
 
     def activation_name(self, layer: int) -> str:
         """The name of layer ``layer``'s output (1-based): ``a<l>``, or ``Y_pred`` for the last layer."""
@@ -197,7 +192,7 @@ class Builder:
         return features if samples == self.N else None
 
     def compact(self, wrt, replaces, expr) -> None:
-        self.compacts.append(Compact(wrt, tuple(replaces), expr, self.steps[-1].layer))
+        self.compacts.append(Compact(wrt, tuple(replaces), expr))
 
     # -- layout helpers: sums and broadcasts over the batch, over features, per sample
     def broadcast_batch(self, v):

@@ -163,15 +163,12 @@ def _alternative(step, alt, t: dict, report) -> dict:
                                                if check.ok else t["form_failed"])}
 
 
-def _layer_entry(net, l: int, layer) -> dict:
-    """One row of the layer table: kind, width, activation (dense) and the printed names."""
+def _layer_entry(l: int, layer) -> dict:
+    """One layer as the documents introduce it: its kind and activation (a custom one by its own name)."""
     activation = layer.activation or ""
-    latex_activation = (TRAINABLE_ACTIVATIONS.get(activation) or activation_rule(activation).latex) if activation else ""
     if activation and activation not in TRAINABLE_ACTIVATIONS:
         activation = activation_rule(activation).name  # a custom activation's own name, not its key
-    return {"index": l, "kind": layer.kind, "size": net.spec.sizes[l], "activation": activation,
-            "latex": latex_activation, "params": layer.params,
-            "output": net.activation_name(l), "input": net.layer_input(l)}
+    return {"index": l, "kind": layer.kind, "activation": activation}
 
 
 def _loss_sentence(t: dict, net, math: bool) -> str:
@@ -255,7 +252,7 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
     net = derivation.network
     spec = net.spec
     t = catalog(lang)
-    layers = [_layer_entry(net, l, layer) for l, layer in enumerate(spec.layers, start=1)]
+    layers = [_layer_entry(l, layer) for l, layer in enumerate(spec.layers, start=1)]
     # Each kind beyond the dense layer, and a trainable activation (PReLU), is introduced in words where its
     # first layer appears.
     seen = {"dense"}

@@ -31,10 +31,8 @@ gives every ``dL/d(entry)`` at once in time linear in the network's size.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import math
-import operator
 import time
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -45,7 +43,7 @@ import sympy as sp
 from sympy.matrices.exceptions import ShapeError
 
 from . import formula
-from .derivation import DISTRIBUTION
+from .derivation import DISTRIBUTION, sum_of
 from .evaluate import (
     PRIME,
     Evaluator,
@@ -400,7 +398,7 @@ class _Verifier:
             note = "; every sample's targets summing to 1" if alt.assumes == DISTRIBUTION else ""
             checks.append(Check(f"{gradient_label(step.name)} ({alt.label.replace('_', ' ')})", check.ok,
                                 check.method, check.detail + note))
-            self._tick(0, 0)
+            self._tick(len(checks) + 1, total)
         return checks
 
     def _point(self, kind: str, assumes: str = "") -> tuple:
@@ -444,7 +442,7 @@ class _Verifier:
 
     def _tick(self, done, total):
         self.check_deadline()
-        if self.progress and total:
+        if self.progress:
             self.progress(done, total)
 
     def _random_array(self, field, name):
@@ -506,8 +504,8 @@ class _Verifier:
                 by_consumer.setdefault(term.upstream, []).append(term)
             for upstream, terms in by_consumer.items():
                 label = "local: loss gradient" if upstream is None else f"local: layer {terms[0].local.layer}"
-                # With a single consumer the step's own formula is what it sends back.
-                expr = step.expr if len(by_consumer) == 1 else functools.reduce(operator.add, (t.expr for t in terms))
+                # With a single consumer the step's own formula is what it sends back (the formula checked).
+                expr = step.expr if len(by_consumer) == 1 else sum_of(t.expr for t in terms)
                 groups.setdefault(label, []).append((step, dataclasses.replace(terms[0], expr=expr)))
         return list(groups.items())
 
