@@ -23,7 +23,7 @@ import sympy as sp
 
 from ..evaluate import Evaluator
 from ..expressions import LogSoftmax, Softmax
-from .semantics import Undefined
+from .semantics import Undefined, as_truth_shape
 from .tree import Node
 
 # Words for intermediate steps that a claim may treat as constants, by step kind.
@@ -67,17 +67,12 @@ def _equal_everywhere(claim, instances, truth_of) -> bool:
     for instance in instances:
         try:
             truth = np.asarray(truth_of(instance))
-            value = np.broadcast_to(_as_2d(instance.value(claim.tree)), truth.shape)
+            value = as_truth_shape(instance.value(claim.tree), truth)
         except Undefined:
             return False
         if not np.all(instance.sem.equal(value, truth)):
             return False
     return True
-
-
-def _as_2d(value):
-    value = np.asarray(value)
-    return value.reshape(1, -1) if value.ndim == 1 else value
 
 
 def _left_out_term(checker, claim, target, instances) -> str:

@@ -12,6 +12,7 @@ names too: ``eps`` (a normalization layer's epsilon), ``p`` and ``keep_prob`` (d
 
 from __future__ import annotations
 
+import functools
 import re
 
 import sympy as sp
@@ -92,7 +93,7 @@ class Names:
         found = [name for name in self.quantities if re.fullmatch(rf"{base}\d+", name)]
         return found[0] if len(found) == 1 else None
 
-    @property
+    @functools.cached_property
     def words(self) -> list[str]:
         """Multi-letter words that name something here (``xhat``, ``gamma``, ``eps``, ``lambd``): LaTeX reads
         them whole rather than as a product of letters."""

@@ -34,6 +34,14 @@ import sympy as sp
 from ..evaluate import PRIME, Evaluator, FieldBackend, Float64Backend, Mod
 
 
+def as_truth_shape(value, truth):
+    """A claim's value broadcast to the truth's shape, as NumPy would add them (a 1-D value is a row)."""
+    value = np.asarray(value)
+    if value.ndim == 1:
+        value = value.reshape(1, -1)
+    return np.broadcast_to(value, truth.shape)
+
+
 class Undefined(ArithmeticError):
     """A claim's value does not exist at a point: a division by zero, or the log of zero."""
 

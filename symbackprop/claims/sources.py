@@ -56,9 +56,9 @@ def numbered_latex_claims(text: str) -> list[Source]:
     if not blocks:
         starts = [0] + [m.end() for m in re.finditer("\n", text)]
         blocks = list(zip(starts, text.split("\n")))
-    sources = []
-    for start, block in blocks:
-        line = text.count("\n", 0, start) + 1
+    sources, line, counted = [], 1, 0
+    for start, block in blocks:  # in order: count the line breaks since the previous block only
+        line, counted = line + text.count("\n", counted, start), start
         for part in _EQUATION_BREAK.split(block):
             part = " ".join(part.replace("&", " ").split()).rstrip(".,; ")
             if "=" in part:

@@ -25,14 +25,14 @@ from ..derivation import derive
 from ..evaluate import Evaluator, Mod
 from ..expressions import Elementwise
 from ..rules import loss_rule
-from ..spec import PRESETS, RELU_GRAD_AT_ZERO_VALUES, Spec
+from ..spec import RELU_GRAD_AT_ZERO_VALUES, Spec
 from ..verify import random_float_inputs
 from .diagnose import dropout_factor, mistake
 from .errors import ClaimError
 from .explain import factor_candidates, formula, rational, relations_text, scaling_words, sizes_text
 from .names import Names
 from .parse import parse
-from .semantics import ExactField, Float64, TreeEvaluator, Undefined
+from .semantics import ExactField, Float64, TreeEvaluator, Undefined, as_truth_shape
 from .shapes import ShapeInference, ShapeMismatch, result_problem
 from .syntax import Claim
 
@@ -175,19 +175,10 @@ def _products(widths) -> int:
     return sum(N * a * b for a, b in itertools.pairwise(widths))
 
 
-def _as_truth_shape(value, truth):
-    value = np.asarray(value)
-    if value.ndim == 1:
-        value = value.reshape(1, -1)
-    return np.broadcast_to(value, truth.shape)
-
-
 class Checker:
     """Checks claims about one spec's network; derives once and keeps the instances it evaluates."""
 
     def __init__(self, spec: Spec | dict | str | None = None):
-        if isinstance(spec, str) and spec in PRESETS:
-            spec = PRESETS[spec]()
         self.derivation = derive(spec)
         self.network = self.derivation.network
         self.spec = self.network.spec
@@ -434,7 +425,7 @@ class Checker:
         """None if the claim equals the target at every instance; else (instance, claim value, truth)."""
         for instance in instances:
             truth = instance.truth(target, scale)
-            value = _as_truth_shape(instance.value(claim.tree, scale), truth)
+            value = as_truth_shape(instance.value(claim.tree, scale), truth)
             if not np.all(instance.sem.equal(value, truth)):
                 return instance, value, truth
         return None
@@ -553,7 +544,7 @@ class Checker:
         for instance in instances:
             try:
                 truth = instance.truth(target)
-                value = _as_truth_shape(instance.value(claim.tree), truth)
+                value = as_truth_shape(instance.value(claim.tree), truth)
             except Undefined:
                 return None
             nonzero = [k for k, t in enumerate(truth.flat) if t.v != 0]
@@ -630,7 +621,7 @@ class Checker:
         with np.errstate(all="ignore"):
             try:
                 truth = instance.truth(target).astype(float)
-                value = _as_truth_shape(instance.value(claim.tree), truth).astype(float)
+                value = as_truth_shape(instance.value(claim.tree), truth).astype(float)
             except (ArithmeticError, ValueError, TypeError):
                 return None
         return value, truth
