@@ -39,7 +39,7 @@ def read_bytes(path: str | os.PathLike, *, limit: int = MAX_INPUT_BYTES) -> byte
     except FileNotFoundError:
         raise InputFileError(name, "file not found") from None
     except (OSError, ValueError) as error:
-        raise InputFileError(name, f"cannot open: {_reason(error)}") from None
+        raise InputFileError(name, f"cannot open: {reason(error)}") from None
     try:
         mode = os.fstat(fd).st_mode
         for test, what in _NOT_REGULAR:
@@ -48,7 +48,7 @@ def read_bytes(path: str | os.PathLike, *, limit: int = MAX_INPUT_BYTES) -> byte
         with os.fdopen(fd, "rb", closefd=False) as handle:
             return read_limited(handle, name, limit=limit)
     except OSError as error:
-        raise InputFileError(name, f"cannot read: {_reason(error)}") from None
+        raise InputFileError(name, f"cannot read: {reason(error)}") from None
     finally:
         os.close(fd)
 
@@ -78,5 +78,6 @@ def read_text(path: str | os.PathLike, *, limit: int = MAX_INPUT_BYTES) -> str:
     return decode_text(read_bytes(path, limit=limit), os.fsdecode(path))
 
 
-def _reason(error: Exception) -> str:
+def reason(error: Exception) -> str:
+    """Why an operating-system call failed, in its own words (``No such file or directory``)."""
     return error.strerror if isinstance(error, OSError) and error.strerror else str(error)

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import OutputError, allowed
+from .files import reason
 from .formats import ALIASES, DEFAULT_NAME, FORMATS, TEX_FORMATS, file_name
 
 STDOUT = "-"
@@ -112,7 +113,7 @@ def write_outputs(derivation, report, formats: str, out_dir: str, *, force: bool
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OutputError(f"--out: cannot create {directory}: {_reason(error)}") from None
+        raise OutputError(f"--out: cannot create {directory}: {reason(error)}") from None
     staged = []
     try:
         for path, text in zip(targets, texts):
@@ -126,7 +127,7 @@ def write_outputs(derivation, report, formats: str, out_dir: str, *, force: bool
         for temporary in staged:
             Path(temporary).unlink(missing_ok=True)
         if isinstance(error, OSError):
-            raise OutputError(f"cannot write to {directory}: {_reason(error)}") from None
+            raise OutputError(f"cannot write to {directory}: {reason(error)}") from None
         raise
     return [str(path) for path in targets]
 
@@ -144,7 +145,7 @@ def write_stream(text: str, *, err: bool = False) -> None:
         stream.flush()
     except OSError as error:
         _discard(stream)
-        raise OutputError(f"cannot write to {name}: {_reason(error)}") from None
+        raise OutputError(f"cannot write to {name}: {reason(error)}") from None
 
 
 def _discard(stream) -> None:
@@ -193,7 +194,7 @@ def _exists(path: Path) -> bool:
     except (FileNotFoundError, NotADirectoryError):
         return False
     except (OSError, ValueError) as error:
-        raise OutputError(f"--out: cannot use {path}: {_reason(error)}") from None
+        raise OutputError(f"--out: cannot use {path}: {reason(error)}") from None
     return True
 
 
@@ -273,6 +274,3 @@ def _mode(path: Path) -> int:
         os.umask(umask)
         return 0o666 & ~umask
 
-
-def _reason(error: Exception) -> str:
-    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)

@@ -9,9 +9,10 @@ import re
 import sys
 from dataclasses import dataclass
 
+from ..files import MAX_INPUT_BYTES, reason
 from .errors import ClaimError
 
-MAX_FILE_BYTES = 1 << 20  # 1 MiB
+MAX_FILE_BYTES = MAX_INPUT_BYTES  # a claims file's limit: the one every input file has
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def read_claims_file(path: str) -> str:
             with open(path, "rb") as handle:
                 data = handle.read(MAX_FILE_BYTES + 1)
     except OSError as error:
-        raise ClaimError(f"{name}: cannot read: {error.strerror or error}") from None
+        raise ClaimError(f"{name}: cannot read: {reason(error)}") from None
     if len(data) > MAX_FILE_BYTES:
         raise ClaimError(f"{name}: larger than the {MAX_FILE_BYTES // (1 << 20)} MiB limit for a claims file")
     try:
