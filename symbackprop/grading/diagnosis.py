@@ -16,7 +16,6 @@ from collections import ChainMap
 from dataclasses import dataclass
 
 import numpy as np
-import sympy as sp
 
 from ..evaluate import Evaluator, Float64Backend
 from .mistakes import Catalogue, Mutation
@@ -50,13 +49,13 @@ class Passes:
     input's name). Only the steps that a mutation changes, and those computed from them, are evaluated again.
     """
 
-    def __init__(self, derivation, instances, returned: dict):
+    def __init__(self, derivation, instances, returned: dict, reads: dict):
         self.steps = derivation.backward
         self.instances = instances
         self.returned = returned
         self.symbols = {name: derivation.step(step).symbol.name for name, step in returned.items()}
-        names = {step.symbol.name for step in self.steps}
-        self.reads = {step.name: {m.name for m in step.expr.atoms(sp.MatrixSymbol)} & names for step in self.steps}
+        self.reads = reads  # step -> the gradients its formula reads (the catalogue's)
+        self.atol = [atol(instance, self.symbols) for instance in instances]
         self.memo = {}
 
     def values(self, mutations: tuple, index: int) -> dict | None:
@@ -109,7 +108,7 @@ class Search:
         self.catalogue, self.passes, self.observed = catalogue, passes, observed
         self.wrong, self.correct = frozenset(wrong), frozenset(correct)
         self.target = self.wrong | self.correct
-        self.atol = {i: atol(passes.instances[i], passes.symbols) for i in observed}
+        self.atol = passes.atol
         # per instance, the gradients the student's value agrees with the expected one (or is not compared)
         self.agrees = {i: {name for name in self.target if observed[i].get(name) is None
                            or same(observed[i][name], self._expected(name, i), self.atol[i])} for i in observed}

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..derivation import derive
 from ..errors import SymbackpropError
-from .diagnosis import Passes, Search, atol, same
+from .diagnosis import Passes, Search, same
 from .instances import build_instances, reference_module
 from .mistakes import Catalogue
 from .report import Grade, GradientVerdict
@@ -47,7 +47,7 @@ class Grader:
         names = self.reference.backward(*_copies(first.params, first.cache, first.targets))
         returned = {name: net.input_name if name == "X" else name for name in names}
         self.order = sorted(returned, key=lambda name: self.catalogue.index[returned[name]])
-        self.passes = Passes(self.derivation, self.instances, returned)
+        self.passes = Passes(self.derivation, self.instances, returned, self.catalogue.reads)
 
     def grade(self, path, function: str = "backward") -> Grade:
         """Grade the function ``function`` of the Python file at ``path``."""
@@ -204,7 +204,7 @@ class _Judgement:
         return "", None
 
     def _atol(self, index) -> float:
-        return atol(self.instances[index], self.grader.passes.symbols)
+        return self.grader.passes.atol[index]
 
     def _difference(self, name, index, array, expected) -> str:
         label = self.instances[index].label
