@@ -515,16 +515,20 @@ def _check_name(name: str, t: dict, functions: dict) -> str:
     return f"`{name}`"
 
 
+def method_text(method: str, t: dict) -> str:
+    """A verification method in the catalog's words (``expand``: exact expansion ...), else its own name."""
+    return t.get("method_" + re.sub(r"\W", "_", method), f"`{method}`")
+
+
 def verification_rows(report, t: dict, network) -> list[dict]:
     """One row per check: the formula (``name``, TeX/Markdown-ready), ``ok``, the method as a catalog sentence
     (``method``) and the relative error of the finite-difference sanity check where the report gives one
     (``fd``, math)."""
     rows, functions = [], _function_names(network)
     for check in report.checks:
-        method_key = "method_" + re.sub(r"\W", "_", check.method)
         fd = _FD_ERROR.search(check.detail)
         rows.append({"name": _check_name(check.name, t, functions), "ok": check.ok,
-                     "method": t.get(method_key, f"`{check.method}`"),
+                     "method": method_text(check.method, t),
                      "fd": f"${scientific(float(fd.group(1)))}$" if fd else ""})
     return rows
 
@@ -533,11 +537,6 @@ def witness_text(report) -> str:
     """The sizes the verifier used, as math: ``N = 2, n_{0} = 3, ...``."""
     return ", ".join(f"{latex_name(key) if not key.startswith('n_') else f'n_{{{key[2:]}}}'} = {value}"
                      for key, value in report.witness.items())
-
-
-def loss_text(network) -> str:
-    """The loss as LaTeX: ``L = ...``."""
-    return f"L = {latex(network.steps[-1].expr)}"
 
 
 # -- the network picture --------------------------------------------------------------------------------------
@@ -568,7 +567,7 @@ def layer_summary(network, index: int) -> dict:
 def _source_layer(network, source: str | None) -> int | None:
     if source is None:
         return None
-    return 0 if source == network.input_name else next(step.layer for step in network.steps if step.name == source)
+    return 0 if source == network.input_name else network.step(source).layer
 
 
 def diagram(network) -> dict:
@@ -686,7 +685,6 @@ def lecture_context(derivation, *, t: dict, lang: str, report, batch: int, optio
         "hangul": lang == "ko" or _has_hangul(network.spec.title, *page.values()),
         "notation": notation_math(network), "symbols": symbol_rows(network, derivation, t),
         "activations": [_activation_view(note, t) for note in activation_notes(network)],
-        "loss_latex": loss_text(network),
         "diagram": diagram(network), "chain_example": chain_example(derivation),
         "layer_rows": [layer_summary(network, index) for index in range(network.depth + 1)],
         "layer_indices": sorted({step.layer for step in network.steps}),

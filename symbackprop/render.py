@@ -21,13 +21,13 @@ from .errors import LINE_BREAKING, one_line
 from .expressions import Elementwise
 from .formats import ALIASES, FORMATS, LANGUAGES
 from .layers import LAYER_KINDS
-from .lecture import LectureOptions, lecture_context
+from .lecture import LectureOptions, lecture_context, method_text
 from .mathsize import measure
 from .printing import latex, latex_name, shape_latex
 from .rules import TRAINABLE_ACTIVATIONS, activation_rule, loss_rule
 from .slides import display, plan, side_by_side
 from .tex_text import tex_escape
-from .verify import gradient_label
+from .verify import form_check_name
 
 # The width (pt) of the article's local-gradient column; a wider formula gets a row of its own.
 LOCAL_TABLE_WIDTH = 170
@@ -153,13 +153,12 @@ def _needs_brackets(expr) -> bool:
 def _alternative(step, alt, t: dict, report) -> dict:
     """A shorter form of a backward step as the documents show it: its name and introduction, the formula,
     the assumption it needs, and what the verifier found (its report row ``dL/d<name> (<label>)``)."""
-    row = f"{gradient_label(step.name)} ({alt.label.replace('_', ' ')})"
+    row = form_check_name(step.name, alt.label)
     check = next((check for check in report.checks if check.name == row), None) if report else None
-    method_key = "method_" + re.sub(r"\W", "_", check.method) if check else ""
     return {"label": alt.label, "title": t[f"form_{alt.label}"], "intro": t[f"form_{alt.label}_intro"],
             "rhs": latex(alt.expr), "assumes": alt.assumes,
             "assumption": t[f"form_assumes_{alt.assumes}"] if alt.assumes else "",
-            "proof": "" if check is None else (t["form_proved"].format(method=t.get(method_key, f"`{check.method}`"))
+            "proof": "" if check is None else (t["form_proved"].format(method=method_text(check.method, t))
                                                if check.ok else t["form_failed"])}
 
 

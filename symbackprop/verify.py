@@ -136,6 +136,11 @@ def gradient_label(name: str) -> str:
     return f"dL/d{name}"
 
 
+def form_check_name(name: str, label: str) -> str:
+    """The report row of a shorter form of ``dL/d<name>``: ``dL/dZ3 (fused softmax cross entropy)``."""
+    return f"{gradient_label(name)} ({label.replace('_', ' ')})"
+
+
 def verify(derivation, *, batch: int | None = None, budget: float | None = None, seed: int = 0,
            progress=None) -> Report:
     """Verify every formula of ``derivation``.
@@ -396,8 +401,7 @@ class _Verifier:
         for step, alt in alternatives:
             check = self._decide(step.name, f"{step.symbol.name}@{alt.label}", alt.assumes)
             note = "; every sample's targets summing to 1" if alt.assumes == DISTRIBUTION else ""
-            checks.append(Check(f"{gradient_label(step.name)} ({alt.label.replace('_', ' ')})", check.ok,
-                                check.method, check.detail + note))
+            checks.append(Check(form_check_name(step.name, alt.label), check.ok, check.method, check.detail + note))
             self._tick(len(checks) + 1, total)
         return checks
 
