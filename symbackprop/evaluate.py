@@ -157,12 +157,20 @@ class _Common:
     def loss(self, evaluator, node):
         return evaluator(node.definition)[0, 0]
 
-    def derivative(self, node, z):
-        """``f'(z)`` for a function whose derivative is known from its value (``EXACT_DERIVATIVES``), or None."""
-        rule = EXACT_DERIVATIVES.get(node.key) if node.order == 1 else None
-        if rule is None:
-            return None
-        return self.elementwise(lambda x: rule(self.apply((node.key, 0), x), x), z)
+    def activation(self, node, z):
+        return self.elementwise(lambda x: self.opaque(node.key, node.order, x), z)
+
+    def exp(self, x):
+        return self.elementwise(lambda v: self.apply("exp", v), x)
+
+    def log(self, x):
+        return self.elementwise(lambda v: self.apply("log", v), x)
+
+    def opaque(self, key, order: int, x):
+        """``f(x)`` or ``f'(x)`` of an opaque function, a value per argument; ``f'`` is written with ``f`` where
+        the rule knows it (``EXACT_DERIVATIVES``: sigmoid, tanh, rsqrt)."""
+        rule = EXACT_DERIVATIVES.get(key) if order == 1 else None
+        return rule(self.apply((key, 0), x), x) if rule is not None else self.apply((key, order), x)
 
 
 class Float64Backend:
@@ -293,16 +301,6 @@ class FieldBackend(_Common):
             self.table[key] = self.random()
         return self.table[key]
 
-    def activation(self, node, z):
-        known = self.derivative(node, z)
-        return known if known is not None else self.elementwise(lambda x: self.apply((node.key, node.order), x), z)
-
-    def exp(self, x):
-        return self.elementwise(lambda v: self.apply("exp", v), x)
-
-    def log(self, x):
-        return self.elementwise(lambda v: self.apply("log", v), x)
-
     def reciprocal(self, x):
         return self.elementwise(lambda v: v ** -1, x)
 
@@ -323,16 +321,6 @@ class SymbolicBackend(_Common):
             self.table[(key, x)] = se.Symbol(f"{'_'.join(map(str, key)) if isinstance(key, tuple) else key}"
                                              f"_{len(self.table)}")
         return self.table[(key, x)]
-
-    def activation(self, node, z):
-        known = self.derivative(node, z)
-        return known if known is not None else self.elementwise(lambda x: self.apply((node.key, node.order), x), z)
-
-    def exp(self, x):
-        return self.elementwise(lambda v: self.apply("exp", v), x)
-
-    def log(self, x):
-        return self.elementwise(lambda v: self.apply("log", v), x)
 
     def reciprocal(self, x):
         return self.elementwise(lambda v: self.apply("inverse", v), x)
@@ -399,12 +387,12 @@ class Valuation:
             return self.backend.apply("log", self(node.args[0]))
         if kind == "Derivative":  # f'(x) at a symbol x
             function, variable = node.args
-            return self._derivative(function.get_name(), self(variable))
+            return self.backend.opaque(function.get_name(), 1, self(variable))
         if kind == "Subs":
             derivative, _, point = node.args
             function = derivative.args[0]
             assert len(derivative.args) == 2, "only first derivatives of activations appear"
-            return self._derivative(function.get_name(), self(point))
+            return self.backend.opaque(function.get_name(), 1, self(point))
         raise TypeError(f"cannot evaluate {kind} node {node}")
 
     def _power(self, value, k: int):
@@ -428,8 +416,3 @@ class Valuation:
             result = result * factor
         return result
 
-    def _derivative(self, name, x):
-        """``f'(x)`` of an opaque function: from its value where the rule is known, else opaque itself."""
-        if name in EXACT_DERIVATIVES:
-            return EXACT_DERIVATIVES[name](self.backend.apply((name, 0), x), x)
-        return self.backend.apply((name, 1), x)
