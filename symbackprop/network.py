@@ -14,7 +14,7 @@ import sympy as sp
 
 from .expressions import LossValue
 from .layers import LAYER_KINDS, Local
-from .rules import LossTerms, l2_coefficient, loss_rule
+from .rules import LossTerms, l2_coefficient, loss_rule, per_sample_total
 from .spec import Spec
 
 
@@ -212,8 +212,8 @@ class Builder:
         return v * sp.OneMatrix(1, n) if self.batch_first else sp.OneMatrix(n, 1) * v
 
     def per_sample_total(self, M, n):
-        """Each sample's sum of ``M``, repeated over its ``n`` features: ``M 1_n 1_n^T`` (``1_n 1_n^T M``)."""
-        return M * sp.OneMatrix(n, n) if self.batch_first else sp.OneMatrix(n, n) * M
+        """Each sample's sum of ``M``, repeated over its ``n`` features (see ``rules.per_sample_total``)."""
+        return per_sample_total(M, n, self.batch_first)
 
 
 def _width_symbols(spec: Spec) -> list[sp.Symbol]:

@@ -291,6 +291,11 @@ def _number(value) -> float:
     return int(value) if value.is_integer else float(value)
 
 
+def per_sample_total(M, n, batch_first: bool):
+    """Each sample's sum of ``M``, repeated over its ``n`` entries: ``M 1_n 1_n^T`` (column layout: ``1_n 1_n^T M``)."""
+    return M * sp.OneMatrix(n, n) if batch_first else sp.OneMatrix(n, n) * M
+
+
 class LossTerms:
     """Layout-aware pieces for writing a loss on predictions ``Y`` and targets ``T`` (N x k or k x N)."""
 
@@ -313,7 +318,7 @@ class LossTerms:
 
     def per_sample_total(self, M):
         """Each sample's sum of ``M``, repeated over that sample's entries (``M 1_k 1_k^T``)."""
-        return M * sp.OneMatrix(self.k, self.k) if self.batch_first else sp.OneMatrix(self.k, self.k) * M
+        return per_sample_total(M, self.k, self.batch_first)
 
     def total(self, M):
         """The sum of all entries of ``M`` as a 1 x 1 matrix."""
@@ -363,10 +368,14 @@ class LossRule:
         return scaled(coefficient, self.gradient(terms, self.parameters(settings.parameters)))
 
 
+def _hinge_margins(c, p):
+    """Each score minus the score of its sample's true class, plus the margin."""
+    return c.Y - c.per_sample_total(sp.hadamard_product(c.Y, c.T)) + _rational(p["margin"]) * c.ones
+
+
 def _hinge_indicator(c, p):
     """Where a wrong class's margin is violated: ``(1 - T) ⊙ step(Y - score of the true class + margin)``."""
-    margins = c.Y - c.per_sample_total(sp.hadamard_product(c.Y, c.T)) + _rational(p["margin"]) * c.ones
-    step = _relu_node(margins, 1, p["hinge_grad_at_zero"])
+    step = _relu_node(_hinge_margins(c, p), 1, p["hinge_grad_at_zero"])
     return sp.hadamard_product(c.ones - c.T, step)
 
 
@@ -434,9 +443,7 @@ LOSS_RULES: dict[str, LossRule] = {
         LossRule(
             "hinge",
             r"\left(1 - Y_{true,ij}\right) \max\left(0,\ Y_{pred,ij} - \sum_{m} Y_{true,im} Y_{pred,im} + \Delta\right)",
-            lambda c, p: sp.hadamard_product(
-                c.ones - c.T, _relu_node(c.Y - c.per_sample_total(sp.hadamard_product(c.Y, c.T))
-                                         + _rational(p["margin"]) * c.ones, 0, p["hinge_grad_at_zero"])),
+            lambda c, p: sp.hadamard_product(c.ones - c.T, _relu_node(_hinge_margins(c, p), 0, p["hinge_grad_at_zero"])),
             lambda c, p: _hinge_indicator(c, p) - sp.hadamard_product(c.T, c.per_sample_total(_hinge_indicator(c, p))),
             "(1 - Y_true) * np.maximum(Y_pred - (Y_pred * Y_true).sum(axis=1, keepdims=True) + {margin}, 0)",
             "batch_mean", reductions=("sum", "batch_mean"), targets="one_hot", min_outputs=2,
@@ -476,7 +483,7 @@ def l2_coefficient(settings: LossSettings, N):
 def loss_definition(node) -> sp.MatrixExpr:
     """A ``LossValue`` as a 1 x 1 matrix expression: the scaled sum of its term plus the L2 penalty."""
     settings, terms = node.settings, loss_terms(node)
-    N = terms.Y.shape[0] if terms.batch_first else terms.Y.shape[1]
+    N = terms.N
     rule = LOSS_RULES[settings.rule]
     value = loss_coefficient(settings, N, terms.k) * terms.total(rule.term(terms, rule.parameters(settings.parameters)))
     for W in node.weights:
