@@ -83,7 +83,8 @@ class _Module:
     def __init__(self, derivation):
         self.d, self.net = derivation, derivation.network
         net = self.net
-        self.widths = dict(zip(net.widths, net.spec.sizes))
+        self.widths = net.sizes(0, net.spec.sizes)
+        del self.widths[net.N]
         self.sizes = {**self.widths, net.N: "N"}
         names = {*net.inputs, *(s.name for s in net.steps), *(s.symbol.name for s in derivation.backward)}
         self.names = _Names(names)

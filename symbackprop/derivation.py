@@ -216,7 +216,7 @@ class _Walk:
         rule = loss_rule(settings)
         Y, T = loss.expr.prediction, loss.expr.target
         terms = loss_terms(loss.expr)
-        k = loss_coefficient(settings, net.N, terms.k)
+        k = loss_coefficient(settings, terms.N, terms.k)
         if rule.simplified is not None:
             extra.setdefault(last.name, []).append(
                 ("targets_sum_to_one", (None,), scaled(k, rule.simplified(terms, settings.parameters)), DISTRIBUTION))

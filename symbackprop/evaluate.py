@@ -98,6 +98,26 @@ class Evaluator:
     def _LogSoftmax(self, expr):
         return self.backend.log_softmax(self(expr.arg), expr.axis)
 
+    def _CausalSoftmax(self, expr):
+        return self.backend.softmax(self(expr.arg), expr.axis, causal=True)
+
+    def _Block(self, expr):
+        value = self(expr.arg)
+        width = value.shape[expr.axis] // expr.count
+        index = slice(expr.index * width, (expr.index + 1) * width)
+        return value[index] if expr.axis == 0 else value[:, index]
+
+    def _Place(self, expr):
+        value = self(expr.arg)
+        full = self.backend.ones(self._shape(expr)) * self.backend.scalar(0)
+        width = value.shape[expr.axis]
+        index = slice(expr.index * width, (expr.index + 1) * width)
+        if expr.axis == 0:
+            full[index] = value
+        else:
+            full[:, index] = value
+        return full
+
     def _LossValue(self, expr):
         return self.backend.loss(self, expr)
 
@@ -147,8 +167,10 @@ class _Common:
     def power(self, array, k: int):
         return self.elementwise(lambda v: v ** k, array) if k >= 0 else self.power(self.reciprocal(array), -k)
 
-    def softmax(self, x, axis):
+    def softmax(self, x, axis, causal=False):
         e = self.exp(x)
+        if causal:  # exp(-inf) = 0 above the diagonal
+            e = e * np.tril(np.ones(x.shape, dtype=int))
         return e * self.reciprocal(e.sum(axis=axis, keepdims=True))
 
     def log_softmax(self, x, axis):
@@ -197,7 +219,9 @@ class Float64Backend:
     def reciprocal(self, x):
         return 1.0 / x
 
-    def softmax(self, x, axis):
+    def softmax(self, x, axis, causal=False):
+        if causal:
+            x = np.where(np.tril(np.ones(x.shape, dtype=bool)), x, -np.inf)
         e = np.exp(x - x.max(axis=axis, keepdims=True))
         return e / e.sum(axis=axis, keepdims=True)
 
@@ -323,7 +347,10 @@ class SymbolicBackend(_Common):
         return self.table[(key, x)]
 
     def reciprocal(self, x):
-        return self.elementwise(lambda v: self.apply("inverse", v), x)
+        """An opaque inverse, except of a single ``exp`` (never 0), whose inverse cancels it: a causal softmax's
+        first row is ``e / e = 1``, as direct differentiation finds."""
+        exps = {value for (key, _), value in self.table.items() if key == "exp"}
+        return self.elementwise(lambda v: v ** -1 if v in exps else self.apply("inverse", v), x)
 
 
 class OracleBackend(_Common):

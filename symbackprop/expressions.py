@@ -125,3 +125,42 @@ class LossValue(sp.Expr):
         from .rules import loss_definition
 
         return loss_definition(self)
+
+
+class _Blocks(MatrixExpr):
+    """A linear operator on equal blocks along an axis (0: row blocks, 1: column blocks): ``count`` blocks,
+    this one at ``index`` (0-based)."""
+
+    def __new__(cls, arg, index, count, axis):
+        return super().__new__(cls, arg, sp.Integer(index), sp.Integer(count), sp.Integer(axis))
+
+    arg = property(lambda self: self.args[0])
+    index = property(lambda self: int(self.args[1]))
+    count = property(lambda self: int(self.args[2]))
+    axis = property(lambda self: int(self.args[3]))
+
+
+class Block(_Blocks):
+    """Block ``index`` of ``count`` equal blocks of ``arg`` along ``axis``: an LSTM gate's columns of the
+    stacked pre-activations, a head's columns of ``W_q``, step ``t``'s rows of a sequence stacked by time.
+    Its adjoint is ``Place``."""
+
+    @property
+    def shape(self):
+        rows, cols = self.arg.shape
+        return (rows / self.count, cols) if self.axis == 0 else (rows, cols / self.count)
+
+
+class Place(_Blocks):
+    """``arg`` put at block ``index`` of ``count`` along ``axis``, zeros elsewhere: the adjoint of ``Block``.
+    A sum of one ``Place`` per block is a concatenation."""
+
+    @property
+    def shape(self):
+        rows, cols = self.arg.shape
+        return (rows * self.count, cols) if self.axis == 0 else (rows, cols * self.count)
+
+
+class CausalSoftmax(Softmax):
+    """Softmax over each row's entries at or left of the diagonal (a position attends to itself and earlier
+    ones); the entries above it are 0, as if their scores were -inf."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .expressions import Elementwise, LogSoftmax, Softmax
+from .expressions import Block, CausalSoftmax, Elementwise, LogSoftmax, Place, Softmax
 from .rules import LOG_PROBABILITIES, PROBABILITIES, REAL, TRAINABLE_ACTIVATIONS, scaled
 
 
@@ -87,15 +87,16 @@ def _dense(b, layer, l, source, out):
     n_in, n_out = b.width_of(source), b.new_width(l)
     W = b.parameter(f"W{l}", (n_in, n_out) if b.batch_first else (n_out, n_in), "weight", fan_in=n_in)
     bias = b.parameter(f"b{l}", b.feature_shape(n_out), "bias") if layer.bias else None
+    rows = A.shape[0] if b.batch_first else A.shape[1]  # N samples, or T N stacked steps of a sequence
     if b.batch_first:
         linear = A * W
-        locals_ = [left(W.name, A.T), *([left(bias.name, sp.OneMatrix(1, b.N))] if bias else []),
+        locals_ = [left(W.name, A.T), *([left(bias.name, sp.OneMatrix(1, rows))] if bias else []),
                    right(source, W.T)]
     else:
         linear = W * A
-        locals_ = [right(W.name, A.T), *([right(bias.name, sp.OneMatrix(b.N, 1))] if bias else []),
+        locals_ = [right(W.name, A.T), *([right(bias.name, sp.OneMatrix(rows, 1))] if bias else []),
                    left(source, W.T)]
-    Z = b.step(f"Z{l}", linear + b.broadcast_batch(bias) if bias else linear, l, "linear", locals_)
+    Z = b.step(f"Z{l}", linear + b.broadcast_batch(bias, rows) if bias else linear, l, "linear", locals_)
     _activate(b, layer, l, Z, out)
 
 
@@ -251,3 +252,189 @@ FUSIONS: dict[tuple[str, str], Fusion] = {
                                            - T),
         lambda Y, T, c, k, operand: scaled(k, Softmax(operand, c.axis) - T)),
 }
+
+
+# -- embeddings, attention, recurrence ----------------------------------------------------------------------
+# Sizes beside the widths at witness sizes: a vocabulary unlike the batch (2) and every witness width (3-8),
+# and a head width that is a perfect square, so that the attention scale 1/sqrt(d) stays rational.
+WITNESS_VOCAB = 9
+WITNESS_HEAD_SIZE = 4
+WITNESS_EMBEDDING = 3
+# These kinds are batch-first only. A sequence of T steps is one matrix of T N rows stacked by step (rows
+# t N .. (t + 1) N - 1 are step t), so a layer that acts row by row (dense, an activation, an embedding) acts
+# on every step at once, and a recurrent layer reads step t as ``Block(X, t, T, 0)``.
+
+def _embedding(b, layer, l, source, out):
+    """``E = onehot(X) C``: each of the k ids of a sample picks a row of ``C``, and the k rows are concatenated
+    (``E = [onehot(X_1) C, ..., onehot(X_k) C]``); ``dC = onehot(X)ᵀ dE`` is a scatter-add of rows."""
+    X = b.value(source)
+    k = layer.context
+    V = X.shape[1] / k
+    # With k > 1 the output is k embeddings wide: its width is k e_l, e_l the embedding width.
+    width = b.new_width(l) if k == 1 else b.size(f"e_{l}", layer.size, WITNESS_EMBEDDING)
+    C = b.parameter(f"C{l}", (V, width), "embedding")
+    if k == 1:
+        b.step(out, X * C, l, "embedding", [left(C.name, X.T)])
+        return
+    pieces = [Block(X, j, k, 1) for j in range(k)]
+    b.step(out, sp.MatAdd(*(Place(piece * C, j, k, 1) for j, piece in enumerate(pieces))), l, "embedding",
+           [vjp(C.name, lambda G: sp.MatAdd(*(piece.T * Block(G, j, k, 1) for j, piece in enumerate(pieces))))])
+
+
+def _attention(b, layer, l, source, out):
+    """Scaled dot-product self-attention over the rows (positions) of one sequence, ``heads`` heads, each a
+    column block of ``Wq``, ``Wk``, ``Wv``; heads concatenated and projected by ``Wo``."""
+    X = b.value(source)
+    d_in, n_out, H = b.width_of(source), b.new_width(l), layer.heads
+    dk = b.size(f"d_{l}", layer.head_size, WITNESS_HEAD_SIZE)
+    rows = X.shape[0]
+    scale = 1 / sp.sqrt(dk)
+    projections = {}
+    for name in ("q", "k", "v"):
+        W = b.parameter(f"W{name}{l}", (d_in, H * dk), "weight", fan_in=d_in)
+        bias = b.parameter(f"b{name}{l}", (1, H * dk), "bias") if layer.bias else None
+        projections[name] = (W, bias)
+    heads = []
+    for h in range(H):
+        suffix = f"_{h + 1}" if H > 1 else ""
+        values = {}
+        for name, (W, bias) in projections.items():
+            part = Block(W, h, H, 1)
+            expr = X * part
+            locals_ = [vjp(W.name, lambda G, h=h: Place(X.T * G, h, H, 1)), right(source, part.T)]
+            if bias is not None:
+                expr += b.broadcast_batch(Block(bias, h, H, 1), rows)
+                locals_.append(vjp(bias.name, lambda G, h=h: Place(b.batch_sum(G), h, H, 1)))
+            values[name] = b.step(f"{name.upper()}{l}{suffix}", expr, l, "projection", locals_)
+        Q, K, V = values["q"], values["k"], values["v"]
+        S = b.step(f"S{l}{suffix}", scale * Q * K.T, l, "scores",
+                   [right(Q.name, scale * K), vjp(K.name, lambda G, Q=Q: scale * G.T * Q)])
+        softmax = CausalSoftmax if layer.causal else Softmax
+        P = b.step(f"P{l}{suffix}", softmax(S, 1), l, "attention_weights",
+                   lambda P: [vjp(S.name, lambda G, P=P: sp.hadamard_product(
+                       P, G - b.per_sample_total(sp.hadamard_product(G, P), rows)))])
+        heads.append(b.step(f"O{l}{suffix}", P * V, l, "attention_output", [right(P.name, V.T), left(V.name, P.T)]))
+    if H > 1:
+        O = b.step(f"O{l}", sp.MatAdd(*(Place(O_h, h, H, 1) for h, O_h in enumerate(heads))), l, "concatenate",
+                   [vjp(O_h.name, lambda G, h=h: Block(G, h, H, 1)) for h, O_h in enumerate(heads)])
+    else:
+        O = heads[0]
+    Wo = b.parameter(f"Wo{l}", (H * dk, n_out), "weight", fan_in=H * dk)
+    bo = b.parameter(f"bo{l}", (1, n_out), "bias") if layer.bias else None
+    locals_ = [left(Wo.name, O.T), right(O.name, Wo.T)]
+    expr = O * Wo
+    if bo is not None:
+        expr += b.broadcast_batch(bo, rows)
+        locals_.append(left(bo.name, sp.OneMatrix(1, rows)))
+    b.step(out, expr, l, "linear", locals_)
+
+
+def _recurrent(cell: str):
+    """An ``rnn``, ``lstm`` or ``gru`` layer unrolled over the spec's ``steps``, its initial state zero; its
+    output is the last state (``return = "last"``) or every state stacked by step (``"all"``)."""
+
+    blocks = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+
+    def build(b, layer, l, source, out):
+        X = b.value(source)
+        T = b.spec.input.steps
+        d, h = b.width_of(source), b.new_width(l)
+        N = X.shape[0] / T
+        Wx = b.parameter(f"Wx{l}", (d, blocks * h), "weight", fan_in=d)
+        Wh = b.parameter(f"Wh{l}", (h, blocks * h), "weight", fan_in=h)
+        biases = ([b.parameter(f"bx{l}", (1, blocks * h), "bias"), b.parameter(f"bh{l}", (1, blocks * h), "bias")]
+                  if cell == "gru" else [b.parameter(f"b{l}", (1, blocks * h), "bias")])
+        states, cell_state = [], None
+        for t in range(1, T + 1):
+            x = Block(X, t - 1, T, 0)
+            previous = states[-1] if states else None
+            read_x = [left(Wx.name, x.T),
+                      vjp(source, lambda G, t=t: Place(G * Wx.T, t - 1, T, 0))]
+            read_h = [] if previous is None else [left(Wh.name, previous.T), right(previous.name, Wh.T)]
+            if cell == "gru":
+                bx, bh = biases
+                AX = b.step(f"AX{l}_{t}", x * Wx + b.broadcast_batch(bx, N), l, "linear",
+                            [*read_x, left(bx.name, sp.OneMatrix(1, N))])
+                hidden = b.broadcast_batch(bh, N) if previous is None else previous * Wh + b.broadcast_batch(bh, N)
+                AH = b.step(f"AH{l}_{t}", hidden, l, "linear", [*read_h, left(bh.name, sp.OneMatrix(1, N))])
+                state = _gru_cell(b, l, t, AX, AH, previous)
+            else:
+                (bias,) = biases
+                linear = x * Wx + b.broadcast_batch(bias, N)
+                if previous is not None:
+                    linear = x * Wx + previous * Wh + b.broadcast_batch(bias, N)
+                A = b.step(f"{'Z' if cell == 'rnn' else 'A'}{l}_{t}", linear, l, "linear",
+                           [*read_x, *read_h, left(bias.name, sp.OneMatrix(1, N))])
+                if cell == "rnn":
+                    f = Elementwise("tanh", A)
+                    state = b.step(f"h{l}_{t}", f, l, "activation", [elementwise(A.name, f.derivative())])
+                else:
+                    state, cell_state = _lstm_cell(b, l, t, A, cell_state)
+            states.append(state)
+        if layer.returns == "last":
+            b.step(out, states[-1], l, "state", [identity(states[-1].name)])
+        else:
+            b.step(out, sp.MatAdd(*(Place(s, t, T, 0) for t, s in enumerate(states))), l, "states",
+                   [vjp(s.name, lambda G, t=t: Block(G, t, T, 0)) for t, s in enumerate(states)])
+
+    return build
+
+
+def _lstm_cell(b, l, t, A, previous_cell):
+    """CS231n's LSTM step: gates i, f, o, g from the four column blocks of ``A``; ``c = f ⊙ c' + i ⊙ g``,
+    ``h = o ⊙ tanh(c)``."""
+    gates = {}
+    for index, (name, function) in enumerate((("i", "sigmoid"), ("f", "sigmoid"), ("o", "sigmoid"), ("g", "tanh"))):
+        if name == "f" and previous_cell is None:
+            continue  # the forget gate multiplies c_0 = 0: it has no effect at the first step
+        f = Elementwise(function, Block(A, index, 4, 1))
+        gates[name] = b.step(f"{name}{l}_{t}", f, l, "gate",
+                             [vjp(A.name, lambda G, f=f, index=index: Place(sp.hadamard_product(G, f.derivative()),
+                                                                           index, 4, 1))])
+    i, o, g = gates["i"], gates["o"], gates["g"]
+    new = sp.hadamard_product(i, g)
+    locals_ = [elementwise(i.name, g), elementwise(g.name, i)]
+    if previous_cell is not None:
+        f = gates["f"]
+        new = sp.hadamard_product(f, previous_cell) + new
+        locals_ += [elementwise(f.name, previous_cell), elementwise(previous_cell.name, f)]
+    c = b.step(f"c{l}_{t}", new, l, "cell", locals_)
+    squashed = Elementwise("tanh", c)
+    h = b.step(f"h{l}_{t}", sp.hadamard_product(o, squashed), l, "state",
+               [elementwise(o.name, squashed), elementwise(c.name, sp.hadamard_product(o, squashed.derivative()))])
+    return h, c
+
+
+def _gru_cell(b, l, t, AX, AH, previous):
+    """PyTorch's GRU step: ``r, z = sigmoid``, ``n = tanh(xn + r ⊙ hn)``, ``h = (1 - z) ⊙ n + z ⊙ h'``."""
+    def gate(name, index):
+        f = Elementwise("sigmoid", Block(AX, index, 3, 1) + Block(AH, index, 3, 1))
+        back = [vjp(source, lambda G, f=f: Place(sp.hadamard_product(G, f.derivative()), index, 3, 1))
+                for source in (AX.name, AH.name)]
+        return b.step(f"{name}{l}_{t}", f, l, "gate", back)
+
+    r, z = gate("r", 0), gate("z", 1)
+    hn = Block(AH, 2, 3, 1)
+    f = Elementwise("tanh", Block(AX, 2, 3, 1) + sp.hadamard_product(r, hn))
+    slope = f.derivative()
+    n = b.step(f"n{l}_{t}", f, l, "gate",
+               [vjp(AX.name, lambda G: Place(sp.hadamard_product(G, slope), 2, 3, 1)),
+                elementwise(r.name, sp.hadamard_product(slope, hn)),
+                vjp(AH.name, lambda G: Place(sp.hadamard_product(G, slope, r), 2, 3, 1))])
+    keep = sp.OneMatrix(*z.shape) - z
+    if previous is None:
+        return b.step(f"h{l}_{t}", sp.hadamard_product(keep, n), l, "state",
+                      [elementwise(n.name, keep), elementwise(z.name, -n)])
+    return b.step(f"h{l}_{t}", sp.hadamard_product(keep, n) + sp.hadamard_product(z, previous), l, "state",
+                  [elementwise(n.name, keep), elementwise(z.name, previous - n), elementwise(previous.name, z)])
+
+
+LAYER_KINDS.update({
+    kind.name: kind
+    for kind in (
+        LayerKind("embedding", ("vocab", "size"), False, _embedding, "kind_embedding"),
+        LayerKind("attention", ("heads", "head_size", "causal", "size", "bias"), False, _attention,
+                  "kind_attention"),
+        *(LayerKind(cell, ("size", "return"), False, _recurrent(cell), f"kind_{cell}") for cell in ("rnn", "lstm", "gru")),
+    )
+})

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from .expressions import LossValue
-from .layers import LAYER_KINDS, Local
+from .layers import LAYER_KINDS, WITNESS_VOCAB, Local
 from .rules import LossTerms, l2_coefficient, loss_rule, per_sample_total
 from .spec import Spec
 
@@ -53,7 +53,8 @@ class Compact:
 class Network:
     """The forward pass of a spec: symbols for every quantity and the steps that define them.
 
-    Shapes are symbolic: ``N`` samples and the widths ``n_l``; in the batch-first layout rows are samples
+    Shapes are symbolic: ``N`` samples and the widths ``n_l`` (an embedding of k ids: ``k e_l``), and
+    ``extra_sizes`` (symbol -> spec value and witness value) for a vocabulary ``V`` or a head width ``d_l``; in the batch-first layout rows are samples
     (``X`` is N x n_0), in the column layout columns are. ``widths[l]`` is the width symbol of layer ``l``'s
     output (``widths[0]``: the input's); width-preserving layers repeat their input's symbol.
     ``roles`` says what each input is: ``data``, ``target``, ``parameter`` or ``mask``; ``initializers`` how
@@ -69,6 +70,7 @@ class Network:
     roles: dict = field(default_factory=dict)
     initializers: dict = field(default_factory=dict)
     compacts: tuple[Compact, ...] = ()
+    extra_sizes: dict = field(default_factory=dict)
 
     @property
     def depth(self) -> int:
@@ -93,8 +95,8 @@ class Network:
 
     @property
     def size_symbols(self) -> tuple[sp.Symbol, ...]:
-        """The distinct width symbols, in order."""
-        return tuple(dict.fromkeys(self.widths))
+        """The distinct width symbols, in order, then the other sizes."""
+        return tuple(w for w in dict.fromkeys((*self.widths, *self.extra_sizes)) if isinstance(w, sp.Symbol))
 
     def symbol(self, name: str) -> sp.Basic:
         """The symbol of an input or a forward step, by name."""
@@ -116,8 +118,11 @@ class Network:
         return self.input_name if layer == 1 else self.activation_name(layer - 1)
 
     def sizes(self, N: int, widths) -> dict:
-        """Values for the size symbols: batch ``N`` and the layer widths ``widths`` (n_0, ..., n_L)."""
-        return {self.N: N, **dict(zip(self.widths, widths))}
+        """Values for the size symbols: batch ``N`` and the layer widths ``widths`` (n_0, ..., n_L); the other
+        sizes (a vocabulary, a head width) take the spec's values with the spec's widths, else their witness."""
+        own = tuple(widths) == tuple(self.spec.sizes)
+        return {self.N: N, **{w: v for w, v in zip(self.widths, widths) if isinstance(w, sp.Symbol)},
+                **{symbol: value if own else witness for symbol, (value, witness) in self.extra_sizes.items()}}
 
 
 class Builder:
@@ -130,6 +135,7 @@ class Builder:
         self.batch_first = spec.layout == "batch-first"
         self.inputs, self.roles, self.initializers = {}, {}, {}
         self.steps, self.compacts, self.widths = [], [], {}
+        self.extra_sizes = {}
 
     @property
     def axis(self) -> int:
@@ -160,9 +166,19 @@ class Builder:
         """The symbol of ``dL/d<name>``."""
         return sp.MatrixSymbol(f"d{name}", *self.value(name).shape)
 
-    def data(self, name: str, n, role: str) -> sp.MatrixSymbol:
-        symbol = self.inputs[name] = sp.MatrixSymbol(name, *self.sample_shape(n))
+    def data(self, name: str, n, role: str, rows=None) -> sp.MatrixSymbol:
+        """An input with ``n`` features per row: ``data`` (real), ``target``, or ``ids`` (integer ids, one-hot
+        encoded in the derivation); ``rows`` where it is not one row per sample (a sequence stacked by step)."""
+        shape = self.sample_shape(n) if rows is None else (rows, n)
+        symbol = self.inputs[name] = sp.MatrixSymbol(name, *shape)
         self.roles[name], self.widths[name] = role, n
+        return symbol
+
+    def size(self, name: str, value: int, witness: int) -> sp.Symbol:
+        """A size symbol beside the layer widths (a vocabulary, a head width): ``value`` in the spec, and
+        ``witness`` where the exact check picks small sizes."""
+        symbol = sp.Symbol(name, positive=True, integer=True)
+        self.extra_sizes[symbol] = (value, witness)
         return symbol
 
     def parameter(self, name: str, shape, init: str, fan_in=None) -> sp.MatrixSymbol:
@@ -189,19 +205,21 @@ class Builder:
     def feature_axis_length(self, shape):
         """The width of a per-sample quantity of this shape, or None for statistics and parameters."""
         samples, features = (shape[0], shape[1]) if self.batch_first else (shape[1], shape[0])
-        return features if samples == self.N else None
+        return features if samples == self.N or (samples / self.N).is_Integer else None
 
     def compact(self, wrt, replaces, expr) -> None:
         self.compacts.append(Compact(wrt, tuple(replaces), expr))
 
     # -- layout helpers: sums and broadcasts over the batch, over features, per sample
-    def broadcast_batch(self, v):
-        """A per-feature row (column) repeated for every sample: ``1_N v`` (``v 1_N^T``)."""
-        return sp.OneMatrix(self.N, 1) * v if self.batch_first else v * sp.OneMatrix(1, self.N)
+    def broadcast_batch(self, v, rows=None):
+        """A per-feature row (column) repeated for every sample: ``1_N v`` (``v 1_N^T``); ``rows`` for a value
+        with another number of rows than ``N`` (a sequence stacked by time step)."""
+        rows = self.N if rows is None else rows
+        return sp.OneMatrix(rows, 1) * v if self.batch_first else v * sp.OneMatrix(1, rows)
 
     def batch_sum(self, M):
         """``M`` summed over the batch: ``1_N^T M`` (``M 1_N``)."""
-        return sp.OneMatrix(1, self.N) * M if self.batch_first else M * sp.OneMatrix(self.N, 1)
+        return sp.OneMatrix(1, M.shape[0]) * M if self.batch_first else M * sp.OneMatrix(M.shape[1], 1)
 
     def feature_sum(self, M, n):
         """``M`` summed over each sample's ``n`` features: ``M 1_n`` (``1_n^T M``)."""
@@ -241,24 +259,32 @@ def build_network(spec: Spec) -> Network:
     """Build the forward pass of ``spec``: each layer's steps from the registry, then the loss."""
     b = Builder(spec)
     n_0 = b.new_width(0)
-    b.data(spec.input.name, n_0, "data")
+    steps = spec.input.steps
+    rows = None if steps is None else steps * b.N
+    if spec.input.vocab:  # token ids, one-hot in the derivation: k ids per sample, each one of V
+        V = b.size("V", spec.input.vocab, WITNESS_VOCAB)
+        b.data(spec.input.name, spec.input.context * V, "ids", rows)
+    else:
+        b.data(spec.input.name, n_0, "data", rows)
     source = spec.input.name
     for l, layer in enumerate(spec.layers, start=1):
         out = "Y_pred" if l == len(spec.layers) else f"a{l}"
         LAYER_KINDS[layer.kind].build(b, layer, l, source, out)
         source = out
     k = b.width_of(source)
-    Y, T = b.value(source), b.data("Y_true", k, "target")
+    Y = b.value(source)
+    T = b.data("Y_true", k, "target", Y.shape[0] if b.batch_first else None)
     settings = spec.loss
     weights = [b.inputs[name] for name in b.inputs
                if settings.l2 and b.initializers.get(name, ("",))[0] == "weight"]
     terms = LossTerms(Y, T, b.batch_first, k)
     gradient = loss_rule(settings).scaled_gradient(terms, settings)
-    penalty = l2_coefficient(settings, b.N)
+    penalty = l2_coefficient(settings, terms.N)
     locals_ = [Local(source, gradient, "loss", lambda G: gradient),
                *(Local(W.name, penalty * W, "loss", lambda G, W=W: penalty * W) for W in weights)]
     loss = LossValue(settings.to_basic(), Y, T, b.axis, weights)
     b.steps.append(Step("L", sp.Symbol("L"), loss, len(spec.layers), "loss", tuple(locals_)))
     widths = tuple(b.widths[name] for name in (spec.input.name, *(f"a{l}" for l in range(1, len(spec.layers)))))
     widths += (k,)
-    return Network(spec, b.N, widths, b.inputs, tuple(b.steps), b.roles, b.initializers, tuple(b.compacts))
+    return Network(spec, b.N, widths, b.inputs, tuple(b.steps), b.roles, b.initializers, tuple(b.compacts),
+                   b.extra_sizes)

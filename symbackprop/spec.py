@@ -53,7 +53,12 @@ DEFAULT_DROPOUT = 0.5
 
 _TITLE_PAGE_KEYS = ("author", "institute", "date")  # optional strings for the lecture's title page
 _TOP_KEYS = ("title", "layout", "input", "layers", "loss", "regularization", *_TITLE_PAGE_KEYS, "activations")
-_INPUT_KEYS = ("size", "name")
+_INPUT_KEYS = ("size", "name", "vocab", "context", "steps")
+# Layer kinds for sequences and token ids: batch-first only.
+SEQUENCE_KINDS = ("embedding", "attention", "rnn", "lstm", "gru")
+RECURRENT_KINDS = ("rnn", "lstm", "gru")
+RETURNS = ("last", "all")
+MAX_STEPS = 64
 _PARAMETER_KEYS = ("alpha", "relu_grad_at_zero")
 _LOSS_KEYS = ("kind", "reduction", "scale", "margin", "hinge_grad_at_zero")
 _REGULARIZATION_KEYS = ("l2", "l2_scale")
@@ -90,10 +95,17 @@ _MODULE_NAMES = frozenset({
 
 @dataclass(frozen=True)
 class InputSpec:
-    """The network input: its width and the matrix name used in the derivation."""
+    """The network input: its width and the matrix name used in the derivation.
+
+    With ``vocab`` the input is ``context`` integer token ids per sample (one-hot, ``size = context vocab``
+    wide, in the derivation); with ``steps`` it is a sequence of that many steps per sample.
+    """
 
     size: int
     name: str = "X"
+    vocab: int | None = None
+    context: int = 1
+    steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,12 @@ class LayerSpec:
     eps: float | None = None
     p: float | None = None
     source: str | None = None
+    context: int = 1  # embedding: ids per sample, whose embeddings are concatenated
+    vocab: int | None = None
+    heads: int | None = None
+    head_size: int | None = None
+    causal: bool = False
+    returns: str | None = None  # recurrent: "last" state or "all" states
 
     @property
     def params(self) -> dict:
@@ -160,6 +178,14 @@ class Spec:
                 total += 2 * width
             if layer.activation in TRAINABLE_ACTIVATIONS:
                 total += width
+            if layer.kind == "embedding":
+                total += layer.vocab * layer.size
+            if layer.kind == "attention":
+                inner = layer.heads * layer.head_size
+                total += (3 * inner + width) * (fan_in + layer.bias)
+            if layer.kind in RECURRENT_KINDS:
+                gates = {"rnn": 1, "lstm": 4, "gru": 3}[layer.kind]
+                total += gates * width * (fan_in + width + (2 if layer.kind == "gru" else 1))
         return total
 
 
@@ -167,7 +193,7 @@ def _widths(input_size: int, layers) -> tuple[int, ...]:
     """The input width, then each layer's: its ``size``, or its input's for width-preserving kinds."""
     widths = [input_size]
     for layer in layers:
-        widths.append(widths[-1] if layer.size is None else layer.size)
+        widths.append(widths[-1] if layer.size is None else layer.size * layer.context)
     return tuple(widths)
 
 
@@ -190,7 +216,7 @@ def spec_to_dict(spec: Spec) -> dict:
     data = {
         "title": spec.title,
         "layout": spec.layout,
-        "input": {"size": spec.input.size, "name": spec.input.name},
+        "input": _input_to_dict(spec.input),
         "layers": [_layer_to_dict(layer) for layer in spec.layers],
         "loss": {"kind": loss.kind, **({} if loss.kind in SHORTCUTS else
                                       {"reduction": loss.reduction, "scale": loss.scale}), **dict(loss.params)},
@@ -202,6 +228,18 @@ def spec_to_dict(spec: Spec) -> dict:
     return data
 
 
+def _input_to_dict(input_spec: InputSpec) -> dict:
+    data = ({"vocab": input_spec.vocab, "context": input_spec.context} if input_spec.vocab
+            else {"size": input_spec.size})
+    data["name"] = input_spec.name
+    if input_spec.steps is not None:
+        data["steps"] = input_spec.steps
+    return data
+
+
+_LAYER_FIELDS = {"from": "source", "return": "returns"}
+
+
 def _layer_to_dict(layer: LayerSpec) -> dict:
     activation = None if layer.activation in (None, *TRAINABLE_ACTIVATIONS) else activation_rule(layer.activation).name
     if layer.kind == "dense":
@@ -209,7 +247,7 @@ def _layer_to_dict(layer: LayerSpec) -> dict:
                 **({} if layer.bias else {"bias": False})}
     if layer.kind == "activation":
         return {"kind": "activation", "activation": activation or layer.activation, **layer.params}
-    return {"kind": layer.kind, **{key: getattr(layer, "source" if key == "from" else key)
+    return {"kind": layer.kind, **{key: getattr(layer, _LAYER_FIELDS.get(key, key))
                                    for key in _LAYER_KEYS[layer.kind]}}
 
 
@@ -369,10 +407,31 @@ class _Reader:
     hinge_grad_at_zero = relu_grad_at_zero
 
     def input(self, value: Any) -> InputSpec:
-        table = self.table(value, "input", _INPUT_KEYS, ("size",))
-        size = self.size(table["size"], "input.size")
+        table = self.table(value, "input", _INPUT_KEYS, ())
+        extras = {}
+        if "vocab" in table:
+            extras["vocab"] = self.size(table["vocab"], "input.vocab")
+            extras["context"] = self.size(table.get("context", 1), "input.context")
+            if "size" in table:
+                self.fail("token ids (vocab) have no 'size': the one-hot width is context x vocab; remove it",
+                          "input.size")
+            size = extras["context"] * extras["vocab"]
+        else:
+            if "context" in table:
+                self.fail("'context' counts token ids per sample; it needs 'vocab'", "input.context")
+            if "size" not in table:
+                self.fail("missing required key 'size' (or 'vocab' for token ids)", "input.size")
+            size = self.size(table["size"], "input.size")
+        if "steps" in table:
+            extras["steps"] = self.size(table["steps"], "input.steps")
+            if extras["steps"] > MAX_STEPS:
+                self.fail(f"must be at most {MAX_STEPS} (the derivation unrolls every step), got {extras['steps']}",
+                          "input.steps")
+            if extras.get("context", 1) != 1:
+                self.fail("a sequence has one token id per step; 'context' and 'steps' do not combine",
+                          "input.context")
         if "name" not in table:
-            return InputSpec(size)
+            return InputSpec(size, **extras)
         name = self.string(table["name"], "input.name")
         if not _NAME.fullmatch(name):
             self.fail(f"invalid input name {name!r}; it must match ^{_NAME.pattern}$ "
@@ -381,7 +440,7 @@ class _Reader:
             self.fail(f"input name {name!r} clashes with a name the derivation or the generated module uses "
                       f"({_RESERVED_DESCRIPTION}, Python keywords, and module names such as np, params, "
                       "forward); choose another", "input.name")
-        return InputSpec(size, name)
+        return InputSpec(size, name, **extras)
 
     def layer(self, value: Any, key: str, earlier: dict) -> LayerSpec:
         """One ``[[layers]]`` table; ``earlier`` maps the values before it (input, a1, ...) to their widths."""
@@ -390,6 +449,8 @@ class _Reader:
         for name in value:
             if name != "kind" and name not in own:
                 self.fail(self._misplaced(name, kind), f"{key}.{name}")
+        if kind in SEQUENCE_KINDS:
+            return self.sequence_layer(kind, value, key, list(earlier.values())[-1])
         if "activation" not in own:
             values = {name: getattr(self, name)(value.get(name, default), f"{key}.{name}")
                       for name, default in (("eps", DEFAULT_EPS), ("p", DEFAULT_DROPOUT)) if name in own}
@@ -415,6 +476,66 @@ class _Reader:
         params = {name: getattr(self, name)(table.get(name, default), f"{key}.{name}")
                   for name, default in defaults.items()}
         return LayerSpec(size, activation, kind=kind, bias=bias, **params)
+
+    def sequence_layer(self, kind: str, table: Mapping, key: str, width: int) -> LayerSpec:
+        """An embedding, attention or recurrent layer; ``width`` is its input's."""
+        if kind == "embedding":
+            vocab = self.input_spec.vocab
+            if vocab is None:
+                self.fail("an embedding reads token ids: give [input] vocab = V (and context = k ids per sample)",
+                          f"{key}.kind")
+            if "vocab" in table and self.size(table["vocab"], f"{key}.vocab") != vocab:
+                self.fail(f"must equal [input] vocab = {vocab}, got {table['vocab']}", f"{key}.vocab")
+            if "size" not in table:
+                self.fail("missing required key 'size' (the embedding width)", f"{key}.size")
+            return LayerSpec(self.size(table["size"], f"{key}.size"), kind=kind, vocab=vocab,
+                             context=self.input_spec.context)
+        if kind == "attention":
+            heads = self.size(table.get("heads", 1), f"{key}.heads")
+            size = self.size(table.get("size", width), f"{key}.size")
+            if "head_size" in table:
+                head_size = self.size(table["head_size"], f"{key}.head_size")
+            elif size % heads:
+                self.fail(f"size {size} is not a multiple of heads = {heads}; set head_size", f"{key}.heads")
+            else:
+                head_size = size // heads
+            causal = self.boolean(table.get("causal", False), f"{key}.causal")
+            bias = self.boolean(table.get("bias", False), f"{key}.bias")
+            return LayerSpec(size, kind=kind, heads=heads, head_size=head_size, causal=causal, bias=bias)
+        if "size" not in table:
+            self.fail(f"missing required key 'size' (the {kind} state's width)", f"{key}.size")
+        if self.input_spec.steps is None:
+            self.fail(f"a {kind} layer runs over a sequence: give [input] steps = T", f"{key}.kind")
+        returns = self.choice(table.get("return", "last"), f"{key}.return", "return", RETURNS)
+        return LayerSpec(self.size(table["size"], f"{key}.size"), kind=kind, returns=returns)
+
+    def sequence_network(self, layers: tuple[LayerSpec, ...]) -> None:
+        """Where the sequence kinds may stand: an embedding first and only on token ids, recurrent layers while
+        the input is still a sequence, attention on one sequence without steps or batch statistics."""
+        kinds = [layer.kind for layer in layers]
+        if self.input_spec.vocab is not None and kinds[0] != "embedding":
+            self.fail("token ids (input vocab) must go through an embedding layer first", "layers[0].kind")
+        for index, kind in enumerate(kinds[1:], start=1):
+            if kind == "embedding":
+                self.fail("an embedding reads the token ids: it must be the first layer", f"layers[{index}].kind")
+        sequence = self.input_spec.steps is not None
+        for index, layer in enumerate(layers):
+            if layer.kind in RECURRENT_KINDS:
+                if not sequence:
+                    self.fail(f"no sequence is left here: an earlier recurrent layer returns only its last "
+                              f"state; set return = \"all\" on it", f"layers[{index}].kind")
+                sequence = layer.returns == "all"
+        if self.input_spec.steps is not None and not any(kind in RECURRENT_KINDS for kind in kinds):
+            self.fail("'steps' makes the input a sequence, which needs a recurrent layer (rnn, lstm, gru)",
+                      "input.steps")
+        if "attention" in kinds:
+            if self.input_spec.steps is not None:
+                self.fail("an attention layer's rows are the positions of one sequence; it takes no [input] steps",
+                          "input.steps")
+            for index, kind in enumerate(kinds):
+                if kind in ("batchnorm", *RECURRENT_KINDS):
+                    self.fail(f"a {kind} layer mixes the positions of a sequence in an attention network "
+                              "(its rows are positions, not samples)", f"layers[{index}].kind")
 
     @staticmethod
     def _misplaced(name: str, kind: str) -> str:
@@ -446,10 +567,12 @@ class _Reader:
         if not value:
             self.fail("needs at least one layer", "layers")
         layers, earlier = [], {input_spec.name: input_spec.size}
+        self.input_spec = input_spec
         for index, item in enumerate(value):
             layer = self.layer(item, f"layers[{index}]", earlier)
             layers.append(layer)
-            earlier[f"a{index + 1}"] = layer.size or list(earlier.values())[-1]
+            earlier[f"a{index + 1}"] = layer.size * layer.context if layer.size else list(earlier.values())[-1]
+        self.sequence_network(tuple(layers))
         return tuple(layers)
 
     def loss(self, value: Any, layers: tuple[LayerSpec, ...], regularization: Any, input_size: int) -> LossSpec:
@@ -531,6 +654,10 @@ class _Reader:
             extras["title"] = self.title(table["title"])
         if "layout" in table:
             extras["layout"] = self.choice(table["layout"], "layout", "layout", LAYOUTS)
+            sequence_kinds = [layer.kind for layer in layers if layer.kind in SEQUENCE_KINDS]
+            if extras["layout"] == "column" and sequence_kinds:
+                self.fail(f"{sequence_kinds[0]} layers are written batch-first only; remove layout = \"column\"",
+                          "layout")
         extras.update({key: self.title(table[key], key) for key in _TITLE_PAGE_KEYS if key in table})
         if self.custom:
             extras["activations"] = tuple(self.custom.values())
