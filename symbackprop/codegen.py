@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .expressions import Elementwise, LogSoftmax, Sigmoid, Softmax
+from .expressions import CausalSoftmax, Elementwise, LogSoftmax, Sigmoid, Softmax
 from .printing import NumPyPrinter, is_broadcast, shape_text, text, text_name
 from .rules import activation_rule, loss_rule, numpy_loss_code, numpy_penalty_code
 
@@ -30,13 +30,14 @@ INITIALIZERS = {
     "scale": "1 + 0.1 * rng.standard_normal({shape})",
     "shift": "0.1 * rng.standard_normal({shape})",
     "slope": "0.25 + 0.05 * rng.standard_normal({shape})",
+    "embedding": "rng.standard_normal({shape})",
 }
-# How ``_data`` draws targets of each kind (batch-first, ``n`` samples, ``k`` outputs).
+# How ``_data`` draws targets of each kind (batch-first, ``n`` samples (with steps: ``n, T``), ``k`` outputs).
 TARGETS = {
-    "real": "rng.standard_normal((n, {k}))",
-    "distribution": "softmax(rng.standard_normal((n, {k})), axis=1)",
-    "binary": "rng.random((n, {k}))",
-    "one_hot": "np.eye({k})[rng.integers(0, {k}, n)]",
+    "real": "rng.standard_normal(({n}, {k}))",
+    "distribution": "softmax(rng.standard_normal(({n}, {k})), axis=-1)",
+    "binary": "rng.random(({n}, {k}))",
+    "one_hot": "np.eye({k})[rng.integers(0, {k}, {n})]",
 }
 # Names the module defines at the top level or uses in every function.
 _MODULE_NAMES = {"np", "erf", "math", "SIZES", "BATCH_FIRST", "params", "cache", "grads", "lr", "rng", "seed",
@@ -88,6 +89,8 @@ class _Module:
         self.sizes = {**self.widths, net.N: "N"}
         names = {*net.inputs, *(s.name for s in net.steps), *(s.symbol.name for s in derivation.backward)}
         self.names = _Names(names)
+        self.ids = frozenset(name for name in net.inputs if net.roles[name] == "ids")
+        self.real_input = net.input_name not in self.ids
         self.backward = self._needed()
         self.outputs = self._outputs()
         self.kept = self._kept_local_gradients()
@@ -97,7 +100,7 @@ class _Module:
     def _needed(self) -> list:
         """The backward steps a returned gradient (a parameter's or the input's) depends on, in order."""
         net = self.net
-        wanted = {*net.parameters, net.input_name}
+        wanted = {*net.parameters, *([net.input_name] if self.real_input else [])}
         needed = set()
         for step in reversed(self.d.backward):
             if step.name in wanted or step.symbol.name in needed:
@@ -152,7 +155,8 @@ class _Module:
         return helpers, names
 
     def printer(self, in_place=False, kept=True) -> NumPyPrinter:
-        return NumPyPrinter(self.sizes, self.outputs, in_place, self.kept if kept else {}, self.helper_names)
+        return NumPyPrinter(self.sizes, self.outputs, in_place, self.kept if kept else {}, self.helper_names,
+                            self.ids)
 
     # -- lines
     def forward_lines(self) -> list[Line]:
@@ -217,7 +221,7 @@ class _Module:
             "parameters": [{"name": name, "shape": _literal_shape(net.inputs[name].shape, self.sizes),
                             "init": INITIALIZERS[net.initializers[name][0]].format(
                                 shape=_literal_shape(net.inputs[name].shape, self.sizes),
-                                fan_in=self.sizes.get(net.initializers[name][1], 1))}
+                                fan_in=_literal(net.initializers[name][1] or 1, self.sizes))}
                            for name in net.parameters],
             "masks": [{"name": name, "shape": _literal_shape(net.inputs[name].shape, {**self.sizes, net.N: "n"}),
                        "keep": net.initializers[name][1]} for name in net.masks],
@@ -225,19 +229,39 @@ class _Module:
                                    for name in net.parameters),
             "backward_params": [name for name in net.parameters
                                 if any(re.search(rf"\b{name}\b", line.code) for line in backward)],
-            "returned": [(name, f"d{name}") for name in (*net.parameters, net.input_name)],
+            "returned": [(name, f"d{name}") for name in net.parameters],
+            "real_input": self.real_input,
+            **self._sequence_context(),
             "uses_batch_size": bool(re.search(r"\bN\b", " ".join(line.code for line in backward))),
             "forward_uses_batch_size": bool(re.search(r"\bN\b", " ".join(line.code for line in forward))),
             "needs_erf": "erf(" in " ".join(code for _, code in self.helpers.values()),
             "needs_sigmoid": any(isinstance(node, Sigmoid) for node in nodes),
+            "needs_causal_softmax": any(isinstance(node, CausalSoftmax) for node in nodes),
+            "needs_place": any(" place(" in f" {line.code}" for line in (*forward, *backward)),
+            "needs_scatter": any("scatter_rows(" in line.code for line in backward),
             "needs_softmax": any(isinstance(node, Softmax) for node in nodes)
                              or loss_rule(settings).targets == "distribution",
             "needs_log_softmax": any(isinstance(node, LogSoftmax) for node in nodes),
             "loss_code": numpy_loss_code(settings),
             "penalty_code": numpy_penalty_code(settings) if settings.l2 else "",
             "penalty_weights": [name for name in net.parameters if net.initializers[name][0] == "weight"],
-            "targets_code": TARGETS[loss_rule(settings).targets].format(k=k),
+            "targets_code": TARGETS[loss_rule(settings).targets].format(
+                k=k, n=f"n, {spec.input.steps}" if self._sequence_context()["targets_per_step"] else "n"),
         }
+
+
+    def _sequence_context(self) -> dict:
+        """How the module's arrays meet the derivation's matrices: token ids, sequences stacked by step.
+
+        A sequence input is (N, T, d) (ids: (N, T)) and the derivation stacks it by step into T N rows; targets
+        over every step are (N, T, k) or class ids (N, T); class ids of shape (N,) become one-hot rows."""
+        spec = self.net.spec
+        steps = spec.input.steps
+        Y = self.net.inputs["Y_true"]
+        per_step = steps is not None and Y.shape[0] != self.net.N
+        return {"steps": steps, "ids_input": not self.real_input, "vocab": spec.input.vocab,
+                "context": spec.input.context, "targets_per_step": per_step,
+                "class_targets": loss_rule(spec.loss).targets == "one_hot"}
 
 
 def _elementwise(expr) -> list:
@@ -264,6 +288,13 @@ def _upstream_of_product(expr) -> str | None:
     return None
 
 
+def _literal(size, sizes):
+    """A size as the module writes it: a number, or a name from ``sizes`` (``N``)."""
+    if size in sizes:
+        return sizes[size]
+    return sp.sympify(size).xreplace({k: v for k, v in sizes.items() if isinstance(v, int)})
+
+
 def _literal_shape(shape, sizes) -> str:
-    return "(" + ", ".join(str(sizes.get(d, d)) for d in shape) + ")"
+    return "(" + ", ".join(str(_literal(d, sizes)) for d in shape) + ")"
 

@@ -17,6 +17,7 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
 
+from .expressions import Block, Place
 from .rules import activation_rule, loss_coefficient, loss_terms
 
 _LAYERED = re.compile(r"^([A-Za-z]+)(\d+)$")
@@ -125,6 +126,15 @@ def _decimal(value) -> str:
     return str(value) if value.is_Integer or (value.is_Rational and value.q <= 100) else f"{float(value):g}"
 
 
+def concatenated(expr):
+    """The blocks of a sum of one ``Place`` per block (a concatenation), in order, and the axis; else None."""
+    args = expr.args
+    if all(isinstance(a, Place) for a in args) and len({(a.count, a.axis) for a in args}) == 1 \
+            and sorted(a.index for a in args) == list(range(args[0].count)):
+        return [a.arg for a in sorted(args, key=lambda a: a.index)], args[0].axis
+    return None
+
+
 class _MatrixLayout:
     """What the printers share: term order (``Y_pred - Y_true``, ``dA ⊙ f'(Z)``), parentheses, divisions."""
 
@@ -133,6 +143,9 @@ class _MatrixLayout:
     grouped = (sp.MatAdd, sp.HadamardProduct)
 
     def _print_MatAdd(self, expr):
+        blocks = concatenated(expr)
+        if blocks is not None:
+            return self._concatenation(*blocks)
         terms = sorted(expr.args, key=_term_order)
         out = self._print(terms[0])
         for term in terms[1:]:
@@ -266,6 +279,25 @@ class MathPrinter(_MatrixLayout, LatexPrinter):
     def _print_Softmax(self, expr):
         return rf"\operatorname{{softmax}}\left({self._print(expr.arg)}\right)"
 
+    def _print_CausalSoftmax(self, expr):
+        return rf"\operatorname{{softmax}}_{{\text{{causal}}}}\left({self._print(expr.arg)}\right)"
+
+    def _print_Block(self, expr):
+        inner = self._print(expr.arg)
+        inner = inner if isinstance(expr.arg, sp.MatrixSymbol) else rf"\left({inner}\right)"
+        if expr.axis == 0:
+            return rf"{{{inner}}}_{{\langle {expr.index + 1} \rangle}}"
+        return rf"{{{inner}}}_{{[:,\,{expr.index + 1}]}}"
+
+    def _print_Place(self, expr):
+        where = "rows" if expr.axis == 0 else "cols"
+        return rf"\operatorname{{place}}^{{{where}}}_{{{expr.index + 1}/{expr.count}}}\left({self._print(expr.arg)}\right)"
+
+    def _concatenation(self, blocks, axis):
+        if axis == 1:
+            return r"\left[\, " + r" \;\middle|\; ".join(self._print(b) for b in blocks) + r" \,\right]"
+        return r"\begin{bmatrix} " + r" \\ ".join(self._print(b) for b in blocks) + r" \end{bmatrix}"
+
     def _print_LogSoftmax(self, expr):
         return rf"\log\operatorname{{softmax}}\left({self._print(expr.arg)}\right)"
 
@@ -330,8 +362,22 @@ class TextPrinter(_MatrixLayout, StrPrinter):
     def _print_Softmax(self, expr):
         return f"softmax({self._print(expr.arg)})"
 
+    def _print_CausalSoftmax(self, expr):
+        return f"causal_softmax({self._print(expr.arg)})"
+
     def _print_LogSoftmax(self, expr):
         return f"log_softmax({self._print(expr.arg)})"
+
+    def _print_Block(self, expr):
+        where = f"t={expr.index + 1}" if expr.axis == 0 else f"block {expr.index + 1}/{expr.count}"
+        return f"{self._operand(expr.arg)}[{where}]"
+
+    def _print_Place(self, expr):
+        where = "rows" if expr.axis == 0 else "columns"
+        return f"place({self._print(expr.arg)} at {where} {expr.index + 1}/{expr.count})"
+
+    def _concatenation(self, blocks, axis):
+        return "[" + (" | " if axis == 1 else "; ").join(self._print(b) for b in blocks) + "]"
 
 
 class NumPyPrinter(_MatrixLayout, StrPrinter):
@@ -342,14 +388,17 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
     the helper's name); ``1ᵀ M`` prints as a sum over the batch and ``1 b`` as ``b`` (broadcast).
     ``outputs`` maps a pre-activation symbol to its activation's name: a derivative whose rule can be written
     in the output prints as the ``from_output`` helper applied to it. ``local_gradients`` maps a
-    pre-activation symbol to the variable holding ``f'(Z)`` that the forward pass computed and kept. With
+    pre-activation symbol to the variable holding ``f'(Z)`` that the forward pass computed and kept. ``ids``
+    names the inputs that are one-hot in the derivation and integer ids in the code: a product with one is a
+    gather (``C[X[:, 0]]``), with its transpose a scatter-add (``scatter_rows``). With
     ``in_place``, ``dA ⊙ f'(Z)`` prints as an update of the upstream gradient's array
     (``np.multiply(dA, f'(Z), out=dA)``), which the caller must own.
     """
 
     def __init__(self, sizes: dict | None = None, outputs: dict | None = None, in_place: bool = False,
-                 local_gradients: dict | None = None, names: dict | None = None):
+                 local_gradients: dict | None = None, names: dict | None = None, ids=frozenset()):
         super().__init__()
+        self.ids = ids
         self.sizes = sizes or {}
         self.outputs = outputs or {}
         self.in_place = in_place
@@ -373,6 +422,12 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
         matrices = list(matrices)
         if all(isinstance(m, sp.OneMatrix) for m in matrices):
             return self._print(coeff) if coeff != 1 else "1"
+        if len(matrices) == 2 and coeff == 1:  # a one-hot input times a matrix: a gather or a scatter-add
+            first, second = matrices
+            if self._ids(first) is not None:
+                return f"{self._operand(second)}[{self._ids(first)}]"
+            if isinstance(first, sp.Transpose) and self._ids(first.arg) is not None:
+                return f"scatter_rows({self._ids(first.arg)}, {self._print(second)}, {self._print(first.shape[0])})"
         head, tail = [], []  # reductions to apply after the product of the middle factors
         while len(matrices) > 1 and isinstance(matrices[0], sp.OneMatrix):
             rows, _ = matrices.pop(0).shape
@@ -455,6 +510,45 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
 
     def _print_LogSoftmax(self, expr):
         return f"log_softmax({self._print(expr.arg)}, axis={expr.axis})"
+
+    def _print_CausalSoftmax(self, expr):
+        return f"causal_softmax({self._print(expr.arg)})"
+
+    def _print_Pow(self, expr, rational=False):
+        if expr.exp == sp.S.Half:
+            return f"np.sqrt({self._print(expr.base)})"
+        if expr.exp == -sp.S.Half:
+            return f"(1 / np.sqrt({self._print(expr.base)}))"
+        return super()._print_Pow(expr, rational)
+
+    def _slice(self, expr, width) -> str:
+        """``start:stop`` of block ``expr.index`` of the given width (a size expression)."""
+        numbers = {k: v for k, v in self.sizes.items() if isinstance(v, int)}
+        start, stop = (sp.sympify(i * width).xreplace(numbers) for i in (expr.index, expr.index + 1))
+        return f"{self._print(start) if start != 0 else ''}:{self._print(stop)}"
+
+    def _print_Block(self, expr):
+        if self._ids(expr) is not None:
+            return self._ids(expr)
+        rows, cols = expr.shape
+        if expr.axis == 0:
+            return f"{self._operand(expr.arg)}[{self._slice(expr, rows)}]"
+        return f"{self._operand(expr.arg)}[:, {self._slice(expr, cols)}]"
+
+    def _print_Place(self, expr):
+        return f"place({self._print(expr.arg)}, {expr.index}, {expr.count}, axis={expr.axis})"
+
+    def _ids(self, expr):
+        """The NumPy ids behind a one-hot input or one of its column blocks (``X[:, 1]``), else None."""
+        if isinstance(expr, sp.MatrixSymbol) and expr.name in self.ids:
+            return f"{expr.name}[:, 0]"
+        if isinstance(expr, Block) and expr.axis == 1 and isinstance(expr.arg, sp.MatrixSymbol) \
+                and expr.arg.name in self.ids:
+            return f"{expr.arg.name}[:, {expr.index}]"
+        return None
+
+    def _concatenation(self, blocks, axis):
+        return f"np.concatenate([{', '.join(self._print(b) for b in blocks)}], axis={axis})"
 
 
 def function_name(node, from_output: bool = False) -> str:
