@@ -261,7 +261,7 @@ class _Module:
         per_step = steps is not None and Y.shape[0] != self.net.N
         return {"steps": steps, "ids_input": not self.real_input, "vocab": spec.input.vocab,
                 "context": spec.input.context, "targets_per_step": per_step,
-                "class_targets": loss_rule(spec.loss).targets == "one_hot"}
+                "class_targets": loss_rule(spec.loss).targets in ("one_hot", "distribution")}
 
 
 def _elementwise(expr) -> list:

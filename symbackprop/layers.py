@@ -13,6 +13,7 @@ written once for both: batch-first ``Z = A W + 1_N b`` and column ``Z = W A + b 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -123,7 +124,7 @@ def _prelu(b, l, Z, out):
     alpha = b.parameter(f"alpha{l}", b.feature_shape(b.width_of(Z.name)), "slope")
     at_zero = (("relu_grad_at_zero", 0),)
     positive, negative = Elementwise("relu", Z, 0, at_zero), Elementwise("negpart", Z, 0, at_zero)
-    slope_map = b.broadcast_batch(alpha)
+    slope_map = b.broadcast_batch(alpha, Z.shape[0] if b.batch_first else Z.shape[1])
     slope = positive.derivative() + sp.hadamard_product(slope_map, negative.derivative())
     b.step(out, positive + sp.hadamard_product(slope_map, negative), l, "activation",
            [elementwise(Z.name, slope), vjp(alpha.name, lambda G: b.batch_sum(sp.hadamard_product(G, negative)))])
@@ -141,9 +142,11 @@ def _normalization(over: str):
 
     def build(b, layer, l, source, out):
         X, n = b.value(source), b.width_of(source)
-        reduce, spread = (b.batch_sum, b.broadcast_batch) if over == "batch" else (
+        rows = X.shape[0] if b.batch_first else X.shape[1]  # N, or T N for a sequence stacked by step
+        batch = functools.partial(b.broadcast_batch, rows=rows)
+        reduce, spread = (b.batch_sum, batch) if over == "batch" else (
             lambda M: b.feature_sum(M, n), lambda v: b.broadcast_features(v, n))
-        count = b.N if over == "batch" else n
+        count = rows if over == "batch" else n
         mu = b.step(f"mu{l}", reduce(X) / count, l, "mean",
                     [vjp(source, lambda G: spread(G) / count)])
         xc = b.step(f"xc{l}", X - spread(mu), l, "center",
@@ -159,10 +162,10 @@ def _normalization(over: str):
                        vjp(rstd.name, lambda G: reduce(sp.hadamard_product(G, xc)))])
         gamma = b.parameter(f"gamma{l}", b.feature_shape(n), "scale")
         beta = b.parameter(f"beta{l}", b.feature_shape(n), "shift")
-        ones = sp.OneMatrix(1, b.N) if b.batch_first else sp.OneMatrix(b.N, 1)
-        b.step(out, sp.hadamard_product(xhat, b.broadcast_batch(gamma)) + b.broadcast_batch(beta), l,
+        ones = sp.OneMatrix(1, rows) if b.batch_first else sp.OneMatrix(rows, 1)
+        b.step(out, sp.hadamard_product(xhat, batch(gamma)) + batch(beta), l,
                "scale_shift",
-               [elementwise(xhat.name, b.broadcast_batch(gamma)),
+               [elementwise(xhat.name, batch(gamma)),
                 vjp(gamma.name, lambda G: b.batch_sum(sp.hadamard_product(G, xhat))),
                 (left if b.batch_first else right)(beta.name, ones)])
         dxhat = b.gradient(xhat.name)

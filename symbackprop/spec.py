@@ -424,6 +424,9 @@ class _Reader:
             size = self.size(table["size"], "input.size")
         if "steps" in table:
             extras["steps"] = self.size(table["steps"], "input.steps")
+            if extras["steps"] < 2:
+                self.fail("must be at least 2: over one step a recurrent layer never reads its state weights Wh",
+                          "input.steps")
             if extras["steps"] > MAX_STEPS:
                 self.fail(f"must be at most {MAX_STEPS} (the derivation unrolls every step), got {extras['steps']}",
                           "input.steps")

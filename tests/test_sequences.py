@@ -1,0 +1,164 @@
+"""Embeddings, attention and recurrent layers: the generated module's gradients against an independent forward
+pass (``tests/sequence_oracle.py``) differentiated by central differences; exact verification of the
+derivation; the spec reader's refusals; and random stacks that mix the new kinds with the old ones.
+"""
+
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from symbackprop import derive
+from symbackprop.errors import SpecError
+from symbackprop.spec import load_spec
+from sequence_oracle import central_differences, loss
+from test_generated import load_module
+
+SPECS = sorted(Path(__file__).parent.joinpath("specs_sequence").glob("*.toml"))
+
+
+def _spec(path) -> dict:
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def _oracle_mapping(spec: dict) -> dict:
+    """The spec with the defaults the oracle needs written out (head size, heads)."""
+    spec = {**spec, "layers": [dict(layer) for layer in spec["layers"]]}
+    width = spec["input"].get("size")
+    for layer in spec["layers"]:
+        if layer.get("kind") == "attention":
+            layer.setdefault("heads", 1)
+            layer.setdefault("head_size", layer.get("size", width) // layer["heads"])
+        width = layer.get("size", width)
+    return spec
+
+
+def _gradients_agree(spec: dict, tmp_path, name: str, batch: int = 3):
+    module = load_module(derive(spec).render("numpy"), tmp_path, name)
+    rng = np.random.default_rng(1)
+    params = module.init_params(1)
+    X, Y = module._data(rng, batch)
+    grads = module.backward(params, module.forward(params, X)[1], Y)
+    oracle = _oracle_mapping(spec)
+    objective = lambda: loss(oracle, params, X, Y)  # noqa: E731
+    arrays = dict(params)
+    if np.issubdtype(X.dtype, np.floating):
+        arrays["X"] = X
+    assert set(grads) == set(arrays)
+    # Central differences round off by about 1e-16 |L| / eps per entry: a gradient that is exactly zero (a key
+    # bias, which shifts every score of a row alike) is judged against that floor, every other on its own scale.
+    floor = 1e-8 * max(abs(objective()), 1.0)
+    for key, array in arrays.items():
+        expected = central_differences(objective, array)
+        assert grads[key].shape == array.shape, key
+        error = np.linalg.norm(grads[key] - expected)
+        assert error <= 1e-6 * np.linalg.norm(expected) + floor * np.sqrt(array.size), (key, error)
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[path.stem for path in SPECS])
+def test_generated_gradients_match_an_independent_forward_pass(tmp_path, path):
+    _gradients_agree(_spec(path), tmp_path, path.stem)
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[path.stem for path in SPECS])
+def test_every_formula_is_proved_exactly(path):
+    report = derive(_spec(path)).verify()
+    assert report.ok, report.table()
+
+
+def test_shared_weights_sum_over_steps_and_attention_backward_has_its_textbook_form():
+    rnn = derive(_spec(SPECS[[p.stem for p in SPECS].index("rnn_regression")]))
+    assert len(rnn.step("Wh1").terms) == 3 and len(rnn.step("Wx1").terms) == 4  # h_0 = 0 reads no Wh
+    block = derive(_spec(SPECS[[p.stem for p in SPECS].index("transformer_block")]))
+    text = {step.name: str(step.expr) for step in block.backward}
+    assert text["V1_1"] == "P1_1.T*dO1_1" and text["P1_1"] == "dO1_1*V1_1.T"
+
+
+def test_class_ids_and_one_hot_targets_give_the_same_gradients(tmp_path):
+    spec = _spec(SPECS[[p.stem for p in SPECS].index("gru_language_model")])
+    module = load_module(derive(spec).render("numpy"), tmp_path, "gru_ids")
+    params = module.init_params(0)
+    rng = np.random.default_rng(0)
+    X = module._data(rng, 3)[0]
+    ids = rng.integers(0, 5, (3, 3))
+    Y = np.eye(5)[ids]
+    one_hot = module.backward(params, module.forward(params, X)[1], Y)
+    by_id = module.backward(params, module.forward(params, X)[1], ids)
+    assert all(np.array_equal(one_hot[key], by_id[key]) for key in one_hot)
+    assert module.loss(module.forward(params, X)[0], ids) == module.loss(module.forward(params, X)[0], Y)
+
+
+@pytest.mark.parametrize("mapping, message", [
+    ({"input": {"size": 3}, "layers": [{"kind": "rnn", "size": 2}], "loss": {"kind": "half_sse"}},
+     "give [input] steps"),
+    ({"input": {"size": 3, "steps": 1}, "layers": [{"kind": "rnn", "size": 2}], "loss": {"kind": "half_sse"}},
+     "at least 2"),
+    ({"input": {"size": 3, "steps": 2}, "layers": [{"size": 2, "activation": "relu"}], "loss": {"kind": "half_sse"}},
+     "needs a recurrent layer"),
+    ({"input": {"vocab": 4}, "layers": [{"size": 2, "activation": "relu"}], "loss": {"kind": "half_sse"}},
+     "must go through an embedding"),
+    ({"input": {"size": 4}, "layers": [{"kind": "embedding", "size": 2}], "loss": {"kind": "half_sse"}},
+     "an embedding reads token ids"),
+    ({"input": {"size": 4}, "layers": [{"kind": "attention", "heads": 3}], "loss": {"kind": "half_sse"}},
+     "not a multiple of heads"),
+    ({"input": {"size": 4}, "layers": [{"kind": "attention"}, {"kind": "batchnorm"}], "loss": {"kind": "half_sse"}},
+     "mixes the positions"),
+    ({"input": {"size": 3, "steps": 2}, "layers": [{"kind": "lstm", "size": 2}, {"kind": "gru", "size": 2}],
+      "loss": {"kind": "half_sse"}}, 'return = \\"all\\"'),
+    ({"input": {"size": 3, "steps": 2}, "layers": [{"kind": "lstm", "size": 2, "return": "some"}],
+      "loss": {"kind": "half_sse"}}, "unknown return"),
+    ({"layout": "column", "input": {"size": 3}, "layers": [{"kind": "attention"}], "loss": {"kind": "half_sse"}},
+     "batch-first only"),
+    ({"input": {"vocab": 4, "size": 2}, "layers": [{"kind": "embedding", "size": 2}], "loss": {"kind": "half_sse"}},
+     "no 'size'"),
+])
+def test_misplaced_sequence_layers_are_spec_errors(mapping, message):
+    with pytest.raises(SpecError) as error:
+        load_spec(mapping)
+    assert message.replace("\\", "") in str(error.value)
+
+
+@st.composite
+def sequence_stacks(draw):
+    """A recurrent, attention or embedding front end, then dense, norm, activation or skip layers."""
+    front = draw(st.sampled_from(["rnn", "lstm", "gru", "attention", "embedding"]))
+    if front in ("rnn", "lstm", "gru"):
+        spec_input = {"size": draw(st.integers(1, 3)), "steps": draw(st.integers(2, 3))}
+        every = draw(st.booleans())
+        layers = [{"kind": front, "size": draw(st.integers(1, 3)), "return": "all" if every else "last"}]
+        width = layers[0]["size"]
+    elif front == "attention":
+        heads = draw(st.integers(1, 2))
+        spec_input = {"size": 2 * heads}
+        layers = [{"kind": "attention", "heads": heads, "causal": draw(st.booleans()), "bias": draw(st.booleans())}]
+        width = 2 * heads
+    else:
+        context = draw(st.integers(1, 2))
+        spec_input = {"vocab": draw(st.integers(2, 4)), "context": context}
+        layers = [{"kind": "embedding", "size": draw(st.integers(1, 2))}]
+        width = layers[0]["size"] * context
+    for _ in range(draw(st.integers(0, 2))):
+        choice = draw(st.sampled_from(["dense", "layernorm", "activation", "add"]))
+        if choice == "dense":
+            width = draw(st.integers(1, 3))
+            layers.append({"size": width, "activation": draw(st.sampled_from(["tanh", "sigmoid", "identity"]))})
+        elif choice == "add":
+            layers.append({"kind": "add", "from": f"a{len(layers)}"})
+        elif choice == "layernorm" and width > 1:
+            layers.append({"kind": "layernorm"})
+        elif choice == "activation":
+            layers.append({"kind": "activation", "activation": "tanh"})
+    layers.append({"size": 2, "activation": "identity"})
+    return {"input": spec_input, "layers": layers, "loss": {"kind": "half_sse"}}
+
+
+@settings(max_examples=15, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=sequence_stacks())
+def test_random_stacks_with_the_new_kinds_are_proved_and_match_the_oracle(tmp_path, spec):
+    report = derive(spec).verify()
+    assert report.ok, report.table()
+    _gradients_agree(spec, tmp_path, "stack", batch=2)
