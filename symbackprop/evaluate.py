@@ -122,7 +122,10 @@ class Evaluator:
         return self.backend.loss(self, expr)
 
     def scalar(self, value):
-        return self.backend.scalar(sp.Rational(sp.sympify(value).xreplace(self.sizes)))
+        """A number of the expression (sizes bound) in the backend: exact backends take rationals only (an
+        attention scale 1/sqrt(d) is rational at the witness head width)."""
+        value = sp.sympify(value).xreplace(self.sizes)
+        return self.backend.scalar(value if isinstance(self.backend, Float64Backend) else sp.Rational(value))
 
     def forward(self, network, start_after: str | None = None) -> None:
         """Run the forward steps up to Y_pred (all, or those after ``start_after``) into ``env``."""

@@ -192,9 +192,15 @@ def _draw_parameters(network, env: dict, sizes: dict, rng) -> None:
 
 def _data(network, rng, count: int, dropout: bool = True) -> dict:
     """The input (with one decimal) and the dropout masks of ``count`` samples; the teacher drops nothing."""
-    X = _draw(rng, (count, network.spec.sizes[0]))
-    data = {network.input_name: X if network.batch_first else X.T}
     sizes = network.sizes(count, network.spec.sizes)
+    rows, width = _shape(network.inputs[network.input_name], sizes)
+    if network.roles[network.input_name] == "ids":  # one-hot rows of random token ids
+        vocab = network.spec.input.vocab
+        ids = rng.integers(0, vocab, (rows, width // vocab))
+        X = np.concatenate([np.eye(vocab)[ids[:, j]] for j in range(ids.shape[1])], axis=1)
+    else:  # (a sequence: every step's rows)
+        X = _draw(rng, (count if network.spec.input.steps is None else rows, network.spec.sizes[0]))
+    data = {network.input_name: X if network.batch_first else X.T}
     for name in network.masks:
         shape = _shape(network.inputs[name], sizes)
         data[name] = (rng.random(shape) < network.initializers[name][1]).astype(float) if dropout else np.ones(shape)
@@ -282,18 +288,19 @@ def memory_table(derivation, batch: int = 64) -> list[MemoryRow]:
     rows = []
     for layer, names in sorted(per_layer.items()):
         kept = tuple(name for name in names if name in read)
-        floats = sum(_per_sample(network, shapes[name]) for name in kept)
+        floats = sum(_per_sample(network, shapes[name], sizes) for name in kept)
         total = sum(int(sp.prod(shapes[name]).xreplace(sizes)) for name in kept)
         rows.append(MemoryRow(layer, kept, floats, 4 * total, 8 * total))
     return rows
 
 
-def _per_sample(network, shape) -> int:
-    """Floats one sample adds to a kept quantity of this shape (0 for batch statistics: batch norm's mean)."""
-    if network.N not in shape:
+def _per_sample(network, shape, sizes) -> int:
+    """Floats one sample adds to a kept quantity of this shape (0 for batch statistics: batch norm's mean);
+    a sequence stacked by step keeps T rows per sample, attention's N x N weights N floats per position."""
+    size = sp.prod(shape)
+    if network.N not in size.free_symbols:
         return 0
-    other = shape[1] if shape[0] == network.N else shape[0]
-    return int(sp.sympify(other).xreplace(dict(zip(network.widths, network.spec.sizes))))
+    return int(size.xreplace(sizes)) // int(sizes[network.N])
 
 
 # -- numbers and matrices -------------------------------------------------------------------------------------
@@ -302,6 +309,9 @@ def number(value: float, digits: int = 4) -> str:
     """A value rounded for reading: at most ``digits`` decimals, no trailing zeros, no ``-0``."""
     text = f"{value:.{digits}f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
+
+
+MAX_MATRIX_COLUMNS = 10
 
 
 def _kept(count: int, limit: int | None) -> list[int | None]:
@@ -314,8 +324,10 @@ def _kept(count: int, limit: int | None) -> list[int | None]:
 def latex_matrix(array: np.ndarray, digits: int = 4, max_rows: int | None = None,
                  max_cols: int | None = None) -> str:
     """A matrix of rounded values as an amsmath ``bmatrix``; past ``max_rows`` rows or ``max_cols`` columns
-    the middle ones are elided with ``\\vdots`` / ``\\cdots`` (``\\ddots`` where both meet)."""
+    the middle ones are elided with ``\\vdots`` / ``\\cdots`` (``\\ddots`` where both meet). A ``bmatrix`` holds
+    at most ``MAX_MATRIX_COLUMNS`` columns (amsmath's MaxMatrixCols), so wider ones are always elided."""
     array = np.atleast_2d(array)
+    max_cols = MAX_MATRIX_COLUMNS if max_cols is None else min(max_cols, MAX_MATRIX_COLUMNS)
     rows = []
     for i in _kept(array.shape[0], max_rows):
         cells = []
@@ -695,6 +707,7 @@ def lecture_context(derivation, *, t: dict, lang: str, report, batch: int, optio
         "memory": {
             "batch": batch,
             "rows": [{"layer": row.layer, "kept": ", ".join(latex_name(name) for name in row.kept),
+                      "kept_names": [latex_name(name) for name in row.kept],
                       "floats": row.floats_per_sample, "bytes32": f"{row.bytes32:,}",
                       "bytes64": f"{row.bytes64:,}"} for row in rows],
             "floats": sum(row.floats_per_sample for row in rows),

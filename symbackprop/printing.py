@@ -26,11 +26,25 @@ _LAYERED_LATEX = {
     "mu": r"\mu^{{[{l}]}}", "xc": r"X_{{c}}^{{[{l}]}}", "var": r"\left(\sigma^{{[{l}]}}\right)^{{2}}",
     "rstd": r"r^{{[{l}]}}", "xhat": r"\hat{{X}}^{{[{l}]}}", "gamma": r"\gamma^{{[{l}]}}",
     "beta": r"\beta^{{[{l}]}}", "alpha": r"\alpha^{{[{l}]}}",
+    **{f"{base}{sub}": rf"{base}_{{{{{sub}}}}}^{{{{[{{l}}]}}}}" for base, subs in (("W", "qkvoxh"), ("b", "qkvoxh"))
+       for sub in subs},
+    "AX": r"A_{{x}}^{{[{l}]}}", "AH": r"A_{{h}}^{{[{l}]}}",
 }
+# A step or a head of a layer: ``h1_3`` (layer 1, step 3), ``Q2_1`` (layer 2, head 1).
+_INDEXED = re.compile(r"^([A-Za-z]+\d+)_(\d+)$")
 
 
 def latex_name(name: str) -> str:
-    """LaTeX for a quantity or gradient name: ``W1`` -> ``W^{[1]}``, ``dW1`` -> ``\\frac{\\partial L}{...}``."""
+    """LaTeX for a quantity or gradient name: ``W1`` -> ``W^{[1]}``, ``dW1`` -> ``\\frac{\\partial L}{...}``,
+    ``h1_3`` -> ``h^{[1]}_{3}``."""
+    indexed = _INDEXED.match(name)
+    if indexed and (not name.startswith("d") or name.startswith("dZ")):
+        base, index = latex_name(indexed.group(1)), indexed.group(2)
+        if "_{" in base:  # one subscript: A_{x}^{[2]} at step 1 is A_{x,1}^{[2]}
+            return re.sub(r"_\{([^{}]*)\}", lambda m: f"_{{{m.group(1)},{index}}}", base, count=1)
+        return f"{base}_{{{index}}}"
+    if name.startswith("d") and _INDEXED.match(name[1:]):
+        return rf"\frac{{\partial L}}{{\partial {latex_name(name[1:])}}}"
     if name.startswith("dZ") and _LAYERED.match(name[1:]):
         return rf"\delta^{{[{name[2:]}]}}"
     if name.startswith("d") and len(name) > 1 and name != "d":
@@ -50,9 +64,10 @@ def latex_name(name: str) -> str:
 
 def text_name(name: str) -> str:
     """Plain-text (Unicode) name for comments: ``dZ1`` -> ``δ1``, ``dW1`` -> ``dL/dW1``."""
-    if name.startswith("dZ") and _LAYERED.match(name[1:]):
+    if name.startswith("dZ") and (_LAYERED.match(name[1:]) or _INDEXED.match(name[1:])):
         return f"δ{name[2:]}"
-    if name.startswith("d") and len(name) > 1 and (_LAYERED.match(name[1:]) or name[1:] in ("Y_pred", "X")):
+    if name.startswith("d") and len(name) > 1 and (_LAYERED.match(name[1:]) or _INDEXED.match(name[1:])
+                                                   or name[1:] in ("Y_pred", "X")):
         return f"dL/d{name[1:]}"
     return name
 
@@ -215,7 +230,10 @@ class MathPrinter(_MatrixLayout, LatexPrinter):
             text = self._print(arg)
             if text.endswith("]}") and "^{" in text and not text.startswith(r"\frac"):
                 return text[:-1] + r"\top}"
-            return f"{text}^{{\\top}}"
+            indexed = re.fullmatch(r"(.*\])\}(_\{[^{}]*\})", text)  # h^{[1]}_{2} -> h^{[1]\top}_{2}
+            if indexed and not text.startswith(r"\frac"):
+                return indexed.group(1) + r"\top}" + indexed.group(2)
+            return f"{{{text}}}^{{\\top}}" if "^" in text else f"{text}^{{\\top}}"
         return rf"\left({self._print(arg)}\right)^{{\top}}"
 
     def _print_OneMatrix(self, expr):
@@ -295,7 +313,7 @@ class MathPrinter(_MatrixLayout, LatexPrinter):
 
     def _concatenation(self, blocks, axis):
         if axis == 1:
-            return r"\left[\, " + r" \;\middle|\; ".join(self._print(b) for b in blocks) + r" \,\right]"
+            return r"\left[\, " + r" \;\big|\; ".join(self._print(b) for b in blocks) + r" \,\right]"
         return r"\begin{bmatrix} " + r" \\ ".join(self._print(b) for b in blocks) + r" \end{bmatrix}"
 
     def _print_LogSoftmax(self, expr):
