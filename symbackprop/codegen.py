@@ -91,6 +91,9 @@ class _Module:
         self.names = _Names(names)
         self.ids = frozenset(name for name in net.inputs if net.roles[name] == "ids")
         self.real_input = net.input_name not in self.ids
+        # An attention network's rows are the positions of one sequence: its code also takes (B, T, n) arrays.
+        self.stacked = frozenset(net.parameters) if any(layer.kind == "attention" for layer in net.spec.layers) \
+            else None
         self.backward = self._needed()
         self.outputs = self._outputs()
         self.kept = self._kept_local_gradients()
@@ -156,7 +159,7 @@ class _Module:
 
     def printer(self, in_place=False, kept=True) -> NumPyPrinter:
         return NumPyPrinter(self.sizes, self.outputs, in_place, self.kept if kept else {}, self.helper_names,
-                            self.ids)
+                            self.ids, self.stacked)
 
     # -- lines
     def forward_lines(self) -> list[Line]:
@@ -194,7 +197,10 @@ class _Module:
             comment = f"{text_name(step.symbol.name)} = {text(expr)}  ({shape_text(step.shape)})"
             if form:
                 comment += f"  [{form.replace('_', ' ')} form]"
-            lines.append(Line(step.symbol.name, self.printer(in_place).doprint(expr), comment))
+            code = self.printer(in_place).doprint(expr)
+            if self.stacked is not None and step.name in self.stacked:
+                code = f"_batch_total({code})"  # a parameter's gradient sums over the batch of sequences
+            lines.append(Line(step.symbol.name, code, comment))
         return lines
 
     def cached(self, forward: list[Line], backward: list[Line]) -> list[str]:
@@ -237,12 +243,13 @@ class _Module:
             "needs_erf": "erf(" in " ".join(code for _, code in self.helpers.values()),
             "needs_sigmoid": any(isinstance(node, Sigmoid) for node in nodes),
             "needs_causal_softmax": any(isinstance(node, CausalSoftmax) for node in nodes),
-            "needs_place": any(" place(" in f" {line.code}" for line in (*forward, *backward)),
+            "needs_place": any(re.search(r"(?<![\w.])place\(", line.code) for line in (*forward, *backward)),
             "needs_scatter": any("scatter_rows(" in line.code for line in backward),
             "needs_softmax": any(isinstance(node, Softmax) for node in nodes)
                              or loss_rule(settings).targets == "distribution",
             "needs_log_softmax": any(isinstance(node, LogSoftmax) for node in nodes),
-            "loss_code": numpy_loss_code(settings),
+            "loss_code": numpy_loss_code(settings, self.stacked is not None),
+            "stacked": self.stacked is not None,
             "penalty_code": numpy_penalty_code(settings) if settings.l2 else "",
             "penalty_weights": [name for name in net.parameters if net.initializers[name][0] == "weight"],
             "targets_code": TARGETS[loss_rule(settings).targets].format(

@@ -302,12 +302,14 @@ def _attention(b, layer, l, source, out):
         suffix = f"_{h + 1}" if H > 1 else ""
         values = {}
         for name, (W, bias) in projections.items():
-            part = Block(W, h, H, 1)
+            part = _block(W, h, H)
             expr = X * part
-            locals_ = [vjp(W.name, lambda G, h=h: Place(X.T * G, h, H, 1)), right(source, part.T)]
+            locals_ = [(vjp(W.name, lambda G, h=h: Place(X.T * G, h, H, 1)) if H > 1 else left(W.name, X.T)),
+                       right(source, part.T)]
             if bias is not None:
-                expr += b.broadcast_batch(Block(bias, h, H, 1), rows)
-                locals_.append(vjp(bias.name, lambda G, h=h: Place(b.batch_sum(G), h, H, 1)))
+                expr += b.broadcast_batch(_block(bias, h, H), rows)
+                locals_.append(vjp(bias.name, lambda G, h=h: Place(b.batch_sum(G), h, H, 1)) if H > 1
+                               else left(bias.name, sp.OneMatrix(1, rows)))
             values[name] = b.step(f"{name.upper()}{l}{suffix}", expr, l, "projection", locals_)
         Q, K, V = values["q"], values["k"], values["v"]
         S = b.step(f"S{l}{suffix}", scale * Q * K.T, l, "scores",
@@ -330,6 +332,11 @@ def _attention(b, layer, l, source, out):
         expr += b.broadcast_batch(bo, rows)
         locals_.append(left(bo.name, sp.OneMatrix(1, rows)))
     b.step(out, expr, l, "linear", locals_)
+
+
+def _block(M, h: int, H: int):
+    """Head ``h``'s columns of ``M`` (all of them for one head)."""
+    return M if H == 1 else Block(M, h, H, 1)
 
 
 def _recurrent(cell: str):

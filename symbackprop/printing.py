@@ -408,15 +408,19 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
     in the output prints as the ``from_output`` helper applied to it. ``local_gradients`` maps a
     pre-activation symbol to the variable holding ``f'(Z)`` that the forward pass computed and kept. ``ids``
     names the inputs that are one-hot in the derivation and integer ids in the code: a product with one is a
-    gather (``C[X[:, 0]]``), with its transpose a scatter-add (``scatter_rows``). With
+    gather (``C[X[:, 0]]``), with its transpose a scatter-add (``scatter_rows``). ``stacked`` (the names of
+    the parameters) makes the code take a batch of sequences, arrays of shape (B, T, n) as well as (T, n): axes
+    count from the end and a transpose of anything but a parameter swaps the last two axes. With
     ``in_place``, ``dA ⊙ f'(Z)`` prints as an update of the upstream gradient's array
     (``np.multiply(dA, f'(Z), out=dA)``), which the caller must own.
     """
 
     def __init__(self, sizes: dict | None = None, outputs: dict | None = None, in_place: bool = False,
-                 local_gradients: dict | None = None, names: dict | None = None, ids=frozenset()):
+                 local_gradients: dict | None = None, names: dict | None = None, ids=frozenset(),
+                 stacked: frozenset | None = None):
         super().__init__()
         self.ids = ids
+        self.stacked = stacked
         self.sizes = sizes or {}
         self.outputs = outputs or {}
         self.in_place = in_place
@@ -430,7 +434,13 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
         return expr.name
 
     def _print_Transpose(self, expr):
+        if self.stacked is not None and not {s.name for s in expr.arg.atoms(sp.MatrixSymbol)} <= self.stacked:
+            return f"{self._operand(expr.arg)}.swapaxes(-1, -2)"
         return f"{self._operand(expr.arg)}.T"
+
+    def _axis(self, axis: int) -> int:
+        """A matrix axis as the code writes it: from the end for a batch of sequences."""
+        return axis - 2 if self.stacked is not None else axis
 
     def _print_OneMatrix(self, expr):
         return "1"  # in a sum or a product with a full matrix, a scalar 1 broadcasts the same way
@@ -463,7 +473,7 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
                     coeff, method = 1, "mean"
                 else:
                     method = "sum"
-                body = f"{body}.{method}(axis={axis}, keepdims=True)"
+                body = f"{body}.{method}(axis={self._axis(axis)}, keepdims=True)"
         return self._coefficient(coeff, body)
 
     def _operand_text(self, text, compound):
@@ -524,10 +534,10 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
         return f"sigmoid({self._print(expr.arg)})"
 
     def _print_Softmax(self, expr):
-        return f"softmax({self._print(expr.arg)}, axis={expr.axis})"
+        return f"softmax({self._print(expr.arg)}, axis={self._axis(expr.axis)})"
 
     def _print_LogSoftmax(self, expr):
-        return f"log_softmax({self._print(expr.arg)}, axis={expr.axis})"
+        return f"log_softmax({self._print(expr.arg)}, axis={self._axis(expr.axis)})"
 
     def _print_CausalSoftmax(self, expr):
         return f"causal_softmax({self._print(expr.arg)})"
@@ -549,12 +559,13 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
         if self._ids(expr) is not None:
             return self._ids(expr)
         rows, cols = expr.shape
+        lead = "..., " if self.stacked is not None else ""
         if expr.axis == 0:
-            return f"{self._operand(expr.arg)}[{self._slice(expr, rows)}]"
-        return f"{self._operand(expr.arg)}[:, {self._slice(expr, cols)}]"
+            return f"{self._operand(expr.arg)}[{lead}{self._slice(expr, rows)}{', :' if lead else ''}]"
+        return f"{self._operand(expr.arg)}[{lead or ':, '}{self._slice(expr, cols)}]"
 
     def _print_Place(self, expr):
-        return f"place({self._print(expr.arg)}, {expr.index}, {expr.count}, axis={expr.axis})"
+        return f"place({self._print(expr.arg)}, {expr.index}, {expr.count}, axis={self._axis(expr.axis)})"
 
     def _ids(self, expr):
         """The NumPy ids behind a one-hot input or one of its column blocks (``X[:, 1]``), else None."""
@@ -566,7 +577,7 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
         return None
 
     def _concatenation(self, blocks, axis):
-        return f"np.concatenate([{', '.join(self._print(b) for b in blocks)}], axis={axis})"
+        return f"np.concatenate([{', '.join(self._print(b) for b in blocks)}], axis={self._axis(axis)})"
 
 
 def function_name(node, from_output: bool = False) -> str:

@@ -436,7 +436,7 @@ LOSS_RULES: dict[str, LossRule] = {
             "softmax_cross_entropy", r"Y_{true,ij} \log \operatorname{softmax}\left(Y_{pred}\right)_{ij}",
             lambda c, p: -sp.hadamard_product(c.T, LogSoftmax(c.Y, c.axis)),
             lambda c, p: sp.hadamard_product(Softmax(c.Y, c.axis), c.per_sample_total(c.T)) - c.T,
-            "-Y_true * (Y_pred - np.logaddexp.reduce(Y_pred, axis=1, keepdims=True))",
+            "-Y_true * (Y_pred - np.logaddexp.reduce(Y_pred, axis=-1, keepdims=True))",
             "batch_mean", reductions=("sum", "batch_mean"), targets="distribution", min_outputs=2,
             simplified=lambda c, p: Softmax(c.Y, c.axis) - c.T, latex_sign="-",
         ),
@@ -445,7 +445,7 @@ LOSS_RULES: dict[str, LossRule] = {
             r"\left(1 - Y_{true,ij}\right) \max\left(0,\ Y_{pred,ij} - \sum_{m} Y_{true,im} Y_{pred,im} + \Delta\right)",
             lambda c, p: sp.hadamard_product(c.ones - c.T, _relu_node(_hinge_margins(c, p), 0, p["hinge_grad_at_zero"])),
             lambda c, p: _hinge_indicator(c, p) - sp.hadamard_product(c.T, c.per_sample_total(_hinge_indicator(c, p))),
-            "(1 - Y_true) * np.maximum(Y_pred - (Y_pred * Y_true).sum(axis=1, keepdims=True) + {margin}, 0)",
+            "(1 - Y_true) * np.maximum(Y_pred - (Y_pred * Y_true).sum(axis=-1, keepdims=True) + {margin}, 0)",
             "batch_mean", reductions=("sum", "batch_mean"), targets="one_hot", min_outputs=2,
             defaults=(("margin", 1.0), ("hinge_grad_at_zero", 0)),
         ),
@@ -497,12 +497,17 @@ def loss_terms(node) -> LossTerms:
     return LossTerms(Y, node.target, batch_first, Y.shape[1] if batch_first else Y.shape[0])
 
 
-def numpy_loss_code(settings: LossSettings) -> str:
-    """The data term of the loss in NumPy (batch-first arrays ``Y_pred``, ``Y_true``), reduced and scaled."""
+def numpy_loss_code(settings: LossSettings, stacked: bool = False) -> str:
+    """The data term of the loss in NumPy (batch-first arrays ``Y_pred``, ``Y_true``), reduced and scaled.
+
+    ``stacked``: the arrays may hold a batch of sequences (B, T, k), each sequence's loss reduced over its own
+    T rows, and the batch's loss is their sum."""
     rule = LOSS_RULES[settings.rule]
     term = rule.numpy_term.format(**{key: _py_number(value) for key, value in settings.params})
     total = f"np.sum({term})"
-    divisor = {"sum": "", "batch_mean": " / Y_pred.shape[0]", "mean": " / Y_pred.size"}[settings.reduction]
+    divisor = ({"sum": "", "batch_mean": " / Y_pred.shape[-2]", "mean": " / (Y_pred.shape[-2] * Y_pred.shape[-1])"}
+               if stacked else {"sum": "", "batch_mean": " / Y_pred.shape[0]", "mean": " / Y_pred.size"})[
+        settings.reduction]
     scale = "" if settings.scale == 1 else f"{_py_number(settings.scale)} * "
     return f"{scale}{total}{divisor}"
 

@@ -162,3 +162,20 @@ def test_random_stacks_with_the_new_kinds_are_proved_and_match_the_oracle(tmp_pa
     report = derive(spec).verify()
     assert report.ok, report.table()
     _gradients_agree(spec, tmp_path, "stack", batch=2)
+
+
+@pytest.mark.parametrize("name", ["transformer_block", "attention_bias"])
+def test_a_batch_of_sequences_is_the_sum_of_its_sequences(tmp_path, name):
+    spec = _spec(SPECS[[p.stem for p in SPECS].index(name)])
+    module = load_module(derive(spec).render("numpy"), tmp_path, f"batched_{name}")
+    params = module.init_params(0)
+    rng = np.random.default_rng(2)
+    width, out = spec["input"]["size"], derive(spec).network.spec.sizes[-1]
+    X, Y = rng.standard_normal((3, 5, width)), rng.standard_normal((3, 5, out))
+    batch = module.backward(params, module.forward(params, X)[1], Y)
+    each = [module.backward(params, module.forward(params, X[b])[1], Y[b]) for b in range(3)]
+    for key, value in batch.items():
+        expected = np.stack([g[key] for g in each]) if key == "X" else sum(g[key] for g in each)
+        np.testing.assert_allclose(value, expected, rtol=1e-12, atol=1e-12)
+    total = sum(module.loss(module.forward(params, X[b])[0], Y[b]) for b in range(3))
+    assert module.loss(module.forward(params, X)[0], Y) == pytest.approx(total, rel=1e-12)
