@@ -19,7 +19,11 @@ import sympy as sp
 from .expressions import Elementwise
 from .rules import ACTIVATIONS, FUNCTIONS, activation_rule, numpy_loss_code, numpy_penalty_code
 
-PRIME = 2**61 - 1
+# A 61-bit prime p = 3 (mod 4) modulo which every prime up to 61 is a square, so the square root of an integer
+# whose square-free part has no larger prime factor (an attention scale 1/sqrt(d) for any head width d < 67, and
+# 64, 96, 128, ...) is an element of the field, computed as a power.
+PRIME = 2**61 - 25265841
+PRIME_TEXT = "2^61 - 25265841"
 # Functions whose derivative the exact backends compute from their value (see ``ActivationRule``).
 EXACT_DERIVATIVES = {rule.name: rule.exact_derivative for rule in (*ACTIVATIONS.values(), *FUNCTIONS.values())
                      if rule.exact_derivative}
@@ -122,10 +126,9 @@ class Evaluator:
         return self.backend.loss(self, expr)
 
     def scalar(self, value):
-        """A number of the expression (sizes bound) in the backend: exact backends take rationals only (an
-        attention scale 1/sqrt(d) is rational at the witness head width)."""
-        value = sp.sympify(value).xreplace(self.sizes)
-        return self.backend.scalar(value if isinstance(self.backend, Float64Backend) else sp.Rational(value))
+        """A number of the expression (sizes bound) in the backend: a rational, or a product with square
+        roots of integers (an attention scale 1/sqrt(d))."""
+        return self.backend.scalar(sp.sympify(value).xreplace(self.sizes))
 
     def forward(self, network, start_after: str | None = None) -> None:
         """Run the forward steps up to Y_pred (all, or those after ``start_after``) into ``env``."""
@@ -301,8 +304,29 @@ def _v(o) -> int:
         return o.v
     if isinstance(o, int):
         return o
-    r = sp.Rational(o)
+    try:
+        r = sp.Rational(o)
+    except TypeError:
+        return _algebraic(sp.sympify(o))
     return r.p * pow(r.q, -1, PRIME)
+
+
+def _algebraic(number) -> int:
+    """A product of rationals and square roots of integers (``sqrt(2)/2``) as a field element."""
+    value = 1
+    for factor in sp.Mul.make_args(number):
+        base, exponent = factor.as_base_exp()
+        if factor.is_Rational:
+            value *= _v(factor)
+        elif base.is_Integer and exponent.is_Rational and exponent.q == 2:
+            root = pow(int(base) % PRIME, (PRIME + 1) // 4, PRIME)
+            if root * root % PRIME != int(base) % PRIME:
+                raise ValueError(f"sqrt({base}) is not an element of the integers modulo {PRIME_TEXT}: a prime "
+                                 "factor above 61 under a square root cannot be evaluated exactly")
+            value *= pow(root, int(exponent.p), PRIME)
+        else:
+            raise TypeError(f"cannot evaluate the number {number} exactly")
+    return value % PRIME
 
 
 class FieldBackend(_Common):
@@ -340,7 +364,7 @@ class SymbolicBackend(_Common):
 
     @staticmethod
     def scalar(value):
-        return se.Integer(value) if isinstance(value, int) else se.sympify(sp.Rational(value))
+        return se.Integer(value) if isinstance(value, int) else se.sympify(value)
 
     def apply(self, key, x):
         x = se.expand(x)
@@ -406,6 +430,8 @@ class Valuation:
             for a in node.args[1:]:
                 result = result * self(a)
             return result
+        if kind == "Pow" and not node.free_symbols:  # a square root of a number: sqrt(2)
+            return self.backend.scalar(sp.sympify(str(node)))
         if kind == "Pow":
             base, exponent = node.args
             if base == se.E:

@@ -188,9 +188,13 @@ def _dropout(b, layer, l, source, out):
 
 def _softmax(b, layer, l, source, out):
     A, n = b.value(source), b.width_of(source)
-    b.step(out, Softmax(A, b.axis), l, "softmax",
-           lambda S: [vjp(source, lambda G: sp.hadamard_product(
-               S, G - b.per_sample_total(sp.hadamard_product(G, S), n)))], fusion="softmax")
+    b.step(out, Softmax(A, b.axis), l, "softmax", _softmax_locals(b, source, n), fusion="softmax")
+
+
+def _softmax_locals(b, source: str, n):
+    """A softmax's rule, written with its output ``S``: ``S ⊙ (G - rowsum(G ⊙ S))`` over each sample's ``n``."""
+    return lambda S: [vjp(source, lambda G: sp.hadamard_product(
+        S, G - b.per_sample_total(sp.hadamard_product(G, S), n)))]
 
 
 def _log_softmax(b, layer, l, source, out):
@@ -315,9 +319,7 @@ def _attention(b, layer, l, source, out):
         S = b.step(f"S{l}{suffix}", scale * Q * K.T, l, "scores",
                    [right(Q.name, scale * K), vjp(K.name, lambda G, Q=Q: scale * G.T * Q)])
         softmax = CausalSoftmax if layer.causal else Softmax
-        P = b.step(f"P{l}{suffix}", softmax(S, 1), l, "attention_weights",
-                   lambda P: [vjp(S.name, lambda G, P=P: sp.hadamard_product(
-                       P, G - b.per_sample_total(sp.hadamard_product(G, P), rows)))])
+        P = b.step(f"P{l}{suffix}", softmax(S, 1), l, "attention_weights", _softmax_locals(b, S.name, rows))
         heads.append(b.step(f"O{l}{suffix}", P * V, l, "attention_output", [right(P.name, V.T), left(V.name, P.T)]))
     if H > 1:
         O = b.step(f"O{l}", sp.MatAdd(*(Place(O_h, h, H, 1) for h, O_h in enumerate(heads))), l, "concatenate",

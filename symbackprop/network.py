@@ -17,6 +17,9 @@ from .layers import LAYER_KINDS, WITNESS_VOCAB, Local
 from .rules import LossTerms, l2_coefficient, loss_rule, per_sample_total
 from .spec import Spec
 
+# A vocabulary or head width up to this keeps its spec value at witness sizes.
+SMALL_EXTRA_SIZE = 8
+
 
 @dataclass(frozen=True)
 class Step:
@@ -119,10 +122,12 @@ class Network:
 
     def sizes(self, N: int, widths) -> dict:
         """Values for the size symbols: batch ``N`` and the layer widths ``widths`` (n_0, ..., n_L); the other
-        sizes (a vocabulary, a head width) take the spec's values with the spec's widths, else their witness."""
+        sizes (a vocabulary, a head width) take the spec's values with the spec's widths or where they are
+        small, else their witness (so that a claim judged at other widths still sees the spec's head width)."""
         own = tuple(widths) == tuple(self.spec.sizes)
         return {self.N: N, **{w: v for w, v in zip(self.widths, widths) if isinstance(w, sp.Symbol)},
-                **{symbol: value if own else witness for symbol, (value, witness) in self.extra_sizes.items()}}
+                **{symbol: value if own or value <= SMALL_EXTRA_SIZE else witness
+                   for symbol, (value, witness) in self.extra_sizes.items()}}
 
 
 class Builder:

@@ -525,8 +525,8 @@ class _Reader:
         for index, layer in enumerate(layers):
             if layer.kind in RECURRENT_KINDS:
                 if not sequence:
-                    self.fail(f"no sequence is left here: an earlier recurrent layer returns only its last "
-                              f"state; set return = \"all\" on it", f"layers[{index}].kind")
+                    self.fail("no sequence is left here: an earlier recurrent layer returns only its last "
+                              "state; set return = \"all\" on it", f"layers[{index}].kind")
                 sequence = layer.returns == "all"
         if self.input_spec.steps is not None and not any(kind in RECURRENT_KINDS for kind in kinds):
             self.fail("'steps' makes the input a sequence, which needs a recurrent layer (rnn, lstm, gru)",

@@ -46,6 +46,7 @@ from . import formula
 from .derivation import DISTRIBUTION, sum_of
 from .evaluate import (
     PRIME,
+    PRIME_TEXT,
     Evaluator,
     FieldBackend,
     Float64Backend,
@@ -482,7 +483,7 @@ class _Verifier:
         applications = len(backend.table) + 1
         bound = degree * (1 + applications**2) / PRIME
         return Check("", True, "schwartz-zippel",
-                     f"all {direct.size} entries equal at a random point mod 2^61-1 "
+                     f"all {direct.size} entries equal at a random point mod {PRIME_TEXT} "
                      f"(false pass <= {bound:.0e})")
 
     # -- rules and local steps ----------------------------------------------------------------------------

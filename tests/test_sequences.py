@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-
-from symbackprop import derive
-from symbackprop.errors import SpecError
-from symbackprop.spec import load_spec
 from sequence_oracle import central_differences, loss
 from test_generated import load_module
+
+from symbackprop import derive
+from symbackprop.claims import Checker
+from symbackprop.errors import SpecError
+from symbackprop.spec import load_spec
 
 SPECS = sorted(Path(__file__).parent.joinpath("specs_sequence").glob("*.toml"))
 
@@ -43,7 +44,7 @@ def _gradients_agree(spec: dict, tmp_path, name: str, batch: int = 3):
     X, Y = module._data(rng, batch)
     grads = module.backward(params, module.forward(params, X)[1], Y)
     oracle = _oracle_mapping(spec)
-    objective = lambda: loss(oracle, params, X, Y)  # noqa: E731
+    objective = lambda: loss(oracle, params, X, Y)
     arrays = dict(params)
     if np.issubdtype(X.dtype, np.floating):
         arrays["X"] = X
@@ -179,3 +180,40 @@ def test_a_batch_of_sequences_is_the_sum_of_its_sequences(tmp_path, name):
         np.testing.assert_allclose(value, expected, rtol=1e-12, atol=1e-12)
     total = sum(module.loss(module.forward(params, X[b])[0], Y[b]) for b in range(3))
     assert module.loss(module.forward(params, X)[0], Y) == pytest.approx(total, rel=1e-12)
+
+
+# Textbook claims for the new kinds, right and wrong, in NumPy and LaTeX notation: (spec, claim, correct).
+CLAIMS = [
+    ("attention_bias", "dV1 = P1.T @ dO1", True),
+    ("attention_bias", "dP1 = dO1 @ V1.T", True),
+    ("attention_bias", "dS1 = P1 * (dP1 - rowsum(dP1 * P1))", True),
+    ("attention_bias", "dS1 = P1 * dP1", False),  # the softmax Jacobian taken as diagonal
+    ("attention_bias", "dQ1 = dS1 @ K1 / np.sqrt(2)", True),
+    ("attention_bias", "dK1 = dS1.T @ Q1 / np.sqrt(2)", True),
+    ("attention_bias", "dK1 = dS1 @ Q1 / np.sqrt(2)", False),
+    ("attention_bias", "dQ1 = dS1 @ K1", False),  # the scale forgotten
+    ("attention_bias", "dWq1 = X.T @ dQ1", True),
+    ("transformer_block", r"\frac{\partial L}{\partial V^{[1]}_{2}} = P^{[1]\top}_{2} \frac{\partial L}{\partial O^{[1]}_{2}}",
+     True),
+    ("transformer_block", "dS1_2 = P1_2 * (dP1_2 - rows_sum(dP1_2 * P1_2))", True),
+    ("rnn_regression", "dWh1 = h1_1.T @ dZ1_2 + h1_2.T @ dZ1_3 + h1_3.T @ dZ1_4", True),
+    ("rnn_regression", "dWh1 = h1_3.T @ dZ1_4", False),  # only the last step's share
+    ("rnn_regression", "dZ1_4 = dh1_4 * (1 - h1_4**2)", True),
+    ("rnn_regression", r"\frac{\partial L}{\partial h^{[1]}_{3}} = \delta^{[1]}_{4} W_h^{[1]\top}", True),
+    ("rnn_regression", r"\frac{\partial L}{\partial h^{[1]}_{3}} = \delta^{[1]}_{4} W_h^{[1]}", False),
+    ("rnn_regression", (r"\frac{\partial L}{\partial W_h^{[1]}} = h^{[1]\top}_{1} \delta^{[1]}_{2} + "
+                       r"h^{[1]\top}_{2} \delta^{[1]}_{3} + h^{[1]\top}_{3} \delta^{[1]}_{4}"), True),
+    ("lstm_classifier", "dc1_2 = dh1_2 * o1_2 * (1 - np.tanh(c1_2)**2) + dc1_3 * f1_3", True),
+    ("lstm_classifier", "dc1_2 = dh1_2 * o1_2 * (1 - np.tanh(c1_2)**2)", False),  # the path through c_3 dropped
+]
+
+
+@pytest.mark.parametrize("name, claim, correct", CLAIMS, ids=[claim[:50] for _, claim, _ in CLAIMS])
+def test_check_judges_the_textbook_formulas_of_the_new_kinds(name, claim, correct):
+    if name not in _CHECKERS:
+        _CHECKERS[name] = Checker(_spec(SPECS[[p.stem for p in SPECS].index(name)]))
+    verdict = _CHECKERS[name].check(claim)
+    assert verdict.verdict == ("correct" if correct else "wrong"), verdict.text()
+
+
+_CHECKERS: dict = {}  # one checker per spec for the whole module (each derives once)

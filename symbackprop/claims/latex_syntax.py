@@ -593,13 +593,18 @@ class LatexParser(Parser):
             base = self.split_letters(self.word_length(self.peek().text))
         else:
             self.fail("a name of the network", token)
-        layer, sub, transposed = None, None, False
-        while self.at("^", "_") and not transposed:
+        layer, sub, transposed, index = None, None, False, None
+        while self.at("^", "_") and not (transposed and (self.at("^") or layer is None)):
             if self.at("_"):
                 marker = self.next()
                 sub = "".join(t.text for t in self.group_tokens())
-                if layer is None and (sub.isdigit() or sub == "L") and (base in _LAYERED or base in LAYER_CONSTANTS
-                                                                        or self.layered(base, sub)):
+                if layer is not None and sub.isdigit() and index is None:  # a step or a head: h^{[1]}_{3}
+                    index, sub = sub, None
+                elif layer is None and sub.isalpha() and len(sub) == 1 and any(
+                        re.fullmatch(rf"{base}{sub}\d+", name) for name in self.names.quantities):
+                    base, sub = base + sub, None  # W_h^{[1]}: the recurrent weight Wh1
+                elif layer is None and (sub.isdigit() or sub == "L") and (base in _LAYERED or base in LAYER_CONSTANTS
+                                                                          or self.layered(base, sub)):
                     layer, sub = sub, None
                 elif sub == "B" and base in ("mu", "Sigma"):  # the batch's statistics (Ioffe and Szegedy)
                     sub = None
@@ -620,7 +625,12 @@ class LatexParser(Parser):
             if size is None:
                 raise self.names.unknown(f"n_{layer or sub}", token.start + 1)
             return self.leaf("size", size, token)
-        if layer is not None:
+        if index is not None:
+            name = f"{base}{layer}_{index}"
+            if name not in self.names.quantities:
+                raise self.names.unknown(f"{'d' if gradient and base != 'Z' else ''}{base}{layer}_{index}",
+                                         token.start + 1)
+        elif layer is not None:
             name = self.names.layered(base, layer)
             constant = None if name is not None or gradient else self.spec_constant(f"{base}{layer}", token)
             if constant is not None:

@@ -51,7 +51,7 @@ def _rational(value) -> sp.Rational:
 
 
 class ExactField(FieldBackend):
-    """Exact values in the integers modulo 2^61 - 1, with the identities above built in.
+    """Exact values in the integers modulo a 61-bit prime (``evaluate.PRIME``), with the identities above built in.
 
     ``relu_at_zero`` overrides every ReLU'(0) (to ask whether a claim is right under another convention).
     """
@@ -288,7 +288,7 @@ class TreeEvaluator:
         return self.sem.lift(value)
 
     def scalar(self, value):
-        return self.lift(self.sem.scalar(sp.Rational(sp.sympify(value).xreplace(self.sizes))))
+        return self.lift(self.sem.scalar(sp.sympify(value).xreplace(self.sizes)))
 
     # -- leaves
     def _name(self, tree):

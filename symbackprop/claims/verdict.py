@@ -22,7 +22,7 @@ import numpy as np
 import sympy as sp
 
 from ..derivation import derive
-from ..evaluate import Evaluator, Mod
+from ..evaluate import PRIME_TEXT, Evaluator, Mod
 from ..expressions import Elementwise
 from ..rules import loss_rule
 from ..spec import RELU_GRAD_AT_ZERO_VALUES, Spec
@@ -609,9 +609,9 @@ class Checker:
             scale = max(abs(got), abs(want))
             if np.isfinite(scale) and abs(got - want) > FLOAT_DIFFERENT * scale:
                 return f"{where} is {got:.6g}, {target.label} is {want:.6g} (float64)"
-            return (f"{where} differs in exact arithmetic (modulo 2^61 - 1); float64 cannot show it here "
+            return (f"{where} differs in exact arithmetic (modulo {PRIME_TEXT}); float64 cannot show it here "
                     f"({got:.3g} and {want:.3g})")
-        return f"{where} differs in exact arithmetic (modulo 2^61 - 1)"
+        return f"{where} differs in exact arithmetic (modulo {PRIME_TEXT})"
 
     # -- float64, only as a cross-check and for readable numbers
     def _float_values(self, claim, target, like):
