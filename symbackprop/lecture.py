@@ -24,6 +24,7 @@ from sympy.printing.latex import LatexPrinter
 from .evaluate import Evaluator, Float64Backend
 from .expressions import Elementwise
 from .layers import LAYER_KINDS
+from .patterns import patterns
 from .printing import latex, latex_name, shape_latex
 from .rules import FUNCTIONS, TRAINABLE_ACTIVATIONS, activation_rule, loss_rule
 
@@ -683,6 +684,21 @@ def _has_hangul(*texts: str) -> bool:
                for text in texts for ch in text)
 
 
+def _pattern_view(pattern, t: dict) -> dict:
+    """A layer's general backward form (``patterns.py``) with its catalog text; each equation's range as
+    LaTeX (``t = 1, 2, 3``, ``t = 1, \\ldots, 9``), empty where it names no index."""
+    index = "h" if pattern.kind == "attention" else "t"
+    return {"layer": pattern.layer, "title": t[f"pattern_{pattern.kind}_title"],
+            "intro": t[f"pattern_{pattern.kind}_intro"].format(count=pattern.count) + (
+                " " + t["pattern_attention_heads"].format(count=pattern.count)
+                if pattern.kind == "attention" and pattern.count > 1 else ""),
+            "equations": [{"lhs": eq.lhs, "rhs": eq.rhs,
+                           "range": "" if eq.first is None else (
+                               rf"{index} = {', '.join(map(str, range(eq.first, eq.last + 1)))}"
+                               if eq.last - eq.first < 3 else rf"{index} = {eq.first}, \ldots, {eq.last}")}
+                          for eq in pattern.equations]}
+
+
 def lecture_context(derivation, *, t: dict, lang: str, report, batch: int, options: LectureOptions) -> dict:
     """What the lecture formats (Markdown, article, deck, notebook) print beyond the formulas (``t``: the
     catalog of ``lang``)."""
@@ -704,6 +720,7 @@ def lecture_context(derivation, *, t: dict, lang: str, report, batch: int, optio
         "example": example and example_view(derivation, example), "example_values": example,
         "names": {name: latex_name(name) for name in names},
         "param_layers": {name: layer_of(name) for name in parameter_names(network)},
+        "patterns": [_pattern_view(pattern, t) for pattern in patterns(derivation)],
         "memory": {
             "batch": batch,
             "rows": [{"layer": row.layer, "kept": ", ".join(latex_name(name) for name in row.kept),

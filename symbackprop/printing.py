@@ -30,8 +30,9 @@ _LAYERED_LATEX = {
        for sub in subs},
     "AX": r"A_{{x}}^{{[{l}]}}", "AH": r"A_{{h}}^{{[{l}]}}",
 }
-# A step or a head of a layer: ``h1_3`` (layer 1, step 3), ``Q2_1`` (layer 2, head 1).
-_INDEXED = re.compile(r"^([A-Za-z]+\d+)_(\d+)$")
+# A step or a head of a layer: ``h1_3`` (layer 1, step 3), ``Q2_1`` (layer 2, head 1), and the general
+# ``h1_t``, ``dZ1_t+1``, ``Q2_h`` of the lectures' recurrences.
+_INDEXED = re.compile(r"^([A-Za-z]+\d+)_(\d+|t|t[-+]1|h)$")
 
 
 def latex_name(name: str) -> str:

@@ -66,6 +66,10 @@ def _inline_width(text: str) -> float:
                for index, part in enumerate(parts))
 
 
+# The general forms' equations are set a little smaller, so that attention's five fit on one frame.
+PATTERN_SCALE = 0.85
+
+
 def text(sentence: str, width: float = TEXT_WIDTH, step: bool = True, scale: float = 1.0) -> Block:
     """A sentence (with ``$...$`` math) set in ``width`` at ``scale`` times 10 pt."""
     lines = max(1, -(-_inline_width(sentence) * 1.03 // width))
@@ -437,7 +441,18 @@ class Deck:
                                     strip=strip(self.depth, layer, backward=True)))
                 # A step's shorter forms follow the frame that derives it step by step.
                 frames += [page for step in chunk for alt in step["alternatives"] for page in self._shorter(step, alt)]
+            frames += [page for pattern in self.ctx["patterns"] if pattern["layer"] == layer
+                       for page in self._pattern(pattern)]
         return frames
+
+    def _pattern(self, pattern: dict) -> list[dict]:
+        """A layer's general backward form (BPTT, attention, an embedding) on frames of its own."""
+        blocks = [text(pattern["intro"], step=False)]
+        blocks += [math(break_equation([eq["lhs"], eq["rhs"]], TEXT_WIDTH / PATTERN_SCALE,
+                                       rf" \qquad {eq['range']}" if eq["range"] else ""), scale=PATTERN_SCALE)
+                   for eq in pattern["equations"]]
+        return pack(pattern["title"], blocks, self.t, label=f"pattern-{pattern['layer']}",
+                    strip=strip(self.depth, pattern["layer"], backward=True))
 
     def _shorter(self, step: dict, alt: dict) -> list[dict]:
         """A shorter form of a backward step on a frame of its own: what it is, the formula, the assumption it

@@ -217,3 +217,42 @@ def test_check_judges_the_textbook_formulas_of_the_new_kinds(name, claim, correc
 
 
 _CHECKERS: dict = {}  # one checker per spec for the whole module (each derives once)
+
+
+def _at(latex: str, t: int) -> str:
+    """A general-t formula written at step ``t``."""
+    return latex.replace("_{t+1}", f"_{{{t + 1}}}").replace("_{t-1}", f"_{{{t - 1}}}").replace("_{t}", f"_{{{t}}}")
+
+
+@pytest.mark.parametrize("name", ["rnn_regression", "lstm_classifier", "gru_language_model"])
+def test_every_general_step_formula_is_judged_correct_by_check_at_each_step_it_names(name):
+    """A BPTT line 'for t = a..b' is a claim about every such t: each instance must pass ``check``'s exact judge
+    (lines whose notation the claim parser does not read, the input's rows x_t and gate blocks, are skipped)."""
+    from symbackprop.patterns import patterns
+
+    spec = _spec(SPECS[[p.stem for p in SPECS].index(name)])
+    checker = _CHECKERS.setdefault(name, Checker(spec))
+    checked = 0
+    for pattern in patterns(checker.derivation):
+        for equation in pattern.equations:
+            if equation.first is None or any(mark in equation.lhs + equation.rhs for mark in ("x_{t", "[:", ",t")):
+                continue
+            for t in range(equation.first, equation.last + 1):
+                claim = f"{_at(equation.lhs, t)} = {_at(equation.rhs, t)}"
+                verdict = checker.check(claim, latex=True)
+                assert verdict.verdict == "correct", verdict.text()
+                checked += 1
+    assert checked >= 4
+
+
+def test_general_forms_name_only_the_steps_where_they_hold():
+    from symbackprop.patterns import patterns
+
+    (rnn,) = patterns(derive(_spec(SPECS[[p.stem for p in SPECS].index("rnn_regression")])))
+    ranges = {eq.lhs: (eq.first, eq.last) for eq in rnn.equations}
+    assert ranges[r"\frac{\partial L}{\partial h^{[1]}_{t}}"] == (1, 3)  # at t = T the upstream is the next layer's
+    sums = {eq.lhs: eq.rhs for eq in rnn.equations if eq.first is None}
+    assert sums[r"\frac{\partial L}{\partial W_{h}^{[1]}}"].startswith(r"\sum_{t=2}^{4}")  # h_0 = 0 reads no W_h
+    (lstm,) = patterns(derive(_spec(SPECS[[p.stem for p in SPECS].index("lstm_classifier")])))
+    ranges = {eq.lhs: (eq.first, eq.last) for eq in lstm.equations}
+    assert ranges[r"\frac{\partial L}{\partial A^{[1]}_{t}}"] == (2, 3)  # at t = 1 the forget gate meets c_0 = 0

@@ -463,7 +463,9 @@ class LatexParser(Parser):
         if length > 1 and (token.text[:length].lower() in _FUNCTION_WORDS
                            or self.names.activation_key(token.text[:length])):
             return True
-        return token.text in ("g", "f") and self.peek(1).text in ("'", "^", "(") and \
+        # (an LSTM's gates f and g are quantities: f^{[1]}_{2} is the forget gate at step 2, not a function)
+        named = any(re.fullmatch(rf"{token.text}\d+_\d+", name) for name in self.names.quantities)
+        return token.text in ("g", "f") and self.peek(1).text in (("'", "(") if named else ("'", "^", "(")) and \
             self.names.quantity(token.text) is None
 
     def function(self) -> Node:
@@ -620,7 +622,7 @@ class LatexParser(Parser):
             layer, transposed = read
         self.pending_transpose = transposed
         word = base if sub is None else f"{base}_{sub}"
-        if base == "n" and (layer or sub):
+        if base == "n" and (layer or sub) and index is None:
             size = self.names.size(f"n_{layer or sub}")
             if size is None:
                 raise self.names.unknown(f"n_{layer or sub}", token.start + 1)
