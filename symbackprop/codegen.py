@@ -92,8 +92,7 @@ class _Module:
         self.ids = frozenset(name for name in net.inputs if net.roles[name] == "ids")
         self.real_input = net.input_name not in self.ids
         # An attention network's rows are the positions of one sequence: its code also takes (B, T, n) arrays.
-        self.stacked = frozenset(net.parameters) if any(layer.kind == "attention" for layer in net.spec.layers) \
-            else None
+        self.positions = net.N if any(layer.kind == "attention" for layer in net.spec.layers) else None
         self.backward = self._needed()
         self.outputs = self._outputs()
         self.kept = self._kept_local_gradients()
@@ -159,7 +158,7 @@ class _Module:
 
     def printer(self, in_place=False, kept=True) -> NumPyPrinter:
         return NumPyPrinter(self.sizes, self.outputs, in_place, self.kept if kept else {}, self.helper_names,
-                            self.ids, self.stacked)
+                            self.ids, self.positions)
 
     # -- lines
     def forward_lines(self) -> list[Line]:
@@ -198,8 +197,6 @@ class _Module:
             if form:
                 comment += f"  [{form.replace('_', ' ')} form]"
             code = self.printer(in_place).doprint(expr)
-            if self.stacked is not None and step.name in self.stacked:
-                code = f"_batch_total({code})"  # a parameter's gradient sums over the batch of sequences
             lines.append(Line(step.symbol.name, code, comment))
         return lines
 
@@ -244,12 +241,13 @@ class _Module:
             "needs_sigmoid": any(isinstance(node, Sigmoid) for node in nodes),
             "needs_causal_softmax": any(isinstance(node, CausalSoftmax) for node in nodes),
             "needs_place": any(re.search(r"(?<![\w.])place\(", line.code) for line in (*forward, *backward)),
+            "needs_sequences": any("_seq(" in line.code for line in (*forward, *backward)),
             "needs_scatter": any("scatter_rows(" in line.code for line in backward),
             "needs_softmax": any(isinstance(node, Softmax) for node in nodes)
                              or loss_rule(settings).targets == "distribution",
             "needs_log_softmax": any(isinstance(node, LogSoftmax) for node in nodes),
-            "loss_code": numpy_loss_code(settings, self.stacked is not None),
-            "stacked": self.stacked is not None,
+            "loss_code": numpy_loss_code(settings, self.positions is not None),
+            "stacked": self.positions is not None,
             "penalty_code": numpy_penalty_code(settings) if settings.l2 else "",
             "penalty_weights": [name for name in net.parameters if net.initializers[name][0] == "weight"],
             "targets_code": TARGETS[loss_rule(settings).targets].format(

@@ -209,7 +209,7 @@ class _Walk:
         """value -> [(label, consumers it replaces, shorter contribution, assumption)]."""
         net, extra = self.net, {}
         for compact in net.compacts:
-            extra.setdefault(compact.wrt, []).append(("compact", compact.replaces, compact.expr, ""))
+            extra.setdefault(compact.wrt, []).append((compact.label, compact.replaces, compact.expr, ""))
         loss = net.steps[-1]
         last = net.steps[-2]
         settings = net.spec.loss

@@ -289,61 +289,56 @@ def _embedding(b, layer, l, source, out):
 
 
 def _attention(b, layer, l, source, out):
-    """Scaled dot-product self-attention over the rows (positions) of one sequence, ``heads`` heads, each a
-    column block of ``Wq``, ``Wk``, ``Wv``; heads concatenated and projected by ``Wo``."""
+    """Scaled dot-product self-attention over the rows (positions) of one sequence with ``heads`` heads:
+    ``Q = X W_q`` (and ``K``, ``V``) for all heads at once, as PyTorch's in-projection does, each head's queries
+    a column block ``Q_h`` of it; per head ``S_h = Q_h K_hᵀ / sqrt(d)``, ``P_h = softmax(S_h)`` row by row,
+    ``O_h = P_h V_h``; the heads side by side, ``O``, projected by ``W_o``."""
     X = b.value(source)
     d_in, n_out, H = b.width_of(source), b.new_width(l), layer.heads
     dk = b.size(f"d_{l}", layer.head_size, WITNESS_HEAD_SIZE)
     rows = X.shape[0]
     scale = 1 / sp.sqrt(dk)
+    suffixes = [f"_{h + 1}" if H > 1 else "" for h in range(H)]
     projections = {}
     for name in ("q", "k", "v"):
         W = b.parameter(f"W{name}{l}", (d_in, H * dk), "weight", fan_in=d_in)
-        bias = b.parameter(f"b{name}{l}", (1, H * dk), "bias") if layer.bias else None
-        projections[name] = (W, bias)
+        expr, locals_ = X * W, [left(W.name, X.T), right(source, W.T)]
+        if layer.bias:
+            bias = b.parameter(f"b{name}{l}", (1, H * dk), "bias")
+            expr += b.broadcast_batch(bias, rows)
+            locals_.append(left(bias.name, sp.OneMatrix(1, rows)))
+        every = b.step(f"{name.upper()}{l}", expr, l, "projection", locals_)
+        projections[name] = [every] if H == 1 else [
+            b.step(f"{name.upper()}{l}{suffixes[h]}", Block(every, h, H, 1), l, "head",
+                   [vjp(every.name, lambda G, h=h: Place(G, h, H, 1))]) for h in range(H)]
     heads = []
-    for h in range(H):
-        suffix = f"_{h + 1}" if H > 1 else ""
-        values = {}
-        for name, (W, bias) in projections.items():
-            part = _block(W, h, H)
-            expr = X * part
-            locals_ = [(vjp(W.name, lambda G, h=h: Place(X.T * G, h, H, 1)) if H > 1 else left(W.name, X.T)),
-                       right(source, part.T)]
-            if bias is not None:
-                expr += b.broadcast_batch(_block(bias, h, H), rows)
-                locals_.append(vjp(bias.name, lambda G, h=h: Place(b.batch_sum(G), h, H, 1)) if H > 1
-                               else left(bias.name, sp.OneMatrix(1, rows)))
-            values[name] = b.step(f"{name.upper()}{l}{suffix}", expr, l, "projection", locals_)
-        Q, K, V = values["q"], values["k"], values["v"]
-        S = b.step(f"S{l}{suffix}", scale * Q * K.T, l, "scores",
+    for h, (Q, K, V) in enumerate(zip(*projections.values())):
+        S = b.step(f"S{l}{suffixes[h]}", scale * Q * K.T, l, "scores",
                    [right(Q.name, scale * K), vjp(K.name, lambda G, Q=Q: scale * G.T * Q)])
         softmax = CausalSoftmax if layer.causal else Softmax
-        P = b.step(f"P{l}{suffix}", softmax(S, 1), l, "attention_weights", _softmax_locals(b, S.name, rows))
-        heads.append(b.step(f"O{l}{suffix}", P * V, l, "attention_output", [right(P.name, V.T), left(V.name, P.T)]))
-    if H > 1:
-        O = b.step(f"O{l}", sp.MatAdd(*(Place(O_h, h, H, 1) for h, O_h in enumerate(heads))), l, "concatenate",
-                   [vjp(O_h.name, lambda G, h=h: Block(G, h, H, 1)) for h, O_h in enumerate(heads)])
-    else:
-        O = heads[0]
+        P = b.step(f"P{l}{suffixes[h]}", softmax(S, 1), l, "attention_weights", _softmax_locals(b, S.name, rows))
+        heads.append(b.step(f"O{l}{suffixes[h]}", P * V, l, "attention_output",
+                            [right(P.name, V.T), left(V.name, P.T)]))
+    O = heads[0] if H == 1 else b.step(
+        f"O{l}", sp.MatAdd(*(Place(O_h, h, H, 1) for h, O_h in enumerate(heads))), l, "concatenate",
+        [vjp(O_h.name, lambda G, h=h: Block(G, h, H, 1)) for h, O_h in enumerate(heads)])
     Wo = b.parameter(f"Wo{l}", (H * dk, n_out), "weight", fan_in=H * dk)
-    bo = b.parameter(f"bo{l}", (1, n_out), "bias") if layer.bias else None
     locals_ = [left(Wo.name, O.T), right(O.name, Wo.T)]
     expr = O * Wo
-    if bo is not None:
+    if layer.bias:
+        bo = b.parameter(f"bo{l}", (1, n_out), "bias")
         expr += b.broadcast_batch(bo, rows)
         locals_.append(left(bo.name, sp.OneMatrix(1, rows)))
     b.step(out, expr, l, "linear", locals_)
 
 
-def _block(M, h: int, H: int):
-    """Head ``h``'s columns of ``M`` (all of them for one head)."""
-    return M if H == 1 else Block(M, h, H, 1)
-
-
 def _recurrent(cell: str):
     """An ``rnn``, ``lstm`` or ``gru`` layer unrolled over the spec's ``steps``, its initial state zero; its
-    output is the last state (``return = "last"``) or every state stacked by step (``"all"``)."""
+    output is the last state (``return = "last"``) or every state stacked by step (``"all"``).
+
+    The input's share of every step is one product for all steps at once, ``U = X W_x + 1 b`` (a GRU's
+    ``A_x``), so that its gradients are one product each too: ``dW_x = Xᵀ dU`` with ``dU`` the steps' gradients
+    stacked. The state weights' gradient ``dW_h = Σ_t h_{t-1}ᵀ dA_t`` has the same stacked form beside it."""
 
     blocks = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
 
@@ -354,35 +349,40 @@ def _recurrent(cell: str):
         N = X.shape[0] / T
         Wx = b.parameter(f"Wx{l}", (d, blocks * h), "weight", fan_in=d)
         Wh = b.parameter(f"Wh{l}", (h, blocks * h), "weight", fan_in=h)
-        biases = ([b.parameter(f"bx{l}", (1, blocks * h), "bias"), b.parameter(f"bh{l}", (1, blocks * h), "bias")]
-                  if cell == "gru" else [b.parameter(f"b{l}", (1, blocks * h), "bias")])
-        states, cell_state = [], None
+        bias = b.parameter(f"bx{l}" if cell == "gru" else f"b{l}", (1, blocks * h), "bias")
+        bh = b.parameter(f"bh{l}", (1, blocks * h), "bias") if cell == "gru" else None
+        U = b.step(f"AX{l}" if cell == "gru" else f"U{l}", X * Wx + b.broadcast_batch(bias, X.shape[0]), l,
+                   "linear", [left(Wx.name, X.T), left(bias.name, sp.OneMatrix(1, X.shape[0])),
+                              right(source, Wx.T)])
+        states, cell_state, recurrent = [], None, []
         for t in range(1, T + 1):
-            x = Block(X, t - 1, T, 0)
+            x_part = Block(U, t - 1, T, 0)
+            to_U = (lambda t: lambda M: Place(M, t - 1, T, 0))(t)
             previous = states[-1] if states else None
-            read_x = [left(Wx.name, x.T),
-                      vjp(source, lambda G, t=t: Place(G * Wx.T, t - 1, T, 0))]
             read_h = [] if previous is None else [left(Wh.name, previous.T), right(previous.name, Wh.T)]
             if cell == "gru":
-                bx, bh = biases
-                AX = b.step(f"AX{l}_{t}", x * Wx + b.broadcast_batch(bx, N), l, "linear",
-                            [*read_x, left(bx.name, sp.OneMatrix(1, N))])
                 hidden = b.broadcast_batch(bh, N) if previous is None else previous * Wh + b.broadcast_batch(bh, N)
                 AH = b.step(f"AH{l}_{t}", hidden, l, "linear", [*read_h, left(bh.name, sp.OneMatrix(1, N))])
-                state = _gru_cell(b, l, t, AX, AH, previous)
+                state = _gru_cell(b, l, t, (U.name, x_part, to_U), AH, previous)
+                gate_input = AH
             else:
-                (bias,) = biases
-                linear = x * Wx + b.broadcast_batch(bias, N)
-                if previous is not None:
-                    linear = x * Wx + previous * Wh + b.broadcast_batch(bias, N)
+                linear = x_part if previous is None else x_part + previous * Wh
                 A = b.step(f"{'Z' if cell == 'rnn' else 'A'}{l}_{t}", linear, l, "linear",
-                           [*read_x, *read_h, left(bias.name, sp.OneMatrix(1, N))])
+                           [vjp(U.name, to_U), *read_h])
                 if cell == "rnn":
                     f = Elementwise("tanh", A)
                     state = b.step(f"h{l}_{t}", f, l, "activation", [elementwise(A.name, f.derivative())])
                 else:
                     state, cell_state = _lstm_cell(b, l, t, A, cell_state)
+                gate_input = A
+            if previous is not None:
+                recurrent.append((previous, gate_input))
             states.append(state)
+        # dW_h = Σ_t h_{t-1}ᵀ dA_t as one product: the states h_1 .. h_{T-1} stacked, times the gradients stacked.
+        count = len(recurrent)
+        stacked = sp.MatAdd(*(Place(h_prev, i, count, 0) for i, (h_prev, _) in enumerate(recurrent)))
+        gradients = sp.MatAdd(*(Place(b.gradient(A.name), i, count, 0) for i, (_, A) in enumerate(recurrent)))
+        b.compact(Wh.name, [A.name for _, A in recurrent], sp.Transpose(stacked) * gradients, "steps_stacked")
         if layer.returns == "last":
             b.step(out, states[-1], l, "state", [identity(states[-1].name)])
         else:
@@ -417,12 +417,16 @@ def _lstm_cell(b, l, t, A, previous_cell):
     return h, c
 
 
-def _gru_cell(b, l, t, AX, AH, previous):
-    """PyTorch's GRU step: ``r, z = sigmoid``, ``n = tanh(xn + r ⊙ hn)``, ``h = (1 - z) ⊙ n + z ⊙ h'``."""
+def _gru_cell(b, l, t, ax, AH, previous):
+    """PyTorch's GRU step: ``r, z = sigmoid``, ``n = tanh(xn + r ⊙ hn)``, ``h = (1 - z) ⊙ n + z ⊙ h'``; ``ax`` is
+    the input's share of this step (the stacked step's name, this step's rows, and the map that puts a gradient
+    of those rows back into the stacked one)."""
+    stacked, AX, to_stacked = ax
+
     def gate(name, index):
         f = Elementwise("sigmoid", Block(AX, index, 3, 1) + Block(AH, index, 3, 1))
-        back = [vjp(source, lambda G, f=f: Place(sp.hadamard_product(G, f.derivative()), index, 3, 1))
-                for source in (AX.name, AH.name)]
+        back = [vjp(stacked, lambda G: to_stacked(Place(sp.hadamard_product(G, f.derivative()), index, 3, 1))),
+                vjp(AH.name, lambda G: Place(sp.hadamard_product(G, f.derivative()), index, 3, 1))]
         return b.step(f"{name}{l}_{t}", f, l, "gate", back)
 
     r, z = gate("r", 0), gate("z", 1)
@@ -430,7 +434,7 @@ def _gru_cell(b, l, t, AX, AH, previous):
     f = Elementwise("tanh", Block(AX, 2, 3, 1) + sp.hadamard_product(r, hn))
     slope = f.derivative()
     n = b.step(f"n{l}_{t}", f, l, "gate",
-               [vjp(AX.name, lambda G: Place(sp.hadamard_product(G, slope), 2, 3, 1)),
+               [vjp(stacked, lambda G: to_stacked(Place(sp.hadamard_product(G, slope), 2, 3, 1))),
                 elementwise(r.name, sp.hadamard_product(slope, hn)),
                 vjp(AH.name, lambda G: Place(sp.hadamard_product(G, slope, r), 2, 3, 1))])
     keep = sp.OneMatrix(*z.shape) - z

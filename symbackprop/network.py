@@ -44,12 +44,14 @@ class Compact:
     """A shorter formula for what a layer's steps send back to ``wrt`` (batch norm's textbook ``dX``).
 
     It replaces the contributions of the steps named in ``replaces``; ``expr`` is written with gradient
-    symbols of that layer (``dxhat2``) and its forward values.
+    symbols of that layer (``dxhat2``) and its forward values. ``label`` is the catalog key of the form
+    (``compact``; ``steps_stacked``: a sum over steps as one product).
     """
 
     wrt: str
     replaces: tuple[str, ...]
     expr: sp.Basic
+    label: str = "compact"
 
 
 @dataclass(frozen=True)
@@ -212,8 +214,8 @@ class Builder:
         samples, features = (shape[0], shape[1]) if self.batch_first else (shape[1], shape[0])
         return features if samples == self.N or (samples / self.N).is_Integer else None
 
-    def compact(self, wrt, replaces, expr) -> None:
-        self.compacts.append(Compact(wrt, tuple(replaces), expr))
+    def compact(self, wrt, replaces, expr, label: str = "compact") -> None:
+        self.compacts.append(Compact(wrt, tuple(replaces), expr, label))
 
     # -- layout helpers: sums and broadcasts over the batch, over features, per sample
     def broadcast_batch(self, v, rows=None):

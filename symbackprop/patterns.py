@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .expressions import Block, Place
-from .printing import latex, latex_name
+from .printing import concatenated, latex, latex_name
 
 _INDEXED = re.compile(r"^(d?[A-Za-z]+)(\d+)_(\d+)$")
 _OFFSETS = {-1: "t-1", 0: "t", 1: "t+1"}
@@ -116,6 +116,13 @@ def _recurrence(derivation, l: int, steps: int) -> Pattern:
         equation = _general(instances, l, steps, source, latex_name(f"{base}{l}_t"))
         if equation is not None and equation.first != equation.last:
             equations.append(equation)
+    for step in derivation.backward:  # a gradient stacked by step (all steps' input shares U): its row block t
+        blocks = concatenated(step.expr) if isinstance(step.expr, sp.MatAdd) and step.layer == l else None
+        if blocks is not None and blocks[1] == 0 and len(blocks[0]) == steps:
+            equation = _general(dict(enumerate(blocks[0], start=1)), l, steps, source,
+                                rf"\left({latex_name(step.symbol.name)}\right)_{{\langle t \rangle}}")
+            if equation is not None:
+                equations.append(equation)
     for name in (*[p for p in derivation.network.parameters if _layer_of(p) == l], source):
         if name == source and not any(s.name == source for s in derivation.backward):
             continue

@@ -143,8 +143,10 @@ def _decimal(value) -> str:
 
 
 def concatenated(expr):
-    """The blocks of a sum of one ``Place`` per block (a concatenation), in order, and the axis; else None."""
-    args = expr.args
+    """The blocks of a sum of one ``Place`` per block (a concatenation), in order, and the axis; else None.
+    A transposed ``Place`` (SymPy moves a transpose into a sum) is the transposed block placed across."""
+    args = [Place(a.arg.arg.T, a.arg.index, a.arg.count, 1 - a.arg.axis)
+            if isinstance(a, sp.Transpose) and isinstance(a.arg, Place) else a for a in expr.args]
     if all(isinstance(a, Place) for a in args) and len({(a.count, a.axis) for a in args}) == 1 \
             and sorted(a.index for a in args) == list(range(args[0].count)):
         return [a.arg for a in sorted(args, key=lambda a: a.index)], args[0].axis
@@ -198,7 +200,10 @@ class _MatrixLayout:
         return self._parenthesize_group(text) if self._is_group(expr) else text
 
     def _is_group(self, expr) -> bool:
-        """Whether ``expr`` needs parentheses as an operand: sums, products of several matrices."""
+        """Whether ``expr`` needs parentheses as an operand: sums (not a concatenation, which has its own
+        brackets), products of several matrices."""
+        if isinstance(expr, sp.MatAdd) and concatenated(expr) is not None:
+            return False
         if isinstance(expr, sp.MatMul) and not isinstance(expr, self.grouped):
             return len(_flat_coeff_matrices(expr)[1]) > 1
         return isinstance(expr, self.grouped)
@@ -409,19 +414,23 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
     in the output prints as the ``from_output`` helper applied to it. ``local_gradients`` maps a
     pre-activation symbol to the variable holding ``f'(Z)`` that the forward pass computed and kept. ``ids``
     names the inputs that are one-hot in the derivation and integer ids in the code: a product with one is a
-    gather (``C[X[:, 0]]``), with its transpose a scatter-add (``scatter_rows``). ``stacked`` (the names of
-    the parameters) makes the code take a batch of sequences, arrays of shape (B, T, n) as well as (T, n): axes
-    count from the end and a transpose of anything but a parameter swaps the last two axes. With
+    gather (``C[X[:, 0]]``), with its transpose a scatter-add (``scatter_rows``). ``positions`` (the size
+    symbol counting an attention network's positions) makes the code take a batch of sequences: every value
+    with one row per position holds the rows of all sequences, one after another, (B T, n), so products with
+    weights and reductions over positions (a parameter's gradient) cover the whole batch in one step; a value
+    with one row and one column per position (attention's scores and weights) is (B, T, T), and a product that
+    reads or makes one views the row-form operands per sequence (``_seq``) and flattens a row-form result
+    (``_flat``). Axes count from the end. With
     ``in_place``, ``dA ⊙ f'(Z)`` prints as an update of the upstream gradient's array
     (``np.multiply(dA, f'(Z), out=dA)``), which the caller must own.
     """
 
     def __init__(self, sizes: dict | None = None, outputs: dict | None = None, in_place: bool = False,
                  local_gradients: dict | None = None, names: dict | None = None, ids=frozenset(),
-                 stacked: frozenset | None = None):
+                 positions: sp.Symbol | None = None):
         super().__init__()
         self.ids = ids
-        self.stacked = stacked
+        self.positions = positions
         self.sizes = sizes or {}
         self.outputs = outputs or {}
         self.in_place = in_place
@@ -435,13 +444,35 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
         return expr.name
 
     def _print_Transpose(self, expr):
-        if self.stacked is not None and not {s.name for s in expr.arg.atoms(sp.MatrixSymbol)} <= self.stacked:
+        if self._per_sequence(expr.arg):
             return f"{self._operand(expr.arg)}.swapaxes(-1, -2)"
         return f"{self._operand(expr.arg)}.T"
 
     def _axis(self, axis: int) -> int:
         """A matrix axis as the code writes it: from the end for a batch of sequences."""
-        return axis - 2 if self.stacked is not None else axis
+        return axis - 2 if self.positions is not None else axis
+
+    def _per_sequence(self, expr) -> bool:
+        """Whether ``expr`` is a (B, T, T) array in a batch of sequences: one row and one column per position."""
+        return self.positions is not None and tuple(expr.shape) == (self.positions, self.positions)
+
+    def _sequence_product(self, coeff, matrices) -> str | None:
+        """A product that reads or makes a per-sequence (T x T) value, computed per sequence, else None."""
+        if not any(self._per_sequence(m) for m in (*matrices, sp.MatMul(*matrices))):
+            return None
+        T = self.positions
+
+        def view(m):
+            if self._per_sequence(m) or T not in (m.T if isinstance(m, sp.Transpose) else m).shape[:1]:
+                return self._operand(m)
+            if isinstance(m, sp.Transpose):
+                return f"_seq({self._print(m.arg)}, {self._print(T)}).swapaxes(-1, -2)"
+            return f"_seq({self._print(m)}, {self._print(T)})"
+
+        body = " @ ".join(view(m) for m in matrices)
+        if not self._per_sequence(sp.MatMul(*matrices)):
+            body = f"_flat({body})"
+        return self._coefficient(coeff, body)
 
     def _print_OneMatrix(self, expr):
         return "1"  # in a sum or a product with a full matrix, a scalar 1 broadcasts the same way
@@ -451,6 +482,10 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
         matrices = list(matrices)
         if all(isinstance(m, sp.OneMatrix) for m in matrices):
             return self._print(coeff) if coeff != 1 else "1"
+        if self.positions is not None and not any(isinstance(m, sp.OneMatrix) for m in matrices):
+            sequence = self._sequence_product(coeff, matrices)
+            if sequence is not None:
+                return sequence
         if len(matrices) == 2 and coeff == 1:  # a one-hot input times a matrix: a gather or a scatter-add
             first, second = matrices
             if self._ids(first) is not None:
@@ -544,10 +579,9 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
         return f"causal_softmax({self._print(expr.arg)})"
 
     def _print_Pow(self, expr, rational=False):
-        if expr.exp == sp.S.Half:
-            return f"np.sqrt({self._print(expr.base)})"
-        if expr.exp == -sp.S.Half:
-            return f"(1 / np.sqrt({self._print(expr.base)}))"
+        # A Python float, not a NumPy one, so that float32 arrays stay float32.
+        if expr.exp in (sp.S.Half, -sp.S.Half):
+            return f"{self._print(expr.base)} ** {'-' if expr.exp < 0 else ''}0.5"
         return super()._print_Pow(expr, rational)
 
     def _slice(self, expr, width) -> str:
@@ -560,7 +594,7 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
         if self._ids(expr) is not None:
             return self._ids(expr)
         rows, cols = expr.shape
-        lead = "..., " if self.stacked is not None else ""
+        lead = "..., " if self.positions is not None else ""
         if expr.axis == 0:
             return f"{self._operand(expr.arg)}[{lead}{self._slice(expr, rows)}{', :' if lead else ''}]"
         return f"{self._operand(expr.arg)}[{lead or ':, '}{self._slice(expr, cols)}]"

@@ -124,7 +124,9 @@ def _relu_numpy_derivative(p) -> str:
     return "np.where({z} > 0, 1.0, np.where({z} == 0, {relu_grad_at_zero}, 0.0)).astype({z}.dtype)"
 
 
-_STABLE_SIGMOID = "np.exp(-np.logaddexp(0, -{z}))"
+# 1 / (1 + e^-z) from e = e^-|z|: 1 / (1 + e) for z >= 0, e / (1 + e) below; it never overflows and costs one
+# exp (np.logaddexp costs about five times as much).
+_STABLE_SIGMOID = "(lambda e: np.where({z} >= 0, 1, e) / (1 + e))(np.exp(-np.abs({z})))"
 
 ACTIVATIONS: dict[str, ActivationRule] = {
     rule.name: rule
