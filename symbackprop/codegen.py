@@ -243,7 +243,7 @@ class _Module:
             "needs_place": any(re.search(r"(?<![\w.])place\(", line.code) for line in (*forward, *backward)),
             "needs_sequences": any("_seq(" in line.code for line in (*forward, *backward)),
             "needs_scatter": any("scatter_rows(" in line.code for line in backward),
-            "needs_softmax": any(isinstance(node, Softmax) for node in nodes)
+            "needs_softmax": any(type(node) is Softmax for node in nodes)
                              or loss_rule(settings).targets == "distribution",
             "needs_log_softmax": any(isinstance(node, LogSoftmax) for node in nodes),
             "loss_code": numpy_loss_code(settings, self.positions is not None),
