@@ -89,7 +89,7 @@ def layer_of(name: str) -> int | None:
 # How targets are made from the teacher's output ``Y`` (rows are samples), as NumPy source: the worked example
 # evaluates it and the notebook prints it, so the two cannot differ.
 TARGET_RULES = {
-    "onehot": "np.eye(Y.shape[1])[np.argmax(Y, axis=1)]",
+    "onehot": "np.eye(Y.shape[-1])[np.argmax(Y, axis=-1)]",
     "binary": "(Y > 0).astype(float)",
     "regression": "np.round(Y, 2)",
 }

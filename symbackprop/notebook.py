@@ -41,14 +41,29 @@ def _masks_argument(network, value: str) -> str:
     return f", {value}" if network.masks else ""
 
 
+def _module_form(network, name: str, value):
+    """The worked example's input or targets as the module's ``forward`` and ``loss`` take them: token ids
+    instead of their one-hot rows, and a sequence stacked by step (T N rows) as (N, T, ...)."""
+    steps = network.spec.input.steps
+    ids = name == network.input_name and network.roles[name] == "ids"
+    if ids:
+        value = value.reshape(value.shape[0], -1, network.spec.input.vocab).argmax(axis=-1)
+    if steps and network.inputs[name].shape[0] != network.N:  # a sequence, stacked by step
+        value = value.reshape(steps, -1, value.shape[-1]).swapaxes(0, 1)
+        value = value[..., 0] if ids else value
+    return value
+
+
 def _example_cells(network, example, t) -> list:
     """The worked example recomputed with the module's functions and checked against the printed values."""
     v4 = nbformat.v4
     masks = _masks_argument(network, "masks")
+    inputs = {name: _module_form(network, name, value) if name in (network.input_name, "Y_true") else value
+              for name, value in example.inputs.items()}
     return [
         v4.new_markdown_cell(f"## {t['notebook_example']}\n\n{t['notebook_example_intro']}"),
         v4.new_code_cell(
-            f"example = {({name: value.tolist() for name, value in example.inputs.items()})!r}\n"
+            f"example = {({name: value.tolist() for name, value in inputs.items()})!r}\n"
             f"X, Y_true = np.array(example[{network.input_name!r}]), np.array(example['Y_true'])\n"
             f"params = {{name: np.array(example[name]) for name in {list(example.updated)!r}}}\n"
             + (f"masks = {{name: np.array(example[name]) for name in {list(network.masks)!r}}}\n" if masks else "")
@@ -118,8 +133,10 @@ def _training_cells(derivation, example, t, lang: str, seed: int) -> list:
         f"    T = {TARGET_RULES[target_kind(network)]}\n"
         "    return T if BATCH_FIRST else T.T\n\n\n"
         f"rng = np.random.default_rng({seed + 1})\n"
-        f"X_train = rng.uniform(-1, 1, ({TRAIN_SAMPLES}, {network.spec.sizes[0]}))\n"
-        "X_train = X_train if BATCH_FIRST else X_train.T\n"
+        + (f"X_train = _data(rng, {TRAIN_SAMPLES})[0]  # token ids or sequences, as forward() takes them\n"
+           if network.roles[network.input_name] == "ids" or network.spec.input.steps else
+           f"X_train = rng.uniform(-1, 1, ({TRAIN_SAMPLES}, {network.spec.sizes[0]}))\n"
+           "X_train = X_train if BATCH_FIRST else X_train.T\n")
         + (f"masks = draw_masks({TRAIN_SAMPLES}, seed={seed + 1})\n"
            "unmasked = {name: np.ones_like(mask) for name, mask in masks.items()}\n" if masks else "")
         + f"Y_train = targets(forward(teacher, X_train{kept})[0])\n"
