@@ -7,7 +7,8 @@ A suite is a module under ``benchmarks/`` with a ``main()`` that prints its resu
 import importlib
 import importlib.util
 
-SUITES = ("benchmarks.verification", "benchmarks.training", "benchmarks.batchnorm", "benchmarks.depth")
+SUITES = ("benchmarks.verification", "benchmarks.training", "benchmarks.batchnorm", "benchmarks.depth",
+          "benchmarks.sequences")
 
 
 def main() -> None:

@@ -6,6 +6,9 @@
 - An LSTM over T = 32 steps, N = 64, d = h = 256, its last state scored by a dense layer, half SSE. Goal:
   within 1.3x PyTorch's time.
 
+Verification of every spec in ``tests/specs_sequence`` (and of the two benchmark networks) is timed too. Goal:
+under 10 s each.
+
 Both sides run one thread (threadpoolctl for NumPy's BLAS, ``torch.set_num_threads(1)``), in float32, on the same
 parameters and data; the gradients are compared before timing. Without PyTorch the comparison is skipped and
 only our times are printed. ``BENCH_REPEATS`` sets the number of runs a median is taken over.
@@ -14,17 +17,23 @@ only our times are printed. ``BENCH_REPEATS`` sets the number of runs a median i
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 
 from benchmarks.batchnorm import one_blas_thread
 from benchmarks.training import _median_ms, generated_module
+from symbackprop import derive
 
 BLOCK = {"T": 128, "d": 256, "heads": 4, "B": 8}
 LSTM = {"T": 32, "N": 64, "d": 256, "h": 256}
 TARGETS = {"block": 1.0, "lstm": 1.3}
+VERIFY_TARGET_S = 10.0
+CORPUS = Path(__file__).resolve().parent.parent / "tests" / "specs_sequence"
 
 
 def block_spec() -> dict:
@@ -109,13 +118,31 @@ def _compare(name, module, torch_loss, X, Y, repeats) -> dict:
     return medians
 
 
+def bench_verification(repeats: int) -> dict:
+    """Median seconds of ``derive`` and ``verify`` (witness sizes) for each corpus spec and benchmark net."""
+    specs = {path.stem: path for path in sorted(CORPUS.glob("*.toml"))}
+    specs.update({"benchmark block": block_spec(), "benchmark LSTM": lstm_spec()})
+    print(f"Derive and verify at witness sizes (median of {repeats}; goal: under {VERIFY_TARGET_S:g} s each)")
+    results = {}
+    for name, spec in specs.items():
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            report = derive(spec).verify()
+            times.append(time.perf_counter() - start)
+            assert report.ok, report.table()
+        results[name] = statistics.median(times)
+        print(f"  {name:<22} {results[name]:6.2f} s  ({len(report.checks)} rows)")
+    return results
+
+
 def main(repeats: int | None = None) -> dict:
     repeats = repeats or int(os.environ.get("BENCH_REPEATS", "5"))
     rng = np.random.default_rng(0)
-    results = {}
+    results = {"verification": bench_verification(repeats)}
     with tempfile.TemporaryDirectory() as directory, one_blas_thread() as limits:
         sys.dont_write_bytecode = True
-        print(limits if isinstance(limits, str) else "BLAS limited to one thread (threadpoolctl)")
+        print("\n" + (limits if isinstance(limits, str) else "BLAS limited to one thread (threadpoolctl)"))
         block = generated_module(block_spec(), directory)
         X = rng.standard_normal((BLOCK["B"], BLOCK["T"], BLOCK["d"])).astype(np.float32)
         Y = rng.standard_normal(X.shape).astype(np.float32)

@@ -5,6 +5,8 @@ with pdflatex, finds the page of each labelled frame in the ``.aux`` file, and w
 ``docs/slide_<frame>_<lang>.png`` at 110 dpi, plus ``docs/deck_overview_<lang>.png`` when Pillow is installed.
 The batch-norm network of the corpus gives ``docs/slide_batchnorm_<frame>_en.png``: the slide of its batch-norm layer
 where the centred input's gradient sums two paths, and the slide of the compact formula for the layer's input gradient.
+The transformer block of ``tests/specs_sequence`` gives ``docs/slide_attention_pattern_1_{en,ko}.png``, attention's
+backward equations, and the LSTM classifier ``docs/slide_lstm_pattern_1_en.png``, backpropagation through time.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ BUILD = DOCS.parent / "build" / "docs"
 FRAMES = {"ko": ["backward-2", "chain-rule"], "en": ["backward-2", "algorithm", "network"]}
 BATCHNORM = DOCS.parent / "tests" / "specs" / "batchnorm_after_dense.toml"
 BATCHNORM_FRAMES = ["backward-2-3", "form-a1-compact"]
+SEQUENCES = DOCS.parent / "tests" / "specs_sequence"
 
 
 def compile_deck(lang: str, spec=None, name: str = "") -> Path:
@@ -69,6 +72,10 @@ def write_slides(pdf: Path, labels: list[str], prefix: str, lang: str) -> None:
 
 def main() -> None:
     write_slides(compile_deck("en", BATCHNORM, "batchnorm"), BATCHNORM_FRAMES, "batchnorm_", "en")
+    for lang in ("en", "ko"):
+        pdf = compile_deck(lang, SEQUENCES / "transformer_block.toml", f"attention_{lang}")
+        write_slides(pdf, ["pattern-1"], "attention_", lang)
+    write_slides(compile_deck("en", SEQUENCES / "lstm_classifier.toml", "lstm"), ["pattern-1"], "lstm_", "en")
     for lang, labels in FRAMES.items():
         pdf = compile_deck(lang)
         write_slides(pdf, labels, "", lang)

@@ -357,13 +357,14 @@ def _recurrent(cell: str):
         states, cell_state, recurrent = [], None, []
         for t in range(1, T + 1):
             x_part = Block(U, t - 1, T, 0)
-            to_U = (lambda t: lambda M: Place(M, t - 1, T, 0))(t)
+            to_U = functools.partial(Place, index=t - 1, count=T, axis=0)
             previous = states[-1] if states else None
             read_h = [] if previous is None else [left(Wh.name, previous.T), right(previous.name, Wh.T)]
             if cell == "gru":
+                AX = b.step(f"AX{l}_{t}", x_part, l, "step_rows", [vjp(U.name, to_U)])
                 hidden = b.broadcast_batch(bh, N) if previous is None else previous * Wh + b.broadcast_batch(bh, N)
                 AH = b.step(f"AH{l}_{t}", hidden, l, "linear", [*read_h, left(bh.name, sp.OneMatrix(1, N))])
-                state = _gru_cell(b, l, t, (U.name, x_part, to_U), AH, previous)
+                state = _gru_cell(b, l, t, AX, AH, previous)
                 gate_input = AH
             else:
                 linear = x_part if previous is None else x_part + previous * Wh
@@ -399,10 +400,9 @@ def _lstm_cell(b, l, t, A, previous_cell):
     for index, (name, function) in enumerate((("i", "sigmoid"), ("f", "sigmoid"), ("o", "sigmoid"), ("g", "tanh"))):
         if name == "f" and previous_cell is None:
             continue  # the forget gate multiplies c_0 = 0: it has no effect at the first step
-        f = Elementwise(function, Block(A, index, 4, 1))
-        gates[name] = b.step(f"{name}{l}_{t}", f, l, "gate",
-                             [vjp(A.name, lambda G, f=f, index=index: Place(sp.hadamard_product(G, f.derivative()),
-                                                                           index, 4, 1))])
+        gates[name] = b.step(f"{name}{l}_{t}", Elementwise(function, Block(A, index, 4, 1)), l, "gate",
+                             lambda out, function=function, index=index: [vjp(A.name, lambda G: Place(
+                                 sp.hadamard_product(G, _slope(function, out)), index, 4, 1))])
     i, o, g = gates["i"], gates["o"], gates["g"]
     new = sp.hadamard_product(i, g)
     locals_ = [elementwise(i.name, g), elementwise(g.name, i)]
@@ -417,32 +417,38 @@ def _lstm_cell(b, l, t, A, previous_cell):
     return h, c
 
 
-def _gru_cell(b, l, t, ax, AH, previous):
-    """PyTorch's GRU step: ``r, z = sigmoid``, ``n = tanh(xn + r ⊙ hn)``, ``h = (1 - z) ⊙ n + z ⊙ h'``; ``ax`` is
-    the input's share of this step (the stacked step's name, this step's rows, and the map that puts a gradient
-    of those rows back into the stacked one)."""
-    stacked, AX, to_stacked = ax
+def _gru_cell(b, l, t, AX, AH, previous):
+    """PyTorch's GRU step: ``r, z = sigmoid``, ``n = tanh(xn + r ⊙ hn)``, ``h = (1 - z) ⊙ n + z ⊙ h'``, from
+    the input's and the state's shares ``AX``, ``AH`` (three column blocks each)."""
 
     def gate(name, index):
-        f = Elementwise("sigmoid", Block(AX, index, 3, 1) + Block(AH, index, 3, 1))
-        back = [vjp(stacked, lambda G: to_stacked(Place(sp.hadamard_product(G, f.derivative()), index, 3, 1))),
-                vjp(AH.name, lambda G: Place(sp.hadamard_product(G, f.derivative()), index, 3, 1))]
-        return b.step(f"{name}{l}_{t}", f, l, "gate", back)
+        def locals_(out):
+            back = lambda G: Place(sp.hadamard_product(G, _slope("sigmoid", out)), index, 3, 1)
+            return [vjp(AX.name, back), vjp(AH.name, back)]
+
+        return b.step(f"{name}{l}_{t}", Elementwise("sigmoid", Block(AX, index, 3, 1) + Block(AH, index, 3, 1)),
+                      l, "gate", locals_)
 
     r, z = gate("r", 0), gate("z", 1)
     hn = Block(AH, 2, 3, 1)
-    f = Elementwise("tanh", Block(AX, 2, 3, 1) + sp.hadamard_product(r, hn))
-    slope = f.derivative()
-    n = b.step(f"n{l}_{t}", f, l, "gate",
-               [vjp(stacked, lambda G: to_stacked(Place(sp.hadamard_product(G, slope), 2, 3, 1))),
-                elementwise(r.name, sp.hadamard_product(slope, hn)),
-                vjp(AH.name, lambda G: Place(sp.hadamard_product(G, slope, r), 2, 3, 1))])
+    n = b.step(f"n{l}_{t}", Elementwise("tanh", Block(AX, 2, 3, 1) + sp.hadamard_product(r, hn)), l, "gate",
+               lambda n: [vjp(AX.name, lambda G: Place(sp.hadamard_product(G, _slope("tanh", n)), 2, 3, 1)),
+                          elementwise(r.name, sp.hadamard_product(_slope("tanh", n), hn)),
+                          vjp(AH.name, lambda G: Place(sp.hadamard_product(G, _slope("tanh", n), r), 2, 3, 1))])
     keep = sp.OneMatrix(*z.shape) - z
     if previous is None:
         return b.step(f"h{l}_{t}", sp.hadamard_product(keep, n), l, "state",
                       [elementwise(n.name, keep), elementwise(z.name, -n)])
     return b.step(f"h{l}_{t}", sp.hadamard_product(keep, n) + sp.hadamard_product(z, previous), l, "state",
                   [elementwise(n.name, keep), elementwise(z.name, previous - n), elementwise(previous.name, z)])
+
+
+def _slope(function: str, out):
+    """A gate's slope written with its output, as courses write it: ``s ⊙ (1 - s)``, ``1 - g^2``."""
+    ones = sp.OneMatrix(*out.shape)
+    if function == "sigmoid":
+        return sp.hadamard_product(out, ones - out)
+    return ones - sp.HadamardPower(out, 2)
 
 
 LAYER_KINDS.update({

@@ -143,14 +143,19 @@ def _decimal(value) -> str:
 
 
 def concatenated(expr):
-    """The blocks of a sum of one ``Place`` per block (a concatenation), in order, and the axis; else None.
-    A transposed ``Place`` (SymPy moves a transpose into a sum) is the transposed block placed across."""
+    """The blocks of a sum of ``Place`` terms that fill every block (a concatenation), in order, and the axis;
+    else None. A transposed ``Place`` (SymPy moves a transpose into a sum) is the transposed block placed
+    across; terms placed in the same block are summed there."""
     args = [Place(a.arg.arg.T, a.arg.index, a.arg.count, 1 - a.arg.axis)
             if isinstance(a, sp.Transpose) and isinstance(a.arg, Place) else a for a in expr.args]
-    if all(isinstance(a, Place) for a in args) and len({(a.count, a.axis) for a in args}) == 1 \
-            and sorted(a.index for a in args) == list(range(args[0].count)):
-        return [a.arg for a in sorted(args, key=lambda a: a.index)], args[0].axis
-    return None
+    if not (all(isinstance(a, Place) for a in args) and len({(a.count, a.axis) for a in args}) == 1):
+        return None
+    count, axis = args[0].count, args[0].axis
+    blocks = [[a.arg for a in args if a.index == index] for index in range(count)]
+    if not all(blocks):
+        return None
+    # several terms placed in one block (an LSTM step's gates, each placed in its columns) add up there
+    return [block[0] if len(block) == 1 else sp.MatAdd(*block) for block in blocks], axis
 
 
 class _MatrixLayout:

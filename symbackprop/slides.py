@@ -66,6 +66,8 @@ def _inline_width(text: str) -> float:
                for index, part in enumerate(parts))
 
 
+# The most names of kept values a row of the deck's memory table lists (an unrolled layer keeps dozens).
+MEMORY_NAMES = 6
 # The general forms' equations are set a little smaller, so that attention's five fit on one frame.
 PATTERN_SCALE = 0.85
 
@@ -519,8 +521,8 @@ class Deck:
 
     def memory(self) -> list[dict]:
         t, memory = self.t, self.ctx["memory"]
-        rows = [[str(r["layer"]), f"${r['kept']}$" if r["kept"] else "", str(r["floats"]), r["bytes32"],
-                 r["bytes64"]] for r in memory["rows"]]
+        rows = [[str(r["layer"]), _kept_names(r["kept_names"]), str(r["floats"]), r["bytes32"], r["bytes64"]]
+                for r in memory["rows"]]
         rows.append([t["memory_total"], "", str(memory["floats"]), memory["bytes32"], memory["bytes64"]])
         header = [t["layer"], t["memory_kept"], t["memory_floats"], t["memory_bytes32"], t["memory_bytes64"]]
         per_frame = int((BODY_HEIGHT - 60) // 12.5)
@@ -564,6 +566,13 @@ class Deck:
                   *_matrices(by_layer(ex.updated, layer_of), relation=r"\leftarrow"),
                   text(t["worked_loss_change"].format(before=number(ex.loss), after=number(ex.loss_after)))]
         return frames + pack(f"{title}: {t['gradient_descent']}", update, t)
+
+
+def _kept_names(names: list[str], most: int = MEMORY_NAMES) -> str:
+    """A layer's kept values for a slide's table: past ``most``, the first and last ones around a count."""
+    if len(names) > most:
+        names = [*names[:most - 2], rf"\ldots ({len(names)})", *names[-1:]]
+    return f"${', '.join(names)}$" if names else ""
 
 
 def _matrices(groups: list[list[tuple[str, object]]], relation: str = "=") -> list[Block]:

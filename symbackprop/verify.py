@@ -124,6 +124,9 @@ class Report:
 # Witness widths cycle through this many values: any run of that many consecutive layers has distinct widths,
 # and the sizes (so the check's cost per layer) stay small however deep the network is.
 WITNESS_CYCLE = 6
+# The positions of a sequence in an attention network at witness sizes: more than two, so that a causal mask
+# has rows of every length, and unlike every witness width.
+WITNESS_POSITIONS = 9
 
 
 def witness_sizes(depth: int) -> tuple[int, tuple[int, ...]]:
@@ -172,6 +175,8 @@ def verify(derivation, *, batch: int | None = None, budget: float | None = None,
                 note = (f"The exact check at the spec's sizes (batch {batch}) did not finish within the "
                         f"{budget:g} s budget; verified at witness sizes instead.")
     N, widths = witness_sizes(network.depth)
+    if any(layer.kind == "attention" for layer in network.spec.layers):
+        N = WITNESS_POSITIONS
     checks = _Verifier(derivation, N, widths, seed, None, progress).run()
     return Report(tuple(checks), time.perf_counter() - start, _size_dict(network, N, widths), "witness", note)
 

@@ -4,6 +4,7 @@ derivation; the spec reader's refusals; and random stacks that mix the new kinds
 """
 
 import tomllib
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,14 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from sequence_oracle import central_differences, loss
 from test_generated import load_module
+from test_lecture import _run_code_cells
+from test_lecture_layout import compile_tex, layout_problems, needs_tex, pdf_text
 
 from symbackprop import derive
 from symbackprop.claims import Checker
 from symbackprop.errors import SpecError
+from symbackprop.lecture import LectureOptions
+from symbackprop.render import render
 from symbackprop.spec import load_spec
 
 SPECS = sorted(Path(__file__).parent.joinpath("specs_sequence").glob("*.toml"))
@@ -80,14 +85,17 @@ def test_shared_weights_sum_over_steps_and_attention_backward_has_its_textbook_f
     assert text["V1_1"] == "P1_1.T*dO1_1" and text["P1_1"] == "dO1_1*V1_1.T"
 
 
-def test_class_ids_and_one_hot_targets_give_the_same_gradients(tmp_path):
-    spec = _spec(SPECS[[p.stem for p in SPECS].index("gru_language_model")])
-    module = load_module(derive(spec).render("numpy"), tmp_path, "gru_ids")
+@pytest.mark.parametrize("name, shape", [("gru_language_model", (3, 3)), ("makemore_mlp", (3,)),
+                                         ("lstm_classifier", (3,))])
+def test_class_ids_and_one_hot_targets_give_the_same_gradients(tmp_path, name, shape):
+    spec = _spec(SPECS[[p.stem for p in SPECS].index(name)])
+    module = load_module(derive(spec).render("numpy"), tmp_path, f"ids_{name}")
     params = module.init_params(0)
     rng = np.random.default_rng(0)
     X = module._data(rng, 3)[0]
-    ids = rng.integers(0, 5, (3, 3))
-    Y = np.eye(5)[ids]
+    classes = module.SIZES[-1]
+    ids = rng.integers(0, classes, shape)
+    Y = np.eye(classes)[ids]
     one_hot = module.backward(params, module.forward(params, X)[1], Y)
     by_id = module.backward(params, module.forward(params, X)[1], ids)
     assert all(np.array_equal(one_hot[key], by_id[key]) for key in one_hot)
@@ -167,6 +175,36 @@ def test_random_stacks_with_the_new_kinds_are_proved_and_match_the_oracle(tmp_pa
     _gradients_agree(spec, tmp_path, "stack", batch=2)
 
 
+FOUR = ["makemore_mlp", "transformer_block", "lstm_classifier", "gru_language_model"]  # the issue's four
+
+
+@needs_tex
+@pytest.mark.parametrize("lang", ["en", "ko"])
+@pytest.mark.parametrize("name", FOUR)
+def test_deck_and_article_compile_and_fit_the_page(tmp_path, name, lang):
+    derivation = derive(_spec(SPECS[[p.stem for p in SPECS].index(name)]))
+    deck = render(derivation, "beamer", lang=lang, options=LectureOptions(handout=True))
+    pdf, log = compile_tex(deck, tmp_path, "deck", runs=2)
+    assert not layout_problems(log)
+    text = pdf_text(pdf)
+    titles = {"attention": ("Attention: the backward pass", "어텐션의 역전파"),
+              "bptt": ("Backpropagation through time", "시간 역전파"), "embedding": ("Embedding: a scatter-add", "임베딩: scatter-add")}
+    kinds = {"makemore_mlp": ["embedding"], "transformer_block": ["attention"], "lstm_classifier": ["bptt"],
+             "gru_language_model": ["embedding", "bptt"]}[name]
+    for kind in kinds:  # the slide of each general form is there, in the deck's language
+        assert any(title in text for title in titles[kind]), kind
+    _, log = compile_tex(render(derivation, "latex", lang=lang), tmp_path, "article")
+    assert not layout_problems(log)
+
+
+@pytest.mark.parametrize("name", FOUR)
+def test_notebook_trains_to_a_falling_loss(tmp_path, name):
+    namespace, _ = _run_code_cells(render(derive(_spec(SPECS[[p.stem for p in SPECS].index(name)])), "ipynb"),
+                                   tmp_path)
+    losses = namespace["losses"]
+    assert losses[-1] <= 0.5 * losses[0] and all(b <= a for a, b in pairwise(losses))
+
+
 @pytest.mark.parametrize("name", ["transformer_block", "attention_bias"])
 def test_a_batch_of_sequences_is_the_sum_of_its_sequences(tmp_path, name):
     spec = _spec(SPECS[[p.stem for p in SPECS].index(name)])
@@ -226,10 +264,14 @@ def _at(latex: str, t: int) -> str:
     return latex.replace("_{t+1}", f"_{{{t + 1}}}").replace("_{t-1}", f"_{{{t - 1}}}").replace("_{t}", f"_{{{t}}}")
 
 
+UNREAD = ("x_{t", "[:", ",t", "langle", r"\big|")  # notations the claim parser does not read
+
+
 @pytest.mark.parametrize("name", ["rnn_regression", "lstm_classifier", "gru_language_model"])
 def test_every_general_step_formula_is_judged_correct_by_check_at_each_step_it_names(name):
     """A BPTT line 'for t = a..b' is a claim about every such t: each instance must pass ``check``'s exact judge
-    (lines whose notation the claim parser does not read, the input's rows x_t and gate blocks, are skipped)."""
+    (lines whose notation the claim parser does not read, the input's rows x_t, gate blocks and concatenations, are
+    skipped)."""
     from symbackprop.patterns import patterns
 
     spec = _spec(SPECS[[p.stem for p in SPECS].index(name)])
@@ -237,7 +279,7 @@ def test_every_general_step_formula_is_judged_correct_by_check_at_each_step_it_n
     checked = 0
     for pattern in patterns(checker.derivation):
         for equation in pattern.equations:
-            if equation.first is None or any(mark in equation.lhs + equation.rhs for mark in ("x_{t", "[:", ",t", "langle")):
+            if equation.first is None or any(mark in equation.lhs + equation.rhs for mark in UNREAD):
                 continue
             for t in range(equation.first, equation.last + 1):
                 claim = f"{_at(equation.lhs, t)} = {_at(equation.rhs, t)}"
