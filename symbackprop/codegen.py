@@ -75,6 +75,20 @@ class _Names:
         return candidate
 
 
+def module_value(network, name: str, value):
+    """A value of the derivation's input or targets (or the input's gradient, ``name`` the input's) as the
+    generated module takes or returns it: token ids instead of their one-hot rows, and a sequence stacked by
+    step (T N rows) as (N, T, ...)."""
+    steps = network.spec.input.steps
+    ids = name == network.input_name and network.roles[name] == "ids"
+    if ids:
+        value = value.reshape(value.shape[0], -1, network.spec.input.vocab).argmax(axis=-1)
+    if steps and network.inputs[name].shape[0] != network.N:  # a sequence, stacked by step
+        value = value.reshape(steps, -1, value.shape[-1]).swapaxes(0, 1)
+        value = value[..., 0] if ids else value
+    return value
+
+
 def module_context(derivation) -> dict:
     """Everything the NumPy template needs: names, helpers, forward and backward lines, cache, loss code."""
     return _Module(derivation).context()

@@ -23,6 +23,7 @@ from .lecture import (
     target_kind,
     worked_example,
 )
+from .codegen import module_value
 from .render import catalog, render
 
 _MAIN_BLOCK = '\nif __name__ == "__main__":'
@@ -41,24 +42,11 @@ def _masks_argument(network, value: str) -> str:
     return f", {value}" if network.masks else ""
 
 
-def _module_form(network, name: str, value):
-    """The worked example's input or targets as the module's ``forward`` and ``loss`` take them: token ids
-    instead of their one-hot rows, and a sequence stacked by step (T N rows) as (N, T, ...)."""
-    steps = network.spec.input.steps
-    ids = name == network.input_name and network.roles[name] == "ids"
-    if ids:
-        value = value.reshape(value.shape[0], -1, network.spec.input.vocab).argmax(axis=-1)
-    if steps and network.inputs[name].shape[0] != network.N:  # a sequence, stacked by step
-        value = value.reshape(steps, -1, value.shape[-1]).swapaxes(0, 1)
-        value = value[..., 0] if ids else value
-    return value
-
-
 def _example_cells(network, example, t) -> list:
     """The worked example recomputed with the module's functions and checked against the printed values."""
     v4 = nbformat.v4
     masks = _masks_argument(network, "masks")
-    inputs = {name: _module_form(network, name, value) if name in (network.input_name, "Y_true") else value
+    inputs = {name: module_value(network, name, value) if name in (network.input_name, "Y_true") else value
               for name, value in example.inputs.items()}
     return [
         v4.new_markdown_cell(f"## {t['notebook_example']}\n\n{t['notebook_example_intro']}"),

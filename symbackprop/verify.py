@@ -209,10 +209,16 @@ def evaluate_formulas(derivation, backend, env: dict, sizes: dict, skip=frozense
 
 
 def random_float_inputs(network, sizes: dict, rng) -> dict:
-    """Standard normal float64 values for every input, with targets the loss accepts and 0/1 masks."""
+    """Standard normal float64 values for every input, with targets the loss accepts, 0/1 masks and the
+    one-hot rows of random token ids."""
     inputs = {}
     for name, symbol in network.inputs.items():
         shape = tuple(int(d.xreplace(sizes)) for d in symbol.shape)
+        if network.roles[name] == "ids":  # one-hot rows of random token ids, k ids per row
+            vocab = int(sizes[next(iter(symbol.shape[1].free_symbols))])
+            ids = rng.integers(0, vocab, (shape[0], shape[1] // vocab))
+            inputs[name] = np.concatenate([np.eye(vocab)[ids[:, j]] for j in range(ids.shape[1])], axis=1)
+            continue
         inputs[name] = (rng.random(shape) < 0.5).astype(float) if network.roles[name] == "mask" \
             else rng.standard_normal(shape)
     inputs["Y_true"] = float_targets(network, inputs["Y_true"], rng)

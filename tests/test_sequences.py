@@ -300,3 +300,35 @@ def test_general_forms_name_only_the_steps_where_they_hold():
     (lstm,) = patterns(derive(_spec(SPECS[[p.stem for p in SPECS].index("lstm_classifier")])))
     ranges = {eq.lhs: (eq.first, eq.last) for eq in lstm.equations}
     assert ranges[r"\frac{\partial L}{\partial A^{[1]}_{t}}"] == (2, 3)  # at t = 1 the forget gate meets c_0 = 0
+
+
+# A student's backward pass for the new kinds: the generated module itself is right; each mistake a course
+# sees is flagged on the gradients it touches (the generated line replaced by the mistaken one).
+GRADES = [
+    ("lstm_classifier", None, set()),
+    ("lstm_classifier", ("dWh1 = ", "    dWh1 = h1_2.T @ dA1_3  # only the last step's share\n"), {"Wh1"}),
+    ("makemore_mlp", None, set()),
+    ("makemore_mlp", ("dC1 = ", "    dC1 = scatter_rows(X[:, 0], da1[:, :2], 6)  # the first id's share only\n"),
+     {"C1"}),
+    ("gru_language_model", None, set()),
+    ("transformer_block", ("dS1_1 = ", "    dS1_1 = dP1_1 * P1_1  # the softmax Jacobian as diagonal\n"),
+     {"Wq1", "Wk1", "X"}),
+]
+
+
+@pytest.mark.parametrize("name, mistake, wrong", GRADES, ids=[f"{g[0]}-{bool(g[1])}" for g in GRADES])
+def test_grade_flags_exactly_the_gradients_a_mistake_touches(tmp_path, name, mistake, wrong):
+    from symbackprop.grading import Grader
+
+    spec = _spec(SPECS[[p.stem for p in SPECS].index(name)])
+    source = derive(spec).render("numpy")
+    if mistake is not None:
+        start, line = mistake
+        lines = source.splitlines(keepends=True)
+        index = next(i for i, text in enumerate(lines) if text.lstrip().startswith(start))
+        lines[index] = line
+        source = "".join(lines)
+    path = tmp_path / "student.py"
+    path.write_text(source, encoding="utf-8")
+    grade = Grader(spec).grade(path)
+    assert {g.name for g in grade.gradients if not g.ok} == wrong, grade

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
+from ..codegen import module_value
 from ..evaluate import Evaluator, Float64Backend
 from ..expressions import Elementwise
 from ..verify import random_float_inputs
@@ -72,7 +73,9 @@ def build_instances(derivation, reference) -> tuple[Instance, ...]:
     if _relu_steps(net):
         instances.append(_instance(derivation, reference, widths, first, 2, params(2), kinked=True))
     names = list(params(0))
-    if set(names) <= set(net.inputs):  # random parameters of other widths need the network's own names
+    # Random parameters of other widths need the network's own names, and widths alone to vary (a vocabulary
+    # or a head width is fixed in the module's code).
+    if set(names) <= set(net.inputs) and not net.extra_sizes:
         # A new width for each distinct width symbol: layers that keep their input's width still do.
         new = {symbol: OTHER_WIDTHS_START + i for i, symbol in enumerate(net.size_symbols)}
         other = tuple(new[symbol] for symbol in net.widths)
@@ -99,13 +102,16 @@ def _instance(derivation, reference, widths, N, seed, params, kinked=False) -> I
     if kinked:
         _put_relu_inputs_at_zero(net, values, sizes)
     params = {name: values[name] for name in params}
-    X, Y = values[net.input_name], values["Y_true"]
+    X, Y = (module_value(net, name, values[name]) for name in (net.input_name, "Y_true"))
     masks = {name: values[name].copy() for name in net.masks}
     _, cache = reference.forward({name: value.copy() for name, value in params.items()}, X.copy(),
                                  *([masks] if masks else []))
     evaluator = Evaluator(Float64Backend(), dict(values), sizes)
     evaluator.forward(net)
     evaluator.backward(derivation)
+    gradient = f"d{net.input_name}"
+    if gradient in evaluator.env:  # the input's gradient as the module returns it
+        evaluator.env[gradient] = module_value(net, net.input_name, evaluator.env[gradient])
     label = f"widths {'-'.join(map(str, widths))}, N={N}, seed {seed}"
     if kinked:
         label += ", ReLU inputs exactly 0 for the first sample"

@@ -27,7 +27,7 @@ import sympy as sp
 from sympy.matrices.expressions import MatrixExpr
 
 from ..claims.explain import ClaimPrinter
-from ..expressions import Elementwise
+from ..expressions import CausalSoftmax, Elementwise, LogSoftmax, Softmax
 from ..spec import RELU_GRAD_AT_ZERO_VALUES
 
 # Ranks: which of several mistakes that give the same values to name (the more common one first).
@@ -228,8 +228,8 @@ class Catalogue:
                                             tuple({**params, "relu_grad_at_zero": value}.items()))
                         phrase = f"ReLU'(0) is taken as {value:g}, where this spec takes {own:g} (relu_grad_at_zero)"
                         yield other, phrase, CONVENTION
-        axis = getattr(node, "axis", None)
-        if axis in (0, 1):
+        axis = node.axis if isinstance(node, (Softmax, LogSoftmax)) and not isinstance(node, CausalSoftmax) else None
+        if axis in (0, 1):  # a softmax over the other axis
             yield type(node)(node.arg, 1 - axis), f"it is taken over axis={1 - axis} where axis={axis} belongs", FUNCTION
 
     def _confusable(self, symbol, name):
