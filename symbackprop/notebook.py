@@ -13,6 +13,7 @@ import re
 
 import nbformat
 
+from .codegen import module_value
 from .lecture import (
     TARGET_RULES,
     TRAIN_LR,
@@ -23,7 +24,6 @@ from .lecture import (
     target_kind,
     worked_example,
 )
-from .codegen import module_value
 from .render import catalog, render
 
 _MAIN_BLOCK = '\nif __name__ == "__main__":'
