@@ -45,7 +45,8 @@ _MODULE_NAMES = {"np", "erf", "math", "SIZES", "BATCH_FIRST", "params", "cache",
                  "gradient_check", "softmax", "log_softmax", "sigmoid", "weights", "value", "N", "n", "name",
                  "array", "index", "numeric", "worst", "scale", "noise", "saved", "up", "down", "step", "updated",
                  "params32", "masks32", "grads32", "rounding", "coarse", "estimate", "h", "drift",
-                 "DEMO_MAX_PARAMETERS", "error", "Y", "Y_pred", "Y_true"}
+                 "DEMO_MAX_PARAMETERS", "error", "Y", "Y_pred", "Y_true", "causal_softmax", "place", "scatter_rows",
+                 "shape", "classes"}
 
 
 @dataclass(frozen=True)

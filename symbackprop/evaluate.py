@@ -311,6 +311,10 @@ def _v(o) -> int:
     return r.p * pow(r.q, -1, PRIME)
 
 
+class InexactRoot(ValueError):
+    """A square root that the exact field cannot hold (a prime factor above 61 under it)."""
+
+
 def _algebraic(number) -> int:
     """A product of rationals and square roots of integers (``sqrt(2)/2``) as a field element."""
     value = 1
@@ -321,8 +325,8 @@ def _algebraic(number) -> int:
         elif base.is_Integer and exponent.is_Rational and exponent.q == 2:
             root = pow(int(base) % PRIME, (PRIME + 1) // 4, PRIME)
             if root * root % PRIME != int(base) % PRIME:
-                raise ValueError(f"sqrt({base}) is not an element of the integers modulo {PRIME_TEXT}: a prime "
-                                 "factor above 61 under a square root cannot be evaluated exactly")
+                raise InexactRoot(f"sqrt({base}) has no exact value modulo the prime {PRIME_TEXT} (a prime factor "
+                                  "above 61 under a square root)")
             value *= pow(root, int(exponent.p), PRIME)
         else:
             raise TypeError(f"cannot evaluate the number {number} exactly")

@@ -79,15 +79,17 @@ _LATEX_TOKEN = re.compile(r"\\[A-Za-z]+|[A-Za-z0-9 ,.+\-/()_{}']|\^(?!\^)")
 MAX_LATEX_LENGTH = 80
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-_LAYERED_NAMES = "W|b|Z|a|delta|M|mu|xc|var|rstd|xhat|gamma|beta|alpha"
-_RESERVED_NAMES = re.compile(rf"d?(?:(?:{_LAYERED_NAMES})[0-9]+|Y_pred|Y_true)|L|N|ones|sum")
+_LAYERED_NAMES = ("W|b|Z|a|delta|M|mu|xc|var|rstd|xhat|gamma|beta|alpha|C|Q|K|V|S|P|O|U|A|AX|AH|h|c|i|f|o|g|r|z|n"
+                  "|Wq|Wk|Wv|Wo|bq|bk|bv|bo|Wx|Wh|bx|bh")
+_RESERVED_NAMES = re.compile(rf"d?(?:(?:{_LAYERED_NAMES})[0-9]+(?:_[0-9]+)?|Y_pred|Y_true)|L|N|V|ones|sum")
 _RESERVED_DESCRIPTION = ("W<n>, b<n>, Z<n>, a<n>, delta<n>, M<n>, mu<n>, xc<n>, var<n>, rstd<n>, xhat<n>, gamma<n>, "
-                         "beta<n>, alpha<n>, Y_pred, Y_true, their d-prefixed gradients, L, N, ones, sum")
+                         "beta<n>, alpha<n>, the names of embedding, attention and recurrent layers (C<n>, Q<n>, "
+                         "Wq<n>, h<n>_<t>, ...), Y_pred, Y_true, their d-prefixed gradients, L, N, V, ones, sum")
 # Names the generated NumPy module binds itself, and Python's keywords: an input may not shadow them.
 _MODULE_NAMES = frozenset({
     "np", "erf", "math", "SIZES", "BATCH_FIRST", "params", "cache", "grads", "lr", "rng", "seed", "dtype", "eps",
     "masks", "init_params", "draw_masks", "forward", "loss", "backward", "sgd_step", "gradient_check", "softmax",
-    "log_softmax", "sigmoid", "penalty",
+    "log_softmax", "sigmoid", "penalty", "causal_softmax", "place", "scatter_rows", "shape",
     *ACTIVATIONS, *FUNCTIONS, *(f"{name}_grad" for name in (*ACTIVATIONS, *FUNCTIONS)), *keyword.kwlist,
     *keyword.softkwlist,
 })

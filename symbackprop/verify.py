@@ -50,6 +50,7 @@ from .evaluate import (
     Evaluator,
     FieldBackend,
     Float64Backend,
+    InexactRoot,
     OracleBackend,
     SymbolicBackend,
     Valuation,
@@ -174,6 +175,8 @@ def verify(derivation, *, batch: int | None = None, budget: float | None = None,
             except BudgetExceeded:
                 note = (f"The exact check at the spec's sizes (batch {batch}) did not finish within the "
                         f"{budget:g} s budget; verified at witness sizes instead.")
+            except InexactRoot as error:
+                note = f"At the spec's sizes {error}; verified at witness sizes instead."
     N, widths = witness_sizes(network.depth)
     if any(layer.kind == "attention" for layer in network.spec.layers):
         N = WITNESS_POSITIONS

@@ -332,3 +332,14 @@ def test_grade_flags_exactly_the_gradients_a_mistake_touches(tmp_path, name, mis
     path.write_text(source, encoding="utf-8")
     grade = Grader(spec).grade(path)
     assert {g.name for g in grade.gradients if not g.ok} == wrong, grade
+
+
+def test_a_head_width_whose_square_root_the_field_lacks_is_said_not_raised():
+    """1/sqrt(67) has no exact value modulo the prime: verify falls back to witness sizes with a note, and
+    check answers undecided, each naming the root."""
+    spec = {"input": {"size": 67}, "layers": [{"kind": "attention"}, {"size": 1, "activation": "identity"}],
+            "loss": {"kind": "half_sse"}}
+    report = derive(spec).verify(batch=2)
+    assert report.ok and report.sizes == "witness" and "sqrt(67)" in report.note
+    verdict = Checker(spec).check("dQ1 = dS1 @ K1 / np.sqrt(67)")
+    assert verdict.verdict == "undecided" and "sqrt(67)" in verdict.detail

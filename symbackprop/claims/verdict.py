@@ -22,7 +22,7 @@ import numpy as np
 import sympy as sp
 
 from ..derivation import derive
-from ..evaluate import PRIME_TEXT, Evaluator, Mod
+from ..evaluate import PRIME_TEXT, Evaluator, InexactRoot, Mod
 from ..expressions import Elementwise
 from ..rules import loss_rule
 from ..spec import RELU_GRAD_AT_ZERO_VALUES, Spec
@@ -246,6 +246,9 @@ class Checker:
                 difference = self._difference(claim, target, self._spec_instances(claim))
         except Undefined as error:
             return verdict("wrong", "value", f"the claim is undefined: {error} (at the spec's sizes)")
+        except InexactRoot as error:
+            return verdict("undecided", "", f"{error}: the exact judge cannot evaluate this network's attention "
+                                            "scale; choose a head width without such a factor")
         exact_ok = difference is None
         # equal where rsqrt is a free value, equal where it is the square root: only a difference may be an artefact
         algebraic = exact_ok or all(instance.algebraic for instance in self._spec_instances(claim))
