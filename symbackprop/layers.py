@@ -269,7 +269,7 @@ WITNESS_HEAD_SIZE = 4
 WITNESS_EMBEDDING = 3
 # These kinds are batch-first only. A sequence of T steps is one matrix of T N rows stacked by step (rows
 # t N .. (t + 1) N - 1 are step t), so a layer that acts row by row (dense, an activation, an embedding) acts
-# on every step at once, and a recurrent layer reads step t as ``Block(X, t, T, 0)``.
+# on every step at once, and a recurrent layer reads step t's rows as a ``Block`` of them.
 
 def _embedding(b, layer, l, source, out):
     """``E = onehot(X) C``: each of the k ids of a sample picks a row of ``C``, and the k rows are concatenated
