@@ -211,8 +211,7 @@ class _Module:
             comment = f"{text_name(step.symbol.name)} = {text(expr)}  ({shape_text(step.shape)})"
             if form:
                 comment += f"  [{form.replace('_', ' ')} form]"
-            code = self.printer(in_place).doprint(expr)
-            lines.append(Line(step.symbol.name, code, comment))
+            lines.append(Line(step.symbol.name, self.printer(in_place).doprint(expr), comment))
         return lines
 
     def cached(self, forward: list[Line], backward: list[Line]) -> list[str]:
@@ -230,6 +229,7 @@ class _Module:
         nodes = [node for step in net.steps for node in step.expr.atoms(Sigmoid, Softmax, LogSoftmax)]
         nodes += [node for step in self.backward for node in step.code_expr.atoms(Sigmoid, Softmax, LogSoftmax)]
         k = spec.sizes[-1]
+        sequences = self._sequence_context()
         return {
             "forward_lines": forward,
             "backward_lines": backward,
@@ -249,7 +249,7 @@ class _Module:
                                 if any(re.search(rf"\b{name}\b", line.code) for line in backward)],
             "returned": [(name, f"d{name}") for name in net.parameters],
             "real_input": self.real_input,
-            **self._sequence_context(),
+            **sequences,
             "uses_batch_size": bool(re.search(r"\bN\b", " ".join(line.code for line in backward))),
             "forward_uses_batch_size": bool(re.search(r"\bN\b", " ".join(line.code for line in forward))),
             "needs_erf": "erf(" in " ".join(code for _, code in self.helpers.values()),
@@ -266,9 +266,8 @@ class _Module:
             "penalty_code": numpy_penalty_code(settings) if settings.l2 else "",
             "penalty_weights": [name for name in net.parameters if net.initializers[name][0] == "weight"],
             "targets_code": TARGETS[loss_rule(settings).targets].format(
-                k=k, n=f"n, {spec.input.steps}" if self._sequence_context()["targets_per_step"] else "n"),
+                k=k, n=f"n, {spec.input.steps}" if sequences["targets_per_step"] else "n"),
         }
-
 
     def _sequence_context(self) -> dict:
         """How the module's arrays meet the derivation's matrices: token ids, sequences stacked by step.

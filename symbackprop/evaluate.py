@@ -107,19 +107,12 @@ class Evaluator:
 
     def _Block(self, expr):
         value = self(expr.arg)
-        width = value.shape[expr.axis] // expr.count
-        index = slice(expr.index * width, (expr.index + 1) * width)
-        return value[index] if expr.axis == 0 else value[:, index]
+        return value[_block_index(expr, value.shape[expr.axis] // expr.count)]
 
     def _Place(self, expr):
         value = self(expr.arg)
         full = self.backend.ones(self._shape(expr)) * self.backend.scalar(0)
-        width = value.shape[expr.axis]
-        index = slice(expr.index * width, (expr.index + 1) * width)
-        if expr.axis == 0:
-            full[index] = value
-        else:
-            full[:, index] = value
+        full[_block_index(expr, value.shape[expr.axis])] = value
         return full
 
     def _LossValue(self, expr):
@@ -152,6 +145,12 @@ class Evaluator:
     def loss(self, network):
         """The scalar loss of the values in ``env`` (after ``forward``)."""
         return self(network.steps[-1].expr)
+
+
+def _block_index(expr, width: int) -> tuple:
+    """The index of block ``expr.index`` (each ``width`` long) along ``expr.axis`` of a 2-D array."""
+    block = slice(expr.index * width, (expr.index + 1) * width)
+    return (block,) if expr.axis == 0 else (slice(None), block)
 
 
 @lru_cache(maxsize=4096)
