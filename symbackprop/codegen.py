@@ -308,10 +308,11 @@ def _upstream_of_product(expr) -> str | None:
 
 
 def _literal(size, sizes):
-    """A size as the module writes it: a number, or a name from ``sizes`` (``N``)."""
+    """A size as the module writes it: a number, a name from ``sizes`` (``N``), or an expression of them
+    (``3*n``: the rows of a sequence stacked by step)."""
     if size in sizes:
         return sizes[size]
-    return sp.sympify(size).xreplace({k: v for k, v in sizes.items() if isinstance(v, int)})
+    return sp.sympify(size).xreplace({k: v if isinstance(v, int) else sp.Symbol(v) for k, v in sizes.items()})
 
 
 def _literal_shape(shape, sizes) -> str:

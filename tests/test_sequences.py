@@ -3,6 +3,8 @@ pass (``tests/sequence_oracle.py``) differentiated by central differences; exact
 derivation; the spec reader's refusals; and random stacks that mix the new kinds with the old ones.
 """
 
+import subprocess
+import sys
 import tomllib
 from itertools import pairwise
 from pathlib import Path
@@ -343,3 +345,19 @@ def test_a_head_width_whose_square_root_the_field_lacks_is_said_not_raised():
     assert report.ok and report.sizes == "witness" and "sqrt(67)" in report.note
     verdict = Checker(spec).check("dQ1 = dS1 @ K1 / np.sqrt(67)")
     assert verdict.verdict == "undecided" and "sqrt(67)" in verdict.detail
+
+
+@pytest.mark.parametrize("kind", ["dropout", "batchnorm", "layernorm"])
+def test_layers_after_every_step_of_a_recurrent_layer_prove_and_run(tmp_path, kind):
+    """Dropout and normalization over the T N rows of a sequence (batch norm's statistics over all of them):
+    proved exactly, and the module runs its own gradient check (masks drawn for T N rows)."""
+    spec = {"input": {"size": 3, "steps": 3},
+            "layers": [{"kind": "gru", "size": 4, "return": "all"}, {"kind": kind},
+                       {"size": 2, "activation": "identity"}], "loss": {"kind": "half_sse"}}
+    derivation = derive(spec)
+    assert derivation.verify().ok
+    module = tmp_path / "backprop.py"
+    module.write_text(derivation.render("numpy"), encoding="utf-8")
+    done = subprocess.run([sys.executable, str(module)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
