@@ -252,8 +252,10 @@ def worked_example(derivation, seed: int = 0, batch: int = EXAMPLE_BATCH) -> Wor
 
 
 def has_worked_example(derivation) -> bool:
-    """Whether the network is small enough for a worked example whose matrices can be read."""
-    return max(derivation.network.spec.sizes) <= EXAMPLE_MAX_WIDTH
+    """Whether the network is small enough for a worked example whose matrices can be read (its widths, and a
+    vocabulary or head width)."""
+    network = derivation.network
+    return max((*network.spec.sizes, *(value for value, _ in network.extra_sizes.values()))) <= EXAMPLE_MAX_WIDTH
 
 
 # -- the memory table -----------------------------------------------------------------------------------------
