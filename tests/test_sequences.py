@@ -3,6 +3,7 @@ pass (``tests/sequence_oracle.py``) differentiated by central differences; exact
 derivation; the spec reader's refusals; and random stacks that mix the new kinds with the old ones.
 """
 
+import functools
 import subprocess
 import sys
 import tomllib
@@ -30,6 +31,11 @@ SPECS = sorted(Path(__file__).parent.joinpath("specs_sequence").glob("*.toml"))
 
 def _spec(path) -> dict:
     return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def _named(name: str) -> dict:
+    """The corpus spec ``tests/specs_sequence/<name>.toml`` as a mapping."""
+    return _spec(SPECS[0].parent / f"{name}.toml")
 
 
 def _oracle_mapping(spec: dict) -> dict:
@@ -78,11 +84,11 @@ def test_every_formula_is_proved_exactly(path):
 
 
 def test_shared_weights_sum_over_steps_and_attention_backward_has_its_textbook_form():
-    rnn = derive(_spec(SPECS[[p.stem for p in SPECS].index("rnn_regression")]))
+    rnn = derive(_named("rnn_regression"))
     assert len(rnn.step("Wh1").terms) == 3  # h_0 = 0 reads no Wh
     # every step's input share is one product U = X Wx + 1 b, whose gradient stacks the steps' gradients
     assert len(rnn.step("Wx1").terms) == 1 and len(rnn.step("U1").expr.args) == 4
-    block = derive(_spec(SPECS[[p.stem for p in SPECS].index("transformer_block")]))
+    block = derive(_named("transformer_block"))
     text = {step.name: str(step.expr) for step in block.backward}
     assert text["V1_1"] == "P1_1.T*dO1_1" and text["P1_1"] == "dO1_1*V1_1.T"
 
@@ -90,7 +96,7 @@ def test_shared_weights_sum_over_steps_and_attention_backward_has_its_textbook_f
 @pytest.mark.parametrize("name, shape", [("gru_language_model", (3, 3)), ("makemore_mlp", (3,)),
                                          ("lstm_classifier", (3,))])
 def test_class_ids_and_one_hot_targets_give_the_same_gradients(tmp_path, name, shape):
-    spec = _spec(SPECS[[p.stem for p in SPECS].index(name)])
+    spec = _named(name)
     module = load_module(derive(spec).render("numpy"), tmp_path, f"ids_{name}")
     params = module.init_params(0)
     rng = np.random.default_rng(0)
@@ -184,7 +190,7 @@ FOUR = ["makemore_mlp", "transformer_block", "lstm_classifier", "gru_language_mo
 @pytest.mark.parametrize("lang", ["en", "ko"])
 @pytest.mark.parametrize("name", FOUR)
 def test_deck_and_article_compile_and_fit_the_page(tmp_path, name, lang):
-    derivation = derive(_spec(SPECS[[p.stem for p in SPECS].index(name)]))
+    derivation = derive(_named(name))
     deck = render(derivation, "beamer", lang=lang, options=LectureOptions(handout=True))
     pdf, log = compile_tex(deck, tmp_path, "deck", runs=2)
     assert not layout_problems(log)
@@ -201,7 +207,7 @@ def test_deck_and_article_compile_and_fit_the_page(tmp_path, name, lang):
 
 @pytest.mark.parametrize("name", FOUR)
 def test_notebook_trains_to_a_falling_loss(tmp_path, name):
-    namespace, _ = _run_code_cells(render(derive(_spec(SPECS[[p.stem for p in SPECS].index(name)])), "ipynb"),
+    namespace, _ = _run_code_cells(render(derive(_named(name)), "ipynb"),
                                    tmp_path)
     losses = namespace["losses"]
     assert losses[-1] <= 0.5 * losses[0] and all(b <= a for a, b in pairwise(losses))
@@ -209,7 +215,7 @@ def test_notebook_trains_to_a_falling_loss(tmp_path, name):
 
 @pytest.mark.parametrize("name", ["transformer_block", "attention_bias"])
 def test_a_batch_of_sequences_is_the_sum_of_its_sequences(tmp_path, name):
-    spec = _spec(SPECS[[p.stem for p in SPECS].index(name)])
+    spec = _named(name)
     module = load_module(derive(spec).render("numpy"), tmp_path, f"batched_{name}")
     params = module.init_params(0)
     rng = np.random.default_rng(2)
@@ -252,13 +258,14 @@ CLAIMS = [
 
 @pytest.mark.parametrize("name, claim, correct", CLAIMS, ids=[claim[:50] for _, claim, _ in CLAIMS])
 def test_check_judges_the_textbook_formulas_of_the_new_kinds(name, claim, correct):
-    if name not in _CHECKERS:
-        _CHECKERS[name] = Checker(_spec(SPECS[[p.stem for p in SPECS].index(name)]))
-    verdict = _CHECKERS[name].check(claim)
+    verdict = _checker(name).check(claim)
     assert verdict.verdict == ("correct" if correct else "wrong"), verdict.text()
 
 
-_CHECKERS: dict = {}  # one checker per spec for the whole module (each derives once)
+@functools.cache
+def _checker(name: str) -> Checker:
+    """One checker per corpus spec for the whole module (each derives once)."""
+    return Checker(_named(name))
 
 
 def _at(latex: str, t: int) -> str:
@@ -276,8 +283,7 @@ def test_every_general_step_formula_is_judged_correct_by_check_at_each_step_it_n
     skipped)."""
     from symbackprop.patterns import patterns
 
-    spec = _spec(SPECS[[p.stem for p in SPECS].index(name)])
-    checker = _CHECKERS.setdefault(name, Checker(spec))
+    checker = _checker(name)
     checked = 0
     for pattern in patterns(checker.derivation):
         for equation in pattern.equations:
@@ -294,12 +300,12 @@ def test_every_general_step_formula_is_judged_correct_by_check_at_each_step_it_n
 def test_general_forms_name_only_the_steps_where_they_hold():
     from symbackprop.patterns import patterns
 
-    (rnn,) = patterns(derive(_spec(SPECS[[p.stem for p in SPECS].index("rnn_regression")])))
+    (rnn,) = patterns(derive(_named("rnn_regression")))
     ranges = {eq.lhs: (eq.first, eq.last) for eq in rnn.equations}
     assert ranges[r"\frac{\partial L}{\partial h^{[1]}_{t}}"] == (1, 3)  # at t = T the upstream is the next layer's
     sums = {eq.lhs: eq.rhs for eq in rnn.equations if eq.first is None}
     assert sums[r"\frac{\partial L}{\partial W_{h}^{[1]}}"].startswith(r"\sum_{t=2}^{4}")  # h_0 = 0 reads no W_h
-    (lstm,) = patterns(derive(_spec(SPECS[[p.stem for p in SPECS].index("lstm_classifier")])))
+    (lstm,) = patterns(derive(_named("lstm_classifier")))
     ranges = {eq.lhs: (eq.first, eq.last) for eq in lstm.equations}
     assert ranges[r"\frac{\partial L}{\partial A^{[1]}_{t}}"] == (2, 3)  # at t = 1 the forget gate meets c_0 = 0
 
@@ -322,7 +328,7 @@ GRADES = [
 def test_grade_flags_exactly_the_gradients_a_mistake_touches(tmp_path, name, mistake, wrong):
     from symbackprop.grading import Grader
 
-    spec = _spec(SPECS[[p.stem for p in SPECS].index(name)])
+    spec = _named(name)
     source = derive(spec).render("numpy")
     if mistake is not None:
         start, line = mistake
