@@ -107,7 +107,7 @@ class _Module:
         self.ids = frozenset(name for name in net.inputs if net.roles[name] == "ids")
         self.real_input = net.input_name not in self.ids
         # An attention network's rows are the positions of one sequence: its code also takes (B, T, n) arrays.
-        self.positions = net.N if any(layer.kind == "attention" for layer in net.spec.layers) else None
+        self.positions = net.N if net.attends else None
         self.backward = self._needed()
         self.outputs = self._outputs()
         self.kept = self._kept_local_gradients()

@@ -27,6 +27,7 @@ from .layers import LAYER_KINDS
 from .patterns import patterns
 from .printing import latex, latex_name, shape_latex
 from .rules import FUNCTIONS, TRAINABLE_ACTIVATIONS, activation_rule, loss_rule
+from .verify import random_one_hot
 
 EXAMPLE_BATCH = 2
 EXAMPLE_LR = 0.1
@@ -195,10 +196,8 @@ def _data(network, rng, count: int, dropout: bool = True) -> dict:
     """The input (with one decimal) and the dropout masks of ``count`` samples; the teacher drops nothing."""
     sizes = network.sizes(count, network.spec.sizes)
     rows, width = _shape(network.inputs[network.input_name], sizes)
-    if network.roles[network.input_name] == "ids":  # one-hot rows of random token ids
-        vocab = network.spec.input.vocab
-        ids = rng.integers(0, vocab, (rows, width // vocab))
-        X = np.concatenate([np.eye(vocab)[ids[:, j]] for j in range(ids.shape[1])], axis=1)
+    if network.roles[network.input_name] == "ids":
+        X = random_one_hot(rng, (rows, width), network.spec.input.vocab)
     else:  # (a sequence: every step's rows)
         X = _draw(rng, (count if network.spec.input.steps is None else rows, network.spec.sizes[0]))
     data = {network.input_name: X if network.batch_first else X.T}

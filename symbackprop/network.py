@@ -86,6 +86,11 @@ class Network:
         return self.spec.layout == "batch-first"
 
     @property
+    def attends(self) -> bool:
+        """Whether the network has attention: its rows are then the positions of one sequence."""
+        return any(layer.kind == "attention" for layer in self.spec.layers)
+
+    @property
     def input_name(self) -> str:
         return self.spec.input.name
 

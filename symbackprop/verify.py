@@ -178,7 +178,7 @@ def verify(derivation, *, batch: int | None = None, budget: float | None = None,
             except InexactRoot as error:
                 note = f"At the spec's sizes {error}; verified at witness sizes instead."
     N, widths = witness_sizes(network.depth)
-    if any(layer.kind == "attention" for layer in network.spec.layers):
+    if network.attends:
         N = WITNESS_POSITIONS
     checks = _Verifier(derivation, N, widths, seed, None, progress).run()
     return Report(tuple(checks), time.perf_counter() - start, _size_dict(network, N, widths), "witness", note)
@@ -217,15 +217,19 @@ def random_float_inputs(network, sizes: dict, rng) -> dict:
     inputs = {}
     for name, symbol in network.inputs.items():
         shape = tuple(int(d.xreplace(sizes)) for d in symbol.shape)
-        if network.roles[name] == "ids":  # one-hot rows of random token ids, k ids per row
-            vocab = int(sizes[next(iter(symbol.shape[1].free_symbols))])
-            ids = rng.integers(0, vocab, (shape[0], shape[1] // vocab))
-            inputs[name] = np.concatenate([np.eye(vocab)[ids[:, j]] for j in range(ids.shape[1])], axis=1)
+        if network.roles[name] == "ids":
+            inputs[name] = random_one_hot(rng, shape, int(sizes[next(iter(symbol.shape[1].free_symbols))]))
             continue
         inputs[name] = (rng.random(shape) < 0.5).astype(float) if network.roles[name] == "mask" \
             else rng.standard_normal(shape)
     inputs["Y_true"] = float_targets(network, inputs["Y_true"], rng)
     return inputs
+
+
+def random_one_hot(rng, shape: tuple[int, int], vocab: int) -> np.ndarray:
+    """The one-hot rows of random token ids: ``shape[1] // vocab`` ids of ``vocab`` per row, side by side."""
+    ids = rng.integers(0, vocab, (shape[0], shape[1] // vocab))
+    return np.concatenate([np.eye(vocab)[ids[:, j]] for j in range(ids.shape[1])], axis=1)
 
 
 def float_targets(network, draw: np.ndarray, rng) -> np.ndarray:
