@@ -9,7 +9,8 @@
 Verification of every spec in ``tests/specs_sequence`` (and of the two benchmark networks) is timed too. Goal:
 under 10 s each.
 
-Both sides run one thread (threadpoolctl for NumPy's BLAS, ``torch.set_num_threads(1)``), in float32, on the same
+Both sides compute the same gradients: every parameter's and the input's (the generated backward returns dX, which a
+block needs to pass back to the one before it; PyTorch is asked for it too). Both sides run one thread (threadpoolctl for NumPy's BLAS, ``torch.set_num_threads(1)``), in float32, on the same
 parameters and data; the gradients are compared before timing. Without PyTorch the comparison is skipped and
 only our times are printed. ``BENCH_REPEATS`` sets the number of runs a median is taken over.
 """
@@ -95,13 +96,13 @@ def _compare(name, module, torch_loss, X, Y, repeats) -> dict:
     if torch is not None:
         torch.set_num_threads(1)
         tp = {key: torch.tensor(value, requires_grad=True) for key, value in params.items()}
-        tX, tY = torch.tensor(X), torch.tensor(Y)
+        tX, tY = torch.tensor(X, requires_grad=True), torch.tensor(Y)
 
         def theirs():
             loss = torch_loss(torch, tp, tX, tY)
-            return torch.autograd.grad(loss, list(tp.values()))
+            return torch.autograd.grad(loss, [*tp.values(), tX])
 
-        for key, grad in zip(tp, theirs()):
+        for key, grad in zip([*tp, "X"], theirs()):
             reference = grad.numpy()
             error = np.linalg.norm(grads[key] - reference) / np.linalg.norm(reference)
             assert error < 1e-3, (name, key, error)
