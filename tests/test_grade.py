@@ -389,3 +389,37 @@ def test_the_search_finds_planted_mistakes_anywhere_in_the_catalogue():
             assert found is not None and found.explained == wrong, [m.what for m in mistakes]
             explained += 1
     assert explained >= 8
+
+
+# -- verdicts on each gradient's own scale --------------------------------------------------------------------
+
+_PLANTED = '''
+
+_backward = backward
+
+
+def backward(params, cache, Y_true):  # the generated backward, with mistakes planted after it
+    grads = _backward(params, cache, Y_true)
+    {mistakes}
+    return grads
+'''
+
+
+@pytest.mark.parametrize("activation, depth, mistakes, wrong", [
+    ("sigmoid", 20, 'grads["W1"] = 0 * grads["W1"]; grads["b1"] = -grads["b1"]', {"W1", "b1"}),
+    ("tanh", 200, 'grads["W2"] = -grads["W2"]', {"W2"}),
+])
+def test_a_small_early_gradient_that_is_wrong_is_wrong_however_large_the_others(
+        tmp_path, activation, depth, mistakes, wrong):
+    """In a deep net the first layers' gradients are orders of magnitude below the last ones'; a tolerance taken
+    from the largest gradient would pass anything there."""
+    spec = {"input": {"size": 3}, "layers": [{"size": 3, "activation": activation}] * (depth - 1)
+            + [{"size": 1, "activation": "identity"}], "loss": {"kind": "half_sse"}}
+    source = symbackprop.derive(spec).render("numpy")
+    right, planted = tmp_path / "right.py", tmp_path / "planted.py"
+    right.write_text(source)
+    planted.write_text(source + _PLANTED.format(mistakes=mistakes))
+    grading = Grader(spec, time_limit=10)
+    assert grading.grade(right).ok
+    result = grading.grade(planted)
+    assert {g.name for g in result.gradients if not g.ok} == wrong, result.text()

@@ -17,16 +17,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..evaluate import Evaluator, Float64Backend
+from ..evaluate import Evaluator, Float64Backend, Magnitude
 from .mistakes import Catalogue, Mutation
 
-RTOL = 1e-8  # relative to the larger entry of the two arrays; float64 formulas in another order agree to ~1e-15
+RTOL = 1e-8  # relative to the array's own scale; float64 formulas in another order agree to ~1e-15 of it
+# The rounding floor, relative to the scale of a formula's terms: about 4500 float64 epsilons, room for the
+# rounding of every step before it (deep nets included), far below what float32 or any mistake gives.
+FLOOR = 1e-12
 PAIR_CANDIDATES = 8  # first mutations tried in pairs
 
 
 def same(actual, expected, atol: float = 0.0) -> bool:
-    """Equal shapes and entries equal to RTOL of the larger magnitude (``atol`` below that); NaN and inf
-    are never equal to anything (the expected values are finite)."""
+    """Equal shapes and entries equal to RTOL of the larger magnitude of the two arrays, or to ``atol`` (the
+    array's own rounding floor, see ``rounding_floors``); NaN and inf are never equal to anything (the expected
+    values are finite)."""
     if actual.shape != expected.shape:
         return False
     if actual.size == 0:
@@ -37,9 +41,18 @@ def same(actual, expected, atol: float = 0.0) -> bool:
     return difference <= RTOL * max(float(np.max(np.abs(actual))), float(np.max(np.abs(expected)))) + atol
 
 
-def atol(instance, symbols: dict) -> float:
-    """An absolute tolerance far below the instance's gradients (for entries that should be exactly 0)."""
-    return 1e-12 * max(float(np.max(np.abs(instance.env[s]), initial=0)) for s in symbols.values())
+def rounding_floors(derivation, instance, symbols: dict) -> dict:
+    """Per returned gradient, the absolute tolerance below which two float64 computations of it cannot be told
+    apart: FLOOR times the largest entry of its formula's magnitude (``Magnitude``), its own terms' scale.
+
+    Each gradient is judged on its own scale, never on another's: a small early-layer gradient of a deep net
+    that is wrong is wrong, however large the others are. An entry that cancels to nearly 0 (a bias before batch
+    norm) is allowed the rounding of the terms that cancel."""
+    steps = {step.symbol.name: step for step in derivation.backward}
+    magnitude = Magnitude(instance.env, instance.sizes)
+    with np.errstate(all="ignore"):
+        return {name: FLOOR * float(np.max(magnitude(steps[symbol].expr), initial=0))
+                for name, symbol in symbols.items()}
 
 
 class Passes:
@@ -55,7 +68,7 @@ class Passes:
         self.returned = returned
         self.symbols = {name: derivation.step(step).symbol.name for name, step in returned.items()}
         self.reads = reads  # step -> the gradients its formula reads (the catalogue's)
-        self.atol = [atol(instance, self.symbols) for instance in instances]
+        self.atol = [rounding_floors(derivation, instance, self.symbols) for instance in instances]
         self.memo = {}
 
     def values(self, mutations: tuple, index: int) -> dict | None:
@@ -111,7 +124,7 @@ class Search:
         self.atol = passes.atol
         # per instance, the gradients the student's value agrees with the expected one (or is not compared)
         self.agrees = {i: {name for name in self.target if observed[i].get(name) is None
-                           or same(observed[i][name], self._expected(name, i), self.atol[i])} for i in observed}
+                           or same(observed[i][name], self._expected(name, i), self.atol[i][name])} for i in observed}
         self._matched = {}
 
     def matched(self, mutations: tuple, required=frozenset()) -> frozenset:
@@ -136,7 +149,7 @@ class Search:
         if name not in values:
             return name in self.agrees[index]
         observed = self.observed[index].get(name)
-        return observed is None or same(observed, values[name], self.atol[index])
+        return observed is None or same(observed, values[name], self.atol[index][name])
 
     def _expected(self, name, index):
         return self.passes.instances[index].env[self.passes.symbols[name]]
@@ -204,6 +217,6 @@ class Search:
             changes[mutation] = frozenset(
                 name for name in self.target
                 if any((values := self.passes.values((mutation,), index)) is None
-                       or name in values and not same(values[name], self._expected(name, index))
+                       or name in values and not same(values[name], self._expected(name, index), self.atol[index][name])
                        for index in self.observed))
         return Explanation(tuple(mutations), self.matched(tuple(mutations)) & self.wrong, changes)

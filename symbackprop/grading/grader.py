@@ -142,7 +142,7 @@ class _Judgement:
             for index in others:
                 array, expected = self.run.calls[index].arrays.get(name), self.instances[index].env[symbol]
                 usable = array is not None and (not spec_shape or array.shape == expected.shape)
-                if not outcomes[name][0] and not (usable and same(array, expected, self._atol(index))):
+                if not outcomes[name][0] and not (usable and same(array, expected, self._atol(index, name))):
                     assumes.append(name)
                     break
                 found[index][name] = array if usable else None
@@ -199,12 +199,12 @@ class _Judgement:
         for index, array in arrays.items():
             observed[index][name] = array
         for index, array in arrays.items():
-            if not same(array, expected[index], self._atol(index)):
+            if not same(array, expected[index], self._atol(index, name)):
                 return self._difference(name, index, array, expected[index]), None
         return "", None
 
-    def _atol(self, index) -> float:
-        return self.grader.passes.atol[index]
+    def _atol(self, index, name) -> float:
+        return self.grader.passes.atol[index][name]
 
     def _difference(self, name, index, array, expected) -> str:
         label = self.instances[index].label
