@@ -423,3 +423,10 @@ def test_a_small_early_gradient_that_is_wrong_is_wrong_however_large_the_others(
     assert grading.grade(right).ok
     result = grading.grade(planted)
     assert {g.name for g in result.gradients if not g.ok} == wrong, result.text()
+
+
+def test_a_training_step_without_the_input_gradient_grades_all_correct():
+    result = graded("seed/no_input_gradients")
+    assert result.ok, result.text()
+    assert [g.name for g in result.gradients] == ["W3", "b3", "W2", "b2", "W1", "b1"]
+    assert any("no input gradient X" in note for note in result.notes)

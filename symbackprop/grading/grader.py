@@ -91,7 +91,7 @@ class _Judgement:
         if signature == "backward":
             self.context.append(f"cache keys: {', '.join(self.instances[0].cache)}")
         self.context.append("instances: " + "; ".join(i.label for i in self.instances))
-        self.path = path
+        self.path, self.signature, self.order = path, signature, grader.order
 
     def grade(self) -> Grade:
         spec_calls = [i for i, instance in enumerate(self.instances) if instance.spec_widths]
@@ -99,10 +99,11 @@ class _Judgement:
             (f"your {self.function} {problem} ({self.instances[i].label})"
              for i in spec_calls if (problem := self._failure(i))), "")
         if failure:
-            return self._grade({name: (failure, None) for name in self.grader.order})
+            return self._grade({name: (failure, None) for name in self.order})
+        self._input_gradient_optional(spec_calls[0])
         self._note_extra_keys(spec_calls[0])
         observed = {i: {} for i in spec_calls}
-        outcomes = {name: self._compare(name, spec_calls, observed) for name in self.grader.order}
+        outcomes = {name: self._compare(name, spec_calls, observed) for name in self.order}
         observed.update(self._other_widths(observed, spec_calls, outcomes))
         compared = observed[spec_calls[0]]
         wrong = {name for name in compared if outcomes[name][0]}
@@ -166,6 +167,12 @@ class _Judgement:
             return f"returned a {call.error}, not a dict"
         return ""
 
+    def _input_gradient_optional(self, index):
+        """A training step (``gradients``) need not return the input's gradient: graded when it is there."""
+        if self.signature == "gradients" and "X" in self.order and "X" not in self.run.calls[index].keys:
+            self.order = tuple(name for name in self.order if name != "X")
+            self.notes.append("no input gradient X returned: a training step does not need it, so it is not graded")
+
     def _note_extra_keys(self, index):
         call = self.run.calls[index]
         extra = [key for key in call.keys if key not in self.grader.order] + list(call.other_keys)
@@ -221,7 +228,7 @@ class _Judgement:
 
     def _attribute(self, explanation, outcomes):
         """Put each mutation's words on the first gradient it makes wrong; the others it changes say why."""
-        catalogue, order = self.grader.catalogue, self.grader.order
+        catalogue, order = self.grader.catalogue, self.order
         own, because = {}, {}
         for mutation in explanation.mutations:
             changed = explanation.changes[mutation] & explanation.explained
@@ -246,7 +253,7 @@ class _Judgement:
     def _grade(self, outcomes) -> Grade:
         verdicts = tuple(GradientVerdict(name, "wrong" if reason else "correct", reason, mistake,
                                          self.grader.expected(name))
-                         for name, (reason, mistake) in ((n, outcomes[n]) for n in self.grader.order))
+                         for name, (reason, mistake) in ((n, outcomes[n]) for n in self.order))
         return Grade(str(self.path), verdicts, tuple(self.context), tuple(self.notes))
 
 
