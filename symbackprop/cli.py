@@ -8,9 +8,12 @@ and ``symbackprop --help`` stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
 import sys
+import threading
 import time
 
 import click
@@ -49,9 +52,14 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             try:
-                return super().invoke(ctx)
+                with _sigterm_unwinds():
+                    return super().invoke(ctx)
             finally:
                 _flush_stdout()
+        except KeyboardInterrupt as error:
+            click.echo(_error_line(f"interrupted{' (SIGTERM)' if isinstance(error, _Terminated) else ''}; "
+                                   "nothing was left half-written"), err=True)
+            ctx.exit(143 if isinstance(error, _Terminated) else 130)
         except SymbackpropError as error:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -61,6 +69,28 @@ class _Group(click.Group):
             if isinstance(error, _OneLineUsageError):
                 raise
             raise _one_line_usage(error) from None
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that cleanups run as for Ctrl-C."""
+
+
+def _interrupted(signum, frame):
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """SIGTERM raises _Terminated while the command runs (in the main thread), so that what it started is
+    stopped and its temporary files removed, as after Ctrl-C; the previous handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _flush_stdout() -> None:
@@ -293,25 +323,63 @@ def check(spec_path, as_json, claims_file, latex_file, claims):
 
 @main.command()
 @spec_option
-@click.argument("student_file", metavar="FILE.py", type=click.Path(exists=True, dir_okay=False))
+@click.argument("paths", metavar="FILE|DIR...", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--function", default="backward", show_default=True, metavar="NAME",
               help="The function to grade: NAME(params, cache, Y_true), or gradients(params, X, Y_true) "
                    "when NAME is gradients.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print the verdicts as JSON: gradients (name, verdict, reason, mistake, expected), score.")
+              help="Print the verdicts as JSON: gradients (name, verdict, reason, mistake, expected), score; "
+                   "for several submissions, a list with each one's file.")
 @click.option("--time-limit", default=5.0, show_default=True, metavar="SECONDS",
-              type=_Seconds(), help="Time allowed for each call of the function.")
-def grade(spec_path, student_file, function, as_json, time_limit):
-    """Grade the backward pass in FILE.py: which gradients are wrong, and which mistake explains each.
+              type=_Seconds(), help="Time allowed for each call of the function (at most 3600).")
+@click.option("--jobs", "-j", type=int, default=None, metavar="N",
+              help="Submissions graded at the same time, each in its own process. Default: the number of cores.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also write a CSV file: one row per submission, one column per gradient.")
+@click.option("--gradescope", "gradescope_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also write Gradescope's autograder results.json (one submission): one test per gradient.")
+def grade(spec_path, paths, function, as_json, time_limit, jobs, csv_path, gradescope_path):
+    """Grade backward passes: which gradients are wrong, and which mistake explains each.
 
     \b
-    FILE.py defines backward(params, cache, Y_true) returning a dict of gradients named like the generated
-    module's (W1, b1, ..., X); params and cache are what the generated module's init_params and forward
-    make. It runs in a separate process with a time limit per call. Exit 0: all gradients correct; 1: some
-    gradient is wrong; 2: bad usage (no such file, bad spec).
+    Each FILE (.py, or a Jupyter notebook .ipynb whose code cells run in order) defines
+    backward(params, cache, Y_true) returning a dict of gradients named like the generated module's
+    (W1, b1, ..., X); params and cache are what the generated module's init_params and forward make.
+    A DIR holds submissions: its .py and .ipynb files, and each sub-folder with one such file.
+    Every submission runs in its own process and scratch folder, with limits on time per call, memory,
+    file size and processes. It is not a security sandbox: run a class's code inside a container.
+    Exit 0: all gradients of all submissions correct; 1: some gradient is wrong or a submission could
+    not be graded; 2: bad usage (no such file, bad spec, bad option).
     """
-    from .grading import Grader
+    import os
 
-    result = Grader(load(spec_path), time_limit=time_limit).grade(student_file, function)
-    echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if as_json else result.text())
-    sys.exit(0 if result.ok else 1)
+    from .grading import GradeError, Grader
+    from .grading.batch import check_jobs, csv_text, grade_all, gradescope, json_text, submissions, table
+    from .grading.grader import check_function, check_time_limit, submission
+    from .output import write_file
+
+    jobs = (os.cpu_count() or 1) if jobs is None else jobs
+    check_jobs(jobs)
+    check_function(function)
+    check_time_limit(time_limit)
+    single = len(paths) == 1 and not os.path.isdir(paths[0])
+    if single:
+        submission(paths[0])  # a file that is not Python or a notebook is refused before the spec is derived
+    if gradescope_path and len(submissions(paths)) != 1:
+        raise GradeError("--gradescope writes the results of one submission (Gradescope grades each submission "
+                         "in a run of its own); name one file")
+    grader = Grader(load(spec_path), time_limit=time_limit)
+    with _Progress("grading") as progress:
+        outcomes = grade_all(grader, paths, function, jobs, progress=None if single else progress)
+    if single and outcomes[0].error:
+        raise GradeError(outcomes[0].error)
+    if csv_path:
+        write_file(csv_path, csv_text(outcomes, grader.order))
+    if gradescope_path:
+        write_file(gradescope_path, json.dumps(gradescope(outcomes[0]), indent=2, ensure_ascii=False) + "\n")
+    if single:
+        result = outcomes[0].grade
+        echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if as_json else result.text())
+    else:
+        echo(json_text(outcomes) if as_json else table(outcomes, grader.order))
+    sys.exit(0 if all(outcome.ok for outcome in outcomes) else 1)

@@ -148,6 +148,15 @@ def write_stream(text: str, *, err: bool = False) -> None:
         raise OutputError(f"cannot write to {name}: {reason(error)}") from None
 
 
+def write_file(path, text: str) -> None:
+    """Write one file whole or not at all (staged beside it, then renamed over it); OutputError if it cannot be."""
+    path = Path(path)
+    try:
+        os.replace(_stage(path, text), path)
+    except OSError as error:
+        raise OutputError(f"{path}: cannot be written ({reason(error)})") from None
+
+
 def _discard(stream) -> None:
     """Point ``stream``'s file descriptor at the null device (where it has one)."""
     try:

@@ -269,7 +269,7 @@ def test_code_that_runs_too_long_is_stopped_at_the_time_limit(name, words):
 def test_the_whole_run_is_killed_at_its_deadline(tmp_path):
     """Code that survives the per-call limit (it catches everything) is stopped by the grader itself."""
     start = time.monotonic()
-    returncode = _run([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path, deadline=0.5)
+    returncode, _ = _run([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path, deadline=0.5)
     assert returncode is None and time.monotonic() - start < 10
 
 
@@ -308,10 +308,9 @@ def test_python_api_grades_a_file():
 def test_python_api_refuses_a_missing_file_and_a_bad_time_limit(tmp_path):
     with pytest.raises(GradeError, match="no such file"):
         grader("seed").grade(tmp_path / "absent.py")
-    with pytest.raises(GradeError, match="positive"):
-        Grader(time_limit=0)
-    with pytest.raises(GradeError, match="finite"):
-        Grader(time_limit=float("inf"))
+    for seconds in (0, float("inf"), float("nan"), 1e10):
+        with pytest.raises(GradeError, match="above 0 and at most 3600"):
+            Grader(time_limit=seconds)
     result = CliRunner().invoke(main, ["grade", "--time-limit", "inf", str(tmp_path / "absent.py")])
     assert result.exit_code == 2 and "Traceback" not in result.output
 

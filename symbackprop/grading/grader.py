@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import keyword
 import math
 from pathlib import Path
 
@@ -14,15 +15,20 @@ from ..errors import SymbackpropError
 from .diagnosis import Passes, Search, same
 from .instances import build_instances, reference_module
 from .mistakes import Catalogue
+from .notebooks import notebook_source
 from .report import Grade, GradientVerdict
 from .runner import run_student
 
 DEFAULT_TIME_LIMIT = 5.0  # seconds per call of the student's function
+MAX_TIME_LIMIT = 3600.0  # seconds: a longer limit is a usage error, not a wait
+SUFFIXES = (".py", ".ipynb")
 SIGNATURES = {"backward": "params, cache, Y_true", "gradients": "params, X, Y_true"}
 
 
 class GradeError(SymbackpropError):
-    """A grading request that cannot be carried out (no such file, a time limit that is not positive)."""
+    """A grading request that cannot be carried out (no such file, a file that is not Python or a notebook, a
+    time limit out of range, a function name that is not one, a spec whose gradients cannot be evaluated at
+    the grading instances): a usage error, found before any student code runs."""
 
 
 class Grader:
@@ -35,32 +41,69 @@ class Grader:
     """
 
     def __init__(self, spec=None, *, time_limit: float = DEFAULT_TIME_LIMIT):
-        if not (math.isfinite(time_limit) and time_limit > 0):
-            raise GradeError(f"the time limit must be a finite, positive number of seconds, not {time_limit}")
+        check_time_limit(time_limit)
         self.time_limit = time_limit
         self.derivation = _as_students_write_it(derive(spec))
         net = self.derivation.network
         self.reference = reference_module(self.derivation)
-        self.instances = build_instances(self.derivation, self.reference)
         self.catalogue = Catalogue(self.derivation)
-        first = self.instances[0]
-        names = self.reference.backward(*_copies(first.params, first.cache, first.targets))
-        returned = {name: net.input_name if name == "X" else name for name in names}
-        self.order = sorted(returned, key=lambda name: self.catalogue.index[returned[name]])
-        self.passes = Passes(self.derivation, self.instances, returned, self.catalogue.reads)
+        with np.errstate(all="ignore"):  # a spec that overflows here is refused below, with its own message
+            self.instances = build_instances(self.derivation, self.reference)
+            first = self.instances[0]
+            names = self.reference.backward(*_copies(first.params, first.cache, first.targets))
+            returned = {name: net.input_name if name == "X" else name for name in names}
+            self.order = sorted(returned, key=lambda name: self.catalogue.index[returned[name]])
+            self.passes = Passes(self.derivation, self.instances, returned, self.catalogue.reads)
+        self._check_reference()
 
     def grade(self, path, function: str = "backward") -> Grade:
-        """Grade the function ``function`` of the Python file at ``path``."""
-        path = Path(path)
-        if not path.is_file():
-            raise GradeError(f"{path}: no such file")
+        """Grade the function ``function`` of the Python file or Jupyter notebook at ``path``."""
+        path = submission(path)
+        check_function(function)
+        source = notebook_source(path, GradeError) if path.suffix == ".ipynb" else None
         signature = "gradients" if function == "gradients" else "backward"
-        run = run_student(path, function, signature, self.instances, self.time_limit)
-        return _Judgement(self, path, function, signature, run).grade()
+        run = run_student(path, function, signature, self.instances, self.time_limit, source)
+        judgement = _Judgement(self, path, function, signature, run)
+        if source is not None and source.skipped:
+            judgement.notes.append("skipped (IPython only): " + "; ".join(source.skipped))
+        return judgement.grade()
+
+    def _check_reference(self):
+        """Refuse a spec whose expected gradients are not finite at an instance (a custom activation that
+        overflows there): no submission could be graded fairly."""
+        for instance in self.instances:
+            for name, symbol in self.passes.symbols.items():
+                value = instance.env[symbol]
+                if not np.all(np.isfinite(value)):
+                    raise GradeError(
+                        f"the spec's gradient d{name} is not finite at the grading instance ({instance.label}): "
+                        f"{float(value[~np.isfinite(value)][0])} in float64; a function of the spec overflows "
+                        "there, so no submission could be graded fairly")
 
     def expected(self, name: str) -> str:
         step = self.passes.returned[name]
         return f"{self.catalogue.lhs(step)} = {self.catalogue.formula(self.catalogue.steps[step].expr)}"
+
+
+def check_time_limit(seconds: float) -> None:
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIME_LIMIT):
+        raise GradeError(f"the time limit must be a number of seconds above 0 and at most {MAX_TIME_LIMIT:g}, "
+                         f"not {seconds:g}")
+
+
+def check_function(name: str) -> None:
+    if not (isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)):
+        raise GradeError(f"--function {name!r} is not a Python function name")
+
+
+def submission(path) -> Path:
+    """``path`` as a file to grade: an existing .py file or .ipynb notebook."""
+    path = Path(path)
+    if not path.is_file():
+        raise GradeError(f"{path}: no such file")
+    if path.suffix not in SUFFIXES:
+        raise GradeError(f"{path}: not a Python file (.py) or a Jupyter notebook (.ipynb)")
+    return path
 
 
 def _as_students_write_it(derivation):
