@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from .layers import FUSIONS
+from .mistakes import NamedMistake
 from .network import Network, build_network
 from .rules import loss_coefficient, loss_rule, loss_terms, scaled
 from .spec import Spec, load_spec
@@ -48,11 +49,13 @@ class LocalGradient:
 
 @dataclass(frozen=True)
 class Term:
-    """What one consumer sends back: ``expr``, the upstream gradient of ``upstream`` through ``local``."""
+    """What one consumer sends back: ``expr``, the upstream gradient of ``upstream`` through ``local``;
+    ``mistakes`` the typical wrong contributions, as (words, expression)."""
 
     upstream: str | None
     local: LocalGradient
     expr: sp.Basic
+    mistakes: tuple[tuple[str, sp.Basic], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,10 @@ class Alternative:
 
 @dataclass(frozen=True)
 class BackwardStep:
-    """``symbol = expr``: the gradient of the loss with respect to ``name``, the sum of its ``terms``."""
+    """``symbol = expr``: the gradient of the loss with respect to ``name``, the sum of its ``terms``.
+
+    ``mistakes`` are the step's formula with one typical mistake of its layer kind in it (``mistakes.py``),
+    named for check and grade."""
 
     name: str
     symbol: sp.MatrixSymbol
@@ -75,6 +81,7 @@ class BackwardStep:
     terms: tuple[Term, ...]
     layer: int
     alternatives: tuple[Alternative, ...] = ()
+    mistakes: tuple[NamedMistake, ...] = ()
 
     @property
     def shape(self):
@@ -190,7 +197,9 @@ class _Walk:
                 lg = LocalGradient(step.name, local.wrt, contribution if local.factor is None else local.factor,
                                    local.side, step.layer)
                 self.local.append(lg)
-                self.pending.setdefault(local.wrt, []).append(Term(None if upstream is None else step.name, lg, contribution))
+                mistakes = tuple((m.words, m.vjp(upstream)) for m in local.mistakes)
+                self.pending.setdefault(local.wrt, []).append(
+                    Term(None if upstream is None else step.name, lg, contribution, mistakes))
                 self.readers[local.wrt] -= 1
                 if not self.readers[local.wrt] and local.wrt not in self.outputs:
                     self._emit(local.wrt, step.layer)
@@ -198,18 +207,23 @@ class _Walk:
 
     def _emit(self, name: str, layer: int) -> None:
         terms = tuple(self.pending.pop(name))
-        alternatives = []
-        for label, replaces, expr, assumes in self.extra.get(name, ()):
+        alternatives, mistakes = [], []
+        for label, replaces, expr, assumes, wrong in self.extra.get(name, ()):
             kept = [term.expr for term in terms if term.upstream not in replaces]
             alternatives.append(Alternative(label, sum_of([expr, *kept]), assumes))
+            mistakes += [NamedMistake(m.words, sum_of([m.expr, *kept])) for m in wrong]
+        for i, term in enumerate(terms):
+            mistakes += [NamedMistake(words, sum_of(wrong if j == i else t.expr for j, t in enumerate(terms)))
+                         for words, wrong in term.mistakes]
         self.backward.append(BackwardStep(name, gradient_symbol(self.net, name), sum_of(t.expr for t in terms),
-                                          terms, layer, tuple(alternatives)))
+                                          terms, layer, tuple(alternatives), tuple(mistakes)))
 
     def _shorter_forms(self) -> dict:
-        """value -> [(label, consumers it replaces, shorter contribution, assumption)]."""
+        """value -> [(label, consumers it replaces, shorter contribution, assumption, its named mistakes)]."""
         net, extra = self.net, {}
         for compact in net.compacts:
-            extra.setdefault(compact.wrt, []).append((compact.label, compact.replaces, compact.expr, ""))
+            extra.setdefault(compact.wrt, []).append((compact.label, compact.replaces, compact.expr, "",
+                                                      compact.mistakes))
         loss = net.steps[-1]
         last = net.steps[-2]
         settings = net.spec.loss
@@ -219,13 +233,14 @@ class _Walk:
         k = loss_coefficient(settings, terms.N, terms.k)
         if rule.simplified is not None:
             extra.setdefault(last.name, []).append(
-                ("targets_sum_to_one", (None,), scaled(k, rule.simplified(terms, settings.parameters)), DISTRIBUTION))
+                ("targets_sum_to_one", (None,), scaled(k, rule.simplified(terms, settings.parameters)), DISTRIBUTION,
+                 ()))
         fusion = FUSIONS.get((last.fusion, rule.name))
         if fusion is not None:
             operand = last.locals[0].wrt
             simplified = fusion.simplified(Y, T, terms, k, net.symbol(operand))
-            extra.setdefault(operand, []).append((fusion.label, (last.name,), simplified, ""))
+            extra.setdefault(operand, []).append((fusion.label, (last.name,), simplified, "", ()))
             if fusion.distribution is not None:
                 extra[operand].append(("targets_sum_to_one", (last.name,), fusion.distribution(Y, T, terms, k,
-                                       net.symbol(operand)), DISTRIBUTION))
+                                       net.symbol(operand)), DISTRIBUTION, ()))
         return extra

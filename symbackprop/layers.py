@@ -13,6 +13,7 @@ written once for both: batch-first ``Z = A W + 1_N b`` and column ``Z = W A + b 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,15 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .expressions import Block, CausalSoftmax, Elementwise, LogSoftmax, Place, Softmax
-from .rules import LOG_PROBABILITIES, PROBABILITIES, REAL, TRAINABLE_ACTIVATIONS, scaled
+from .mistakes import (
+    Mistake,
+    dropout_mistakes,
+    entrywise_log_softmax,
+    entrywise_softmax,
+    normalization_mistakes,
+    other_derivatives,
+)
+from .rules import ACTIVATIONS, LOG_PROBABILITIES, PROBABILITIES, REAL, TRAINABLE_ACTIVATIONS, scaled
 
 
 @dataclass(frozen=True)
@@ -30,13 +39,14 @@ class Local:
     ``side`` says how the factor meets the upstream gradient ``G``: ``left`` / ``right`` (matrix product),
     ``elementwise`` (Hadamard product), ``identity`` (``G`` passes unchanged), ``vjp`` (no single factor:
     ``vjp(G)`` is the whole formula), ``loss`` (the loss's own gradient, no upstream). ``vjp(G)`` is the
-    contribution to ``dL/d(wrt)``.
+    contribution to ``dL/d(wrt)``; ``mistakes`` the typical wrong ones, named for check and grade.
     """
 
     wrt: str
     factor: sp.Basic | None
     side: str
     vjp: Callable
+    mistakes: tuple[Mistake, ...] = ()  # the typical wrong rules for this operand (``mistakes.py``)
 
 
 def left(wrt, factor) -> Local:
@@ -113,9 +123,11 @@ def _activate(b, layer, l, Z, out):
         return
     f = Elementwise(layer.activation, Z, 0, tuple(layer.params.items()))
     slope = f.derivative()
-    # The identity's slope is 1: the upstream gradient passes as it is.
-    local = (Local(Z.name, slope, "elementwise", lambda G: G) if layer.activation == "identity"
-             else elementwise(Z.name, slope))
+    if layer.activation == "identity":  # the slope is 1: the upstream gradient passes as it is
+        local = Local(Z.name, slope, "elementwise", lambda G: G)
+    else:
+        local = dataclasses.replace(elementwise(Z.name, slope), mistakes=other_derivatives(
+            layer.activation, Z, lambda name, Z: Elementwise(name, Z, 1, ACTIVATIONS[name].defaults)))
     b.step(out, f, l, "activation", [local], fusion=layer.activation)
 
 
@@ -169,9 +181,15 @@ def _normalization(over: str):
                 vjp(gamma.name, lambda G: b.batch_sum(sp.hadamard_product(G, xhat))),
                 (left if b.batch_first else right)(beta.name, ones)])
         dxhat = b.gradient(xhat.name)
-        compact = sp.hadamard_product(spread(rstd), count * dxhat - spread(reduce(dxhat))
-                                      - sp.hadamard_product(xhat, spread(reduce(sp.hadamard_product(dxhat, xhat)))))
-        b.compact(source, (mu.name, xc.name), compact / count)
+        mean_term = spread(reduce(dxhat))
+        variance_term = sp.hadamard_product(xhat, spread(reduce(sp.hadamard_product(dxhat, xhat))))
+
+        def form(inner):
+            return sp.hadamard_product(spread(rstd), inner) / count
+
+        b.compact(source, (mu.name, xc.name), form(count * dxhat - mean_term - variance_term),
+                  mistakes=normalization_mistakes(form, mean_term, variance_term, count * dxhat, count, mu.name,
+                                                  var.name, source))
 
     return build
 
@@ -182,8 +200,10 @@ def _dropout(b, layer, l, source, out):
     """Inverted dropout with a fixed 0/1 mask ``M`` given as an input: ``out = A ⊙ M / (1 - p)``."""
     A = b.value(source)
     M = b.mask(f"M{l}", A.shape, 1 - layer.p)
-    keep = 1 / (1 - sp.Rational(str(layer.p)))
-    b.step(out, keep * sp.hadamard_product(A, M), l, "dropout", [elementwise(source, keep * M)])
+    p = sp.Rational(str(layer.p))
+    keep = 1 / (1 - p)
+    b.step(out, keep * sp.hadamard_product(A, M), l, "dropout",
+           [dataclasses.replace(elementwise(source, keep * M), mistakes=dropout_mistakes(l, p, M))])
 
 
 def _softmax(b, layer, l, source, out):
@@ -193,14 +213,16 @@ def _softmax(b, layer, l, source, out):
 
 def _softmax_locals(b, source: str, n):
     """A softmax's rule, written with its output ``S``: ``S ⊙ (G - rowsum(G ⊙ S))`` over each sample's ``n``."""
-    return lambda S: [vjp(source, lambda G: sp.hadamard_product(
-        S, G - b.per_sample_total(sp.hadamard_product(G, S), n)))]
+    return lambda S: [dataclasses.replace(vjp(source, lambda G: sp.hadamard_product(
+        S, G - b.per_sample_total(sp.hadamard_product(G, S), n))), mistakes=(entrywise_softmax(S),))]
 
 
 def _log_softmax(b, layer, l, source, out):
     A, n = b.value(source), b.width_of(source)
+    S = Softmax(A, b.axis)
+    rule = vjp(source, lambda G: G - sp.hadamard_product(S, b.per_sample_total(G, n)))
     b.step(out, LogSoftmax(A, b.axis), l, "log_softmax",
-           [vjp(source, lambda G: G - sp.hadamard_product(Softmax(A, b.axis), b.per_sample_total(G, n)))],
+           [dataclasses.replace(rule, mistakes=(entrywise_log_softmax(S),))],
            fusion="log_softmax")
 
 

@@ -52,6 +52,7 @@ class Compact:
     replaces: tuple[str, ...]
     expr: sp.Basic
     label: str = "compact"
+    mistakes: tuple = ()  # NamedMistakes: the form with a typical mistake in it
 
 
 @dataclass(frozen=True)
@@ -219,8 +220,8 @@ class Builder:
         samples, features = (shape[0], shape[1]) if self.batch_first else (shape[1], shape[0])
         return features if samples == self.N or (samples / self.N).is_Integer else None
 
-    def compact(self, wrt, replaces, expr, label: str = "compact") -> None:
-        self.compacts.append(Compact(wrt, tuple(replaces), expr, label))
+    def compact(self, wrt, replaces, expr, label: str = "compact", mistakes=()) -> None:
+        self.compacts.append(Compact(wrt, tuple(replaces), expr, label, tuple(mistakes)))
 
     # -- layout helpers: sums and broadcasts over the batch, over features, per sample
     def broadcast_batch(self, v, rows=None):

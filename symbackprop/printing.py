@@ -74,7 +74,8 @@ def text_name(name: str) -> str:
 
 
 def _is_negative(term) -> bool:
-    return term.as_coeff_mmul()[0].is_negative if isinstance(term, sp.MatMul) else False
+    """A product whose number has a minus sign (``-N/(N - 1)`` too, whose sign SymPy cannot decide)."""
+    return isinstance(term, sp.MatMul) and term.as_coeff_mmul()[0].could_extract_minus_sign()
 
 
 def _flat_coeff_matrices(expr) -> tuple:

@@ -36,6 +36,11 @@ NETWORKS = {
     "conv0": "relu_grad_at_zero_0",                   # batch-first, relu with ReLU'(0) = 0
     "wide": "wide_8",                                 # batch-first, every width 8, mse
     "depth4": "depth4_mixed",                         # batch-first, relu, tanh, sigmoid, identity, mse
+    "batchnorm": "batchnorm_after_dense",             # batch-first, relu, batch norm, identity, half_sse
+    "dropout": "dropout_hidden",                      # batch-first, relu, dropout p = 0.5, identity, half_sse
+    "softmax_layer": "softmax_layer_cross_entropy",   # batch-first, tanh, identity, softmax layer, cross-entropy
+    "log_softmax": "log_softmax_nll",                 # batch-first, relu, identity, log-softmax layer, nll
+    "softmax_column": "softmax_layer_column",         # column, identity, softmax layer, cross-entropy
 }
 TIME_LIMIT = 1.0
 _GRADERS = {}
@@ -104,6 +109,9 @@ BUGGY = {
         "dZ1 = da1 * tanh(Z1) (your code)", "the activation tanh(Z1) where its derivative tanh'(Z1) belongs"]}),
     "tanh/no_two": (ALL, {"W2": ["the factor 2 is missing"]}),
     # leaky relu, column layout
+    "leaky/plain_relu_mask": ({"W1", "b1", "X"}, {"W1": ["dZ1 = da1 * (Z1 >= 0) (your code)",
+                                                       ("the derivative of relu where the forward pass applies "
+                                                       "leaky_relu")]}),
     "leaky/transposed_first_layer": ({"W1"}, {"W1": ["dW1 = (dZ1 @ X.T).T", "the result is transposed"]}),
     "leaky/bias_not_summed": ({"b2"}, {"b2": ["db2 = dZ2 (your code)", "sum over the samples is left out"]}),
     # ReLU'(0) = 0 in this spec
@@ -112,6 +120,24 @@ BUGGY = {
     # square weights: W2 for W2.T fits at the spec's widths
     "wide/weight_not_transposed": ({"W1", "b1", "X"}, {"W1": ["da1 = dZ2 @ W2 (your code)",
                                                               "the transpose of W2 is missing"]}),
+    # the layer kinds' named mistakes (symbackprop/mistakes.py), the same check names in formulas
+    "batchnorm/variance_treated_as_constant": ({"W1", "b1", "X"}, {"W1": [
+        "treats var2 (the variance) as a constant"]}),
+    "batchnorm/statistics_treated_as_constants": ({"W1", "b1", "X"}, {"W1": [
+        "treats mu2 (the mean) and var2 (the variance) as constants"]}),
+    "batchnorm/unbiased_variance": ({"W1", "b1", "X"}, {"W1": ["1/(N - 1) (the unbiased variance)"]}),
+    "dropout/no_scaling": ({"W1", "b1", "X"}, {"W1": ["leaves out the dropout scaling 1/(1 - p) = 2 of layer 2"]}),
+    "dropout/scaled_twice": ({"W1", "b1", "X"}, {"W1": ["divides by 1 - p = 1/2 (layer 2) once more"]}),
+    "dropout/mask_forgotten": ({"W1", "b1", "X"}, {"W1": ["leaves out the dropout mask M2"]}),
+    "softmax_layer/diagonal_jacobian": (ALL, {"W2": ["softmax's derivative entry by entry"]}),
+    "log_softmax/diagonal_jacobian": (ALL, {"W2": ["log-softmax's derivative entry by entry"]}),
+    "softmax_column/diagonal_jacobian": (ALL, {"W1": ["softmax's derivative entry by entry"]}),
+    "tanh/sigmoid_derivative": ({"W1", "b1", "X"}, {"W1": [("the derivative of sigmoid where the forward pass "
+                                                          "applies tanh")]}),
+    "tanh/relu_derivative": ({"W1", "b1", "X"}, {"W1": [("the derivative of relu where the forward pass applies "
+                                                       "tanh")]}),
+    "sigmoid/tanh_derivative": ({"W1", "b1", "X"}, {"W1": [("the derivative of tanh where the forward pass applies "
+                                                          "sigmoid")]}),
     # two mistakes in a deeper network
     "depth4/two_mistakes": (ALL, {"W4": ["the factor 2 is missing"],
                                   "W2": ["dW2 = a2.T @ dZ2", "the activation a2 instead of the activation a1"]}),
@@ -158,7 +184,7 @@ def test_relu_masks_from_the_activation_take_the_other_convention_in_both_layers
 
 
 def test_a_mistake_outside_the_catalogue_is_reported_without_a_name():
-    result = graded("leaky/plain_relu_mask")  # the slope 0.2 for negative inputs forgotten
+    result = graded("leaky/wrong_slope")  # the slope for negative inputs 0.1 where the spec has 0.2
     assert {g.name for g in result.gradients if not g.ok} == {"W1", "b1", "X"}
     assert all(g.mistake is None for g in result.gradients)
     assert "entry" in result.verdict("W1").reason and "is expected" in result.verdict("W1").reason
@@ -429,3 +455,30 @@ def test_a_training_step_without_the_input_gradient_grades_all_correct():
     assert result.ok, result.text()
     assert [g.name for g in result.gradients] == ["W3", "b3", "W2", "b2", "W1", "b1"]
     assert any("no input gradient X" in note for note in result.notes)
+
+
+# -- one catalogue of mistakes for check and grade ------------------------------------------------------------
+
+@pytest.mark.parametrize("student, claim", [
+    ("batchnorm/variance_treated_as_constant", "da1 = rstd2 * (dxhat2 - np.mean(dxhat2, axis=0))"),
+    ("batchnorm/statistics_treated_as_constants", "da1 = dxhat2 * rstd2"),
+    ("batchnorm/unbiased_variance", ("da1 = rstd2 / N * (N * dxhat2 - np.sum(dxhat2, axis=0) "
+                                    "- xhat2 * np.sum(dxhat2 * xhat2, axis=0) * N / (N - 1))")),
+    ("dropout/no_scaling", "da1 = da2 * M2"),
+    ("dropout/scaled_twice", "da1 = da2 * M2 / 0.25"),
+    ("dropout/mask_forgotten", "da1 = da2 * 2"),
+    ("softmax_layer/diagonal_jacobian", "da2 = dY_pred * Y_pred * (1 - Y_pred)"),
+    ("log_softmax/diagonal_jacobian", "da2 = dY_pred * (1 - softmax(a2))"),
+    ("tanh/sigmoid_derivative", "dZ1 = da1 * sigmoid'(Z1)"),
+    ("sigmoid/tanh_derivative", "dZ1 = da1 * tanh'(Z1)"),
+])
+def test_check_and_grade_name_a_mistake_in_the_same_words(student, claim):
+    """The student's code and the formula it computes get the same entry of the layer kinds' catalogue."""
+    spec = SPECS / f"{NETWORKS[student.split('/')[0]]}.toml"
+    catalogue = {m.words for step in symbackprop.derive(spec).backward for m in step.mistakes}
+    result = CliRunner().invoke(main, ["check", "--json", "--spec", str(spec), claim])
+    detail = json.loads(result.output)[0]["detail"]
+    mistakes = " ".join(g.mistake or "" for g in graded(student).gradients)
+    named = [words for words in catalogue if words in detail]
+    assert len(named) == 1, detail
+    assert named[0] in mistakes, mistakes

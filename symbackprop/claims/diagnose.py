@@ -6,11 +6,11 @@ every point where the truth is evaluated:
 - a term left out: one consumer's contribution to a value used twice (a skip connection, the L2 penalty);
 - paths left out: the gradient with the paths through one or two of a layer's intermediate values cut, as
   when batch norm's mean and variance are treated as constants;
-- an entrywise derivative for a function of each sample's vector (softmax, log-softmax): the diagonal of the
-  Jacobian, ``G ⊙ s (1 - s)`` or ``G ⊙ (1 - s)``;
+- a layer kind's named mistake (``symbackprop/mistakes.py``, the catalogue ``grade`` uses too): softmax's
+  Jacobian taken as its diagonal, dropout's scaling left out or doubled, batch norm's statistics treated as
+  constants, another activation's derivative;
 - the wrong count or axis: the claim right with another size in place of one it writes (``N`` for ``n_1``),
-  or with its sums along the other axis (statistics over the samples where they are over the features);
-- dropout's scaling ``1/(1 - p)`` missing or doubled, for a claim off by exactly that constant factor.
+  or with its sums along the other axis (statistics over the samples where they are over the features).
 """
 
 from __future__ import annotations
@@ -19,44 +19,41 @@ import itertools
 from dataclasses import replace
 
 import numpy as np
-import sympy as sp
 
 from ..evaluate import Evaluator
-from ..expressions import LogSoftmax, Softmax
+from ..mistakes import constants_words
 from .semantics import Undefined, as_truth_shape
 from .tree import Node
-
-# Words for intermediate steps that a claim may treat as constants, by step kind.
-_STEP_WORDS = {"mean": "the mean", "variance": "the variance", "rsqrt": "the inverse standard deviation",
-               "center": "the centred input", "normalize": "the normalized input"}
 
 
 def mistake(checker, claim, target) -> str:
     """Why ``claim`` is wrong, where it is a typical mistake; '' otherwise."""
     if claim.of != "L":
         return ""
+    named = named_mistake(checker, claim, target)
+    if named:
+        return named
     instances = [i for i in checker._spec_instances(claim) if not i.kinked]
-    for check in (_left_out_term, _left_out_paths, _entrywise_jacobian, _wrong_count_or_axis):
+    for check in (_left_out_term, _left_out_paths, _wrong_count_or_axis):
         detail = check(checker, claim, target, instances)
         if detail:
             return detail
     return ""
 
 
-def dropout_factor(checker, claim, factor) -> str:
-    """The words for a claim off by dropout's ``1 - p`` (the scaling left out) or its inverse (applied twice)."""
-    masks = {n.value for n in claim.tree.walk() if n.op == "name"} & set(checker.network.masks)
-    for layer, spec in enumerate(checker.spec.layers, start=1):
-        if spec.kind != "dropout" or f"M{layer}" not in masks:
-            continue
-        keep = 1 - sp.Rational(str(spec.p))
-        if factor == keep:
-            return (f"the claim is {factor} times dL/d{claim.wrt}: it leaves out the dropout scaling 1/(1 - p) = "
-                    f"{1 / keep} of layer {layer} (inverted dropout divides by the probability of keeping, "
-                    f"1 - p = {keep})")
-        if factor == 1 / keep:
-            return (f"the claim is {factor} times dL/d{claim.wrt}: it divides by 1 - p = {keep} (layer {layer}) "
-                    "once more than the layer does")
+def named_mistake(checker, claim, target) -> str:
+    """The words of the layer kinds' named mistake (``symbackprop/mistakes.py``, shared with ``grade``) whose
+    gradient the claim equals at every spec instance, or ''."""
+    if claim.of != "L":
+        return ""
+    instances = [i for i in checker._spec_instances(claim) if not i.kinked]
+    backward = checker.derivation.backward
+    last = next((index for index, step in enumerate(backward) if step.name == claim.wrt), len(backward) - 1)
+    for step in backward[:last + 1]:
+        for named in step.mistakes:
+            if _equal_everywhere(claim, instances, lambda instance, step=step, named=named:
+                                 _mistaken_truth(checker, instance, target, step.name, named.expr)):
+                return named.words
     return ""
 
 
@@ -104,12 +101,7 @@ def _left_out_paths(checker, claim, target, instances) -> str:
             names = frozenset(s.name for s in cut)
             if _equal_everywhere(claim, instances,
                                  lambda instance, names=names: _cut_truth(checker, instance, target, names)):
-                shown = " and ".join(f"{s.name} ({_STEP_WORDS[s.kind]})" if s.kind in _STEP_WORDS else s.name
-                                     for s in cut)
-                constant = "constants" if size > 1 else "a constant"
-                return (f"the claim treats {shown} as {constant}: it leaves out the gradient that reaches "
-                        f"{claim.wrt} through {'them' if size > 1 else 'it'}, although "
-                        f"{'they depend' if size > 1 else 'it depends'} on {claim.wrt} too")
+                return "the claim " + constants_words([(s.name, s.kind) for s in cut], claim.wrt)
     return ""
 
 
@@ -124,28 +116,13 @@ def _cut_truth(checker, instance, target, names):
     return evaluator(target.expr)
 
 
-def _entrywise_jacobian(checker, claim, target, instances) -> str:
-    step = checker.derivation.step(claim.wrt)
-    for term in step.terms:
-        consumer = next((s for s in checker.network.steps if s.name == term.local.of), None)
-        if consumer is None or not isinstance(consumer.expr, (Softmax, LogSoftmax)):
-            continue
-        softmax = isinstance(consumer.expr, Softmax)
-
-        def diagonal(instance, consumer=consumer, softmax=softmax):
-            evaluate = Evaluator(instance.sem, instance.env, instance.sizes)
-            G = instance.env[f"d{consumer.name}"]
-            S = evaluate(Softmax(consumer.expr.arg, consumer.expr.axis))
-            complement = -(S - instance.sem.scalar(1))  # 1 - S
-            return G * S * complement if softmax else G * complement
-
-        if _equal_everywhere(claim, instances, diagonal):
-            name = "softmax" if softmax else "log-softmax"
-            right = "S ⊙ (G - rowsum(G ⊙ S))" if softmax else "G - S ⊙ rowsum(G)"
-            return (f"the claim applies {name}'s derivative entry by entry ({'s (1 - s)' if softmax else '1 - s'}, "
-                    "the diagonal of its Jacobian); each output depends on every entry of its sample, so the "
-                    f"gradient is {right} with G = dL/d{consumer.name} and S the softmax")
-    return ""
+def _mistaken_truth(checker, instance, target, name, expr):
+    """The truth with step ``name``'s formula replaced by ``expr`` (and every later step computed from it)."""
+    env = dict(instance.env)
+    evaluator = Evaluator(instance.sem, env, instance.sizes)
+    for step in checker.derivation.backward:
+        env[step.symbol.name] = evaluator(expr if step.name == name else step.expr)
+    return evaluator(target.expr)
 
 
 def _wrong_count_or_axis(checker, claim, target, instances) -> str:

@@ -24,6 +24,8 @@ class ClaimPrinter(NumPyPrinter):
 
     def _print_OneMatrix(self, expr):
         rows, cols = expr.shape
+        if rows != 1 and cols != 1:
+            return "1"  # a matrix of ones, written as the number NumPy broadcasts (``1 - Y_pred``)
         return f"ones({self._print(rows)})" if cols == 1 else f"ones({self._print(cols)}).T"
 
     def _print_Elementwise(self, expr):

@@ -27,7 +27,7 @@ from ..expressions import Elementwise
 from ..rules import loss_rule
 from ..spec import RELU_GRAD_AT_ZERO_VALUES, Spec
 from ..verify import random_float_inputs
-from .diagnose import dropout_factor, mistake
+from .diagnose import mistake, named_mistake
 from .errors import ClaimError
 from .explain import factor_candidates, formula, rational, relations_text, scaling_words, sizes_text
 from .names import Names
@@ -566,9 +566,9 @@ class Checker:
             return "value", f"the claim is zero everywhere, and {target.label} is not"
         if factor == -1:
             return "value", f"the claim is the negative of {target.label} (a sign error)"
-        dropout = dropout_factor(self, claim, factor)
-        if dropout:
-            return "value", dropout
+        named = named_mistake(self, claim, target)  # dropout's scaling left out or doubled, ...
+        if named:
+            return "value", f"the claim is {shown} times {target.label}: {named}"
         words = scaling_words(factor, net.N, net.widths[-1]) if factor.free_symbols or factor in (2, sp.Rational(1, 2)) \
             else ""
         if not words or claim.of != "L":

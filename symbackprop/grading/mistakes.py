@@ -12,7 +12,10 @@ A mistake is one rewrite of one node of a backward step's SymPy expression, neve
 - a function node left out (softmax, sigmoid), an activation where its derivative belongs, the other
   ReLU'(0) convention, softmax over the other axis;
 - the formula scaled: a missing or extra ``1/N``, ``1/k``, ``2`` or ``1/2``, or the sign flipped (for the loss
-  gradient, which has no upstream factor, and for the gradients a student returns).
+  gradient, which has no upstream factor, and for the gradients a student returns);
+- the layer kinds' named mistakes, the same ``check`` names in formulas (``symbackprop/mistakes.py``): batch
+  norm's mean or variance treated as constants, dropout's scaling left out, softmax's Jacobian taken as its
+  diagonal, another activation's derivative, ...
 
 Each rewrite belongs to a node type (matrix symbol, transpose, matrix product, elementwise product, sum, ones
 matrix, function node), not to a layer kind, so formulas built from the same nodes get the same catalogue.
@@ -30,8 +33,9 @@ from ..claims.explain import ClaimPrinter
 from ..expressions import CausalSoftmax, Elementwise, LogSoftmax, Softmax
 from ..spec import RELU_GRAD_AT_ZERO_VALUES
 
-# Ranks: which of several mistakes that give the same values to name (the more common one first).
-SCALE, SUM, DROP, TRANSPOSE, ORDER, CONFUSED, CONVENTION, PRODUCT, FUNCTION = range(9)
+# Ranks: which of several mistakes that give the same values to name (the more common one first); a layer
+# kind's named mistakes (``symbackprop/mistakes.py``, shared with check) come before every generic rewrite.
+NAMED, SCALE, SUM, DROP, TRANSPOSE, ORDER, CONFUSED, CONVENTION, PRODUCT, FUNCTION = range(-1, 9)
 _ROLES = {"linear": "the pre-activation", "activation": "the activation"}
 
 
@@ -116,7 +120,8 @@ class Catalogue:
         expr = step.expr if base is None else base.expr
         what, rank = (() if base is None else base.what), (0 if base is None else base.rank)
         found = {}
-        candidates = list(self._whole(name, expr))
+        candidates = [(m.expr, m.words, NAMED) for m in step.mistakes] if base is None else []
+        candidates += list(self._whole(name, expr))
         for path, node, parent in _nodes(expr):
             candidates += [(_replace(expr, path, new), phrase, r) for new, phrase, r in self._rewrites(node, parent, name)]
         for new, phrase, r in candidates:
