@@ -29,7 +29,8 @@ MIXED_UP_ACTIVATIONS = ("relu", "sigmoid", "tanh")
 @dataclass(frozen=True)
 class Mistake:
     """A typical wrong rule for one operand of a step: ``vjp(G)`` is what is sent back in place of the right
-    contribution (``G`` the upstream gradient); ``words`` name the mistake."""
+    contribution (``G`` the upstream gradient); ``words`` name the mistake as what a formula or code does
+    ("leaves out the dropout scaling ..."), to follow "the claim" or "your code"."""
 
     words: str
     vjp: Callable
@@ -58,7 +59,7 @@ def other_derivatives(activation: str, Z, elementwise) -> tuple[Mistake, ...]:
     def times(slope):
         return lambda G: sp.hadamard_product(G, slope)
 
-    return tuple(Mistake(f"the derivative of {other} where the forward pass applies {activation}",
+    return tuple(Mistake(f"uses the derivative of {other} where the forward pass applies {activation}",
                          times(elementwise(other, Z)))
                  for other in MIXED_UP_ACTIVATIONS if other != activation)
 
@@ -66,18 +67,18 @@ def other_derivatives(activation: str, Z, elementwise) -> tuple[Mistake, ...]:
 def dropout_mistakes(layer: int, p: sp.Rational, mask) -> tuple[Mistake, ...]:
     keep = 1 - p
     return (
-        Mistake(f"it leaves out the dropout scaling 1/(1 - p) = {1 / keep} of layer {layer} (inverted dropout "
+        Mistake(f"leaves out the dropout scaling 1/(1 - p) = {1 / keep} of layer {layer} (inverted dropout "
                 f"divides by the probability of keeping, 1 - p = {keep})", lambda G: sp.hadamard_product(G, mask)),
-        Mistake(f"it divides by 1 - p = {keep} (layer {layer}) once more than the layer does",
+        Mistake(f"divides by 1 - p = {keep} (layer {layer}) once more than the layer does",
                 lambda G: sp.hadamard_product(G, mask) / keep**2),
-        Mistake(f"it leaves out the dropout mask M{layer}: units the forward pass dropped get a gradient",
+        Mistake(f"leaves out the dropout mask M{layer}: units the forward pass dropped get a gradient",
                 lambda G: G / keep),
     )
 
 
 def entrywise_softmax(S) -> Mistake:
     """Softmax's derivative taken entry by entry, ``s (1 - s)``; ``S`` the softmax's output."""
-    return Mistake("it applies softmax's derivative entry by entry (s (1 - s), the diagonal of its Jacobian); each "
+    return Mistake("applies softmax's derivative entry by entry (s (1 - s), the diagonal of its Jacobian); each "
                    "output depends on every entry of its sample, so the gradient is S ⊙ (G - rowsum(G ⊙ S)) with G "
                    "the upstream gradient and S the softmax",
                    lambda G: sp.hadamard_product(G, S, sp.OneMatrix(*S.shape) - S))
@@ -85,7 +86,7 @@ def entrywise_softmax(S) -> Mistake:
 
 def entrywise_log_softmax(S) -> Mistake:
     """Log-softmax's derivative taken entry by entry, ``1 - s``; ``S`` the softmax of its input."""
-    return Mistake("it applies log-softmax's derivative entry by entry (1 - s, the diagonal of its Jacobian); "
+    return Mistake("applies log-softmax's derivative entry by entry (1 - s, the diagonal of its Jacobian); "
                    "each output depends on every entry of its sample, so the gradient is G - S ⊙ rowsum(G) with G "
                    "the upstream gradient and S the softmax",
                    lambda G: sp.hadamard_product(G, sp.OneMatrix(*S.shape) - S))
@@ -98,7 +99,7 @@ def normalization_mistakes(form, mean_term, variance_term, whole, count, mu, var
         NamedMistake(constants_words([(var, "variance")], wrt), form(whole - mean_term)),
         NamedMistake(constants_words([(mu, "mean")], wrt), form(whole - variance_term)),
         NamedMistake(constants_words([(mu, "mean"), (var, "variance")], wrt), form(whole)),
-        NamedMistake(f"its variance term has 1/({count} - 1) (the unbiased variance), where the layer normalizes "
-                     f"with the biased variance 1/{count}",
+        NamedMistake(f"has 1/({count} - 1) in its variance term (the unbiased variance), where the layer "
+                     f"normalizes with the biased variance 1/{count}",
                      form(whole - mean_term - count / (count - 1) * variance_term)),
     )

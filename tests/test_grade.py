@@ -125,7 +125,7 @@ BUGGY = {
         "treats var2 (the variance) as a constant"]}),
     "batchnorm/statistics_treated_as_constants": ({"W1", "b1", "X"}, {"W1": [
         "treats mu2 (the mean) and var2 (the variance) as constants"]}),
-    "batchnorm/unbiased_variance": ({"W1", "b1", "X"}, {"W1": ["1/(N - 1) (the unbiased variance)"]}),
+    "batchnorm/unbiased_variance": ({"W1", "b1", "X"}, {"W1": ["1/(N - 1) in its variance term (the unbiased variance)"]}),
     "dropout/no_scaling": ({"W1", "b1", "X"}, {"W1": ["leaves out the dropout scaling 1/(1 - p) = 2 of layer 2"]}),
     "dropout/scaled_twice": ({"W1", "b1", "X"}, {"W1": ["divides by 1 - p = 1/2 (layer 2) once more"]}),
     "dropout/mask_forgotten": ({"W1", "b1", "X"}, {"W1": ["leaves out the dropout mask M2"]}),

@@ -32,7 +32,7 @@ def mistake(checker, claim, target) -> str:
         return ""
     named = named_mistake(checker, claim, target)
     if named:
-        return named
+        return f"the claim {named}"
     instances = [i for i in checker._spec_instances(claim) if not i.kinked]
     for check in (_left_out_term, _left_out_paths, _wrong_count_or_axis):
         detail = check(checker, claim, target, instances)

@@ -568,7 +568,7 @@ class Checker:
             return "value", f"the claim is the negative of {target.label} (a sign error)"
         named = named_mistake(self, claim, target)  # dropout's scaling left out or doubled, ...
         if named:
-            return "value", f"the claim is {shown} times {target.label}: {named}"
+            return "value", f"the claim is {shown} times {target.label}: it {named}"
         words = scaling_words(factor, net.N, net.widths[-1]) if factor.free_symbols or factor in (2, sp.Rational(1, 2)) \
             else ""
         if not words or claim.of != "L":

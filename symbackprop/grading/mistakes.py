@@ -120,7 +120,7 @@ class Catalogue:
         expr = step.expr if base is None else base.expr
         what, rank = (() if base is None else base.what), (0 if base is None else base.rank)
         found = {}
-        candidates = [(m.expr, m.words, NAMED) for m in step.mistakes] if base is None else []
+        candidates = [(m.expr, f"your code {m.words}", NAMED) for m in step.mistakes] if base is None else []
         candidates += list(self._whole(name, expr))
         for path, node, parent in _nodes(expr):
             candidates += [(_replace(expr, path, new), phrase, r) for new, phrase, r in self._rewrites(node, parent, name)]
