@@ -287,10 +287,11 @@ def check(spec_path, as_json, claims_file, latex_file, claims):
     """Check written backprop formulas (CLAIMS) against the derivation.
 
     \b
-    A claim is a gradient or a local gradient, as the courses write it, e.g.
-      'dL/dW3 = a2.T @ (Y_pred - Y_true)'     'dW2 = np.dot(dZ2, A1.T)'
-      'dL/db1 = sum(dL/dZ1, axis=0)'          'dZ1 = np.dot(W2.T, dZ2) * (1 - A1**2)'
-      'dZ2/da1 = W2.T'                        '\\delta^{[2]} = \\delta^{[3]} W^{[3]T} \\odot g'(Z^{[2]})'
+    A claim is a gradient or a local gradient, as the courses write it; for the
+    seed network (the default spec) these are all correct:
+      'dL/dW3 = a2.T @ (Y_pred - Y_true)'     'dW2 = np.dot(A1.T, dZ2)'
+      'dL/db1 = sum(dL/dZ1, axis=0)'          'dZ1 = np.dot(dZ2, W2.T) * (Z1 >= 0)'
+      'dZ2/da1 = W2.T'                        "\\delta^{[2]} = \\delta^{[3]} W^{[3]T} \\odot g'(Z^{[2]})"
     A claim with a backslash is read as LaTeX. Claims files are read up to 1 MiB, as UTF-8.
     Exit 0: all correct; 1: some claim is wrong; 2: none is wrong but some cannot be parsed or decided.
     """

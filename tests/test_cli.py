@@ -335,3 +335,22 @@ def test_pdf_without_pdflatex_is_a_clear_error(tmp_path, monkeypatch):
     result = run("derive", "--format", "tex", "--pdf", "--out", str(tmp_path / "o"))
     assert result.exit_code == 2 and "pdflatex is not installed" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_the_check_help_examples_paste_into_a_shell_and_are_correct_for_the_spec_they_name():
+    """Each example line of `check --help` is pasted into bash as it is printed, after `symbackprop check`."""
+    help_text = CliRunner().invoke(main, ["check", "--help"]).output
+    lines = help_text.split("these are all correct:")[1].split("A claim with a backslash")[0].strip().splitlines()
+    assert len(lines) == 3
+    command = f"{Path(sys.executable).parent / 'symbackprop'} check " + " ".join(line.strip() for line in lines)
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("6 of 6 claims correct")
+
+
+def test_a_claims_file_with_a_byte_order_mark_and_escape_bytes(tmp_path):
+    claims = tmp_path / "claims.txt"
+    claims.write_bytes(b"\xef\xbb\xbfdL/dW3 = a2.T @ (Y_pred - Y_true)\ndL/dW2 = a1.T @ dZ2 \x1b[2J\n")
+    result = CliRunner().invoke(main, ["check", "--file", str(claims)])
+    assert result.output.startswith("correct   dL/dW3 = a2.T @ (Y_pred - Y_true)\n")
+    assert "\x1b" not in result.output and "\\x1b[2J" in result.output

@@ -86,7 +86,7 @@ def read_claims_file(path: str) -> str:
     if len(data) > MAX_FILE_BYTES:
         raise ClaimError(f"{name}: larger than the {MAX_FILE_BYTES // (1 << 20)} MiB limit for a claims file")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a byte-order mark (as Windows editors write one) is dropped
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1

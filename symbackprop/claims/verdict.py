@@ -22,6 +22,7 @@ import numpy as np
 import sympy as sp
 
 from ..derivation import derive
+from ..errors import one_line
 from ..evaluate import PRIME_TEXT, Evaluator, InexactRoot, Mod
 from ..expressions import Elementwise
 from ..rules import loss_rule
@@ -94,7 +95,7 @@ class Verdict:
             lines.append(f"  expected: {self.expected}")
         if self.note:
             lines.append(f"  note: {self.note}")
-        return "\n".join(lines)
+        return "\n".join(one_line(line) for line in lines)  # a claim's escape bytes never reach the terminal
 
 
 def looks_like_latex(text: str) -> bool:
