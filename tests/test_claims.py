@@ -464,3 +464,22 @@ def test_a_local_gradient_that_does_not_exist(seed):
     verdict = seed.check("dZ2/db1 = 1")
     assert (verdict.verdict, verdict.reason) == ("wrong", "value") and "does not depend directly" in verdict.detail
     assert verdict.expected == "dZ1/db1 = ones(N).T"
+
+
+# -- a verdict holds for every size -------------------------------------------------------------------------------
+
+def test_a_term_that_vanishes_only_at_some_batch_sizes_does_not_make_a_claim_correct():
+    """(N - a) (N - b) X^T dZ1 vanishes at two batch sizes; a judge that always used the same two would call the
+    claim correct for the pair it uses. The truth, dW1 = X^T dZ1, is independent of N."""
+    checker = Checker()
+    verdicts = [checker.check(f"dL/dW1 = X.T @ dL/dZ1 + (N - {a}) * (N - {b}) * X.T @ dL/dZ1").verdict
+                for a in range(3, 12) for b in range(a + 1, 13)]
+    assert verdicts == ["wrong"] * len(verdicts)
+    assert checker.check("dL/dW1 = X.T @ dL/dZ1 + (N - N) * X.T @ dL/dZ1").verdict == "correct"
+
+
+def test_the_only_because_note_names_the_size_that_makes_the_difference():
+    checker = Checker()  # widths 2, 3, 2, 1
+    assert checker.check("dL/dW1 = X.T @ dL/dZ1 * n_2 / 2").note.endswith("only because n_2 = 2")
+    assert checker.check("dL/dW1 = X.T @ dL/dZ1 * n_0 / n_2").note.endswith("only because n_0 = n_2")
+    assert "only because n_3 = 1" in checker.check("dL/db3 = np.sum(Y_pred - Y_true)").note

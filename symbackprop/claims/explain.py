@@ -86,6 +86,8 @@ def rational(value: int, bound: int = 10**6) -> sp.Rational | None:
 def relation_text(relation) -> str:
     if relation[0] == "one":
         return f"n_{relation[1]} = 1"
+    if relation[0] == "value":
+        return f"n_{relation[1]} = {relation[2]}"
     return f"n_{relation[1]} = n_{relation[2]}"
 
 
