@@ -483,3 +483,17 @@ def test_the_only_because_note_names_the_size_that_makes_the_difference():
     assert checker.check("dL/dW1 = X.T @ dL/dZ1 * n_2 / 2").note.endswith("only because n_2 = 2")
     assert checker.check("dL/dW1 = X.T @ dL/dZ1 * n_0 / n_2").note.endswith("only because n_0 = n_2")
     assert "only because n_3 = 1" in checker.check("dL/db3 = np.sum(Y_pred - Y_true)").note
+
+
+def test_a_claim_right_only_for_targets_that_sum_to_one_says_so_in_its_note_and_json():
+    spec = str(SPECS / "softmax_ce_4_classes_column.toml")  # softmax cross-entropy: targets need not sum to 1
+    result = CliRunner().invoke(main, ["check", "--json", "--spec", spec,
+                                       "dY_pred = (softmax(Y_pred, axis=0) - Y_true) / N",
+                                       ("dY_pred = (softmax(Y_pred, axis=0) * np.sum(Y_true, axis=0, keepdims=True)"
+                                       " - Y_true) / N")])
+    short, general = json.loads(result.output)
+    assert short["verdict"] == general["verdict"] == "correct"
+    assert short["assumes"] == "targets_sum_to_one" and "targets sum to 1" in short["note"]
+    assert "assumes" not in general and "note" not in general
+    text = CliRunner().invoke(main, ["check", "--spec", spec, "dY_pred = (softmax(Y_pred, axis=0) - Y_true) / N"])
+    assert "note: correct when each sample's targets sum to 1" in text.output

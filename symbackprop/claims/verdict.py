@@ -55,7 +55,8 @@ DRAW_STRIDE = 7919
 class Verdict:
     """One claim's outcome. ``verdict``: ``correct``, ``wrong``, ``undecided`` or ``error`` (unparsable);
     ``reason``: ``shape``, ``value``, ``convention`` or ``parse``; ``note``: what a correct verdict relies on;
-    ``source``/``line``/``column``: where the claim (or its parse error) is."""
+    ``assumes``: the assumption it holds under, for a program to read (``targets_sum_to_one``: each sample's
+    targets sum to 1), else ""; ``source``/``line``/``column``: where the claim (or its parse error) is."""
 
     claim: str
     verdict: str
@@ -66,6 +67,7 @@ class Verdict:
     source: str = ""
     line: int | None = None
     column: int | None = None
+    assumes: str = ""
 
     @property
     def ok(self) -> bool:
@@ -74,7 +76,7 @@ class Verdict:
     def to_dict(self) -> dict:
         out = {"claim": self.claim, "verdict": self.verdict, "reason": self.reason, "expected": self.expected,
                "detail": self.detail}
-        out.update({key: value for key, value in (("note", self.note), ("source", self.source),
+        out.update({key: value for key, value in (("note", self.note), ("assumes", self.assumes), ("source", self.source),
                                                   ("line", self.line), ("column", self.column)) if value})
         return out
 
@@ -133,14 +135,15 @@ class _Instance:
     ``MAX_DRAW_STEPS`` forward steps, and not at all where that is hopeless (more squares needed than draws
     can give); a point that stays not ``algebraic`` leaves the claim to the float64 cross-check."""
 
-    def __init__(self, checker, widths, N, seed, exact=True, kinked=False, relu_at_zero=None, redraw=False):
+    def __init__(self, checker, widths, N, seed, exact=True, kinked=False, relu_at_zero=None, redraw=False,
+                 free_targets=False):
         net = checker.network
         self.checker, self.kinked, self.N = checker, kinked, N
         self.sizes = net.sizes(N, widths)
         draws = min(MAX_DRAWS, MAX_DRAW_STEPS // len(net.steps)) if exact and redraw and checker.roots else 1
         for draw in range(draws):
             self.sem = ExactField(seed + DRAW_STRIDE * draw, relu_at_zero) if exact else Float64()
-            inputs = checker.random_inputs(self.sem, self.sizes, seed) if exact else \
+            inputs = checker.random_inputs(self.sem, self.sizes, seed, free_targets) if exact else \
                 random_float_inputs(net, self.sizes, np.random.default_rng(seed))
             if kinked:
                 inputs = checker.kink(self.sem, inputs, self.sizes)
@@ -237,8 +240,9 @@ class Checker:
             return self._no_dependence(claim, **where)
         expected = self._expected(claim)
 
-        def verdict(kind, reason="", detail="", note=""):
-            return Verdict(claim.text, kind, reason, detail, expected if kind != "correct" else "", note, **where)
+        def verdict(kind, reason="", detail="", note="", assumes=""):
+            return Verdict(claim.text, kind, reason, detail, expected if kind != "correct" else "", note, **where,
+                           assumes=assumes)
 
         general = self._shape_problem(claim, target, self._symbolic)
         if general and self._shape_problem(claim, target, self._spec_dims):
@@ -267,6 +271,9 @@ class Checker:
             if disagreement:
                 return verdict("undecided", "", disagreement)
         if exact_ok:
+            assumption = self._assumption(claim, target)
+            if assumption:
+                return verdict("correct", note=assumption, assumes="targets_sum_to_one")
             note = ""
             if general:
                 relations = self._relations_needed(claim, target, shape_only=False)
@@ -384,6 +391,22 @@ class Checker:
             self._instances[key] = _Instance(self, widths, N, seed, **options)
         return self._instances[key]
 
+    def _assumption(self, claim, target) -> str:
+        """The note for a claim right only because each sample's targets sum to 1 (the points draw such targets
+        for a loss on class distributions): '' where it holds for any targets, or the loss reads none."""
+        if loss_rule(self.spec.loss).targets != "distribution":
+            return ""
+        widths = self._claim_widths(claim)
+        free = self._instance(widths, self._batch_sizes(claim, widths)[0], 0, free_targets=True)
+        try:
+            if self._difference(claim, target, [free]) is None:
+                return ""
+        except Undefined:
+            pass
+        return ("correct when each sample's targets sum to 1 (one-hot labels or class probabilities), as they do "
+                f"for a {self.spec.loss.kind} loss on class labels; for targets that do not, {target.label} has "
+                "another term (the step-by-step form holds for any targets)")
+
     def _batch_sizes(self, claim, widths) -> tuple[int, int]:
         """Two batch sizes for judging ``claim`` at ``widths``: above every width, drawn for each claim from
         BATCH_SIZES sizes (seeded by its text, so a verdict is reproducible), so that no factor such as
@@ -409,15 +432,16 @@ class Checker:
     def _kinked_layers(self):
         return [node for node in self.names.activations.values() if node.activation in KINKED]
 
-    def random_inputs(self, field, sizes, seed) -> dict:
+    def random_inputs(self, field, sizes, seed, free_targets=False) -> dict:
         """Random field values for every input; targets of a loss on class distributions sum to 1 in each
-        sample (the shorter gradients people write, ``softmax(Y) - T``, hold for those)."""
+        sample (the shorter gradients people write, ``softmax(Y) - T``, hold for those), unless
+        ``free_targets``."""
         net = self.network
         inputs = {}
         for name, symbol in net.inputs.items():
             rows, cols = (int(sp.sympify(d).xreplace(sizes)) for d in symbol.shape)
             inputs[name] = np.array([[field.random() for _ in range(cols)] for _ in range(rows)], dtype=object)
-        if "Y_true" in inputs and loss_rule(self.spec.loss).targets == "distribution":
+        if "Y_true" in inputs and loss_rule(self.spec.loss).targets == "distribution" and not free_targets:
             T = inputs["Y_true"] if net.batch_first else inputs["Y_true"].T
             T[:, -1] = [Mod(1) - sum(row[:-1], Mod(0)) for row in T]
         return inputs
