@@ -497,3 +497,20 @@ def test_a_claim_right_only_for_targets_that_sum_to_one_says_so_in_its_note_and_
     assert "assumes" not in general and "note" not in general
     text = CliRunner().invoke(main, ["check", "--spec", spec, "dY_pred = (softmax(Y_pred, axis=0) - Y_true) / N"])
     assert "note: correct when each sample's targets sum to 1" in text.output
+
+
+@pytest.mark.parametrize("claim, verdict, words", [
+    # Nielsen and Ng count back from the last layer: L is 3 in the seed network.
+    (r"\delta^{[L-1]} = \delta^{[L]} W^{[L]T} \odot g'(Z^{[L-1]})", "correct", ""),
+    (r"dW^{[3]} = a^{[L-1]T} \delta^{[3]}", "correct", ""),
+    (r"dW^{[3]} = a^{L-1 T} \delta^{L}", "correct", ""),
+    (r"dW^{[2]} = a^{[L-1]T} \delta^{[2]}", "wrong", ""),  # a2 is not a1: read as written, so wrong
+    (r"dW^{[1]} = X^{T} \delta^{[L-5]}", "error", "layer L-5 does not exist"),
+    (r"dW^{3} = (a^{l})^T \delta^{3}", "error", "a general layer index ^{l}"),
+    (r"dW^{[3]} = a^{[2]T} \delta^{[l+1]}", "error", "a general layer index ^{l+1}"),
+    (r"dW^{[3]} = a^{[3-1]T} \delta^{[3]}", "error", "a layer superscript is a number, L or L-1"),
+])
+def test_a_layer_written_as_an_expression_is_read_faithfully_or_refused(claim, verdict, words):
+    result = Checker().check(claim)
+    assert result.verdict == verdict, result.text()
+    assert words in result.detail

@@ -677,9 +677,9 @@ class LatexParser(Parser):
         sample = len(rest) > 3 and rest[-3] == "(" and rest[-1] == ")" and rest[-2].isalpha() and rest[-2] != "L"
         if sample:
             rest = rest[:-3]
-        bracketed = len(rest) == 3 and rest[0] in "[(" and rest[2] in "])"
-        index = rest[1 if bracketed else 0] if len(rest) in (1, 3) else None
-        if index is None or not (index.isdigit() or index == "L"):
+        bracketed = len(rest) >= 3 and rest[0] in "[(" and rest[-1] in "])"
+        index = self.layer_index(rest[1:-1] if bracketed else rest, bracketed)
+        if index is None:
             return None
         if not bracketed and not self.layered(base, index):
             return None
@@ -688,6 +688,29 @@ class LatexParser(Parser):
         self.next()
         self.group_tokens()
         return index, transposed
+
+    def layer_index(self, inner: list, bracketed: bool) -> str | None:
+        """The layer a superscript's tokens name: ``2``, ``L`` (the last layer), ``L-1`` (counted back from it);
+        None where they are no layer (a power, ``^{-1}``). A general index (``l``, ``l+1``, ``k``) is refused:
+        a claim is judged on this spec's network, whose layers have numbers."""
+        if len(inner) == 1 and (inner[0].isdigit() or inner[0] == "L"):
+            return inner[0]
+        if len(inner) == 3 and inner[0] == "L" and inner[1] == "-" and inner[2].isdigit():
+            layer = self.names.network.depth - int(inner[2])
+            if layer < 1:
+                raise self.error(f"layer L-{inner[2]} does not exist: this network has L = "
+                                 f"{self.names.network.depth} layers", self.peek(1))
+            return str(layer)
+        general = inner and inner[0] in ("l", "k") and (len(inner) == 1 or (
+            len(inner) == 3 and inner[1] in "+-" and inner[2].isdigit()))
+        if general:
+            raise self.error(f"a general layer index ^{{{''.join(inner)}}}: write the layer's number (check judges "
+                             "this spec's network, layer by layer), or L, L-1, ... counted from the last layer",
+                             self.peek(1))
+        if bracketed or (inner and inner[0] == "L"):
+            raise self.error(f"a layer superscript is a number, L or L-1, ..., not ^{{{''.join(inner)}}}",
+                             self.peek(1))
+        return None
 
     def layered(self, base: str, index: str) -> bool:
         """Whether the network has a quantity (or width) ``base`` at layer ``index``."""
