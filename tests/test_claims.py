@@ -514,3 +514,26 @@ def test_a_layer_written_as_an_expression_is_read_faithfully_or_refused(claim, v
     result = Checker().check(claim)
     assert result.verdict == verdict, result.text()
     assert words in result.detail
+
+
+def test_a_latex_homework_with_its_forward_pass_is_judged_line_by_line():
+    """The loss and the forward equations are claims too: judged against the forward pass, not parse errors."""
+    result = CliRunner().invoke(main, ["check", "--json", "--latex", str(CLAIMS / "homework.tex")])
+    verdicts = {v["claim"].split(" =")[0]: v["verdict"] for v in json.loads(result.output)}
+    assert verdicts == {"L": "correct", "Z^{[1]}": "correct", "a^{[1]}": "correct", "Z^{[2]}": "correct",
+                        "Y_{pred}": "wrong",  # the output's bias b^{[3]} is left out
+                        r"\delta^{[3]}": "correct", "dW3": "correct", "db1": "correct", r"\delta^{[L-1]}": "correct"}
+
+
+@pytest.mark.parametrize("claim, verdict", [
+    ("Z1 = X @ W1 + b1", "correct"),
+    ("a1 = np.maximum(0, Z1)", "correct"),
+    ("A1 = np.maximum(Z1, 0)", "correct"),
+    ("Z2 = W2 @ a1 + b2", "wrong"),
+    ("Y_pred = a2 @ W3", "wrong"),
+    ("L = 0.5 * np.sum((Y_pred - Y_true)**2)", "correct"),
+    ("L = np.mean((Y_pred - Y_true)**2)", "wrong"),
+    ("J = 0.5 * np.sum((Y_hat - Y)**2)", "correct"),
+])
+def test_a_forward_definition_is_judged_against_the_forward_pass(claim, verdict):
+    assert Checker().check(claim).verdict == verdict

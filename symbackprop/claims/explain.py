@@ -42,6 +42,13 @@ def formula(of: str, wrt: str, expr, as_latex: bool, gradients: dict) -> str:
     return f"d{of}/d{wrt} = {ClaimPrinter(gradients).doprint(expr)}"
 
 
+def definition(name: str, expr, as_latex: bool, gradients: dict) -> str:
+    """``name = expr`` (a forward definition) in the claim syntax, or in LaTeX."""
+    if as_latex:
+        return f"{'L' if name == 'L' else latex_name(name)} = {latex(expr)}"
+    return f"{name} = {ClaimPrinter(gradients).doprint(expr)}"
+
+
 # -- constant factors --------------------------------------------------------------------------------------
 
 def factor_candidates(N: sp.Symbol, k: sp.Symbol) -> list:

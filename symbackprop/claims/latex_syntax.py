@@ -9,7 +9,7 @@ import sympy as sp
 
 from ..rules import ACTIVATIONS
 from .names import LAYER_CONSTANTS, LOSS_WORDS
-from .syntax import Parser, Token
+from .syntax import FORWARD, Parser, Token
 from .tree import Node, node
 
 _LATEX_TOKENS = re.compile(r"""
@@ -187,12 +187,17 @@ class LatexParser(Parser):
         if token.text == r"\nabla":
             leaf = self.nabla()
             return "L", leaf.value
+        if (token.kind == "letters" and token.text in LOSS_WORDS and self.peek(1).text == "=") or token.text == r"\ell":
+            self.next()
+            return FORWARD, "L"  # the loss's definition
         if token.text == r"\delta" or token.kind == "letters":
             leaf = self.symbol()
             if leaf.op == "grad" and not self.pending_transpose:
                 return "L", leaf.value
-        self.fail(r"a left side \frac{\partial L}{\partial <name>}, \nabla_{<name>} L, \delta^{[l]} or dW^{[l]}",
-                  token)
+            if leaf.op == "name" and not self.pending_transpose and self.names.forward(leaf.value):
+                return FORWARD, leaf.value  # a forward definition: Z^{[1]} = X W^{[1]} + b^{[1]}
+        self.fail(r"a left side \frac{\partial L}{\partial <name>}, \nabla_{<name>} L, \delta^{[l]}, dW^{[l]} or a "
+                  "quantity of the forward pass", token)
 
     def differential(self) -> tuple[str, Token]:
         r"""One side of ``\frac{\partial L}{\partial W^{[1]}}``: the word after ``\partial`` or ``d``."""
@@ -596,6 +601,10 @@ class LatexParser(Parser):
         else:
             self.fail("a name of the network", token)
         layer, sub, transposed, index = None, None, False, None
+        digits = self.peek()
+        if digits.kind == "number" and digits.start == self.last_end() and digits.text.isdigit() and \
+                self.layered(base, digits.text):  # the code notation inside LaTeX: db1, W2
+            layer = self.next().text
         while self.at("^", "_") and not (transposed and (self.at("^") or layer is None)):
             if self.at("_"):
                 marker = self.next()
@@ -674,7 +683,13 @@ class LatexParser(Parser):
             texts = [self.peek(1).text[:1]]
         transposed = any(t in _TRANSPOSE for t in texts)
         rest = [t for t in texts if t not in _TRANSPOSE]
-        sample = len(rest) > 3 and rest[-3] == "(" and rest[-1] == ")" and rest[-2].isalpha() and rest[-2] != "L"
+        sample = len(rest) >= 3 and rest[-3] == "(" and rest[-1] == ")" and rest[-2].isalpha() and rest[-2] != "L"
+        if sample and len(rest) == 3:  # only a sample index: Y_{pred}^{(i)} inside a sum over the samples
+            if not self.in_sum:
+                raise self.error("a sample index (i) outside a sum over the samples", self.peek(1))
+            self.next()
+            self.group_tokens()
+            return None, transposed
         if sample:
             rest = rest[:-3]
         bracketed = len(rest) >= 3 and rest[0] in "[(" and rest[-1] in "])"
@@ -707,6 +722,8 @@ class LatexParser(Parser):
             raise self.error(f"a general layer index ^{{{''.join(inner)}}}: write the layer's number (check judges "
                              "this spec's network, layer by layer), or L, L-1, ... counted from the last layer",
                              self.peek(1))
+        if len(inner) == 1 and inner[0].isalpha():
+            return None  # a sample index, ^{(i)}, read where a sum over the samples allows it
         if bracketed or (inner and inner[0] == "L"):
             raise self.error(f"a layer superscript is a number, L or L-1, ..., not ^{{{''.join(inner)}}}",
                              self.peek(1))

@@ -114,6 +114,14 @@ class Names:
             return self.depth
         return int(index) if index.isdigit() and 0 <= int(index) <= self.depth else None
 
+    def forward(self, name: str | None) -> str | None:
+        """``name`` if the forward pass computes it (``Z1``, ``a1``, ``Y_pred``, ``xhat2``; not an input or a
+        parameter), ``L`` for a word for the loss; else None."""
+        if name in LOSS_WORDS:
+            return "L"
+        steps = {step.name for step in self.network.steps if step.kind != "loss"}
+        return name if name in steps else None
+
     def layered(self, base: str, index: str) -> str | None:
         """``W`` and ``1`` -> ``W1``; ``a`` and ``L`` -> the prediction; ``delta`` is not a quantity."""
         layer = self.layer(index)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from ..rules import ACTIVATIONS
-from .syntax import Parser, Token, constant
+from .syntax import FORWARD, Parser, Token, constant
 from .tree import Node, node
 
 _NUMPY_TOKENS = re.compile(r"""
@@ -44,9 +44,12 @@ class NumPyParser(Parser):
             grad = self.names.gradient(token.text)
             if grad is not None:
                 return "L", grad
+            forward = self.names.forward(self.names.quantity(token.text) or token.text)
+            if forward is not None:  # a forward definition: Z1 = X @ W1 + b1, L = ...
+                return FORWARD, forward
             if token.text.startswith("d"):
                 raise self.names.no_gradient(token.text, token.start + 1)
-        self.fail("a left side dL/d<name>, d<name>/d<name>, dW2 or delta2", token)
+        self.fail("a left side dL/d<name>, d<name>/d<name>, dW2, delta2, or a quantity of the forward pass", token)
 
     # -- precedence levels, lowest first
     def expr(self) -> Node:

@@ -21,13 +21,15 @@ from .errors import ClaimError
 from .names import LOSS_WORDS
 from .tree import MAX_DEPTH, Node, node
 
+FORWARD = "forward"  # a claim's ``of`` for a forward definition (``Z1 = X @ W1 + b1``, ``L = ...``)
 MAX_EXPONENT = 64
 MAX_NUMBER_LENGTH = 40
 
 
 @dataclass(frozen=True)
 class Claim:
-    """A parsed claim: ``of`` is ``"L"`` for a gradient of the loss, else a local gradient's quantity."""
+    """A parsed claim: ``of`` is ``"L"`` for a gradient of the loss, ``FORWARD`` for a forward definition of
+    ``wrt`` (``Z1 = ...``; ``L`` is the loss), else a local gradient's quantity."""
 
     text: str
     of: str

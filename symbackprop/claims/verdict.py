@@ -32,12 +32,20 @@ from ..spec import RELU_GRAD_AT_ZERO_VALUES, Spec
 from ..verify import random_float_inputs
 from .diagnose import mistake, named_mistake
 from .errors import ClaimError
-from .explain import factor_candidates, formula, rational, relations_text, scaling_words, sizes_text
+from .explain import (
+    definition,
+    factor_candidates,
+    formula,
+    rational,
+    relations_text,
+    scaling_words,
+    sizes_text,
+)
 from .names import Names
 from .parse import parse
 from .semantics import ExactField, Float64, TreeEvaluator, Undefined, as_truth_shape
 from .shapes import ShapeInference, ShapeMismatch, result_problem
-from .syntax import Claim
+from .syntax import FORWARD, Claim
 
 EXACT_WIDTH = 16         # widths up to this are evaluated as they are
 BATCH_SIZES = 64         # the batch sizes a claim is judged at are drawn from this many, above the widths
@@ -295,6 +303,10 @@ class Checker:
 
     # -- what a claim is compared with
     def _target(self, claim) -> _Target | None:
+        if claim.of == FORWARD:  # the value itself: the forward step's symbol, or the loss as a 1 x 1 matrix
+            step = self.network.steps[-1] if claim.wrt == "L" else self.network.step(claim.wrt)
+            value = step.expr.definition if claim.wrt == "L" else step.symbol
+            return _Target(claim.wrt, tuple(value.shape), claim.wrt == "L", value)
         if claim.of == "L":
             step = self.derivation.step(claim.wrt)
             return _Target(f"dL/d{claim.wrt}", tuple(step.symbol.shape), False, step.symbol)
@@ -314,6 +326,10 @@ class Checker:
         return Verdict(claim.text, "wrong", "value", detail, expected, **where)
 
     def _expected(self, claim) -> str:
+        if claim.of == FORWARD:
+            step = self.network.steps[-1] if claim.wrt == "L" else self.network.step(claim.wrt)
+            expr = step.expr.definition if claim.wrt == "L" else step.expr
+            return definition(claim.wrt, expr, claim.latex, self.gradient_names)
         if claim.of != "L":
             return formula(claim.of, claim.wrt, self._local(claim.of, claim.wrt).expr, claim.latex,
                            self.gradient_names)
