@@ -57,7 +57,8 @@ class Evaluator:
         for matrix in matrices[1:]:
             result = result @ self(matrix)
         if scalar != 1:
-            result = result * self.scalar(scalar)
+            factor = sp.sympify(sp.sympify(scalar).xreplace(self.sizes))
+            result = self.backend.scale(result, self.scalar(factor), bool(factor.is_positive))
         return result
 
     def _HadamardProduct(self, expr):
@@ -187,6 +188,11 @@ class _Common:
     """Backends whose entries are Python objects held in NumPy object arrays, and whose softmax and loss are
     their definitions (exact arithmetic needs no numerical safeguards)."""
 
+    @staticmethod
+    def scale(array, factor, positive: bool):
+        """``array`` times a number (``positive``: it is > 0, for a backend that keeps signs)."""
+        return array * factor
+
     def ones(self, shape):
         return np.full(shape, self.scalar(1), dtype=object)
 
@@ -226,6 +232,8 @@ class _Common:
 
 class Float64Backend:
     """Real arithmetic in float64 with the rule table's NumPy forms (for finite-difference checks)."""
+
+    scale = staticmethod(_Common.scale)
 
     def scalar(self, value):
         return float(value)

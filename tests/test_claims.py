@@ -537,3 +537,15 @@ def test_a_latex_homework_with_its_forward_pass_is_judged_line_by_line():
 ])
 def test_a_forward_definition_is_judged_against_the_forward_pass(claim, verdict):
     assert Checker().check(claim).verdict == verdict
+
+
+@pytest.mark.parametrize("claim, verdict, reason", [
+    ("da1 = da2 * M2 * M2 * 2", "correct", ""),                 # a 0/1 mask times itself is the mask
+    ("dA1 = dA2 * D2 * D2 / keep_prob", "correct", ""),          # Ng's notation for the same
+    ("dZ1 = da1 * (a2 > 0)", "wrong", "convention"),            # ReLU's mask read off the dropout's output: right
+    ("dZ1 = da2 * M2 * 2 * (a2 > 0)", "wrong", "convention"),   # but for ReLU'(0), 0 here where the spec takes 1
+    ("da1 = da2 * M2 * M2", "wrong", "value"),
+])
+def test_dropout_masks_are_0_1_matrices(claim, verdict, reason):
+    result = Checker(SPECS / "dropout_hidden.toml").check(claim)
+    assert (result.verdict, result.reason) == (verdict, reason), result.text()

@@ -74,6 +74,16 @@ class ExactField(FieldBackend):
         if x.v != 0 and x.v not in self.signs:
             self.signs[x.v], self.signs[(-x).v] = sign, -sign
 
+    def scale(self, array, factor, positive: bool):
+        """``array`` times a number; a positive one keeps each entry's sign (``2 a > 0`` where ``a > 0``: a ReLU
+        mask read off a dropout layer's scaled output is the ReLU's mask)."""
+        result = array * factor
+        if positive:
+            for before, after in zip(np.ravel(array), np.ravel(result)):
+                if isinstance(before, Mod) and before.v in self.signs:
+                    self.set_sign(after, self.signs[before.v])
+        return result
+
     def exp_of(self, x: Mod) -> Mod:
         if x.v == 0:
             return Mod(1)
