@@ -549,3 +549,17 @@ def test_a_forward_definition_is_judged_against_the_forward_pass(claim, verdict)
 def test_dropout_masks_are_0_1_matrices(claim, verdict, reason):
     result = Checker(SPECS / "dropout_hidden.toml").check(claim)
     assert (result.verdict, result.reason) == (verdict, reason), result.text()
+
+
+def test_an_exact_cancellation_is_decided():
+    """CS231n's SVM gradient without margins[y] = 0: the correct class's margin is exactly 1 > 0, and its +1 in
+    the indicator cancels the +1 it adds to the row's count. Class labels are one-hot at the judging points."""
+    margins = "(Y_pred - np.sum(Y_pred * Y, axis=1, keepdims=True) + 1 > 0)"
+    claim = f"dL/dY_pred = ({margins} - Y * np.sum({margins}, axis=1, keepdims=True)) / N"
+    assert Checker(SPECS / "loss_cs231n_svm_l2.toml").check(claim).verdict == "correct"
+
+
+@pytest.mark.parametrize("claim", ["dL/dgamma2 = row_repeat(np.diag(xhat2.T @ da2), 1)",  # nerva, a 1-D diag
+                                   "dL/dgamma2 = np.diag(xhat2.T @ da2)", "dL/dbeta2 = np.sum(da2, axis=0)"])
+def test_numpy_1d_results_are_read_as_numpy_reads_them(claim):
+    assert Checker(SPECS / "batchnorm_after_dense.toml").check(claim).verdict == "correct"

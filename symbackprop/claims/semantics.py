@@ -33,6 +33,10 @@ import sympy as sp
 
 from ..evaluate import PRIME, Evaluator, FieldBackend, Float64Backend, Mod
 
+# Field elements within this of 0 are the small integers they look like, with their real signs; a random draw
+# lands there with probability 2^-28.
+SMALL_INTEGER = 1 << 32
+
 
 def as_truth_shape(value, truth):
     """A claim's value broadcast to the truth's shape, as NumPy would add them (a 1-D value is a row)."""
@@ -64,10 +68,13 @@ class ExactField(FieldBackend):
 
     # -- values of functions at one field element
     def sign_of(self, x: Mod) -> int:
+        """The sign the point gives ``x``: a small integer's own (``1 > 0``: a hinge margin of exactly 1), else
+        a consistent random one."""
         if x.v == 0:
             return 0
         if x.v not in self.signs:
-            self.set_sign(x, 1 if self.rng.random() < 0.5 else -1)
+            small = min(x.v, PRIME - x.v) < SMALL_INTEGER
+            self.set_sign(x, (1 if x.v < PRIME // 2 else -1) if small else (1 if self.rng.random() < 0.5 else -1))
         return self.signs[x.v]
 
     def set_sign(self, x: Mod, sign: int) -> None:

@@ -322,11 +322,13 @@ class Parser:
         return node("eye", (self.size_of(size, "the identity matrix", token),), None, token.start, self.last_end())
 
     def repeat(self, vector: Node, count: Node, token: Token, rows: bool) -> Node:
-        """``row_repeat(x, n)`` (a 1 x k row stacked n times: ``1_n x``) or ``column_repeat(x, n)`` (``x 1_n^T``)."""
+        """``row_repeat(x, n)`` (a 1 x k row, or a 1-D vector as NumPy's ``tile`` takes it, stacked n times: the
+        n x 1 ones times x, broadcast) or ``column_repeat(x, n)`` (``x 1_n^T``)."""
         count = self.size_of(count, "the repeat count", token)
         one = self.constant_leaf(1, token)
         ones = node("ones", (count, one) if rows else (one, count), None, token.start, self.last_end())
-        return node("chain", (ones, vector) if rows else (vector, ones), ("@",), token.start, self.last_end())
+        return node("chain", (ones, vector) if rows else (vector, ones), ("*",) if rows else ("@",), token.start,
+                    self.last_end())
 
     def constant_leaf(self, value: int, token: Token) -> Node:
         return node("number", (), sp.Integer(value), token.start, token.end)

@@ -449,8 +449,8 @@ class Checker:
         return [node for node in self.names.activations.values() if node.activation in KINKED]
 
     def random_inputs(self, field, sizes, seed, free_targets=False) -> dict:
-        """Random field values for every input, 0 or 1 for a dropout mask; targets of a loss on class
-        distributions sum to 1 in each sample (the shorter gradients people write, ``softmax(Y) - T``, hold for
+        """Random field values for every input, 0 or 1 for a dropout mask, one-hot targets for a loss on class
+        labels; targets of a loss on class distributions sum to 1 in each sample (the shorter gradients people write, ``softmax(Y) - T``, hold for
         those), unless ``free_targets``."""
         net = self.network
         inputs = {}
@@ -460,9 +460,16 @@ class Checker:
             # A dropout mask is 0/1, so that identities of masks (M ⊙ M = M) hold as they do in the network.
             draw = (lambda: Mod(field.random().v & 1)) if name in masks else field.random
             inputs[name] = np.array([[draw() for _ in range(cols)] for _ in range(rows)], dtype=object)
-        if "Y_true" in inputs and loss_rule(self.spec.loss).targets == "distribution" and not free_targets:
-            T = inputs["Y_true"] if net.batch_first else inputs["Y_true"].T
+        if "Y_true" not in inputs:
+            return inputs
+        targets = loss_rule(self.spec.loss).targets
+        T = inputs["Y_true"] if net.batch_first else inputs["Y_true"].T  # a view: one sample per row
+        if targets == "distribution" and not free_targets:
             T[:, -1] = [Mod(1) - sum(row[:-1], Mod(0)) for row in T]
+        elif targets == "one_hot":  # a class label per sample, as a hinge loss reads it
+            for row in T:
+                row[:] = Mod(0)
+                row[field.random().v % len(row)] = Mod(1)
         return inputs
 
     def kink(self, sem, inputs, sizes) -> dict:
