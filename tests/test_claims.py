@@ -563,3 +563,19 @@ def test_an_exact_cancellation_is_decided():
                                    "dL/dgamma2 = np.diag(xhat2.T @ da2)", "dL/dbeta2 = np.sum(da2, axis=0)"])
 def test_numpy_1d_results_are_read_as_numpy_reads_them(claim):
     assert Checker(SPECS / "batchnorm_after_dense.toml").check(claim).verdict == "correct"
+
+
+@pytest.mark.parametrize("right, verdict", [
+    # annotations and spacing that are no part of the math: read as if absent
+    (r"X^T \delta^{[1]} \label{eq:dw1}", "correct"), (r"X^T \delta^{[1]} \tag{3}", "correct"),
+    (r"X^T \delta^{[1]} \nonumber", "correct"), (r"X^T \delta^{[1]} % by the chain rule", "correct"),
+    (r"\displaystyle X^T \, \delta^{[1]}", "correct"), (r"\big( X^T \big) \delta^{[1]}", "correct"),
+    (r"\mathbf{X}^\intercal \boldsymbol{\delta}^{[1]}", "correct"),
+    # decorations and operators that would change the meaning: refused, never dropped
+    (r"\tilde{X}^T \delta^{[1]}", "error"), (r"\bar{X}^T \delta^{[1]}", "error"),
+    (r"\hat{X}^T \delta^{[1]}", "error"), (r"X^T \otimes \delta^{[1]}", "error"),
+    (r"\underbrace{X^T}_{a} \delta^{[1]}", "error"), (r"X^T \delta^{[1]}_{ij}", "error"),
+    (r"X^T \delta^{[1]}!", "error"),
+])
+def test_every_latex_construct_is_read_faithfully_or_refused(right, verdict):
+    assert Checker().check(r"\frac{\partial L}{\partial W^{[1]}} = " + right).verdict == verdict

@@ -14,7 +14,8 @@ from .tree import Node, node
 
 _LATEX_TOKENS = re.compile(r"""
     (?P<ws>\s+|\\[,;:!\ ]|~|&|\\(?:left|right|displaystyle|textstyle|big|Big|bigg|Bigg|bigl|bigr|Bigl|Bigr
-                                  |quad|qquad|limits|nolimits)(?![A-Za-z]))
+                                  |quad|qquad|limits|nolimits|nonumber|notag)(?![A-Za-z])
+           |\\(?:label|tag\*?)\{[^{}]*\}|%[^\n]*)  # equation labels, tags and comments: no part of the math
   | (?P<command>\\[A-Za-z]+|\\[{}|_])
   | (?P<number>\d+(?:\.\d+)?)
   | (?P<letters>[A-Za-z]+)
