@@ -579,3 +579,13 @@ def test_numpy_1d_results_are_read_as_numpy_reads_them(claim):
 ])
 def test_every_latex_construct_is_read_faithfully_or_refused(right, verdict):
     assert Checker().check(r"\frac{\partial L}{\partial W^{[1]}} = " + right).verdict == verdict
+
+
+@pytest.mark.parametrize("claim, verdict", [
+    ("dW1 = X.T @ dZ1  # the first layer", "correct"), ("dW1 = X.T @ dZ1;", "correct"),
+    ("dW1 = X.T @ dZ1; db1 = 0", "error"), ("dW1 = np.einsum('ni,nj->ij', X, dZ1)", "error"),
+    ("dW1 = X.T @ dZ1.reshape(-1, 3)", "error"), ("dW1 = X.T @ dZ1[0]", "error"),
+    ("dW1 = X.T @ dZ1 if True else 0", "error"), ("dW1 = np.dot(X.T, dZ1, out=None)", "error"),
+])
+def test_every_numpy_construct_is_read_faithfully_or_refused(claim, verdict):
+    assert Checker().check(claim).verdict == verdict

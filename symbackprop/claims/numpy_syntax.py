@@ -9,7 +9,7 @@ from .syntax import FORWARD, Parser, Token, constant
 from .tree import Node, node
 
 _NUMPY_TOKENS = re.compile(r"""
-    (?P<ws>\s+)
+    (?P<ws>\s+|\#.*|;\s*$)  # a comment, as in Python, and a statement's closing semicolon: no part of the claim
   | (?P<frac>[d∂](?P<of>[^\W\d]\w*)\s*/\s*[d∂](?P<wrt>[^\W\d]\w*))
   | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
   | (?P<name>[^\W\d]\w*)
