@@ -23,7 +23,8 @@ tex:
 
 test: $(BIN)/python tex
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	$(BIN)/python -m pytest -q
+	@start=$$(date +%s); $(BIN)/python -m pytest -q --durations=10; status=$$?; \
+	  echo "make test: pytest took $$(( $$(date +%s) - start )) s"; exit $$status
 
 # The benchmarks compare against PyTorch's CPU build (from a local file where the machine has one) and report
 # the BLAS in use; both are optional: without them those rows are skipped.

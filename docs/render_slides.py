@@ -18,7 +18,7 @@ from pathlib import Path
 
 from symbackprop import derive, seed_spec
 from symbackprop.lecture import LectureOptions
-from symbackprop.render import render
+from symbackprop.rendering import render
 
 DOCS = Path(__file__).parent
 BUILD = DOCS.parent / "build" / "docs"

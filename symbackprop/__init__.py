@@ -8,24 +8,18 @@ direct differentiation (``.verify()``) and rendered as Markdown, LaTeX, Beamer, 
 """
 
 __version__ = "0.1.0"
-__all__ = ["check", "derive", "grade", "load_spec", "seed_spec"]
+__all__ = ["Checker", "Grader", "LectureOptions", "check", "derive", "grade", "load_spec", "render", "seed_spec"]
+
+# name -> (module, attribute): imported on first use, so that ``import symbackprop`` stays cheap.
+_LAZY = {"derive": ("derivation", "derive"), "load_spec": ("spec", "load_spec"), "seed_spec": ("spec", "seed_spec"),
+         "check": ("claims", "check"), "Checker": ("claims", "Checker"), "grade": ("grading", "grade"),
+         "Grader": ("grading", "Grader"), "render": ("rendering", "render"), "LectureOptions": ("lecture", "LectureOptions")}
 
 
 def __getattr__(name):
-    if name == "derive":
-        from .derivation import derive
+    if name not in _LAZY:
+        raise AttributeError(f"module 'symbackprop' has no attribute {name!r}")
+    import importlib
 
-        return derive
-    if name in ("load_spec", "seed_spec"):
-        from . import spec
-
-        return getattr(spec, name)
-    if name == "check":
-        from .claims import check
-
-        return check
-    if name == "grade":
-        from .grading import grade
-
-        return grade
-    raise AttributeError(f"module 'symbackprop' has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    return getattr(importlib.import_module(f".{module}", __name__), attribute)

@@ -148,9 +148,8 @@ def main(ctx, debug):
 spec_option = click.option(
     "--spec", "spec_path", metavar="FILE|PRESET",
     help="Network spec: a TOML file, or a preset name (seed). Default: seed.")
-quiet_option = click.option(
-    "-q", "--quiet", is_flag=True,
-    help="Print only errors (and the paths written); no verification table.")
+def quiet_option(help_text: str):
+    return click.option("-q", "--quiet", is_flag=True, help=help_text)
 
 
 def load(spec_path):
@@ -190,7 +189,7 @@ def _summary(report, quiet: bool, *, err: bool = False) -> None:
 @click.option("--name", default="backprop", show_default=True, metavar="BASENAME",
               help="Base name of the files written (week3 -> week3.md, week3_slides.tex, ...).")
 @click.option("--pdf", is_flag=True, help="Also compile each LaTeX output (tex, beamer) to PDF with pdflatex.")
-@quiet_option
+@quiet_option("Print only errors and the paths written; no verification table.")
 def derive(spec_path, formats, out_dir, force, lang, batch, author, institute, date, handout, example_seed, name,
            pdf, quiet):
     """Derive the backward pass, verify it, and write the chosen formats."""
@@ -229,7 +228,7 @@ def _title_page_text(value: str | None, option: str) -> str | None:
 @click.option("--budget", default=60.0, show_default=True, type=_Seconds(), metavar="SECONDS",
               help="Time allowed for the check at the spec's sizes (--batch); past it, witness sizes are "
                    "used.")
-@quiet_option
+@quiet_option("Print only errors; no verification table.")
 def verify(spec_path, as_json, batch, budget, quiet):
     """Check every backward formula against direct differentiation."""
     from .derivation import derive as run_derive
@@ -324,7 +323,7 @@ def check(spec_path, as_json, claims_file, latex_file, claims):
 
 @main.command()
 @spec_option
-@click.argument("paths", metavar="FILE|DIR...", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("paths", metavar="FILE|DIR...", nargs=-1, required=True, type=click.Path())
 @click.option("--function", default="backward", show_default=True, metavar="NAME",
               help="The function to grade: NAME(params, cache, Y_true), or gradients(params, X, Y_true) "
                    "when NAME is gradients.")

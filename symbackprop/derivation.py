@@ -151,8 +151,8 @@ class Derivation:
         return self._reports[key]
 
     def render(self, fmt: str, **options) -> str:
-        """The derivation as text: ``markdown``, ``latex``, ``beamer`` or ``numpy`` (see ``render.py``)."""
-        from .render import render
+        """The derivation as text: ``markdown``, ``latex``, ``beamer`` or ``numpy`` (see ``rendering.py``)."""
+        from .rendering import render
 
         return render(self, fmt, **options)
 

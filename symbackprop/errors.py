@@ -1,6 +1,7 @@
 """Errors symbackprop raises on purpose; the CLI maps each to an exit code and one line on stderr."""
 
 import difflib
+import re
 import unicodedata
 from collections.abc import Iterable
 
@@ -45,7 +46,10 @@ class SpecError(SymbackpropError):
         self.message = message
         self.source = source
         self.key = key
-        where = ": ".join(part for part in (source, key) if part)
+        # A key path into ``layers`` also names the layer as every output counts them, from 1.
+        layer = re.match(r"layers\[(\d+)\]", key or "")
+        shown = f"{key} (layer {int(layer.group(1)) + 1})" if layer else key
+        where = ": ".join(part for part in (source, shown) if part)
         super().__init__(f"{where}: {message}" if where else message)
 
 

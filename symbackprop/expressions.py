@@ -1,8 +1,7 @@
 """The matrix-expression vocabulary SymPy lacks: elementwise functions, softmax, logarithms, the loss.
 
-SymPy's own elementwise machinery (``ElementwiseApplyFunction``) differentiates and prints badly (see
-DESIGN.md), so the network uses these small nodes instead. They only carry structure: what an elementwise
-function means is defined by the rule table (``rules.py``), and ``evaluate.py`` gives the nodes values.
+SymPy's own elementwise machinery (``ElementwiseApplyFunction``) differentiates and prints badly, so the
+network uses these small nodes instead. They only carry structure: what an elementwise function means is defined by the rule table (``rules.py``), and ``evaluate.py`` gives the nodes values.
 
 Two families: ``Elementwise`` applies a rule-table function (an activation, or an internal one such as the
 inverse square root of batch norm) that the exact verifier treats as an opaque function; ``Exp``, ``Log``,
@@ -21,7 +20,33 @@ def _str(value) -> Str:
     return value if isinstance(value, Str) else Str(str(value))
 
 
-class Elementwise(MatrixExpr):
+class _Printed:
+    """Prints as the derivation's own formulas: ``str()`` in the text form (``relu'(Z1)``), SymPy's ``latex()``
+    (and so a notebook's display) in the lecture's notation; never as the constructor call. The project's
+    printers keep their own method for each node."""
+
+    def _printed(self, printer, ours):
+        """The node printed by ``printer``'s own method for it, else (SymPy's printer) by ``ours``."""
+        method = next((method for cls in type(self).__mro__ if issubclass(cls, _Printed)
+                       and (method := getattr(printer, f"_print_{cls.__name__}", None)) is not None), None)
+        if method is not None:
+            return method(self)
+        if type(printer).__module__.startswith(__package__):  # one of ours without a form for it: SymPy's
+            return printer._print_Basic(self)
+        return ours(self)
+
+    def _sympystr(self, printer):
+        from .printing import text
+
+        return self._printed(printer, text)
+
+    def _latex(self, printer):
+        from .printing import latex
+
+        return self._printed(printer, latex)
+
+
+class Elementwise(_Printed, MatrixExpr):
     """``f(Z)`` (order 0) or ``f'(Z)`` (order 1) entrywise, for the function ``f`` whose rule-table key
     (``rules.activation_rule``) is ``activation``: a built-in or internal name, or a custom activation's key.
 
@@ -49,7 +74,7 @@ class Elementwise(MatrixExpr):
         return Elementwise(self.activation, self.arg, 1, tuple(self.params.items()))
 
 
-class _Unary(MatrixExpr):
+class _Unary(_Printed, MatrixExpr):
     """A function applied entrywise (or per sample, with an axis) that keeps its argument's shape."""
 
     def __new__(cls, arg):
@@ -71,7 +96,7 @@ class Sigmoid(_Unary):
     """The logistic function entrywise, written through ``exp`` (it appears in the gradient of ``bce_logits``)."""
 
 
-class _PerSample(MatrixExpr):
+class _PerSample(_Printed, MatrixExpr):
     """A function of each sample's vector: along rows (``axis=1``, batch-first) or columns (``axis=0``)."""
 
     def __new__(cls, arg, axis):
@@ -90,7 +115,7 @@ class LogSoftmax(_PerSample):
     """``log softmax`` over each sample's entries: ``M - log(sum exp(M))`` per sample."""
 
 
-class LossValue(sp.Expr):
+class LossValue(_Printed, sp.Expr):
     """The scalar loss: a data term ``L(Y_pred, Y_true)`` and an optional L2 penalty on the weights.
 
     ``loss`` is the spec's ``LossSettings`` in SymPy form (``rules.LossSettings.to_basic``), ``axis`` the axis
@@ -127,7 +152,7 @@ class LossValue(sp.Expr):
         return loss_definition(self)
 
 
-class _Blocks(MatrixExpr):
+class _Blocks(_Printed, MatrixExpr):
     """A linear operator on equal blocks along an axis (0: row blocks, 1: column blocks): ``count`` blocks,
     this one at ``index`` (0-based)."""
 

@@ -66,11 +66,14 @@ def read_limited(handle: BinaryIO, name: str, *, limit: int = MAX_INPUT_BYTES) -
 
 
 def decode_text(data: bytes, name: str) -> str:
-    """``data`` as UTF-8 text (a byte-order mark is dropped); other bytes are an InputFileError."""
+    """``data`` as UTF-8 text (a byte-order mark is dropped); other bytes are an InputFileError that says where."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise InputFileError(name, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise InputFileError(name, f"not UTF-8 text ({error.reason} at byte {error.start}: 0x{data[error.start]:02x} "
+                                   f"at line {line}, column {column})") from None
 
 
 def read_text(path: str | os.PathLike, *, limit: int = MAX_INPUT_BYTES) -> str:

@@ -24,7 +24,7 @@ from .lecture import (
     target_kind,
     worked_example,
 )
-from .render import catalog, render
+from .rendering import catalog, render
 
 _MAIN_BLOCK = '\nif __name__ == "__main__":'
 # Fonts with Hangul that matplotlib may find, most common first; without one, Korean plots get English labels.

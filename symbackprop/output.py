@@ -39,7 +39,9 @@ def parse_formats(formats: str) -> list[str]:
             continue
         canonical = ALIASES.get(name, name)
         if canonical not in FORMATS:
-            raise OutputError(f"--format: unknown format {name!r}; {allowed(name, [*ALIASES, *FORMATS, 'all'])}")
+            hint = " (a PDF is compiled from the .tex formats with --pdf)" if name.lower() == "pdf" else ""
+            raise OutputError(f"--format: unknown format {name!r}{hint}; "
+                              f"{allowed(name, [*ALIASES, *FORMATS, 'all'])}")
         if canonical not in chosen:
             chosen.append(canonical)
     if not chosen:
@@ -99,7 +101,7 @@ def write_outputs(derivation, report, formats: str, out_dir: str, *, force: bool
     the targets this run had already claimed are removed again (all or nothing). With ``force`` each staged
     file is renamed over its target. Either way a target is never seen half-written.
     """
-    from .render import render
+    from .rendering import render
 
     chosen = check_targets(formats, out_dir, force=force, name=name, pdf=pdf)
     texts = [render(derivation, fmt, lang=lang, report=report, batch=batch, options=options) for fmt in chosen]

@@ -375,6 +375,9 @@ class TextPrinter(_MatrixLayout, StrPrinter):
     def _print_HadamardPower(self, expr):
         return f"{self._operand(expr.base)}^{self._print(expr.exp)}"
 
+    def _print_LossValue(self, expr):
+        return self._print(expr.definition)  # the loss as the 1 x 1 matrix it is
+
     def _print_Elementwise(self, expr):
         if expr.activation == "identity" and expr.order == 0:
             return self._print(expr.arg)
@@ -623,7 +626,7 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
 
 def function_name(node, from_output: bool = False) -> str:
     """A readable default name for an Elementwise node's helper: ``relu``, ``relu_grad``,
-    ``sigmoid_grad_from_output``. The module's own names (``render.py``) make them unique and valid."""
+    ``sigmoid_grad_from_output``. The module's own names (``rendering.py``) make them unique and valid."""
     return f"{node.activation}{'_grad' if node.order else ''}{'_from_output' if from_output else ''}"
 
 

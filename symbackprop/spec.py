@@ -559,7 +559,8 @@ class _Reader:
             self.fail("missing required key 'from' (the earlier value to add)", f"{key}.from")
         name = self.string(table["from"], f"{key}.from")
         if name not in earlier:
-            self.fail(f"unknown value {name!r}; an add layer can add {_allowed(name, tuple(earlier))}", f"{key}.from")
+            self.fail(f"unknown value {name!r}: an add layer adds an earlier value; {_allowed(name, tuple(earlier))}",
+                      f"{key}.from")
         width, previous = earlier[name], list(earlier.values())[-1]
         if width != previous:
             self.fail(f"{name!r} has width {width} but this layer's input has width {previous}; "

@@ -354,3 +354,31 @@ def test_a_claims_file_with_a_byte_order_mark_and_escape_bytes(tmp_path):
     result = CliRunner().invoke(main, ["check", "--file", str(claims)])
     assert result.output.startswith("correct   dL/dW3 = a2.T @ (Y_pred - Y_true)\n")
     assert "\x1b" not in result.output and "\\x1b[2J" in result.output
+
+
+def test_the_api_names_import_from_the_top_level_and_expressions_print_as_formulas():
+    import symbackprop
+
+    for name in ("Checker", "Grader", "LectureOptions", "render", "derive", "check", "grade", "load_spec"):
+        assert callable(getattr(symbackprop, name)), name
+    d = symbackprop.derive("seed")
+    shown, latex = str(d.gradients["W1"]), sp.latex(d.gradients["W1"])
+    assert "relu'(Z1)" in shown and "Elementwise" not in shown and "relu_grad_at_zero" not in shown
+    assert r"\operatorname{ReLU}'" in latex and "Elementwise" not in latex
+    assert "Elementwise" not in sp.latex(d.forward["L"]) and "LossValue" not in str(d.forward["L"])
+
+
+def test_a_missing_file_gets_one_wording_from_every_command(tmp_path):
+    missing = str(tmp_path / "absent")
+    for args in (["derive", "--spec", missing + ".toml", "--out", str(tmp_path)], ["grade", missing + ".py"],
+                 ["check", "--file", missing + ".txt"], ["check", "--latex", missing + ".tex"]):
+        result = run(*args)
+        assert result.exit_code == 2 and result.output.strip().endswith(": file not found"), (args, result.output)
+
+
+def test_messages_point_to_the_right_option_and_count_layers_from_1(tmp_path):
+    assert "--pdf" in run("derive", "--format", "pdf", "--out", str(tmp_path)).output
+    spec = tmp_path / "typo.toml"
+    spec.write_text('[input]\nsize = 2\n[[layers]]\nsize = 2\nactivaton = "relu"\n[loss]\nkind = "half_sse"\n')
+    assert "layers[0].activaton (layer 1): unknown key 'activaton'" in run("verify", "--spec", str(spec)).output
+    assert "paths written" not in run("verify", "--help").output

@@ -27,7 +27,7 @@ from symbackprop import rules as rules_module
 from symbackprop.cli import main
 from symbackprop.errors import SpecError
 from symbackprop.formula import FormulaError, Z, pieces
-from symbackprop.render import render
+from symbackprop.rendering import render
 from symbackprop.rules import ACTIVATIONS, CustomActivation, activation_rule, custom_activation
 from symbackprop.verify import check_activation_rule
 

@@ -332,7 +332,7 @@ def test_python_api_grades_a_file():
 
 
 def test_python_api_refuses_a_missing_file_and_a_bad_time_limit(tmp_path):
-    with pytest.raises(GradeError, match="no such file"):
+    with pytest.raises(GradeError, match="file not found"):
         grader("seed").grade(tmp_path / "absent.py")
     for seconds in (0, float("inf"), float("nan"), 1e10):
         with pytest.raises(GradeError, match="above 0 and at most 3600"):
@@ -371,7 +371,7 @@ def test_cli_function_option_grades_a_forward_and_backward_function():
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["grade", "no/such/file.py"], "does not exist"),
+    (["grade", "no/such/file.py"], "no/such/file.py: file not found"),
     (["grade", str(STUDENTS / "seed" / "z_for_a.py"), "--spec", "no-such-spec.toml"], "file not found"),
     (["grade", str(STUDENTS / "seed" / "z_for_a.py"), "--time-limit", "0"], "0"),
 ])

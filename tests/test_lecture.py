@@ -32,7 +32,7 @@ from symbackprop.lecture import (
     worked_example,
 )
 from symbackprop.output import parse_formats
-from symbackprop.render import FORMATS, render
+from symbackprop.rendering import FORMATS, render
 from symbackprop.rules import activation_rule
 from symbackprop.slides import MAX_STEPS_PER_FRAME, Deck, break_equation, plan
 
@@ -265,7 +265,7 @@ def test_long_equations_break_at_top_level_relations_and_sums():
 
 def _deck(spec: str, lang: str = "en") -> dict:
     from symbackprop.lecture import lecture_context
-    from symbackprop.render import context
+    from symbackprop.rendering import context
 
     derivation = derive(SPECS / f"{spec}.toml")
     report = derivation.verify()
@@ -432,7 +432,7 @@ def _outputs(derivation, lang: str, report) -> dict:
     import nbformat
 
     from symbackprop.lecture import lecture_context
-    from symbackprop.render import context
+    from symbackprop.rendering import context
 
     ctx = context(derivation, lang=lang, report=report)
     ctx.update(lecture_context(derivation, t=ctx["t"], lang=lang, report=report, batch=64, options=LectureOptions()))
@@ -496,7 +496,7 @@ def loss_rule_name(network) -> str:
 def test_sums_show_every_chain_rule_term_and_the_panel_every_local_gradient(spec):
     from symbackprop.lecture import lecture_context
     from symbackprop.mathsize import split_top_level
-    from symbackprop.render import context
+    from symbackprop.rendering import context
     from symbackprop.slides import _unbraced
 
     derivation = derive(SPECS / f"{spec}.toml")

@@ -18,7 +18,7 @@ import pytest
 from symbackprop.derivation import derive
 from symbackprop.lecture import LectureOptions
 from symbackprop.mathsize import measure
-from symbackprop.render import render
+from symbackprop.rendering import render
 
 SPECS = Path(__file__).parent / "specs"
 CORPUS = sorted(path.stem for path in SPECS.glob("*.toml"))

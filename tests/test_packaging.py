@@ -29,7 +29,7 @@ def test_non_editable_install_renders_from_its_own_templates(wheel, tmp_path):
     target = tmp_path / "installed"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)
-    code = ("import symbackprop.render as r; from symbackprop import derive; "
+    code = ("import symbackprop.rendering as r; from symbackprop import derive; "
             f"assert r.__file__.startswith({str(target)!r}), r.__file__; "
             "print(derive().render('markdown', lang='ko')[:40])")
     result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=tmp_path,

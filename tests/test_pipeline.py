@@ -184,7 +184,7 @@ DENSE = [path for path in sorted(Path(__file__).parent.joinpath("specs").glob("*
 
 @pytest.mark.parametrize("path", DENSE, ids=[path.stem for path in DENSE])
 def test_dense_networks_keep_the_documented_formulas(path):
-    """The layer registry gives every dense network exactly the formulas of the conventions (DESIGN.md), built
+    """The layer registry gives every dense network exactly the formulas of the conventions (the README), built
     here from them: dZ = dA ⊙ f'(Z) (dA for the identity), dW = Aᵀ δ, db = 1ᵀ δ, dA_prev = δ Wᵀ (batch-first);
     dW = δ Aᵀ, db = δ 1, dA_prev = Wᵀ δ (column)."""
     d = derive(path)

@@ -23,7 +23,7 @@ from symbackprop import derive
 from symbackprop.claims import Checker
 from symbackprop.errors import SpecError
 from symbackprop.lecture import LectureOptions
-from symbackprop.render import render
+from symbackprop.rendering import render
 from symbackprop.spec import load_spec
 
 SPECS = sorted(Path(__file__).parent.joinpath("specs_sequence").glob("*.toml"))

@@ -9,8 +9,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-from ..files import MAX_INPUT_BYTES, reason
-from .errors import ClaimError
+from ..files import MAX_INPUT_BYTES, decode_text, read_bytes, read_limited
 
 MAX_FILE_BYTES = MAX_INPUT_BYTES  # a claims file's limit: the one every input file has
 
@@ -73,22 +72,8 @@ def latex_claims_from_text(text: str) -> list[str]:
 
 
 def read_claims_file(path: str) -> str:
-    """The text of a claims file (``-``: standard input), refused past ``MAX_FILE_BYTES`` or if not UTF-8."""
-    name = "standard input" if path == "-" else path
-    try:
-        if path == "-":
-            data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
-        else:
-            with open(path, "rb") as handle:
-                data = handle.read(MAX_FILE_BYTES + 1)
-    except OSError as error:
-        raise ClaimError(f"{name}: cannot read: {reason(error)}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ClaimError(f"{name}: larger than the {MAX_FILE_BYTES // (1 << 20)} MiB limit for a claims file")
-    try:
-        return data.decode("utf-8-sig")  # a byte-order mark (as Windows editors write one) is dropped
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
-        raise ClaimError(f"{name}: not UTF-8 text (byte 0x{data[error.start]:02x} at line {line}, "
-                         f"column {column})") from None
+    """The text of a claims file (``-``: standard input), read as every input file is (``files.py``: a regular
+    file, at most ``MAX_FILE_BYTES``, UTF-8)."""
+    if path == "-":
+        return decode_text(read_limited(sys.stdin.buffer, "standard input", limit=MAX_FILE_BYTES), "standard input")
+    return decode_text(read_bytes(path, limit=MAX_FILE_BYTES), path)

@@ -26,7 +26,7 @@ SIGNATURES = {"backward": "params, cache, Y_true", "gradients": "params, X, Y_tr
 
 
 class GradeError(SymbackpropError):
-    """A grading request that cannot be carried out (no such file, a file that is not Python or a notebook, a
+    """A grading request that cannot be carried out (a file not found, a file that is not Python or a notebook, a
     time limit out of range, a function name that is not one, a spec whose gradients cannot be evaluated at
     the grading instances): a usage error, found before any student code runs."""
 
@@ -100,7 +100,7 @@ def submission(path) -> Path:
     """``path`` as a file to grade: an existing .py file or .ipynb notebook."""
     path = Path(path)
     if not path.is_file():
-        raise GradeError(f"{path}: no such file")
+        raise GradeError(f"{path}: file not found")
     if path.suffix not in SUFFIXES:
         raise GradeError(f"{path}: not a Python file (.py) or a Jupyter notebook (.ipynb)")
     return path
