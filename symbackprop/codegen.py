@@ -13,6 +13,7 @@ graders and tests rely on.
 
 from __future__ import annotations
 
+import builtins
 import keyword
 import re
 from dataclasses import dataclass
@@ -39,14 +40,17 @@ TARGETS = {
     "binary": "rng.random(({n}, {k}))",
     "one_hot": "np.eye({k})[rng.integers(0, {k}, {n})]",
 }
-# Names the module defines at the top level or uses in every function.
+# Names the module (and the notebook around it) defines at the top level or uses in every function.
 _MODULE_NAMES = {"np", "erf", "math", "SIZES", "BATCH_FIRST", "params", "cache", "grads", "lr", "rng", "seed",
                  "dtype", "eps", "masks", "init_params", "draw_masks", "forward", "loss", "backward", "sgd_step",
                  "gradient_check", "softmax", "log_softmax", "sigmoid", "weights", "value", "N", "n", "name",
                  "array", "index", "numeric", "worst", "scale", "noise", "saved", "up", "down", "step", "updated",
                  "params32", "masks32", "grads32", "rounding", "coarse", "estimate", "h", "drift",
                  "DEMO_MAX_PARAMETERS", "error", "Y", "Y_pred", "Y_true", "causal_softmax", "place", "scatter_rows",
-                 "shape", "classes"}
+                 "shape", "classes", "CACHE_KEYS", "PARAMETER_COUNT", "_data",
+                 # and the notebook's own cells, which run beside the module's code
+                 "losses", "plt", "matplotlib", "example", "teacher", "targets", "trial", "objective", "loss_before",
+                 "loss_after", "params_after", "X_train", "Y_train", "xlabel", "ylabel", "T"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,8 @@ class _Names:
     """Identifiers taken in the module; ``fresh`` hands out a valid one that is not."""
 
     def __init__(self, taken):
-        self.taken = set(taken) | _MODULE_NAMES | set(keyword.kwlist) | set(keyword.softkwlist)
+        # Python's builtins too: a custom activation named print, range or float must not replace them.
+        self.taken = set(taken) | _MODULE_NAMES | set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
 
     def fresh(self, wanted: str) -> str:
         name = re.sub(r"\W", "_", wanted)

@@ -382,3 +382,16 @@ def test_any_formula_is_an_activation_or_a_formula_error(text, at_kinks):
     for order, symbolic in ((0, rule.forward(z, {})), (1, rule.derivative(z, {}))):
         expected = [float(symbolic.subs(z, sp.Rational(str(p))).evalf(30)) for p in points]
         np.testing.assert_allclose(_numpy(rule, order, np.array(points)), expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["print", "range", "float", "losses", "plt"])
+def test_an_activation_named_like_a_builtin_or_a_notebook_variable_keeps_the_outputs_running(tmp_path, name):
+    """The module's helper for it gets a name of its own, so Python's print, range or float and the
+    notebook's losses list keep theirs."""
+    spec = _spec({name: {"forward": "z * tanh(z)"}}, [{"size": 3, "activation": name}])
+    derivation = derive(spec)
+    module = tmp_path / "backprop.py"
+    module.write_text(derivation.render("numpy"))
+    result = subprocess.run([sys.executable, str(module)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-500:]
+    assert f"def {name}(" not in derivation.render("ipynb")
