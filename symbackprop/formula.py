@@ -13,6 +13,7 @@ code comments), and into a NumPy expression that is stable where the formula all
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import unicodedata
 from functools import lru_cache
@@ -295,7 +296,29 @@ def parse(text: str, parameters: dict | None = None) -> sp.Expr:
 
     Raises :class:`FormulaError` for anything outside the language.
     """
-    return _Parser(text, parameters or {}).formula()
+    expr = _Parser(text, parameters or {}).formula()
+    _check_constants(expr)
+    return expr
+
+
+def _check_constants(expr: sp.Expr) -> None:
+    """Refuse a constant part that overflows float64 (``exp(710)``): the generated code, the float checks and
+    the worked example would all meet inf."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if not node.is_number:
+            stack.extend(node.args)
+            continue
+        try:
+            value = sp.lambdify((), node, "math")()
+            finite = not isinstance(value, (int, float)) or math.isfinite(float(value))
+        except OverflowError:
+            finite = False
+        except Exception:  # noqa: BLE001 - a function math lacks (sigmoid, softplus): nothing to check here
+            finite = True
+        if not finite:
+            raise FormulaError(f"the constant {node} overflows float64 (its value is above 1.8e308)")
 
 
 # -- rewriting ---------------------------------------------------------------------------------------------

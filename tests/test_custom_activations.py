@@ -395,3 +395,9 @@ def test_an_activation_named_like_a_builtin_or_a_notebook_variable_keeps_the_out
     result = subprocess.run([sys.executable, str(module)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-500:]
     assert f"def {name}(" not in derivation.render("ipynb")
+
+
+@pytest.mark.parametrize("formula", ["z * exp(710)", "z + exp(exp(10))", "z * exp(700) * exp(700)"])
+def test_a_constant_that_overflows_float64_is_refused_at_the_spec(formula):
+    with pytest.raises(SpecError, match="overflows float64"):
+        load_spec(_spec({"big": {"forward": formula}}, [{"size": 3, "activation": "big"}]))
