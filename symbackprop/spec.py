@@ -78,6 +78,19 @@ _LATEX_COMMANDS = frozenset({
 _LATEX_TOKEN = re.compile(r"\\[A-Za-z]+|[A-Za-z0-9 ,.+\-/()_{}']|\^(?!\^)")
 MAX_LATEX_LENGTH = 80
 
+
+def _latex_tokens(reader, text: str, key: str):
+    """The tokens of a LaTeX name, refusing any character or command outside the allowed set."""
+    position = 0
+    while position < len(text):
+        match = _LATEX_TOKEN.match(text, position)
+        if not match or (match.group().startswith("\\") and match.group()[1:] not in _LATEX_COMMANDS):
+            shown = match.group() if match else text[position]
+            reader.fail(f"at column {position + 1}: {shown!r} is not allowed in a LaTeX name; use letters, "
+                        "digits, _ ^ { } and commands such as \\operatorname, \\mathrm, \\beta", key)
+        yield match
+        position = match.end()
+
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _LAYERED_NAMES = ("W|b|Z|a|delta|M|mu|xc|var|rstd|xhat|gamma|beta|alpha|C|Q|K|V|S|P|O|U|A|AX|AH|h|c|i|f|o|g|r|z|n"
                   "|Wq|Wk|Wv|Wo|bq|bk|bv|bo|Wx|Wh|bx|bh")
@@ -733,19 +746,51 @@ class _Reader:
         text = self.string(value, key)
         if not text or len(text) > MAX_LATEX_LENGTH:
             self.fail(f"must have 1 to {MAX_LATEX_LENGTH} characters, got {len(text)}", key)
-        position, depth = 0, 0
-        while position < len(text):
-            match = _LATEX_TOKEN.match(text, position)
-            if not match or (match.group().startswith("\\") and match.group()[1:] not in _LATEX_COMMANDS):
-                shown = match.group() if match else text[position]
-                self.fail(f"at column {position + 1}: {shown!r} is not allowed in a LaTeX name; use letters, "
-                          "digits, _ ^ { } and commands such as \\operatorname, \\mathrm, \\beta", key)
-            depth += {"{": 1, "}": -1}.get(match.group(), 0)
-            if depth < 0:
-                self.fail(f"at column {position + 1}: unbalanced '}}'", key)
-            position = match.end()
+        depth, pending, text_mode, text_depths = 0, None, False, []
+        scripts = [set()]  # per group depth: the scripts (^, _) the current base already has
+        for match in _latex_tokens(self, text, key):
+            token, column = match.group(), match.start() + 1
+            if token == " ":
+                continue
+            if token in ("^", "_"):
+                if text_depths and depth >= text_depths[-1]:
+                    self.fail(f"at column {column}: {token!r} inside \\text{{...}}, where TeX allows no scripts", key)
+                if pending:
+                    self.fail(f"at column {column}: {token!r} right after {pending!r}, which needs an argument", key)
+                if token in scripts[depth]:
+                    self.fail(f"at column {column}: a second {'superscript' if token == '^' else 'subscript'} on "
+                              "one base, which TeX refuses; group the first: {a^b}^c", key)
+                scripts[depth].add(token)
+                pending = token
+                continue
+            if token == "{":
+                if not pending:
+                    scripts[depth] = set()  # a group as a new base
+                if text_mode:
+                    text_depths.append(depth + 1)
+                depth += 1
+                scripts.append(set())
+            elif token == "}":
+                if depth == 0:
+                    self.fail(f"at column {column}: unbalanced '}}'", key)
+                if text_depths and text_depths[-1] == depth:
+                    text_depths.pop()
+                depth -= 1
+                scripts.pop()
+            elif token == "'":
+                if "^" in scripts[depth]:
+                    self.fail(f"at column {column}: a prime after a superscript, which TeX refuses", key)
+            elif not pending:
+                scripts[depth] = set()  # a new base
+            pending = None
+            text_mode = token in (r"\text", r"\textrm", r"\mbox")
+        if pending:
+            self.fail(f"ends with {pending!r}, which needs an argument", key)
         if depth:
             self.fail("unbalanced '{'", key)
+        if "^" in scripts[0]:
+            self.fail("ends with a superscript, and the derivative's prime (') would be a second one, which TeX "
+                      f"refuses; write it in braces: {{{text}}}", key)
         return text
 
     def custom_layer(self, table: Mapping, key: str, name: str, layer: LayerSpec) -> LayerSpec:

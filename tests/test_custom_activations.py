@@ -9,6 +9,7 @@ run through ``tests/test_generated.py`` (finite differences and direct symbolic 
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -401,3 +402,21 @@ def test_an_activation_named_like_a_builtin_or_a_notebook_variable_keeps_the_out
 def test_a_constant_that_overflows_float64_is_refused_at_the_spec(formula):
     with pytest.raises(SpecError, match="overflows float64"):
         load_spec(_spec({"big": {"forward": formula}}, [{"size": 3, "activation": "big"}]))
+
+
+@pytest.mark.parametrize("name, words", [
+    (r"\tanh^{-1}", "ends with a superscript"),          # the derivative's prime would be a second one
+    ("a^b^c", "a second superscript"), ("x_1_2", "a second subscript"), (r"a^b'", "a prime after a superscript"),
+    (r"\text{a_b}", r"inside \text{...}"), ("x^", "ends with '^'"), ("x_", "ends with '_'"),
+    ("x^_", "right after '^'"), ("a}", "unbalanced"), ("{a", "unbalanced"),
+])
+def test_a_latex_name_that_tex_would_refuse_is_refused_at_the_spec(name, words):
+    with pytest.raises(SpecError, match=re.escape(words)):
+        load_spec(_spec({"f": {"forward": "z", "latex": name}}, [{"size": 3, "activation": "f"}]))
+
+
+@pytest.mark.parametrize("name", [r"\operatorname{Mish}", r"\mathrm{Swish}_\beta", r"{\tanh^{-1}}", "f_{1}", "a'",
+                                  r"\sigma_{a}(x)", r"\text{ab}_1"])
+def test_a_latex_name_tex_accepts_is_kept(name):
+    spec = load_spec(_spec({"f": {"forward": "z", "latex": name}}, [{"size": 3, "activation": "f"}]))
+    assert spec is not None
