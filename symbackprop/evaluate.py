@@ -132,13 +132,15 @@ class Evaluator:
                 self.env[step.name] = self(step.expr)
             started = started or step.name == start_after
 
-    def backward(self, derivation, skip=frozenset(), alternatives: bool = False) -> None:
-        """Evaluate every backward formula in order into ``env`` (after ``forward``), except those in ``skip``.
+    def backward(self, derivation, skip=frozenset(), alternatives: bool = False, formulas=None) -> None:
+        """Evaluate every backward formula in order into ``env`` (after ``forward``), except those in ``skip``;
+        ``formulas`` maps a step's name to another formula to use for it (a mistake put in).
 
         With ``alternatives``, each shorter form is evaluated too, as ``<symbol>@<label>``."""
+        formulas = formulas or {}
         for step in derivation.backward:
             if step.name not in skip:
-                self.env[step.symbol.name] = self(step.expr)
+                self.env[step.symbol.name] = self(formulas.get(step.name, step.expr))
                 if alternatives:
                     for alt in step.alternatives:
                         self.env[f"{step.symbol.name}@{alt.label}"] = self(alt.expr)

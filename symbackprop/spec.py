@@ -746,10 +746,10 @@ class _Reader:
         text = self.string(value, key)
         if not text or len(text) > MAX_LATEX_LENGTH:
             self.fail(f"must have 1 to {MAX_LATEX_LENGTH} characters, got {len(text)}", key)
-        depth, pending, text_mode, text_depths = 0, None, False, []
-        scripts = [set()]  # per group depth: the scripts (^, _) the current base already has
+        pending, text_mode, text_depths = None, False, []
+        scripts = [set()]  # per open group, the scripts (^, _) its current base already has
         for match in _latex_tokens(self, text, key):
-            token, column = match.group(), match.start() + 1
+            token, column, depth = match.group(), match.start() + 1, len(scripts) - 1
             if token == " ":
                 continue
             if token in ("^", "_"):
@@ -757,36 +757,34 @@ class _Reader:
                     self.fail(f"at column {column}: {token!r} inside \\text{{...}}, where TeX allows no scripts", key)
                 if pending:
                     self.fail(f"at column {column}: {token!r} right after {pending!r}, which needs an argument", key)
-                if token in scripts[depth]:
+                if token in scripts[-1]:
                     self.fail(f"at column {column}: a second {'superscript' if token == '^' else 'subscript'} on "
                               "one base, which TeX refuses; group the first: {a^b}^c", key)
-                scripts[depth].add(token)
+                scripts[-1].add(token)
                 pending = token
                 continue
             if token == "{":
                 if not pending:
-                    scripts[depth] = set()  # a group as a new base
+                    scripts[-1] = set()  # a group as a new base
                 if text_mode:
                     text_depths.append(depth + 1)
-                depth += 1
                 scripts.append(set())
             elif token == "}":
                 if depth == 0:
                     self.fail(f"at column {column}: unbalanced '}}'", key)
                 if text_depths and text_depths[-1] == depth:
                     text_depths.pop()
-                depth -= 1
                 scripts.pop()
             elif token == "'":
-                if "^" in scripts[depth]:
+                if "^" in scripts[-1]:
                     self.fail(f"at column {column}: a prime after a superscript, which TeX refuses", key)
             elif not pending:
-                scripts[depth] = set()  # a new base
+                scripts[-1] = set()  # a new base
             pending = None
-            text_mode = token in (r"\text", r"\textrm", r"\mbox")
+            text_mode = token == r"\text"  # the one text-mode command a LaTeX name may use
         if pending:
             self.fail(f"ends with {pending!r}, which needs an argument", key)
-        if depth:
+        if len(scripts) > 1:
             self.fail("unbalanced '{'", key)
         if "^" in scripts[0]:
             self.fail("ends with a superscript, and the derivative's prime (') would be a second one, which TeX "

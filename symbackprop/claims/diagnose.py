@@ -118,10 +118,8 @@ def _cut_truth(checker, instance, target, names):
 
 def _mistaken_truth(checker, instance, target, name, expr):
     """The truth with step ``name``'s formula replaced by ``expr`` (and every later step computed from it)."""
-    env = dict(instance.env)
-    evaluator = Evaluator(instance.sem, env, instance.sizes)
-    for step in checker.derivation.backward:
-        env[step.symbol.name] = evaluator(expr if step.name == name else step.expr)
+    evaluator = Evaluator(instance.sem, dict(instance.env), instance.sizes)
+    evaluator.backward(checker.derivation, formulas={name: expr})
     return evaluator(target.expr)
 
 

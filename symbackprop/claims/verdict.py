@@ -302,10 +302,18 @@ class Checker:
         return verdict("wrong", reason, detail)
 
     # -- what a claim is compared with
+    def _forward(self, claim) -> tuple:
+        """A forward definition's quantity and formula: the step's symbol and expression, or for the loss its
+        1 x 1 matrix definition (both)."""
+        if claim.wrt == "L":
+            loss = self.network.steps[-1].expr.definition
+            return loss, loss
+        step = self.network.step(claim.wrt)
+        return step.symbol, step.expr
+
     def _target(self, claim) -> _Target | None:
         if claim.of == FORWARD:  # the value itself: the forward step's symbol, or the loss as a 1 x 1 matrix
-            step = self.network.steps[-1] if claim.wrt == "L" else self.network.step(claim.wrt)
-            value = step.expr.definition if claim.wrt == "L" else step.symbol
+            value, _ = self._forward(claim)
             return _Target(claim.wrt, tuple(value.shape), claim.wrt == "L", value)
         if claim.of == "L":
             step = self.derivation.step(claim.wrt)
@@ -327,9 +335,7 @@ class Checker:
 
     def _expected(self, claim) -> str:
         if claim.of == FORWARD:
-            step = self.network.steps[-1] if claim.wrt == "L" else self.network.step(claim.wrt)
-            expr = step.expr.definition if claim.wrt == "L" else step.expr
-            return definition(claim.wrt, expr, claim.latex, self.gradient_names)
+            return definition(claim.wrt, self._forward(claim)[1], claim.latex, self.gradient_names)
         if claim.of != "L":
             return formula(claim.of, claim.wrt, self._local(claim.of, claim.wrt).expr, claim.latex,
                            self.gradient_names)
