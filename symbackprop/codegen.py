@@ -50,7 +50,8 @@ _MODULE_NAMES = {"np", "erf", "math", "SIZES", "BATCH_FIRST", "params", "cache",
                  "shape", "classes", "CACHE_KEYS", "PARAMETER_COUNT", "_data",
                  # and the notebook's own cells, which run beside the module's code
                  "losses", "plt", "matplotlib", "example", "teacher", "targets", "trial", "objective", "loss_before",
-                 "loss_after", "params_after", "X_train", "Y_train", "xlabel", "ylabel", "T"}
+                 "loss_after", "params_after", "X_train", "Y_train", "xlabel", "ylabel", "font", "hangul",
+                 "installed", "font_manager", "T"}
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ derivation's backward formulas evaluated by ``Evaluator`` in float64 (no SymPy s
 seeded and documented: inputs and parameters drawn uniformly from [-1, 1] with one decimal, each layer redrawn
 (a bounded number of times) until every unit with a kink is alive for some sample and no pre-activation sits
 near a kink; targets are the outputs of a *teacher*, a second network of the same architecture drawn the same
-way, so the rule behind the targets is one the network can learn.
+way, so the rule behind the targets is one the network can learn (the batch is redrawn until they hold more
+than one class). What the documents say about the example is measured on it (``example_facts``).
 
 Nothing here branches on a layer kind: layers are walked through the forward steps the network gives, and
 activations are found as the ``Elementwise`` nodes in those steps.
@@ -26,10 +27,12 @@ from .expressions import Elementwise
 from .layers import LAYER_KINDS
 from .patterns import patterns
 from .printing import latex, latex_name, shape_latex
-from .rules import FUNCTIONS, TRAINABLE_ACTIVATIONS, activation_rule, loss_rule
+from .rules import FUNCTIONS, PROBABILITIES, TRAINABLE_ACTIVATIONS, activation_rule, loss_rule
 from .verify import random_one_hot
 
 EXAMPLE_BATCH = 2
+# The batch where a layer computes statistics over it: over two samples batch norm's normalized values are all ±1.
+STATISTICS_BATCH = 4
 EXAMPLE_LR = 0.1
 # The worked example prints every matrix; wider networks get the derivation without it.
 EXAMPLE_MAX_WIDTH = 8
@@ -39,6 +42,8 @@ KINK_MARGIN = 0.05
 MAX_DRAWS = 200
 # The teacher's units must be alive on this many samples, so its targets vary.
 TEACHER_SAMPLES = 32
+# Teachers drawn at most until one labels its samples with more than one class.
+MAX_TEACHERS = 20
 # The notebook's training set and loop.
 TRAIN_SAMPLES = 64
 TRAIN_STEPS = 500
@@ -92,17 +97,33 @@ def layer_of(name: str) -> int | None:
 TARGET_RULES = {
     "onehot": "np.eye(Y.shape[-1])[np.argmax(Y, axis=-1)]",
     "binary": "(Y > 0).astype(float)",
+    "probability": "(Y > 0.5).astype(float)",
     "regression": "np.round(Y, 2)",
 }
 
 
 def target_kind(network) -> str:
-    """Which of ``TARGET_RULES`` suits the loss: one-hot classes, 0/1 labels, or the teacher's values."""
+    """Which of ``TARGET_RULES`` suits the loss: one-hot classes, 0/1 labels (a probability thresholded at 0.5,
+    a logit at 0), or the teacher's values."""
     rule = loss_rule(network.spec.loss)
     if rule.targets in ("distribution", "one_hot"):
         return "onehot"
+    if rule.targets != "binary":
+        return "regression"
     # Binary cross-entropy on logits takes any real targets, but is bounded below only for targets in [0, 1].
-    return "binary" if rule.targets == "binary" else "regression"
+    return "probability" if PROBABILITIES in rule.inputs else "binary"
+
+
+def classes_vary(network, targets: np.ndarray) -> bool:
+    """Whether targets teach a rule: more than one class among one-hot targets, both labels in every output of
+    0/1 targets; any values do for regression."""
+    rows = targets if network.batch_first else targets.T
+    kind = target_kind(network)
+    if kind == "onehot":
+        return len(np.unique(rows.argmax(axis=-1))) > 1
+    if kind == "regression":
+        return True
+    return bool(((rows == 0).any(axis=0) & (rows == 1).any(axis=0)).all())
 
 
 def make_targets(network, teacher_output: np.ndarray) -> np.ndarray:
@@ -140,7 +161,8 @@ def _shape(symbol, sizes: dict) -> tuple[int, ...]:
 
 
 def _kinked(steps) -> list[tuple]:
-    """The activation steps with kinks among ``steps``: (input, its kinks, the step's own slope ``f'(Z)``).
+    """The activation steps with kinks among ``steps``: (input, its kinks, the step's own slope ``f'(Z)``, the
+    step's name).
 
     The slope is the step's local gradient (for PReLU ``relu'(Z) + alpha min'(0, Z)``), so "alive" means that
     the step passes a gradient back, whatever functions it is made of."""
@@ -149,24 +171,29 @@ def _kinked(steps) -> list[tuple]:
         kinks = sorted({k for node in step.expr.atoms(Elementwise) for k in activation_rule(node.activation).kinks})
         if kinks and step.kind == "activation":
             local = step.locals[0]
-            found.append((step.expr.atoms(Elementwise).pop().arg, kinks, local.factor))
+            found.append((step.expr.atoms(Elementwise).pop().arg, kinks, local.factor, step.name))
     return found
 
 
-def _healthy(evaluator, kinked) -> bool:
-    """No pre-activation near a kink, and for each activation with kinks every unit has a slope for some
-    sample and every sample for some unit (nothing dead for the whole batch, no sample ignored)."""
-    for arg, kinks, slope in kinked:
-        z = evaluator(arg)
-        if any(np.abs(z - kink).min() <= KINK_MARGIN for kink in kinks):
-            return False
+def _kink_distance(evaluator, kinked) -> float:
+    """How close the nearest pre-activation comes to a kink (infinite where there is none)."""
+    return min((float(np.abs(evaluator(arg) - kink).min()) for arg, kinks, _, _ in kinked for kink in kinks),
+               default=np.inf)
+
+
+def _healthy(evaluator, kinked, margin: float) -> bool:
+    """No pre-activation within ``margin`` of a kink, and for each activation with kinks every unit has a slope
+    for some sample and every sample for some unit (nothing dead for the whole batch, no sample ignored)."""
+    if _kink_distance(evaluator, kinked) <= margin:
+        return False
+    for _, _, slope, _ in kinked:
         alive = evaluator(slope) != 0
         if not (alive.any(axis=0).all() and alive.any(axis=1).all()):
             return False
     return True
 
 
-def _draw_parameters(network, env: dict, sizes: dict, rng) -> None:
+def _draw_parameters(network, env: dict, sizes: dict, rng, margin: float = KINK_MARGIN) -> None:
     """Draw every parameter into ``env`` block by block, evaluating the forward steps as it goes; a block (a
     layer with parameters and the parameterless layers after it, such as a ReLU after batch norm) is redrawn
     (at most ``MAX_DRAWS`` times) until its activations are healthy on the samples in ``env``."""
@@ -178,17 +205,24 @@ def _draw_parameters(network, env: dict, sizes: dict, rng) -> None:
         if own or not blocks:
             blocks.append((own, []))
         blocks[-1][1].extend(step for step in network.steps if step.layer == layer and step.kind != "loss")
-    for index, (own, steps) in enumerate(blocks):
-        kinked = _kinked(steps)
+    kinked = [_kinked(steps) for _, steps in blocks]
+
+    def draw(index: int) -> bool:
+        own, steps = blocks[index]
+        env.update({name: _draw(rng, _shape(network.inputs[name], sizes)) for name in own})
+        for step in steps:
+            env[step.name] = evaluator(step.expr)
+        return not own or _healthy(evaluator, kinked[index], margin)
+
+    for index in range(len(blocks)):
         for attempt in range(MAX_DRAWS):
-            # A block whose own parameters cannot move its kinks (PReLU's slope after a layer norm) redraws the
-            # block before it too, after a quarter of its draws.
-            redrawn = blocks[max(index - 1, 0):index + 1] if attempt >= MAX_DRAWS // 4 else [(own, steps)]
-            for names_, steps_ in redrawn:
-                env.update({name: _draw(rng, _shape(network.inputs[name], sizes)) for name in names_})
-                for step in steps_:
-                    env[step.name] = evaluator(step.expr)
-            if not own or _healthy(evaluator, kinked):
+            # A block whose own parameters cannot move its kinks (PReLU's slope after a layer norm) gets new
+            # inputs after a quarter of its draws: the block before it, redrawn until healthy.
+            if attempt >= MAX_DRAWS // 4 and index:
+                for _ in range(MAX_DRAWS):
+                    if draw(index - 1):
+                        break
+            if draw(index):
                 break
 
 
@@ -215,26 +249,62 @@ def _evaluate(derivation, env: dict, sizes: dict) -> tuple[dict, float]:
     return evaluator.env, evaluator.loss(derivation.network)
 
 
-def worked_example(derivation, seed: int = 0, batch: int = EXAMPLE_BATCH) -> WorkedExample:
+def _batch_statistics(network, shape) -> bool:
+    """Whether a value of this shape is a statistic of the whole batch (batch norm's mean): no batch size in it."""
+    return network.N not in sp.prod(shape).free_symbols
+
+
+def _has_statistics(network) -> bool:
+    """Whether a layer computes statistics over the batch (batch norm)."""
+    return any(_batch_statistics(network, step.symbol.shape) for step in network.steps if step.kind != "loss")
+
+
+def example_batch(network) -> int:
+    """The worked example's batch size: ``EXAMPLE_BATCH``, or ``STATISTICS_BATCH`` where a layer computes
+    statistics over the batch."""
+    return STATISTICS_BATCH if _has_statistics(network) else EXAMPLE_BATCH
+
+
+def _teacher(network, rng) -> dict:
+    """A teacher's parameters, drawn like the example's (without the kink margin: only its targets are shown)
+    on ``TEACHER_SAMPLES`` samples, and redrawn (at most ``MAX_TEACHERS`` times) until those samples' targets
+    hold more than one class."""
+    for _ in range(MAX_TEACHERS):
+        env = _data(network, rng, TEACHER_SAMPLES, dropout=False)
+        _draw_parameters(network, env, network.sizes(TEACHER_SAMPLES, network.spec.sizes), rng, margin=0)
+        if classes_vary(network, make_targets(network, env["Y_pred"])):
+            break
+    return {name: env[name] for name in parameter_names(network)}
+
+
+def _teach(network, teacher: dict, data: dict, sizes: dict) -> np.ndarray:
+    """The targets the teacher gives the input in ``data`` (it drops nothing)."""
+    unmasked = {name: np.ones_like(data[name]) for name in network.masks}
+    prediction = Evaluator(Float64Backend(), {network.input_name: data[network.input_name], **teacher, **unmasked},
+                           sizes)
+    prediction.forward(network)
+    return make_targets(network, prediction.env["Y_pred"])
+
+
+def worked_example(derivation, seed: int = 0, batch: int | None = None) -> WorkedExample:
     """Seeded data, a teacher's targets, one forward pass, every backward formula and one descent step.
 
-    The step size starts at ``EXAMPLE_LR`` and is halved (at most ten times) until the step lowers the loss.
+    The batch (``example_batch`` unless given) is redrawn (at most ``MAX_DRAWS`` times) until its targets hold
+    more than one class. The step size starts at ``EXAMPLE_LR`` and is halved (at most ten times) until the step
+    lowers the loss.
     """
     network = derivation.network
     rng = np.random.default_rng(seed)
     names = parameter_names(network)
-    teacher_env = _data(network, rng, TEACHER_SAMPLES, dropout=False)
-    _draw_parameters(network, teacher_env, network.sizes(TEACHER_SAMPLES, network.spec.sizes), rng)
-    teacher = {name: teacher_env[name] for name in names}
-
+    teacher = _teacher(network, rng)
+    batch = batch or example_batch(network)
     sizes = network.sizes(batch, network.spec.sizes)
-    env = _data(network, rng, batch)
+    for _ in range(MAX_DRAWS):
+        env = _data(network, rng, batch)
+        env["Y_true"] = _teach(network, teacher, env, sizes)
+        if classes_vary(network, env["Y_true"]):
+            break
     _draw_parameters(network, env, sizes, rng)
-    unmasked = {name: np.ones_like(env[name]) for name in network.masks}
-    prediction = Evaluator(Float64Backend(), {network.input_name: env[network.input_name], **teacher, **unmasked},
-                           sizes)
-    prediction.forward(network)
-    env["Y_true"] = make_targets(network, prediction.env["Y_pred"])
     inputs = {name: env[name] for name in network.inputs}
 
     values, loss = _evaluate(derivation, inputs, sizes)
@@ -299,10 +369,9 @@ def memory_table(derivation, batch: int = 64) -> list[MemoryRow]:
 def _per_sample(network, shape, sizes) -> int:
     """Floats one sample adds to a kept quantity of this shape (0 for batch statistics: batch norm's mean);
     a sequence stacked by step keeps T rows per sample, attention's N x N weights N floats per position."""
-    size = sp.prod(shape)
-    if network.N not in size.free_symbols:
+    if _batch_statistics(network, shape):
         return 0
-    return int(size.xreplace(sizes)) // int(sizes[network.N])
+    return int(sp.prod(shape).xreplace(sizes)) // int(sizes[network.N])
 
 
 # -- numbers and matrices -------------------------------------------------------------------------------------
@@ -311,6 +380,12 @@ def number(value: float, digits: int = 4) -> str:
     """A value rounded for reading: at most ``digits`` decimals, no trailing zeros, no ``-0``."""
     text = f"{value:.{digits}f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
+
+
+def entry(value: float, digits: int = 4) -> str:
+    """A printed matrix entry: ``number``, or for a nonzero value below 10^-3 in magnitude (which would round
+    to 0 or to one digit), ``scientific``."""
+    return scientific(value) if 0 < abs(value) < 1e-3 else number(value, digits)
 
 
 MAX_MATRIX_COLUMNS = 10
@@ -325,7 +400,7 @@ def _kept(count: int, limit: int | None) -> list[int | None]:
 
 def latex_matrix(array: np.ndarray, digits: int = 4, max_rows: int | None = None,
                  max_cols: int | None = None) -> str:
-    """A matrix of rounded values as an amsmath ``bmatrix``; past ``max_rows`` rows or ``max_cols`` columns
+    """A matrix of rounded values (``entry``) as an amsmath ``bmatrix``; past ``max_rows`` rows or ``max_cols`` columns
     the middle ones are elided with ``\\vdots`` / ``\\cdots`` (``\\ddots`` where both meet). A ``bmatrix`` holds
     at most ``MAX_MATRIX_COLUMNS`` columns (amsmath's MaxMatrixCols), so wider ones are always elided."""
     array = np.atleast_2d(array)
@@ -337,7 +412,7 @@ def latex_matrix(array: np.ndarray, digits: int = 4, max_rows: int | None = None
             if i is None:
                 cells.append(r"\ddots" if j is None else r"\vdots")
             else:
-                cells.append(r"\cdots" if j is None else number(array[i, j], digits))
+                cells.append(r"\cdots" if j is None else entry(array[i, j], digits))
         rows.append(" & ".join(cells))
     return r"\begin{bmatrix}" + r" \\ ".join(rows) + r"\end{bmatrix}"
 
@@ -465,9 +540,9 @@ def notation_math(network) -> dict:
     return {key: f"${value}$" for key, value in pieces.items()}
 
 
-def _describe(t: dict, key: str, fallback: str, **values) -> str:
-    """The catalog sentence ``key`` (or ``fallback`` where the catalog has none, e.g. a new layer kind)."""
-    return (t[key] if key in t else t[fallback]).format(**values)
+def _describe(t: dict, keys: tuple[str, ...], **values) -> str:
+    """The first catalog sentence of ``keys`` the catalog has (the last is a fallback, e.g. for a new layer kind)."""
+    return t[next(key for key in keys if key in t)].format(**values)
 
 
 def symbol_rows(network, derivation, t: dict) -> list[dict]:
@@ -479,15 +554,17 @@ def symbol_rows(network, derivation, t: dict) -> list[dict]:
     for layer in sorted({step.layer for step in network.steps}):
         for step in network.steps:
             if step.layer == layer and step.kind != "loss":
-                key = "step_prediction" if step.name == "Y_pred" else f"step_{step.kind}"
+                # A step's kind within its layer's kind where they differ (batch norm's mean is over the batch).
+                keys = ("step_prediction",) if step.name == "Y_pred" else (
+                    f"step_{step.kind}_{network.spec.layers[layer - 1].kind}", f"step_{step.kind}")
                 rows.append({"symbol": latex_name(step.name), "layer": layer,
-                             "meaning": _describe(t, key, "step_other", layer=layer),
+                             "meaning": _describe(t, (*keys, "step_other"), layer=layer),
                              "shape": shape_latex(step.symbol.shape)})
         for name in params:
             if layer_of(name) == layer:
                 key = f"param_{_LAYERED.match(name).group(1)}"
                 rows.append({"symbol": latex_name(name), "layer": layer,
-                             "meaning": _describe(t, key, "param_other", layer=layer),
+                             "meaning": _describe(t, (key, "param_other"), layer=layer),
                              "shape": shape_latex(network.inputs[name].shape)})
     rows.append({"symbol": "Y_{true}", "meaning": t["symbol_targets"], "layer": network.depth,
                  "shape": shape_latex(network.inputs["Y_true"].shape)})
@@ -629,16 +706,64 @@ def _entries(values: dict, digits: int = 4) -> list[dict]:
     return entries
 
 
-def example_view(derivation, example: WorkedExample) -> dict:
+def example_facts(network, example: WorkedExample) -> dict:
+    """What the documents say about the example, measured on it: the activations with kinks (``kinked``), their
+    units that pass no gradient for any sample (``dead``: name -> 1-based unit numbers), how close the nearest
+    pre-activation comes to a kink, whether the targets hold more than one class, and whether the batch size
+    comes from statistics over the batch."""
+    sizes = network.sizes(example.batch, network.spec.sizes)
+    evaluator = Evaluator(Float64Backend(), {**example.inputs, **example.forward}, sizes)
+    kinked = _kinked(network.steps)
+    units = 0 if network.batch_first else 1  # the samples' axis: a unit is dead if no sample moves it
+    dead = {name: [int(unit) + 1 for unit in np.flatnonzero(~(evaluator(slope) != 0).any(axis=units))]
+            for _, _, slope, name in kinked}
+    return {"kinked": [name for _, _, _, name in kinked], "dead": {name: found for name, found in dead.items() if found},
+            "kink_distance": _kink_distance(evaluator, kinked),
+            "classes": classes_vary(network, example.inputs["Y_true"]),
+            "statistics": _has_statistics(network) and example.batch > 2}
+
+
+def example_sentences(network, example: WorkedExample, t: dict, digits: int) -> list[str]:
+    """The sentences before the example's data: how it was drawn, and each fact of ``example_facts`` that holds
+    (every unit active or which are not, no pre-activation near a kink, the classes, the dropout masks)."""
+    facts = example_facts(network, example)
+    kind = target_kind(network)
+    sentences = [t["worked_intro"].format(batch=example.batch, seed=example.seed, digits=digits)]
+    if facts["statistics"]:
+        sentences.append(t["worked_statistics"].format(batch=example.batch))
+    if facts["dead"]:
+        sentences.append(t["worked_dead"].format(units="; ".join(
+            t["worked_dead_units"].format(units=", ".join(map(str, found)), value=f"${latex_name(name)}$")
+            for name, found in facts["dead"].items())))
+    elif facts["kinked"]:
+        sentences.append(t["worked_alive"].format(values=", ".join(f"${latex_name(name)}$"
+                                                                   for name in facts["kinked"])))
+    if facts["kinked"] and facts["kink_distance"] > KINK_MARGIN:
+        sentences.append(t["worked_off_kink"].format(margin=KINK_MARGIN))
+    sentences.append(t[f"targets_{kind}"])
+    if facts["classes"] and kind != "regression":
+        rows = example.inputs["Y_true"] if network.batch_first else example.inputs["Y_true"].T
+        sentences.append(t["worked_classes_onehot"].format(count=len(np.unique(rows.argmax(axis=-1))))
+                         if kind == "onehot" else t["worked_classes_binary"])
+    if network.masks:
+        sentences.append(t["worked_masks"].format(masks=", ".join(f"${latex_name(name)}$" for name in network.masks)))
+    return sentences
+
+
+def example_data(network, example: WorkedExample) -> dict:
+    """The example's data as printed: the input, the targets and the dropout masks."""
+    return {name: example.inputs[name] for name in (network.input_name, "Y_true", *network.masks)}
+
+
+def example_view(derivation, example: WorkedExample, t: dict) -> dict:
     """The worked example as printed matrices for the article and Markdown, parameters grouped by layer."""
     network = derivation.network
     names = parameter_names(network)
     layers = sorted({layer_of(name) for name in names})
     return {
         "batch": example.batch, "seed": example.seed, "lr": number(example.lr), "digits": 4,
-        "targets": target_kind(network),
-        "data": _entries({network.input_name: example.inputs[network.input_name],
-                          "Y_true": example.inputs["Y_true"]}),
+        "intro": " ".join(example_sentences(network, example, t, 4)),
+        "data": _entries(example_data(network, example)),
         "layers": [{"layer": layer,
                     "params": _entries({n: example.inputs[n] for n in names if layer_of(n) == layer}),
                     "updated": _entries({n: example.updated[n] for n in names if layer_of(n) == layer}),
@@ -707,7 +832,7 @@ def lecture_context(derivation, *, t: dict, lang: str, report, batch: int, optio
     page = title_page(network.spec, options)
     example = worked_example(derivation, seed=options.example_seed) if has_worked_example(derivation) else None
     rows = memory_table(derivation, batch)
-    names = [network.input_name, *parameter_names(network), "Y_true",
+    names = [network.input_name, *parameter_names(network), "Y_true", *network.masks,
              *(step.name for step in network.steps if step.kind != "loss")]
     return {
         "title": document_title(network.spec, t), "title_page": page, "handout": options.handout,
@@ -718,7 +843,7 @@ def lecture_context(derivation, *, t: dict, lang: str, report, batch: int, optio
         "layer_rows": [layer_summary(network, index) for index in range(network.depth + 1)],
         "layer_indices": sorted({step.layer for step in network.steps}),
         "verification": verification_rows(report, t, network), "witness": witness_text(report),
-        "example": example and example_view(derivation, example), "example_values": example,
+        "example": example and example_view(derivation, example, t), "example_values": example,
         "names": {name: latex_name(name) for name in names},
         "param_layers": {name: layer_of(name) for name in parameter_names(network)},
         "patterns": [_pattern_view(pattern, t) for pattern in patterns(derivation)],

@@ -69,32 +69,32 @@ def _example_cells(network, example, t) -> list:
 
 
 def _plot_code(lang: str) -> str:
-    """Plot ``losses`` with labels in ``lang``; Korean labels only with a font that has Hangul."""
+    """Plot ``losses`` with labels in ``lang``; Korean labels only with a font that has Hangul, set on the labels
+    alone (Hangul fonts lack the minus sign U+2212 that the log axis's 10^-1 needs)."""
     t, en = catalog(lang), catalog("en")
-    labels = f"xlabel, ylabel = {t['notebook_step']!r}, {t['notebook_loss']!r}\n"
+    labels = f"xlabel, ylabel, font = {t['notebook_step']!r}, {t['notebook_loss']!r}, None\n"
     if lang == "ko":
         labels = (
             "from matplotlib import font_manager\n"
             "installed = {font.name for font in font_manager.fontManager.ttflist}\n"
             f"hangul = next((name for name in {HANGUL_FONTS!r} if name in installed), None)\n"
             "if hangul:\n"
-            "    plt.rcParams['font.family'] = hangul\n"
-            f"    xlabel, ylabel = {t['notebook_step']!r}, {t['notebook_loss']!r}\n"
+            f"    xlabel, ylabel, font = {t['notebook_step']!r}, {t['notebook_loss']!r}, hangul\n"
             "else:\n"
             f"    print({t['notebook_no_font']!r})\n"
-            f"    xlabel, ylabel = {en['notebook_step']!r}, {en['notebook_loss']!r}\n")
+            f"    xlabel, ylabel, font = {en['notebook_step']!r}, {en['notebook_loss']!r}, None\n")
     return (
         "try:\n"
         "    import matplotlib.pyplot as plt\n"
-        "except ImportError:  # no matplotlib: print the losses instead\n"
+        f"except ImportError:  # {t['code_no_matplotlib']}\n"
         "    plt = None\n"
         "    for step in range(0, len(losses), 50):\n"
         f"        print({t['notebook_step']!r}, step, {t['notebook_loss']!r}, round(losses[step], 4))\n"
         "if plt is not None:\n"
         + "".join(f"    {line}\n" for line in labels.splitlines())
         + "    plt.plot(losses)\n"
-        "    plt.xlabel(xlabel)\n"
-        "    plt.ylabel(ylabel)\n"
+        "    plt.xlabel(xlabel, fontfamily=font)\n"
+        "    plt.ylabel(ylabel, fontfamily=font)\n"
         "    plt.yscale('log')\n"
         "    plt.show()\n")
 
@@ -116,12 +116,12 @@ def _training_cells(derivation, example, t, lang: str, seed: int) -> list:
     code = (
         start
         + "\n\ndef targets(Y):\n"
-        "    \"\"\"Targets from the teacher's output (rows are samples in this rule).\"\"\"\n"
+        f"    \"\"\"{t['code_targets']}\"\"\"\n"
         "    Y = Y if BATCH_FIRST else Y.T\n"
         f"    T = {TARGET_RULES[target_kind(network)]}\n"
         "    return T if BATCH_FIRST else T.T\n\n\n"
         f"rng = np.random.default_rng({seed + 1})\n"
-        + (f"X_train = _data(rng, {TRAIN_SAMPLES})[0]  # token ids or sequences, as forward() takes them\n"
+        + (f"X_train = _data(rng, {TRAIN_SAMPLES})[0]  # {t['code_sequences']}\n"
            if network.roles[network.input_name] == "ids" or network.spec.input.steps else
            f"X_train = rng.uniform(-1, 1, ({TRAIN_SAMPLES}, {network.spec.sizes[0]}))\n"
            "X_train = X_train if BATCH_FIRST else X_train.T\n")
@@ -133,9 +133,9 @@ def _training_cells(derivation, example, t, lang: str, seed: int) -> list:
         f"for step in range({TRAIN_STEPS}):\n"
         f"    Y_pred, cache = forward(params, X_train{masks})\n"
         "    trial = sgd_step(params, backward(params, cache, Y_train), lr=lr)\n"
-        "    with np.errstate(all='ignore'):  # a step into overflow gives inf or NaN, and is undone below\n"
+        f"    with np.errstate(all='ignore'):  # {t['code_overflow']}\n"
         f"        value = loss(forward(trial, X_train{masks})[0], Y_train, trial)\n"
-        "    if not value <= losses[-1]:  # the step went too far (or overflowed): undo it, halve the learning rate\n"
+        f"    if not value <= losses[-1]:  # {t['code_undo']}\n"
         "        lr /= 2\n"
         "        value = losses[-1]\n"
         "    else:\n"

@@ -20,6 +20,7 @@ from .codegen import module_context
 from .errors import LINE_BREAKING, one_line
 from .expressions import Elementwise
 from .formats import ALIASES, FORMATS, LANGUAGES
+from .korean import particles
 from .layers import LAYER_KINDS
 from .lecture import LectureOptions, lecture_context, method_text
 from .mathsize import measure
@@ -109,7 +110,8 @@ def render(derivation, fmt: str, *, lang: str = "en", report=None, batch: int = 
                                    options=options))
     if fmt == "beamer":
         ctx["deck"] = plan(ctx, derivation, ctx["t"])
-    return _environment().get_template(FORMATS[fmt][0]).render(**ctx)
+    text = _environment().get_template(FORMATS[fmt][0]).render(**ctx)
+    return particles(text) if lang == "ko" else text
 
 
 def _chain(step) -> str:
@@ -171,7 +173,8 @@ def _layer_entry(l: int, layer) -> dict:
 
 
 def _loss_sentence(t: dict, net, math: bool) -> str:
-    """The loss's rule, reduction, scale and L2 penalty in words, with math (``$...$``) or in plain text."""
+    """The loss's rule, reduction, scale and L2 penalty in words, with math (``$...$``) or in plain text: parts
+    joined as the catalog joins them (clauses in English, whole sentences in Korean)."""
     settings = net.spec.loss
     width = net.symbol("Y_pred").shape[1 if net.batch_first else 0]
     l2 = f"{settings.l2:g}"
@@ -181,13 +184,14 @@ def _loss_sentence(t: dict, net, math: bool) -> str:
     else:
         entries, coefficient = f"N x {width}", f"{l2}/(2N)" if over_n else f"{l2}/2"
     samples = "$N$" if math else "N"
-    parts = [t[f"loss_{loss_rule(settings).name}"],
-             t[f"reduction_{settings.reduction}"].format(entries=entries, N=samples)]
+    parts = [t["loss_with_reduction"].format(
+        loss=t[f"loss_{loss_rule(settings).name}"],
+        reduction=t[f"reduction_{settings.reduction}"].format(entries=entries, N=samples))]
     if settings.scale != 1:
         parts.append(t["loss_scale"].format(scale=f"{settings.scale:g}"))
     if settings.l2:
         parts.append(t["loss_l2"].format(coefficient=coefficient))
-    return "; ".join(parts)
+    return t["loss_join"].join(parts)
 
 
 def _loss_context(derivation, t) -> dict:

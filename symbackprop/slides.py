@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 
-from .lecture import latex_matrix, number
+from .lecture import example_data, example_sentences, latex_matrix, number
 from .mathsize import last_group, measure, split_top_level, text_width
 
 # Page geometry of the default Beamer theme at 10 pt (128 mm x 96 mm), in pt, with a margin for error.
@@ -546,10 +546,8 @@ class Deck:
             return [[(names[name], value) for name, value in values.items() if layers[name] == layer]
                     for layer in self.layers]
 
-        data = [text(t["worked_intro"].format(batch=ex.batch, seed=ex.seed, digits=SLIDE_DIGITS), step=False),
-                text(t[f"targets_{ctx['example']['targets']}"], step=False),
-                *_matrices([[(names[self.network.input_name], ex.inputs[self.network.input_name]),
-                             (names["Y_true"], ex.inputs["Y_true"])]])]
+        data = [*(text(sentence, step=False) for sentence in example_sentences(self.network, ex, t, SLIDE_DIGITS)),
+                *_matrices([[(names[name], value) for name, value in example_data(self.network, ex).items()]])]
         frames += pack(f"{title}: {t['worked_data']}", data, t)
         params = {name: ex.inputs[name] for name in ex.updated}
         for layer, group in zip(self.layers, by_layer(params, layer_of)):

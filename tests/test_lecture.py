@@ -10,6 +10,7 @@ import re
 import runpy
 import string
 import tomllib
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 
@@ -22,9 +23,11 @@ from symbackprop.cli import main
 from symbackprop.derivation import derive
 from symbackprop.evaluate import Evaluator, Float64Backend
 from symbackprop.expressions import Elementwise
+from symbackprop.korean import particles
 from symbackprop.lecture import (
     LectureOptions,
     activation_notes,
+    example_sentences,
     latex_matrix,
     make_targets,
     memory_table,
@@ -32,6 +35,7 @@ from symbackprop.lecture import (
     worked_example,
 )
 from symbackprop.output import parse_formats
+from symbackprop.printing import latex_name
 from symbackprop.rendering import FORMATS, render
 from symbackprop.rules import activation_rule
 from symbackprop.slides import MAX_STEPS_PER_FRAME, Deck, break_equation, plan
@@ -121,9 +125,10 @@ def test_the_english_detector_finds_an_english_sentence():
 def test_korean_documents_hold_no_english_sentence(spec):
     derivation = derive(SPECS / f"{spec}.toml")
     report = derivation.verify()
-    found = {}
+    found, texts = {}, {}
     for fmt, prose in (("markdown", _prose_of_markdown), ("latex", _prose_of_latex), ("beamer", _prose_of_latex)):
-        found[fmt] = english_sentences(prose(render(derivation, fmt, lang="ko", report=report)))
+        texts[fmt] = render(derivation, fmt, lang="ko", report=report)
+        found[fmt] = english_sentences(prose(texts[fmt]))
     notebook = render(derivation, "ipynb", lang="ko", report=report)
     import nbformat
 
@@ -131,6 +136,27 @@ def test_korean_documents_hold_no_english_sentence(spec):
     found["ipynb"] = english_sentences(_prose_of_markdown("\n".join(c.source for c in cells
                                                                      if c.cell_type == "markdown")))
     assert not any(found.values()), found
+    for fmt, text in texts.items():
+        assert not korean_slips(text), (fmt, korean_slips(text))
+
+
+def korean_slips(text: str) -> list[str]:
+    """Korean that reads wrong: a numeral ordinal ("1번째"), a particle that does not fit the number before it
+    (0 영, 3 삼, 6 육 end in a consonant: "0으로"; the others take "로"), a loss stated in fragments joined by
+    semicolons, a particle left in both forms after a number."""
+    return re.findall(r"\d번째|[036]\$?로(?!그)|[1245789]\$?으로|\d\$?\((?:으|은|이|을|과)\)|[가-힣]; [가-힣]", text)
+
+
+def test_korean_particles_follow_the_sound_before_them():
+    assert particles("시드 0(으)로, 1(으)로, 2(으)로, 10(으)로, $f'(0) = 3$(으)로, 값(은)는 4(이)가 손실(을)를") == (
+        "시드 0으로, 1로, 2로, 10으로, $f'(0) = 3$으로, 값은 4가 손실을")
+    assert korean_slips("시드 0로, 층 1번째 층, $\\alpha = 0.1$으로, 합산; 평균") == ["0로", "1번째", "1$으로", "산; 평"]
+    # A shorter form's frame title says one thing once: its own words are not repeated in the form's name.
+    for lang in ("en", "ko"):
+        t = _catalog(lang)
+        title = set(re.findall(r"\w+", t["form_frame_title"].format(form="")))
+        for key in [key for key in t if key.startswith("form_") and f"{key}_intro" in t]:
+            assert not title & set(re.findall(r"\w+", t[key])), (lang, key)
 
 
 def test_math_is_written_as_math_in_the_article_and_markdown():
@@ -214,6 +240,63 @@ def test_worked_example_has_live_units_and_a_teachers_targets(spec, tmp_path):
     np.testing.assert_allclose(make_targets(network, prediction), example.inputs["Y_true"], atol=1e-12)
     assert set(teacher) == set(parameter_names(network)) and any(
         not np.array_equal(teacher[name], example.inputs[name]) for name in teacher)
+    # Labels: a probability is labelled at 0.5, a logit at 0, and both labels occur in every output; one-hot
+    # targets hold more than one class.
+    rows = example.inputs["Y_true"] if network.batch_first else example.inputs["Y_true"].T
+    loss = network.spec.loss.kind
+    if loss in ("bce", "bce_logits"):
+        threshold = 0.5 if loss == "bce" else 0.0
+        np.testing.assert_array_equal(example.inputs["Y_true"], (prediction > threshold).astype(float))
+        assert ((rows == 0).any(axis=0) & (rows == 1).any(axis=0)).all(), rows
+    elif set(np.unique(rows)) <= {0.0, 1.0} and (rows.sum(axis=-1) == 1).all():
+        assert len(set(rows.argmax(axis=-1))) > 1, rows
+    # Batch norm over two samples normalizes every value to +-1: its batch has at least 4.
+    for layer, spec_layer in enumerate(network.spec.layers, start=1):
+        if spec_layer.kind == "batchnorm":
+            assert example.batch >= 4 and not np.allclose(np.abs(example.forward[f"xhat{layer}"]), 1, atol=1e-3)
+
+
+def test_the_data_paragraph_says_which_units_are_active_as_measured():
+    derivation = derive(SPECS / "lecture_deep_relu_6x8.toml")
+    network, t = derivation.network, _catalog("en")
+    example = worked_example(derivation)
+    text = " ".join(example_sentences(network, example, t, 4))
+    assert "Every unit of $a^{[1]}$, $a^{[2]}$, $a^{[3]}$, $a^{[4]}$, $a^{[5]}$ is active" in text
+    assert "No pre-activation lies within 0.05 of a kink" in text
+    # Units 3 and 5 of a2 made negative for the whole batch: the paragraph names exactly them, and no longer
+    # claims that every unit is active; a pre-activation at 0.01 drops the kink claim.
+    forward = {**example.forward, "Z2": example.forward["Z2"].copy()}
+    forward["Z2"][:, [2, 4]] = -1.0
+    forward["Z2"][0, 0] = 0.01
+    text = " ".join(example_sentences(network, replace(example, forward=forward), t, 4))
+    assert "Every unit" not in text and "No pre-activation" not in text
+    assert re.search(r"no gradient back[^:]*: \$a\^\{\[2\]\}\$: 3, 5\.", text), text
+
+
+def _printed(text: str, lhs: str) -> np.ndarray:
+    """The first matrix printed as ``lhs = ...`` in a document, its entries read back (scientific ones too)."""
+    body = re.search(r"(?<![\w\\])" + re.escape(lhs) + r" = \\begin\{bmatrix\}(.*?)\\end\{bmatrix\}", text).group(1)
+    return np.array([[float(re.sub(r"\s*\\times 10\^\{(-?\d+)\}", r"e\1", cell)) for cell in row.split("&")]
+                     for row in body.split(r"\\")])
+
+
+def test_small_values_print_in_scientific_notation_and_masks_are_shown():
+    values = np.array([[0.0, 3.5e-5, -2.4e-4, 0.00096, 0.0012, -0.5]])
+    printed = _printed(f"A = {latex_matrix(values, 3)}", "A")
+    np.testing.assert_allclose(printed, [[0, 3.5e-5, -2.4e-4, 9.6e-4, 0.001, -0.5]], rtol=0.05)
+    # In the batch-norm example every printed value (forward values and gradients) is 0 exactly where it is 0.
+    derivation = derive(SPECS / "lecture_batchnorm_softmax_l2.toml")
+    example, text = worked_example(derivation), render(derivation, "markdown")
+    shown = {latex_name(name): value for name, value in example.forward.items()}
+    shown.update({latex_name(name): value for name, value in example.gradients.items() if name[1:] in example.updated})
+    for lhs, value in shown.items():
+        printed = _printed(text, lhs)
+        assert ((printed == 0) == (np.atleast_2d(value) == 0)).all(), lhs
+    # The dropout masks are printed with the data.
+    derivation = derive(SPECS / "lecture_layernorm_dropout_gelu.toml")
+    example, text = worked_example(derivation), render(derivation, "markdown")
+    np.testing.assert_array_equal(_printed(text, "M^{[3]}"), example.inputs["M3"])
+    assert "The dropout masks $M^{[3]}$ are part of the data" in text
 
 
 def test_worked_example_seed_is_deterministic_and_changes_the_data():
@@ -401,6 +484,11 @@ def test_notebook_runs_top_to_bottom_in_a_fresh_kernel(tmp_path):
 
         hangul = set(HANGUL_FONTS) & {font.name for font in font_manager.fontManager.ttflist}
         assert ("한글 글꼴이 설치되어 있지 않아" in printed) == (not hangul)
+        assert "does not have a glyph" not in printed and "missing from font" not in printed  # the log axis's minus
+    # The notebook's own code cells (after the module's) comment in Korean.
+    own = [cell.source for cell in notebook.cells if cell.cell_type == "code"][1:]
+    comments = re.findall(r"#\s*(.*)|\"\"\"(.*?)\"\"\"", "\n".join(own))
+    assert comments and not english_sentences(" ".join(" ".join(found) for found in comments)), comments
 
 
 def _has_module(name: str) -> bool:

@@ -21,8 +21,13 @@ _MATRIX = r"\\begin\{bmatrix\}(.*?)\\end\{bmatrix\}"
 _PARAMETER = r"(W|b)\^\{\[(\d+)\]\}"
 
 
+def _entry(text: str) -> float:
+    """A printed entry: a decimal, or scientific notation ``-3.5 \\times 10^{-5}``."""
+    return float(re.sub(r"\s*\\times 10\^\{(-?\d+)\}", r"e\1", text))
+
+
 def _matrix(body: str) -> np.ndarray:
-    return np.array([[float(entry) for entry in row.split("&")] for row in body.split(r"\\")])
+    return np.array([[_entry(entry) for entry in row.split("&")] for row in body.split(r"\\")])
 
 
 def _read(text: str) -> dict:
