@@ -28,6 +28,7 @@ from .layers import LAYER_KINDS
 from .patterns import patterns
 from .printing import latex, latex_name, shape_latex
 from .rules import FUNCTIONS, PROBABILITIES, TRAINABLE_ACTIVATIONS, activation_rule, loss_rule
+from .statements import Statement
 from .verify import random_one_hot
 
 EXAMPLE_BATCH = 2
@@ -791,7 +792,10 @@ def chain_example(derivation) -> dict | None:
     first, second = (factor, incoming) if local.side == "left" else (incoming, factor)
     lhs = latex_name(step.symbol.name)
     return {"layer": step.layer, "braced": rf"{lhs} = {first[0]} \, {second[0]} = {latex(step.expr)}",
-            "shapes": rf"({shape_latex(step.shape)}) = {first[1]} \, {second[1]}"}
+            "shapes": rf"({shape_latex(step.shape)}) = {first[1]} \, {second[1]}",
+            # What the two braces say: the factor's value, and the upstream gradient's name.
+            "statements": [Statement("local", local.of, local.wrt, local.expr),
+                           Statement("upstream", "L", step.upstream, upstream)]}
 
 
 def _activation_view(note: dict, t: dict) -> dict:

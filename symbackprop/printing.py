@@ -337,10 +337,8 @@ class MathPrinter(_MatrixLayout, LatexPrinter):
         N = terms.Y.shape[0] if terms.batch_first else terms.Y.shape[1]
         coefficient = self._print(loss_coefficient(settings, N, terms.k))
         text = rf"{rule.latex_sign}{'' if coefficient == '1' else coefficient + ' '}\sum_{{i,j}} {rule.latex_term}"
-        if expr.weights:  # the penalty as the spec states it: l2 / 2 (over N), then the sum of squares
-            below = "2 N" if settings.l2_scale == "batch_mean" else "2"
-            text += (rf" + \frac{{{settings.l2:g}}}{{{below}}} \sum_{{l}} \left\lVert W^{{[l]}} "
-                     r"\right\rVert_{F}^{2}")
+        if expr.weights:
+            text += rf" + {penalty_coefficient(settings)} \sum_{{l}} \left\lVert W^{{[l]}} \right\rVert_{{F}}^{{2}}"
         return text.replace(r"\Delta", self._print(sp.nsimplify(settings.parameters.get("margin", 1))))
 
 
@@ -628,6 +626,16 @@ def function_name(node, from_output: bool = False) -> str:
     """A readable default name for an Elementwise node's helper: ``relu``, ``relu_grad``,
     ``sigmoid_grad_from_output``. The module's own names (``rendering.py``) make them unique and valid."""
     return f"{node.activation}{'_grad' if node.order else ''}{'_from_output' if from_output else ''}"
+
+
+def penalty_coefficient(settings) -> str:
+    """The L2 penalty's factor as the spec states it: ``l2 / 2``, over ``N`` for ``l2_scale = batch_mean``."""
+    return rf"\frac{{{settings.l2:g}}}{{{'2 N' if settings.l2_scale == 'batch_mean' else '2'}}}"
+
+
+def penalty_latex(settings, weight: str) -> str:
+    r"""One weight's share of the L2 penalty: ``\frac{0.001}{2} \lVert W^{[1]} \rVert_F^2``."""
+    return rf"{penalty_coefficient(settings)} \left\lVert {latex_name(weight)} \right\rVert_{{F}}^{{2}}"
 
 
 def latex(expr) -> str:

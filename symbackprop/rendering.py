@@ -27,6 +27,7 @@ from .mathsize import measure
 from .printing import latex, latex_name, shape_latex
 from .rules import TRAINABLE_ACTIVATIONS, activation_rule, loss_rule
 from .slides import display, plan, side_by_side
+from .statements import Statement, brace, local_statement, term_statement
 from .tex_text import tex_escape
 from .verify import form_check_name
 
@@ -114,32 +115,34 @@ def render(derivation, fmt: str, *, lang: str = "en", report=None, batch: int = 
     return particles(text) if lang == "ko" else text
 
 
-def _chain(step) -> str:
-    r"""The chain-rule form of a backward step, each local factor braced and labelled:
-    ``\underbrace{a^{[2]\top}}_{\partial Z^{[3]} / \partial W^{[3]}} \, \delta^{[3]}``. A value read by several
-    steps (a skip connection, a weight with an L2 penalty) gets the sum of their contributions, each braced
-    with the step it comes back through; "" where the step is the loss's own gradient."""
+def _chain(step, spec) -> tuple[str, list[Statement]]:
+    r"""The chain-rule form of a backward step and the statements its braces make: each local factor braced
+    and labelled, ``\underbrace{a^{[2]\top}}_{\partial Z^{[3]} / \partial W^{[3]}} \, \delta^{[3]}``. A value
+    read by several steps (a skip connection, a weight with an L2 penalty) gets the sum of their
+    contributions; a term with no factor of its own is braced whole, as the path it comes back through or as
+    the penalty's share. ("", []) where the step is the loss's own gradient."""
     if len(step.terms) == 1 and step.terms[0].upstream is None:
-        return ""
+        return "", []
     # The paths through the network first, an L2 penalty's own term last (as the formula prints it).
     terms = sorted(step.terms, key=lambda term: term.upstream is None)
-    return " + ".join(_chain_term(term, len(terms) > 1) for term in terms)
+    printed = [_chain_term(term, spec, len(terms) > 1) for term in terms]
+    return " + ".join(text for text, _ in printed), [statement for _, statement in printed if statement]
 
 
-def _chain_term(term, in_sum: bool) -> str:
-    local = term.local
-    label = rf"\partial {_of(local.of)} / \partial {latex_name(local.wrt)}"
-    if term.upstream is None or local.side in ("identity", "vjp"):
-        # No factor of its own: the whole contribution, braced with its path where it is one of several.
+def _chain_term(term, spec, in_sum: bool) -> tuple[str, Statement | None]:
+    statement = term_statement(term, spec)
+    if statement.kind != "local":
+        # No factor of its own: the whole contribution, braced where it is one of several.
         whole = latex(term.expr)
-        return rf"\underbrace{{{whole}}}_{{{label}}}" if in_sum else whole
+        return (brace(whole, statement), statement) if in_sum else (whole, None)
+    local = term.local
     upstream = latex_name(f"d{term.upstream}")
     factor = latex(local.expr)
     if local.side == "elementwise" and _needs_brackets(local.expr):
         factor = rf"\left({factor}\right)"
-    factor = rf"\underbrace{{{factor}}}_{{{label}}}"
+    factor = brace(factor, statement)
     return {"left": f"{factor} \\, {upstream}", "right": f"{upstream} \\, {factor}",
-            "elementwise": rf"{upstream} \odot {factor}"}[local.side]
+            "elementwise": rf"{upstream} \odot {factor}"}[local.side], statement
 
 
 def _of(name: str) -> str:
@@ -276,18 +279,24 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
         })
     local = []
     for lg in derivation.local_gradients:
+        statement = local_statement(lg, spec)
         expr = latex(lg.expr)
-        if lg.side in ("identity", "vjp"):  # no factor: the map from the upstream gradient to this share
+        if statement.kind == "map":  # no factor: the map from the upstream gradient to this share
             expr = rf"{latex_name('d' + lg.of)} \mapsto {expr}"
-        local.append({"of": _of(lg.of), "wrt": latex_name(lg.wrt), "expr": expr, "side": lg.side,
+        # A penalty's share is listed under the penalty it differentiates, not under L.
+        of = statement.penalty or _of(lg.of)
+        local.append({"of": of, "wrt": latex_name(lg.wrt), "expr": expr, "side": statement.kind
+                      if statement.kind == "penalty" else lg.side, "lhs": statement.lhs, "statement": statement,
                       "layer": lg.layer, "wide": measure(expr).w > LOCAL_TABLE_WIDTH})
     backward = []
     for step in derivation.backward:
+        chain, statements = _chain(step, spec)
         backward.append({
             "name": step.name, "symbol": step.symbol.name, "layer": step.layer,
             "lhs": latex_name(step.symbol.name), "rhs": latex(step.expr),
-            "shape": shape_latex(step.shape), "chain": _chain(step), "terms": len(step.terms),
-            "locals": [(_of(term.local.of), latex_name(term.local.wrt)) for term in step.terms],
+            "shape": shape_latex(step.shape), "chain": chain, "statements": statements, "terms": len(step.terms),
+            "locals": [(local_statement(term.local, spec).penalty or _of(term.local.of), latex_name(term.local.wrt))
+                       for term in step.terms],
             "alternatives": [_alternative(step, alt, t, report) for alt in step.alternatives],
         })
     relu_values = {layer.relu_grad_at_zero for layer in spec.layers if layer.activation == "relu"}

@@ -93,13 +93,13 @@ def join_lines(lines: list[str]) -> str:
 
 
 def _unbraced(math: str) -> str:
-    """``math`` without its under-braces' labels and thin spaces: ``\\underbrace{X^{\\top}}_{...} \\, d``
+    """``math`` without its under-braces' labels and thin spaces: ``{\\underbrace{X^{\\top}}_{...}} \\, d``
     reads ``X^{\\top}d``, so a chain-rule form can be compared with the formula it gives."""
-    while r"\underbrace{" in math:
-        start = math.index(r"\underbrace{")
-        body_end = _group_end(math, start + len(r"\underbrace"))
+    while r"{\underbrace{" in math:  # statements.brace: {\underbrace{body}_{label}}
+        start = math.index(r"{\underbrace{")
+        body_end = _group_end(math, start + len(r"{\underbrace"))
         label_end = _group_end(math, body_end + 1) if math[body_end:body_end + 2] == "_{" else body_end
-        math = math[:start] + math[start + len(r"\underbrace{"):body_end - 1] + math[label_end:]
+        math = math[:start] + math[start + len(r"{\underbrace{"):body_end - 1] + math[label_end + 1:]
     return math.replace(r"\,", "").replace(" ", "")
 
 
@@ -372,14 +372,14 @@ class Deck:
             blocks.append(heading(t["forward_local"]))
             blocks += [math(_local_lines(row, TEXT_WIDTH), step=index > 0)
                        for index, row in enumerate(r for r in self.ctx["local"]
-                                                   if r["layer"] == layer and r["side"] != "loss")]
+                                                   if r["layer"] == layer and r["side"] not in ("loss", "penalty"))]
             frames += pack(t["forward_layer_title"].format(layer=layer), blocks, t,
                            budget=BODY_HEIGHT - 16, strip=strip(self.depth, layer, backward=False))
         loss_steps = [s for s in self.ctx["forward"] if s["kind"] == "loss"]
         blocks = [math(break_equation([s["lhs"], s["rhs"]], TEXT_WIDTH), step=False) for s in loss_steps]
         blocks.append(heading(t["forward_local"]))
-        blocks += [math(break_equation([rf"\frac{{\partial L}}{{\partial {row['wrt']}}}", row["expr"]], TEXT_WIDTH),
-                        step=False) for row in self.ctx["local"] if row["side"] == "loss"]
+        blocks += [math(break_equation([row["lhs"], row["expr"]], TEXT_WIDTH),
+                        step=False) for row in self.ctx["local"] if row["side"] in ("loss", "penalty")]
         return frames + pack(t["forward_loss_title"], blocks, t)
 
     def _panel(self, steps: list[dict]) -> tuple[list[Block], float]:
@@ -590,7 +590,7 @@ def _local_lines(row: dict, width: float) -> list[str]:
     """A local-gradient row as display lines that fit ``width``: ``dZ/dW -> A^T``, or where there is no single
     factor, the map it applies to the upstream gradient: ``da/dgamma: dL/da |-> 1^T (dL/da (.) xhat)``, the
     map on lines of its own below ``da/dgamma:`` where it does not fit beside it."""
-    lhs, relation, expr = rf"\frac{{\partial {row['of']}}}{{\partial {row['wrt']}}}", r"\to", row["expr"]
+    lhs, relation, expr = row["lhs"], r"\to", row["expr"]
     header = []
     if row["side"] in ("identity", "vjp"):
         upstream, _, expr = expr.partition(r" \mapsto ")

@@ -7,7 +7,7 @@ import re
 
 import sympy as sp
 
-from ..rules import ACTIVATIONS
+from ..rules import ACTIVATIONS, activation_rule
 from .names import LAYER_CONSTANTS, LOSS_WORDS
 from .syntax import FORWARD, Parser, Token
 from .tree import Node, node
@@ -72,7 +72,19 @@ class LatexParser(Parser):
                     continue
                 token = Token("command", replacement, token.start)
             tokens.append(token)
-        return self.unwrap(tokens)
+        return self.unwrap(self.custom_names(tokens))
+
+    def custom_names(self, tokens):
+        r"""A custom activation written as the documents print it (the spec's ``latex``, such as
+        ``\operatorname{Swish}_{\beta}``) read as the word of its name (``swish``)."""
+        for definition in self.names.network.spec.activations:
+            printed = [token.text for token in super().tokenize(activation_rule(definition.key).latex)[:-1]]
+            i = 0
+            while i + len(printed) <= len(tokens):
+                if [token.text for token in tokens[i:i + len(printed)]] == printed:
+                    tokens[i:i + len(printed)] = [Token("word", definition.name, tokens[i].start)]
+                i += 1
+        return tokens
 
     def unwrap(self, tokens):
         r"""Drop font wrappers with their braces; ``\hat{y}`` becomes the word ``yhat``. Iterative."""
@@ -464,7 +476,7 @@ class LatexParser(Parser):
         """Whether the letters ahead name a function: ``relu``, ``softmax``, or ``g``/``f`` applied (``g'(``)."""
         token = self.peek()
         if token.kind == "word":
-            return token.text.lower() in _FUNCTION_WORDS
+            return token.text.lower() in _FUNCTION_WORDS or self.names.activation_key(token.text) is not None
         length = self.word_length(token.text)
         if length > 1 and (token.text[:length].lower() in _FUNCTION_WORDS
                            or self.names.activation_key(token.text[:length])):
