@@ -49,6 +49,17 @@ class Local:
     mistakes: tuple[Mistake, ...] = ()  # the typical wrong rules for this operand (``mistakes.py``)
 
 
+@dataclass(frozen=True)
+class WalkLine:
+    """One line of the way from a layer's staged steps to its compact form: ``lhs`` (a quantity whose
+    gradient the line gives) equals the sum of ``parts``, each (expression, the graph edge (of, wrt) it comes
+    back through, or None); ``note`` is the catalog key of the sentence before the line."""
+
+    note: str
+    lhs: str
+    parts: tuple[tuple[sp.Basic, tuple[str, str] | None], ...]
+
+
 def left(wrt, factor) -> Local:
     return Local(wrt, factor, "left", lambda G: factor * G)
 
@@ -187,11 +198,32 @@ def _normalization(over: str):
         def form(inner):
             return sp.hadamard_product(spread(rstd), inner) / count
 
-        b.compact(source, (mu.name, xc.name), form(count * dxhat - mean_term - variance_term),
+        compact = form(count * dxhat - mean_term - variance_term)
+        b.compact(source, (mu.name, xc.name), compact,
                   mistakes=normalization_mistakes(form, mean_term, variance_term, count * dxhat, count, mu.name,
-                                                  var.name, source))
+                                                  var.name, source),
+                  walk=_normalization_walk(b, source, mu, xc, var, rstd, xhat, reduce, spread, count, compact))
 
     return build
+
+
+def _normalization_walk(b, source, mu, xc, var, rstd, xhat, reduce, spread, count, compact):
+    """From the staged steps to the compact ``dX``: the two paths out of the input, the two out of the centred
+    input, the mean's gradient once the centred input's zero sum removes the variance term, the variance term
+    written with the normalized input, and the three paths side by side."""
+    d = b.gradient
+    direct = (sp.hadamard_product(d(xhat.name), spread(rstd)), (xhat.name, xc.name))
+    through_var = -sp.hadamard_product(xhat, spread(sp.hadamard_product(rstd, reduce(sp.hadamard_product(
+        d(xhat.name), xhat))))) / count
+    through_mu = -spread(sp.hadamard_product(rstd, reduce(d(xhat.name)))) / count
+    return (WalkLine("walk_paths", source, ((d(xc.name), (xc.name, source)), (spread(d(mu.name)) / count,
+                                                                               (mu.name, source)))),
+            WalkLine("walk_centred", xc.name, (direct, (2 * sp.hadamard_product(xc, spread(d(var.name))) / count,
+                                                        (var.name, xc.name)))),
+            WalkLine("walk_mean", mu.name, ((-sp.hadamard_product(rstd, reduce(d(xhat.name))), None),)),
+            WalkLine("walk_variance", xc.name, (direct, (through_var, (var.name, xc.name)))),
+            WalkLine("walk_three", source, (direct, (through_mu, (mu.name, source)), (through_var, (var.name, xc.name)))),
+            WalkLine("walk_compact", source, ((compact, None),)))
 
 
 # -- other kinds --------------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ class Compact:
     expr: sp.Basic
     label: str = "compact"
     mistakes: tuple = ()  # NamedMistakes: the form with a typical mistake in it
+    walk: tuple = ()  # WalkLines (layers.py): the substitutions that lead from the steps to it, for the lecture
 
 
 @dataclass(frozen=True)
@@ -220,8 +221,8 @@ class Builder:
         samples, features = (shape[0], shape[1]) if self.batch_first else (shape[1], shape[0])
         return features if samples == self.N or (samples / self.N).is_Integer else None
 
-    def compact(self, wrt, replaces, expr, label: str = "compact", mistakes=()) -> None:
-        self.compacts.append(Compact(wrt, tuple(replaces), expr, label, tuple(mistakes)))
+    def compact(self, wrt, replaces, expr, label: str = "compact", mistakes=(), walk=()) -> None:
+        self.compacts.append(Compact(wrt, tuple(replaces), expr, label, tuple(mistakes), tuple(walk)))
 
     # -- layout helpers: sums and broadcasts over the batch, over features, per sample
     def broadcast_batch(self, v, rows=None):

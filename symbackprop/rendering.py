@@ -29,6 +29,7 @@ from .rules import TRAINABLE_ACTIVATIONS, activation_rule, loss_rule
 from .slides import display, plan, side_by_side
 from .statements import Statement, brace, local_statement, term_statement
 from .tex_text import tex_escape
+from .walks import normalization_walks, softmax_walks
 from .verify import form_check_name
 
 # The width (pt) of the article's local-gradient column; a wider formula gets a row of its own.
@@ -317,6 +318,7 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
                     for name in net.parameters],
         # The learning rate's symbol: alpha, as the lecture writes it, unless a PReLU slope is called alpha.
         "rate": r"\eta" if any(name.startswith("alpha") for name in net.parameters) else r"\alpha",
+        "walks": [*normalization_walks(derivation, t), *softmax_walks(net, t)],
         "custom_activations": custom_activations(net, t),
     }
 

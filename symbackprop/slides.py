@@ -41,7 +41,8 @@ _SCALAR_CHAIN = r"z = f(y),\quad y = g(x) \qquad \Rightarrow \qquad \frac{dz}{dx
 class Block:
     """One piece of a frame: ``kind`` is ``text``, ``heading``, ``math`` or ``table`` (a layout kind).
 
-    ``step``: the block is revealed on a click of its own (numbered into ``reveal`` when packed).
+    ``step``: the block is revealed on a click of its own (numbered into ``reveal`` when packed); ``leads``: it
+    introduces the next block and never ends a frame (a heading, or the sentence before a formula).
     """
 
     kind: str
@@ -51,6 +52,7 @@ class Block:
     table: dict = field(default_factory=dict)
     step: bool = True
     reveal: int = 1
+    leads: bool = False
 
     def view(self) -> dict:
         return {"kind": self.kind, "text": self.text, "math": self.math, "table": self.table,
@@ -250,7 +252,7 @@ def pack(title: str, blocks: list[Block], t: dict, *, budget: float = BODY_HEIGH
         rest = sum(b.height for b in blocks[index:])
         # A small remainder stays rather than open a frame of its own (the estimates run high).
         if current and used + block.height > budget and not (rest < 0.1 * budget and used + rest < 1.03 * budget):
-            carried = [current.pop()] if current[-1].kind == "heading" and len(current) > 1 else []
+            carried = [current.pop()] if (current[-1].kind == "heading" or current[-1].leads) and len(current) > 1 else []
             frames.append(current)
             current, used = carried, sum(b.height for b in carried)
         current.append(block)
@@ -445,7 +447,16 @@ class Deck:
                 frames += [page for step in chunk for alt in step["alternatives"] for page in self._shorter(step, alt)]
             frames += [page for pattern in self.ctx["patterns"] if pattern["layer"] == layer
                        for page in self._pattern(pattern)]
+            frames += [page for walk in self.ctx["walks"] if walk["layer"] == layer for page in self._walk(walk)]
         return frames
+
+    def _walk(self, walk: dict) -> list[dict]:
+        """A derivation people study (``walks.py``) on frames of its own: each line after its sentence."""
+        blocks = []
+        for line in walk["lines"]:
+            formula = [line["math"]] if "math" in line else break_equation([line["lhs"], line["rhs"]], TEXT_WIDTH)
+            blocks += [replace(text(line["note"], step=False), leads=True), math(formula)]
+        return pack(walk["title"], blocks, self.t, strip=strip(self.depth, walk["layer"], backward=True))
 
     def _pattern(self, pattern: dict) -> list[dict]:
         """A layer's general backward form (BPTT, attention, an embedding) on frames of its own."""
