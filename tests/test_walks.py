@@ -101,5 +101,6 @@ def test_the_softmax_pages_appear_where_a_softmax_meets_the_loss(spec, pages):
 def test_the_deck_carries_the_walks(lang):
     t = catalog(lang)
     deck = render(derive(SPECS / "lecture_batchnorm_softmax_l2.toml"), "beamer", lang=lang)
-    assert t["walk_title"].format(kind=t["kind_name_batchnorm"]) in deck
+    kind = t["kind_name_batchnorm"]
+    assert t["walk_title"].format(kind=kind[:1].upper() + kind[1:]) in deck
     assert t["softmax_title"] in deck and t["softmax_jacobian"].split("$")[0] in deck
