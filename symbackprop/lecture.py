@@ -634,7 +634,11 @@ def witness_text(report) -> str:
 # -- the network picture --------------------------------------------------------------------------------------
 
 DIAGRAM_MAX_UNITS = 5  # past this many units a column shows three, a vertical ellipsis and the last
-DIAGRAM_MAX_COLUMNS = 7  # past this many columns the middle layers give way to a horizontal ellipsis
+DIAGRAM_MAX_COLUMNS = 10  # past this many columns the middle layers give way to a horizontal ellipsis
+# The picture's columns share this width (cm, the slide's text width less room for the outer labels), at most
+# 2.2 cm apart; closer than DIAGRAM_STAGGER cm, every other column's labels move to rows of their own.
+DIAGRAM_WIDTH = 9.0
+DIAGRAM_STAGGER = 1.8
 
 
 def layer_summary(network, index: int) -> dict:
@@ -663,8 +667,9 @@ def _source_layer(network, source: str | None) -> int | None:
 
 
 def diagram(network) -> dict:
-    """Positions and labels of the TikZ picture (units of the picture's x and y steps), so that labels sit
-    on their own rows and the picture is symmetric about its centre."""
+    """Positions and labels of the TikZ picture (units of the picture's x and y steps; ``x_step`` in cm), so
+    that labels sit on their own rows (``row`` 1: the staggered row of every other column where columns are
+    close) and the picture is symmetric about its centre."""
     sizes, depth = network.spec.sizes, network.depth
     indices = list(range(depth + 1))
     if len(indices) > DIAGRAM_MAX_COLUMNS:
@@ -692,7 +697,12 @@ def diagram(network) -> dict:
     skips = [col for col in columns if not col["gap"] and col["skip_x"] is not None]
     for col in skips:  # the arc of a skip connection joins the bottom units of the two columns
         col["skip_units"] = (columns[col["skip_x"]]["units"][-1]["id"], col["units"][-1]["id"])
-    return {"columns": columns, "top": (slots - 1) / 2, "width": len(indices) - 1, "skips": bool(skips)}
+    x_step = min(2.2, DIAGRAM_WIDTH / max(1, len(indices) - 1))
+    stagger = x_step < DIAGRAM_STAGGER
+    for col in columns:
+        col["row"] = col["x"] % 2 if stagger else 0
+    return {"columns": columns, "top": (slots - 1) / 2, "width": len(indices) - 1, "skips": bool(skips),
+            "x_step": round(x_step, 2), "stagger": stagger}
 
 
 # -- everything the lecture formats print ---------------------------------------------------------------------

@@ -23,13 +23,22 @@ from .mathsize import last_group, measure, split_top_level, text_width
 TEXT_WIDTH = 307.0
 BODY_HEIGHT = 225.0  # estimated pt; estimates run 5-30% high, and the frame body holds 222 real pt
 PANEL_SHARE = 0.40  # the backward pass's panel; the formulas get 0.57 of the width
-PANEL_SCALE = 0.7  # \scriptsize in the panel
+PANEL_SCALE = 0.8  # \footnotesize in the panel: 8 pt, the smallest text a slide shows
 MAIN_WIDTH = 0.57 * TEXT_WIDTH
-PANEL_WIDTH = (PANEL_SHARE * TEXT_WIDTH - 8) / PANEL_SCALE  # in 10 pt units, inside the panel's padding
+# In 10 pt units, inside the panel's padding, with 15 % to spare: at 8 pt, a panel line must never shrink.
+PANEL_WIDTH = 0.85 * (PANEL_SHARE * TEXT_WIDTH - 8) / PANEL_SCALE
 COLUMN_WIDTH = 0.48 * TEXT_WIDTH
 ARTICLE_WIDTH = 440.0  # an A4 article with 2.2 cm margins is 472 pt wide
 LINE = 12.5
 MAX_STEPS_PER_FRAME = 4
+STRIP_HEIGHT = 16.0  # the row of layer boxes above a forward or backward frame's body
+STRIP_MAX_LAYERS = 10  # past this many layers the strip elides the ones far from the current layer
+PANEL_PADDING = 8.0  # the panel's box around its blocks
+# Tables are set in \footnotesize: a row of one line, each further line of a wrapped cell, a column's padding.
+TABLE_SCALE = 0.8
+TABLE_ROW = 11.0
+TABLE_LINE = 9.5
+TABLE_PADDING = 6.0
 # The worked example on slides: 3 decimals, at most 6 rows and 6 columns of a matrix.
 SLIDE_DIGITS = 3
 SLIDE_MATRIX = 6
@@ -152,9 +161,27 @@ def math(lines: list[str], step: bool = True, width: float = TEXT_WIDTH, scale: 
                  step=step)
 
 
-def table(columns: str, header: list[str], rows: list[list[str]], step: bool = False) -> Block:
-    return Block("table", (len(rows) + 1) * 12.5 + 10, table={"columns": columns, "header": header, "rows": rows},
-                 step=step)
+def table(columns: str, header: list[str], rows: list[list[str]], step: bool = False,
+          lines: list[int] | None = None) -> Block:
+    """A table set in ``\\footnotesize``; ``lines``: how many lines each row's wrapped cells take (one each by
+    default)."""
+    height = TABLE_ROW * (len(rows) + 1) + TABLE_LINE * sum(count - 1 for count in lines or []) + 10
+    return Block("table", height, table={"columns": columns, "header": header, "rows": rows}, step=step)
+
+
+def _even(heights: list[float], budget: float) -> list[tuple[int, int]]:
+    """Index ranges cutting items of ``heights`` into as few runs under ``budget`` as fit, of even sizes where
+    even runs fit too (no near-empty last frame)."""
+    greedy, start, used = [], 0, 0.0
+    for index, height in enumerate(heights):
+        if index > start and used + height > budget:
+            greedy.append((start, index))
+            start, used = index, 0.0
+        used += height
+    greedy.append((start, len(heights)))
+    bounds = [round(index * len(heights) / len(greedy)) for index in range(len(greedy) + 1)]
+    even = list(pairwise(bounds))
+    return even if all(sum(heights[a:b]) <= budget for a, b in even) else greedy
 
 
 def break_equation(parts: list[str], width: float, tail: str = "") -> list[str]:
@@ -164,19 +191,23 @@ def break_equation(parts: list[str], width: float, tail: str = "") -> list[str]:
     one = " = ".join(parts) + tail
     if measure(one).w <= width:
         return [one]
-    lines = []
+    lines, lead = [], measure(parts[0]).w
+
+    def fits(line: str) -> bool:  # a line after the first sits right of the left side's column
+        return measure(line.replace("&", "")).w + (lead if line.startswith("&") else 0) <= width
+
     for index, part in enumerate(parts[1:]):
         prefix = f"{parts[0]} &= " if index == 0 else "&= "
         pieces = _pieces(part, width - measure(f"{parts[0]} =").w)  # the first line holds the left side too
         current = pieces[0]
         for piece in pieces[1:]:
-            if measure(f"{prefix}{current} {piece}".replace("&", "")).w <= width:
+            if fits(f"{prefix}{current} {piece}"):
                 current = f"{current} {piece}"
             else:
                 lines.append(prefix + current)
                 prefix, current = r"&\quad ", piece
         lines.append(prefix + current)
-    if tail and measure(lines[-1].replace("&", "") + tail).w <= width:
+    if tail and fits(lines[-1] + tail):
         lines[-1] += tail
     elif tail:
         lines.append("&" + tail)
@@ -199,11 +230,16 @@ def _pieces(math: str, width: float, operators: tuple = (("+", "-"), (r"\odot",)
 
 
 def _opened(piece: str, width: float) -> list[str]:
-    """A piece with no place to break, opened at its last bracket where the inside has some."""
+    """A piece with no place to break, opened at its last bracket where the inside has some (where the inside
+    itself fits, at its first operators), else cut before a function it multiplies by (``\\cdot \\log ...``)."""
     group = last_group(piece)
     inner = _pieces(group[2], width) if group else []
+    if group and len(inner) < 2:
+        inner = next((pieces for operators in (("+", "-"), (r"\odot",))
+                      if len(pieces := split_top_level(group[2], operators)) > 1), inner)
     if len(inner) < 2:
-        return [piece]
+        factors = split_top_level(piece, (r"\log", r"\exp"))
+        return [factors[0], *(rf"\cdot {factor}" for factor in factors[1:])]
     before, opening, _, closing, after = group
     return [rf"{before}\Bigl{opening} {inner[0]}", *inner[1:-1], rf"{inner[-1]} \Bigr{closing}{after}"]
 
@@ -247,6 +283,14 @@ def frame(title: str, blocks: list[Block], **extra) -> dict:
 
 def pack(title: str, blocks: list[Block], t: dict, *, budget: float = BODY_HEIGHT, **extra) -> list[dict]:
     """Frames holding ``blocks`` in order, each under ``budget``; a heading never ends a frame."""
+    return [frame(title if index == 0 else f"{title} {t['continued']}", chunk,
+                  **{key: value for key, value in extra.items() if index == 0 or key not in ("label", "link")})
+            for index, chunk in enumerate(_parts(blocks, budget))]
+
+
+def _parts(blocks: list[Block], budget: float) -> list[list[Block]]:
+    """``blocks`` in order, cut into parts each under ``budget``; a heading or a leading sentence never ends a
+    part."""
     frames, current, used = [], [], 0.0
     for index, block in enumerate(blocks):
         rest = sum(b.height for b in blocks[index:])
@@ -259,17 +303,29 @@ def pack(title: str, blocks: list[Block], t: dict, *, budget: float = BODY_HEIGH
         used += block.height
     if current:
         frames.append(current)
-    return [frame(title if index == 0 else f"{title} {t['continued']}", chunk,
-                  **{key: value for key, value in extra.items() if index == 0 or key not in ("label", "link")})
-            for index, chunk in enumerate(frames)]
+    return frames
+
+
+def _balanced(blocks: list[Block], budget: float) -> list[list[Block]]:
+    """``blocks`` on as few parts under ``budget`` as ``_parts`` needs, of about equal heights (a panel that
+    continues on a second frame leaves neither half nearly empty)."""
+    parts = _parts(blocks, budget)
+    share = sum(b.height for b in blocks) / len(parts)
+    while share < budget:
+        even = _parts(blocks, share)
+        if len(even) <= len(parts):
+            return even
+        share *= 1.05
+    return parts
 
 
 # -- the deck -----------------------------------------------------------------------------------------------
 
 def strip(depth: int, current: int, backward: bool) -> list[dict]:
     """The network as a row of small boxes (input, layers, loss) with ``current`` highlighted, the layers
-    the pass has finished shaded, and long runs of layers elided."""
-    shown = sorted({0, 1, current - 1, current, current + 1, depth} & set(range(depth + 1)))
+    the pass has finished shaded, and past ``STRIP_MAX_LAYERS`` the layers far from ``current`` elided."""
+    shown = sorted({0, 1, current - 1, current, current + 1, depth} & set(range(depth + 1))
+                   if depth > STRIP_MAX_LAYERS else range(depth + 1))
     items, previous = [], None
     for index in shown:
         if previous is not None and index > previous + 1:
@@ -293,19 +349,19 @@ class Deck:
 
     # -- opening ----------------------------------------------------------------------------------------
     def symbols(self) -> list[dict]:
-        """The notation table; past three layers only the first two and the last, with a row of dots."""
-        t, keep = self.t, {0, 1, 2, self.depth} if self.depth > 3 else set(range(self.depth + 1))
-        rows, elided = [], False
-        for row in self.ctx["symbols"]:
-            if row["layer"] in keep:
-                rows.append([f"${row['symbol']}$", row["meaning"], f"${row['shape']}$"])
-            elif not elided:
-                rows.append([r"$\vdots$", "", ""])
-                elided = True
-        per_frame = int((BODY_HEIGHT - 30) // 12.5)
-        chunks = [rows[i:i + per_frame] for i in range(0, len(rows), per_frame)]
-        return pack(t["symbols_title"], [table("lll", [t["symbol"], t["meaning"], t["shape"]], chunk)
-                                         for chunk in chunks], t, budget=BODY_HEIGHT)
+        """The notation table, every row, on as many frames as it needs; a long meaning wraps in its column."""
+        t, symbols = self.t, self.ctx["symbols"]
+        rows = [[f"${row['symbol']}$", row["meaning"], f"${row['shape']}$"] for row in symbols]
+        # The symbol and shape columns as wide as their widest entry, the meaning column the rest of the line.
+        widths = [max(measure(row[key], display=False).w for row in symbols) * TABLE_SCALE
+                  for key in ("symbol", "shape")]
+        meaning = TEXT_WIDTH - sum(widths) - 6 * TABLE_PADDING - 10
+        lines = [max(1, -(-_inline_width(row[1]) * TABLE_SCALE * 1.05 // meaning)) for row in rows]
+        heights = [TABLE_ROW + TABLE_LINE * (count - 1) for count in lines]
+        columns = rf"l>{{\raggedright\arraybackslash}}p{{{meaning:.0f}pt}}l"
+        header = [t["symbol"], t["meaning"], t["shape"]]
+        return pack(t["symbols_title"], [table(columns, header, rows[a:b], lines=lines[a:b])
+                                         for a, b in _even(heights, BODY_HEIGHT - TABLE_ROW - 10)], t)
 
     def loss(self) -> list[dict]:
         t, ctx = self.t, self.ctx
@@ -376,7 +432,7 @@ class Deck:
                        for index, row in enumerate(r for r in self.ctx["local"]
                                                    if r["layer"] == layer and r["side"] not in ("loss", "penalty"))]
             frames += pack(t["forward_layer_title"].format(layer=layer), blocks, t,
-                           budget=BODY_HEIGHT - 16, strip=strip(self.depth, layer, backward=False))
+                           budget=BODY_HEIGHT - STRIP_HEIGHT, strip=strip(self.depth, layer, backward=False))
         loss_steps = [s for s in self.ctx["forward"] if s["kind"] == "loss"]
         blocks = [math(break_equation([s["lhs"], s["rhs"]], TEXT_WIDTH), step=False) for s in loss_steps]
         blocks.append(heading(t["forward_local"]))
@@ -386,7 +442,7 @@ class Deck:
 
     def _panel(self, steps: list[dict]) -> tuple[list[Block], float]:
         """The panel beside backward steps: symbols, forward equations and local gradients they use, and
-        its estimated height (with the strip above it and the box's padding)."""
+        its estimated height (with the box's padding)."""
         t, ctx = self.t, self.ctx
         used = [pair for s in steps for pair in s["locals"]]
         quantities = {of for of, _ in used} | {wrt for _, wrt in used}
@@ -412,11 +468,11 @@ class Deck:
             pending = []
             if lines:
                 blocks.append(math(lines, step=False, width=width, scale=scale))
-        return blocks, sum(b.height for b in blocks) + 24
+        return blocks, sum(b.height for b in blocks) + PANEL_PADDING
 
     def _fits(self, steps: list[dict]) -> bool:
         main = sum(self._step_block(step).height for step in steps)
-        return len(steps) <= MAX_STEPS_PER_FRAME and max(main, self._panel(steps)[1]) <= BODY_HEIGHT
+        return len(steps) <= MAX_STEPS_PER_FRAME and max(main, self._panel(steps)[1]) <= BODY_HEIGHT - STRIP_HEIGHT
 
     def _chunks(self, steps: list[dict]) -> list[list[dict]]:
         """The steps on as few frames as fit, spread evenly over them (no lone step on a continuation)."""
@@ -435,15 +491,16 @@ class Deck:
     def backward(self) -> list[dict]:
         t, frames = self.t, []
         for layer in reversed(self.layers):
-            chunks = self._chunks([s for s in self.ctx["backward"] if s["layer"] == layer])
-            for index, chunk in enumerate(chunks):
-                panel, _ = self._panel(chunk)
-                title = t["backward_layer_title"].format(layer=layer)
-                frames.append(frame(title if index == 0 else f"{title} {t['continued']}",
-                                    [self._step_block(s) for s in chunk], panel=panel,
-                                    label=f"backward-{layer}" + (f"-{index + 1}" if index else ""),
-                                    strip=strip(self.depth, layer, backward=True)))
-                # A step's shorter forms follow the frame that derives it step by step.
+            title, index = t["backward_layer_title"].format(layer=layer), 0
+            for chunk in self._chunks([s for s in self.ctx["backward"] if s["layer"] == layer]):
+                # A panel taller than the frame continues beside the same steps on the next frame.
+                for panel in _balanced(self._panel(chunk)[0], BODY_HEIGHT - STRIP_HEIGHT - PANEL_PADDING):
+                    frames.append(frame(title if index == 0 else f"{title} {t['continued']}",
+                                        [self._step_block(s) for s in chunk], panel=panel,
+                                        label=f"backward-{layer}" + (f"-{index + 1}" if index else ""),
+                                        strip=strip(self.depth, layer, backward=True)))
+                    index += 1
+                # A step's shorter forms follow the frames that derive it step by step.
                 frames += [page for step in chunk for alt in step["alternatives"] for page in self._shorter(step, alt)]
             frames += [page for pattern in self.ctx["patterns"] if pattern["layer"] == layer
                        for page in self._pattern(pattern)]
@@ -456,7 +513,8 @@ class Deck:
         for line in walk["lines"]:
             formula = [line["math"]] if "math" in line else break_equation([line["lhs"], line["rhs"]], TEXT_WIDTH)
             blocks += [replace(text(line["note"], step=False), leads=True), math(formula)]
-        return pack(walk["title"], blocks, self.t, strip=strip(self.depth, walk["layer"], backward=True))
+        return pack(walk["title"], blocks, self.t, budget=BODY_HEIGHT - STRIP_HEIGHT,
+                    strip=strip(self.depth, walk["layer"], backward=True))
 
     def _pattern(self, pattern: dict) -> list[dict]:
         """A layer's general backward form (BPTT, attention, an embedding) on frames of its own."""
@@ -464,7 +522,8 @@ class Deck:
         blocks += [math(break_equation([eq["lhs"], eq["rhs"]], TEXT_WIDTH / PATTERN_SCALE,
                                        rf" \qquad {eq['range']}" if eq["range"] else ""), scale=PATTERN_SCALE)
                    for eq in pattern["equations"]]
-        return pack(pattern["title"], blocks, self.t, label=f"pattern-{pattern['layer']}",
+        return pack(pattern["title"], blocks, self.t, budget=BODY_HEIGHT - STRIP_HEIGHT,
+                    label=f"pattern-{pattern['layer']}",
                     strip=strip(self.depth, pattern["layer"], backward=True))
 
     def _shorter(self, step: dict, alt: dict) -> list[dict]:
@@ -478,7 +537,7 @@ class Deck:
         blocks += [text(t["form_staged"]), math(break_equation([step["lhs"], step["rhs"]], TEXT_WIDTH), step=False),
                    text(alt["proof"], step=False)]
         label = f"form-{step['name']}-{alt['label']}".replace("_", "-")
-        return pack(t["form_frame_title"].format(form=alt["title"]), blocks, t, budget=BODY_HEIGHT - 16,
+        return pack(t["form_frame_title"].format(form=alt["title"]), blocks, t, budget=BODY_HEIGHT - STRIP_HEIGHT,
                     label=label, strip=strip(self.depth, step["layer"], backward=True))
 
     def _step_block(self, step: dict) -> Block:
@@ -610,9 +669,13 @@ def _local_lines(row: dict, width: float) -> list[str]:
             lhs = rf"{lhs}:\ {upstream}"
         else:
             header, lhs = [rf"{lhs}: &"], upstream
-    lines = break_equation([lhs, expr], width)
+    # A header wider than the upstream gradient widens the left column that every line shares.
+    lines = break_equation([lhs, expr], width - max(0.0, measure(rf"{header[0]}:").w - measure(lhs).w) if header
+                           else width)
     if len(lines) == 1 and not header:
-        return [lines[0].replace(" = ", f" {relation} ", 1)]
+        line = lines[0].replace(" = ", f" {relation} ", 1)
+        # A left side too wide to share a line with its value: the value on a line of its own below it.
+        return [line] if measure(line).w <= width else [lhs, rf"\quad {relation} {expr}"]
     lines = _aligned(lines)
     return [*header, lines[0].replace(" &= ", f" &{relation} ", 1), *lines[1:]]
 
