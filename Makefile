@@ -21,8 +21,14 @@ tex:
 	  && kpsewhich beamer.cls tikz.sty kotex.sty >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEX_PACKAGES) >/dev/null; }
 
+# The PyTorch and JAX tests (tests/test_frameworks.py) need their CPU builds: torch from a local file where the
+# machine has one; without them those tests are skipped.
 test: $(BIN)/python tex
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -c "import torch" 2>/dev/null || \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0 || true
+	$(BIN)/python -c "import jax" 2>/dev/null || \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[jax]' || true
 	@start=$$(date +%s); $(BIN)/python -m pytest -q --durations=10; status=$$?; \
 	  echo "make test: pytest took $$(( $$(date +%s) - start )) s"; exit $$status
 

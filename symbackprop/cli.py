@@ -171,8 +171,9 @@ def _summary(report, quiet: bool, *, err: bool = False) -> None:
 @main.command()
 @spec_option
 @click.option("--format", "formats", default=DEFAULT_FORMATS, show_default=True, metavar="LIST",
-              help="Comma-separated formats: md, tex, py, beamer (slides), ipynb (notebook), or all "
-                   "(markdown, latex, numpy also accepted).")
+              help="Comma-separated formats: md, tex, py, beamer (slides), ipynb (notebook), torch (a PyTorch "
+                   "autograd.Function), jax (a jax.custom_vjp function), or all: every format but torch and jax, "
+                   "whose modules need PyTorch or JAX to run (markdown, latex, numpy also accepted).")
 @click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR",
               help="Output directory, or - to print a single format on stdout (the report goes to stderr).")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")

@@ -56,12 +56,16 @@ _MODULE_NAMES = {"np", "erf", "math", "SIZES", "BATCH_FIRST", "params", "cache",
 
 @dataclass(frozen=True)
 class Line:
-    """One line of code, ``target = code`` (or ``target += code`` when ``augmented``), with its comment."""
+    """One line of code, ``target = code`` (or ``target += code`` when ``augmented``), with its comment: a
+    formula, said (in the output's language) to be a local gradient kept for backward where ``kept``, and
+    to be the shorter form ``form`` (a label of the catalog's ``form_<label>``) where one is named."""
 
     target: str
     code: str
     comment: str = ""
     augmented: bool = False
+    kept: bool = False
+    form: str = ""
 
 
 class _Names:
@@ -96,14 +100,16 @@ def module_value(network, name: str, value):
     return value
 
 
-def module_context(derivation) -> dict:
-    """Everything the NumPy template needs: names, helpers, forward and backward lines, cache, loss code."""
-    return _Module(derivation).context()
+def module_context(derivation, printer: type[NumPyPrinter] = NumPyPrinter) -> dict:
+    """Everything the NumPy template needs: names, helpers, forward and backward lines, cache, loss code.
+    ``printer`` prints the lines for another array library (``frameworks.py``: PyTorch, JAX)."""
+    return _Module(derivation, printer).context()
 
 
 class _Module:
-    def __init__(self, derivation):
+    def __init__(self, derivation, printer: type[NumPyPrinter] = NumPyPrinter):
         self.d, self.net = derivation, derivation.network
+        self.printer_class = printer
         net = self.net
         self.widths = net.sizes(0, net.spec.sizes)
         del self.widths[net.N]
@@ -178,8 +184,8 @@ class _Module:
         return helpers, names
 
     def printer(self, in_place=False, kept=True) -> NumPyPrinter:
-        return NumPyPrinter(self.sizes, self.outputs, in_place, self.kept if kept else {}, self.helper_names,
-                            self.ids, self.positions)
+        return self.printer_class(self.sizes, self.outputs, in_place, self.kept if kept else {},
+                                  self.helper_names, self.ids, self.positions)
 
     # -- lines
     def forward_lines(self) -> list[Line]:
@@ -192,8 +198,7 @@ class _Module:
             if isinstance(node, Elementwise) and node.arg in self.kept:
                 derivative = node.derivative()
                 lines.append(Line(self.kept[node.arg], self.printer(kept=False).doprint(derivative),
-                                  f"local gradient ∂{step.name}/∂{node.arg.name} = {text(derivative)}, "
-                                  "kept for backward"))
+                                  f"∂{step.name}/∂{node.arg.name} = {text(derivative)}", kept=True))
             product, broadcast = _split_broadcast(step.expr)
             if broadcast is not None:
                 lines.append(Line(step.name, self.printer().doprint(product), comment))
@@ -215,9 +220,7 @@ class _Module:
             in_place = upstream is not None and upstream not in reads and upstream not in aliased
             form = next((alt.label for alt in step.alternatives if alt.expr == expr), "")
             comment = f"{text_name(step.symbol.name)} = {text(expr)}  ({shape_text(step.shape)})"
-            if form:
-                comment += f"  [{form.replace('_', ' ')} form]"
-            lines.append(Line(step.symbol.name, self.printer(in_place).doprint(expr), comment))
+            lines.append(Line(step.symbol.name, self.printer(in_place).doprint(expr), comment, form=form))
         return lines
 
     def cached(self, forward: list[Line], backward: list[Line]) -> list[str]:

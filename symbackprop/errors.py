@@ -70,3 +70,7 @@ class VerificationError(SymbackpropError):
     """A formula that direct differentiation contradicts."""
 
     exit_code = 1
+
+
+class FormatError(SymbackpropError):
+    """A network that an output format cannot express yet (a layer kind the PyTorch or JAX code lacks)."""

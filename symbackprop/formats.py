@@ -8,7 +8,12 @@ FORMATS = {
     "numpy": ("backprop.py.j2", "backprop.py"),
     "beamer": ("backprop_slides.tex.j2", "backprop_slides.tex"),
     "ipynb": (None, "backprop.ipynb"),  # built by notebook.py with nbformat, not by a template
+    "torch": ("backprop_torch.py.j2", "backprop_torch.py"),
+    "jax": ("backprop_jax.py.j2", "backprop_jax.py"),
 }
+# Formats whose module runs on a framework (PyTorch, JAX) that symbackprop does not install: `all` leaves them
+# out, so that it writes only what runs with the core's dependencies; name them to get them.
+FRAMEWORK_FORMATS = ("torch", "jax")
 # The base name of the files `derive` writes (``--name`` changes it).
 DEFAULT_NAME = "backprop"
 # Formats whose file pdflatex can compile (``--pdf``).

@@ -90,6 +90,34 @@ class softplus(sp.Function):
         return rf"\operatorname{{softplus}}\left({printer._print(self.args[0])}\right)"
 
 
+class normal_cdf(sp.Function):
+    """Φ, the standard normal distribution function (1 + erf(u / √2)) / 2: a name the lecture prints by."""
+
+    def _latex(self, printer):
+        return rf"\Phi\left({printer._print(self.args[0])}\right)"
+
+
+class normal_pdf(sp.Function):
+    """φ, the standard normal density e^(-u²/2) / √(2π): a name the lecture prints by."""
+
+    def _latex(self, printer):
+        return rf"\varphi\left({printer._print(self.args[0])}\right)"
+
+
+# The functions a printed formula may name, each with the definition that introduces it.
+DEFINITIONS = {
+    sigmoid: r"\sigma\left(u\right) = \frac{1}{1 + e^{-u}}",
+    softplus: r"\operatorname{softplus}\left(u\right) = \log\left(1 + e^{u}\right)",
+    normal_cdf: r"\Phi\left(u\right) = \frac{1}{2} \left(1 + \operatorname{erf}\left(u / \sqrt{2}\right)\right)",
+    normal_pdf: r"\varphi\left(u\right) = \frac{1}{\sqrt{2 \pi}} \, e^{-u^{2} / 2}",
+}
+
+
+def named(*exprs) -> list:
+    """The functions of ``DEFINITIONS`` that ``exprs`` apply, in the table's order."""
+    return [function for function in DEFINITIONS if any(expr.has(function) for expr in exprs)]
+
+
 def _where(condition, then, otherwise):
     return sp.Piecewise((then, condition), (otherwise, True))
 
@@ -451,8 +479,8 @@ class _Decimals:
 class FormulaLatexPrinter(_Decimals, LatexPrinter):
     """LaTeX of a formula: SymPy's, with branches as a ``cases`` block (``otherwise`` in the document's language)."""
 
-    def __init__(self, otherwise: str = "otherwise"):
-        super().__init__()
+    def __init__(self, otherwise: str = "otherwise", **settings):
+        super().__init__(settings)
         self.otherwise = otherwise
 
     def _print_Symbol(self, expr, style="plain"):

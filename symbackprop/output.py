@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import OutputError, allowed
 from .files import reason
-from .formats import ALIASES, DEFAULT_NAME, FORMATS, TEX_FORMATS, file_name
+from .formats import ALIASES, DEFAULT_NAME, FORMATS, FRAMEWORK_FORMATS, TEX_FORMATS, file_name
 
 STDOUT = "-"
 # A base name for the output files: a plain file name, no directories.
@@ -28,14 +28,14 @@ PDF_TIMEOUT = 600
 
 
 def parse_formats(formats: str) -> list[str]:
-    """``md,tex,py`` -> canonical format names, in order, without repeats; ``all`` is every format; unknown
-    names are an error."""
+    """``md,tex,py`` -> canonical format names, in order, without repeats; ``all`` is every format but the
+    framework ones (``torch``, ``jax``: their modules need PyTorch or JAX to run); unknown names are an error."""
     chosen = []
     for name in (part.strip() for part in formats.split(",")):
         if not name:
             continue
         if name == "all":
-            chosen += [fmt for fmt in FORMATS if fmt not in chosen]
+            chosen += [fmt for fmt in FORMATS if fmt not in chosen and fmt not in FRAMEWORK_FORMATS]
             continue
         canonical = ALIASES.get(name, name)
         if canonical not in FORMATS:

@@ -543,8 +543,11 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
         if not (self.in_place and isinstance(upstream, sp.MatrixSymbol) and len(factors) == 1
                 and not _is_reciprocal(factors[0])):
             return super()._print_HadamardProduct(expr)
-        name = self._print(upstream)
-        return f"np.multiply({name}, {self._print(factors[0])}, out={name})"
+        return self._multiply_in_place(self._print(upstream), self._print(factors[0]))
+
+    def _multiply_in_place(self, name: str, factor: str) -> str:
+        """``name ⊙ factor`` written into ``name``'s own array (a printer for another array library overrides it)."""
+        return f"np.multiply({name}, {factor}, out={name})"
 
     def _print_HadamardPower(self, expr):
         exponent = int(expr.exp)

@@ -19,7 +19,8 @@ from . import formula
 from .codegen import module_context
 from .errors import LINE_BREAKING, one_line
 from .expressions import Elementwise
-from .formats import ALIASES, FORMATS, LANGUAGES
+from .formats import ALIASES, FORMATS, FRAMEWORK_FORMATS, LANGUAGES
+from .frameworks import framework_context
 from .korean import particles
 from .layers import LAYER_KINDS
 from .lecture import LectureOptions, lecture_context, method_text
@@ -97,7 +98,7 @@ def render(derivation, fmt: str, *, lang: str = "en", report=None, batch: int = 
     fmt = ALIASES.get(fmt, fmt)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    if report is None and fmt != "numpy":
+    if report is None and fmt not in ("numpy", *FRAMEWORK_FORMATS):
         report = derivation.verify()
     options = options or LectureOptions()
     if fmt == "ipynb":
@@ -105,8 +106,8 @@ def render(derivation, fmt: str, *, lang: str = "en", report=None, batch: int = 
 
         return notebook(derivation, lang=lang, report=report, batch=batch, options=options)
     ctx = context(derivation, lang=lang, report=report, batch=batch)
-    if fmt == "numpy":
-        ctx.update(_module(derivation, ctx["custom_activations"]))
+    if fmt in ("numpy", *FRAMEWORK_FORMATS):
+        ctx.update(_module(derivation, ctx["custom_activations"], fmt))
     if fmt in LECTURE_FORMATS:
         ctx.update(lecture_context(derivation, t=ctx["t"], lang=lang, report=report, batch=batch,
                                    options=options))
@@ -200,11 +201,11 @@ def _loss_sentence(t: dict, net, math: bool) -> str:
 
 def _loss_context(derivation, t) -> dict:
     """The loss's printed forms: its formula, and a sentence naming its rule, reduction, scale and penalty
-    (``reduction``: in the document's language, with math; ``summary``: English plain text for the module)."""
+    (``reduction``: with math; ``summary``: plain text for the module), both in the document's language."""
     net = derivation.network
     settings = net.spec.loss
     return {"kind": settings.kind, "latex": latex(net.steps[-1].expr),
-            "reduction": _loss_sentence(t, net, math=True), "summary": _loss_sentence(catalog("en"), net, math=False),
+            "reduction": _loss_sentence(t, net, math=True), "summary": _loss_sentence(t, net, math=False),
             "distributions": any(alt.assumes for step in derivation.backward for alt in step.alternatives)}
 
 
@@ -221,22 +222,22 @@ def custom_activations(network, t: dict) -> list[dict]:
         node = Elementwise(key, network.inputs[network.input_name], 0)
         f, otherwise = rule.latex, t["custom_otherwise"]
         worked, simplified = formula.latex(d.worked, otherwise), formula.latex(d.simplified, otherwise)
-        named = [form for function, form in ((formula.sigmoid, r"\sigma\left(u\right) = \frac{1}{1 + e^{-u}}"), (
-            formula.softplus, r"\operatorname{softplus}\left(u\right) = \log\left(1 + e^{u}\right)"))
-            if d.simplified.has(function)]
+        named = [formula.DEFINITIONS[function] for function in formula.named(d.simplified)]
         definition = next(c for c in network.spec.activations if c.key == key)
         values = ", ".join(f"{name} = {value}" for name, value in d.parameters)
-        lines = [f"{rule.name}(z) = {definition.forward}" + (f", with {values}" if values else ""),
+        stated = f"{rule.name}(z) = {definition.forward}"
+        lines = [t["code_custom_with"].format(formula=stated, values=values) if values else stated,
                  f"{rule.name}'(z) = {formula.text(d.worked)}"]
         if simplified != worked:
             lines.append(f"{' ' * len(rule.name)}    = {formula.text(d.simplified)}")
         if d.kinks:
-            lines.append(f"{rule.name}'(z) = {rule.grad_at_kinks} at z = {', '.join(map(str, d.kinks))} (grad_at_kinks)")
+            lines.append(t["code_custom_kinks"].format(derivative=f"{rule.name}'(z) = {rule.grad_at_kinks}",
+                                                       points=", ".join(map(str, d.kinks))))
         # Keyed like the module's helpers: (function key, order, written with the output).
         comments = {(node.key, 0, False): lines[0], (node.key, 1, False): f"{rule.name}'(z) = {formula.text(d.simplified)}"}
         if d.from_output is not None:
-            comments[node.key, 1, True] = (
-                f"{rule.name}'(z) = {formula.text(d.from_output)} with a = {rule.name}(z) (proved by SymPy)")
+            comments[node.key, 1, True] = t["code_custom_from_output"].format(
+                derivative=f"{rule.name}'(z) = {formula.text(d.from_output)}", name=rule.name)
         steps.append({
             "name": rule.name, "latex": f,
             "formula": rf"{f}\left(z\right) = {formula.latex(d.formula, otherwise)}",
@@ -301,10 +302,10 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
             "alternatives": [_alternative(step, alt, t, report) for alt in step.alternatives],
         })
     relu_values = {layer.relu_grad_at_zero for layer in spec.layers if layer.activation == "relu"}
-    kinds = ", ".join(layer["activation"] or layer["kind"] for layer in layers)
     return {
         "t": t, "lang": lang, "title": spec.title, "spec": spec, "layers": layers, "forward": forward,
         "local": local, "backward": backward, "report": report,
+        "local_maps": any(row["statement"].kind == "map" for row in local),
         "intros": {entry["index"]: entry["intro"] for entry in layers if entry["intro"]},
         "first_sum": next((step["name"] for step in backward if step["terms"] > 1), None),
         "layout": spec.layout, "batch_first": net.batch_first, "input_name": spec.input.name,
@@ -312,7 +313,7 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
         "sizes": list(spec.sizes), "sizes_literal": repr(tuple(spec.sizes)), "depth": net.depth,
         "loss": _loss_context(derivation, t),
         "relu_at_zero": sorted(relu_values),
-        "layer_summary": f"layers: {kinds}",
+        "layer_kinds": ", ".join(f"`{layer['activation'] or layer['kind']}`" for layer in layers),
         "parameter_names": net.parameters,
         "updates": [{"name": name, "param": latex_name(name), "grad": latex_name(f"d{name}")}
                     for name in net.parameters],
@@ -323,9 +324,10 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
     }
 
 
-def _module(derivation, custom: list[dict]) -> dict:
-    """What only the NumPy module needs: its code, and the comments and notes on custom activations."""
-    module = module_context(derivation)
+def _module(derivation, custom: list[dict], fmt: str = "numpy") -> dict:
+    """What only the NumPy (or PyTorch, JAX) module needs: its code, and the comments and notes on custom
+    activations."""
+    module = module_context(derivation) if fmt == "numpy" else framework_context(derivation, fmt)
     return {**module,
             "helper_comments": {module["helper_names"][key]: line for step in custom
                                 for key, line in step["comments"].items() if key in module["helper_names"]},

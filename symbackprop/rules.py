@@ -590,17 +590,11 @@ def _custom_rule(definition: CustomActivation) -> ActivationRule:
         raise fm.FormulaError("the formula has no kink (its slope never jumps): remove grad_at_kinks",
                               field="grad_at_kinks")
 
-    def at_kinks(derivative):
-        if not kinks:
-            return derivative
-        points = sp.Or(*(sp.Eq(z, k) for k in kinks))
-        return sp.Piecewise((_rational(definition.grad_at_kinks), points), (derivative, True))
-
     derivative = _readable(sp.diff(fm.piecewise(shown), z))
     simplified = _simplified(derivative)
     forward = fm.elementary(f)
-    rule_derivative = fm.elementary(at_kinks(simplified.subs(values)))
-    code_derivative = at_kinks(sp.diff(fm.piecewise(f), z))
+    rule_derivative = fm.elementary(at_kinks(simplified.subs(values), kinks, definition.grad_at_kinks))
+    code_derivative = at_kinks(sp.diff(fm.piecewise(f), z), kinks, definition.grad_at_kinks)
     from_output = _from_output(shown, (derivative, simplified), values) if one_piece else None
     numpy_notes = tuple(name for name, present in (
         ("softplus", f.has(fm.softplus)), ("sigmoid", f.has(fm.sigmoid) or code_derivative.has(fm.sigmoid)),
@@ -620,6 +614,14 @@ def _custom_rule(definition: CustomActivation) -> ActivationRule:
             _readable(formula), definition.parameters, _readable(sp.diff(fm.piecewise(formula), z)), simplified,
             tuple(kinks), from_output, numpy_notes),
     )
+
+
+def at_kinks(derivative: sp.Expr, kinks, value: float | None) -> sp.Expr:
+    """``derivative`` with the value ``value`` (a custom activation's ``grad_at_kinks``) at each of ``kinks``."""
+    if not kinks:
+        return derivative
+    points = sp.Or(*(sp.Eq(fm.Z, k) for k in kinks))
+    return sp.Piecewise((_rational(value), points), (derivative, True))
 
 
 def _kinks(f: sp.Expr) -> tuple[list, bool]:

@@ -322,7 +322,9 @@ def test_the_generated_module_states_formulas_derivatives_and_its_numpy_forms(co
     compile(source, "backprop.py", "exec")
     tanh_half = activation_rule(derivation.spec.layers[3].activation)
     assert "def tanh_half_grad_from_output(a):" in source and tanh_half.name == "tanh_half"
-    assert "# tanh_half'(z) = 1/2 - a**2/2 with a = tanh_half(z) (proved by SymPy)" in source
+    # The module's comments follow the language, the formulas in them as the spec writes them.
+    assert {"en": "# tanh_half'(z) = 1/2 - a**2/2 with a = tanh_half(z) (proved by SymPy)",
+            "ko": "# tanh_half'(z) = 1/2 - a**2/2, 여기서 a = tanh_half(z) (SymPy가 증명함)"}[lang] in source
 
 
 def _compile(tex: str, directory: Path, name: str) -> str:

@@ -330,6 +330,54 @@ def test_activation_notes_state_cases_and_kink_conventions():
     assert [n["kinks"] for n in elu if "ELU" in n["name"]] == [[]]
 
 
+def _sections(markdown: str) -> dict[str, str]:
+    """A Markdown document's ``## `` sections by heading."""
+    return {part.split("\n", 1)[0]: part for part in re.split(r"\n## ", markdown)[1:]}
+
+
+def test_activations_print_parameters_as_symbols_and_gelu_by_the_normal_distribution():
+    """Swish-beta reads z sigma(beta z), beta = 1.702 stated once in each section that states it (never 851/500
+    substituted); GELU reads z Phi(z) with Phi and phi defined, erf only in Phi's definition; the sigmoid's
+    own definition stays elementary."""
+    swish = derive(SPECS / "lecture_swish_beta.toml")
+    report = swish.verify()
+    markdown = render(swish, "markdown", report=report)
+    deck = render(swish, "beamer", report=report)
+    assert "851" not in markdown and "851" not in deck
+    sections = _sections(markdown)
+    note = sections["Activation functions"]
+    assert r"(z) = z \sigma\left(\beta z\right)" in note and r"\beta = 1.702" in note
+    stating = [text for text in sections.values() if "1.702" in text]
+    assert len(stating) == 2 and all(text.count("1.702") == 1 for text in stating)
+    frames = deck.split(r"\begin{frame}")
+    assert [frame.count("1.702") for frame in frames if r"\beta = 1.702" in frame] == [1, 1]
+    (gelu,) = [note for note in activation_notes(derive(SPECS / "gelu_mse_column.toml").network)
+               if "GELU" in note["name"]]
+    assert gelu["forward"] == r"z \Phi\left(z\right)"
+    assert gelu["derivative"] == r"\Phi\left(z\right) + z \varphi\left(z\right)"
+    assert [name for name, _ in gelu["functions"]] == ["normal_cdf", "normal_pdf"]
+    assert "erf" in gelu["functions"][0][1] and "erf" not in gelu["forward"] + gelu["derivative"]
+    for lang in ("en", "ko"):
+        text = _sections(render(derive(SPECS / "lecture_layernorm_dropout_gelu.toml"), "markdown", lang=lang))
+        (note,) = [body for body in text.values() if r"\operatorname{GELU}(z)" in body]
+        assert r"\Phi\left(u\right) = " in note and note.count("erf") == 1
+    (sigmoid,) = activation_notes(derive(SPECS / "sigmoid_mse_column.toml").network)[:1]
+    assert sigmoid["forward"] == r"\frac{1}{1 + e^{- z}}" and sigmoid["functions"] == []
+
+
+def test_the_local_gradient_arrows_are_defined_where_they_first_appear():
+    derivation = derive(SPECS / "layernorm_after_dense.toml")
+    report = derivation.verify()
+    for lang in ("en", "ko"):
+        arrows = _catalog(lang)["local_arrows"]
+        assert r"$\to$" in arrows and r"$\mapsto$" in arrows
+        deck = render(derivation, "beamer", lang=lang, report=report)
+        first = deck.index(particles(arrows) if lang == "ko" else arrows)
+        assert first < deck.index(r"\to ") and first < deck.index(r"\mapsto ") and deck.count(arrows) == 1
+        markdown = render(derivation, "markdown", lang=lang, report=report)
+        assert arrows in markdown and markdown.index(arrows) < markdown.index(r"\mapsto ")
+
+
 def test_matrices_are_elided_past_a_readable_size():
     tex = latex_matrix(np.arange(64.0).reshape(8, 8), 3, 6, 6)
     rows = tex.removeprefix(r"\begin{bmatrix}").removesuffix(r"\end{bmatrix}").split(r" \\ ")
@@ -392,7 +440,7 @@ def test_worked_example_shows_one_layers_parameters_per_frame():
 # -- options ----------------------------------------------------------------------------------------------
 
 def test_format_lists_and_all():
-    assert parse_formats("all") == list(FORMATS)
+    assert parse_formats("all") == [fmt for fmt in FORMATS if fmt not in ("torch", "jax")]  # frameworks: by name
     assert parse_formats("md,beamer,ipynb,md") == ["markdown", "beamer", "ipynb"]
 
 
@@ -485,10 +533,35 @@ def test_notebook_runs_top_to_bottom_in_a_fresh_kernel(tmp_path):
         hangul = set(HANGUL_FONTS) & {font.name for font in font_manager.fontManager.ttflist}
         assert ("한글 글꼴이 설치되어 있지 않아" in printed) == (not hangul)
         assert "does not have a glyph" not in printed and "missing from font" not in printed  # the log axis's minus
-    # The notebook's own code cells (after the module's) comment in Korean.
-    own = [cell.source for cell in notebook.cells if cell.cell_type == "code"][1:]
-    comments = re.findall(r"#\s*(.*)|\"\"\"(.*?)\"\"\"", "\n".join(own))
-    assert comments and not english_sentences(" ".join(" ".join(found) for found in comments)), comments
+    # Every code cell, the generated module's included, comments in Korean.
+    assert not english_comments(notebook)
+
+
+def english_comments(notebook, title: str = "") -> list[str]:
+    """The comment and docstring lines of a notebook's code cells that hold an English sentence, once code
+    (a word with brackets, dots, underscores or =, ``name = value``, or in backticks) and the spec's ``title``
+    are taken out."""
+    source = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code").replace(title, "")
+    lines = [line for found in re.findall(r"#[ \t]*([^\n]*)|\"\"\"(.*?)\"\"\"", source, flags=re.DOTALL)
+             for text in found for line in text.splitlines()]
+    assert lines
+    prose = [re.sub(r"`[^`]*`|\w+ = \S+|\S*[()\[\]._=*/'\"]\S*", " ", line) for line in lines]
+    return [line for line, words in zip(lines, prose) if english_sentences(words)]
+
+
+@pytest.mark.parametrize("spec", ["lecture_swish_beta", "dropout_column", "batchnorm_after_dense"])
+def test_korean_notebook_code_comments_are_korean(spec):
+    """Every comment and docstring line of the Korean notebook's code cells is Korean: the generated module's
+    (masks, a custom activation, a shorter form) and the notebook's own; the English notebook's are English."""
+    import nbformat
+
+    derivation = derive(SPECS / f"{spec}.toml")
+    report = derivation.verify()
+    title = derivation.network.spec.title
+    korean = nbformat.reads(render(derivation, "ipynb", lang="ko", report=report), as_version=4)
+    assert english_comments(korean, title) == []
+    english = nbformat.reads(render(derivation, "ipynb", report=report), as_version=4)
+    assert len(english_comments(english, title)) > 20
 
 
 def _has_module(name: str) -> bool:
