@@ -1,5 +1,6 @@
 """The lecture documents fit the page: decks and articles compiled with pdflatex, their logs read for overfull
-boxes and for the scale factors that the fitting macros applied (they log every shrink).
+boxes and for the scale factors that the fitting macros applied (they log every shrink), and the decks' font
+sizes read back from the PDF (nothing a projector would blur).
 
 A representative subset runs by default; ``SYMBACKPROP_FULL_LECTURE=1`` compiles the whole corpus in both
 languages (a few minutes).
@@ -33,7 +34,8 @@ _OVERFULL = re.compile(r"Overfull \\([hv])box \(([\d.]+)pt too (?:wide|high)\)[^
 
 DECKS = [("seed", "en"), ("seed", "ko"), ("softmax_ce_4_classes_column", "ko"), ("depth6_smooth", "en"),
          ("depth5_mixed_column", "ko"), ("wide_8", "ko"), ("batchnorm_after_dense", "ko"), ("residual_block", "en"),
-         ("softmax_layer_cross_entropy", "en")]
+         ("softmax_layer_cross_entropy", "en"), ("lecture_batchnorm_softmax_l2", "ko"),
+         ("lecture_deep_relu_6x8", "en")]
 ARTICLES = [("seed", "ko"), ("depth5_mixed_column", "en"), ("wide_8", "ko"), ("batchnorm_after_dense", "en"),
             ("loss_cs231n_svm_l2", "ko")]
 if FULL:
@@ -89,16 +91,134 @@ KEY_TERMS = {
 }
 
 
+@pytest.fixture(scope="module")
+def handout(tmp_path_factory):
+    """Compiles a spec's handout deck once for every test of this module that reads it: ``(pdf, log)``."""
+    compiled = {}
+
+    def deck(spec: str, lang: str) -> tuple[Path, str]:
+        if (spec, lang) not in compiled:
+            # The handout has the same frames without the overlays, so it is a faster check of the same layout.
+            tex = render(derive(SPECS / f"{spec}.toml"), "beamer", lang=lang, options=LectureOptions(handout=True))
+            compiled[spec, lang] = compile_tex(tex, tmp_path_factory.mktemp(f"{spec}-{lang}"), "slides")
+        return compiled[spec, lang]
+
+    return deck
+
+
 @needs_tex
 @pytest.mark.parametrize("spec, lang", DECKS)
-def test_deck_fits_the_page(tmp_path, spec, lang):
-    # The handout has the same frames without the overlays, so it is a faster check of the same layout.
-    tex = render(derive(SPECS / f"{spec}.toml"), "beamer", lang=lang, options=LectureOptions(handout=True))
-    pdf, log = compile_tex(tex, tmp_path, "slides")
+def test_deck_fits_the_page(handout, spec, lang):
+    pdf, log = handout(spec, lang)
     assert not layout_problems(log)
     if spec == "seed":
         text = pdf_text(pdf)
         assert not [term for term in KEY_TERMS[lang] if term not in text]
+
+
+# Legible at projection: text at least 8 pt; a sub- or superscript one step smaller on TeX's ladder (6 pt under
+# 8 pt text, 7 pt under 10 pt), a script's own script 5 pt. Each limit has 2 % to spare (a shrink by a hair is
+# invisible); anything shrunk further falls below it.
+TEXT_PT, SCRIPT_PT, SCRIPTSCRIPT_PT = 7.84, 5.88, 4.9
+
+
+def _spans(page) -> list[dict]:
+    """The page's runs of text in one font and size (PyMuPDF's spans), blanks left out."""
+    return [span for block in page.get_text("dict")["blocks"] for line in block.get("lines", [])
+            for span in line["spans"] if span["text"].strip(" ")]
+
+
+def _beside(small: dict, big: dict) -> bool:
+    """``small`` sits on ``big``'s line right after or before it: a subscript, a superscript, an inline fraction."""
+    x0, y0, x1, y1 = small["bbox"]
+    bx0, by0, bx1, by1 = big["bbox"]
+    if big["font"].startswith("CMEX"):  # a big delimiter reaches below the box the PDF gives its glyph
+        by1 += 10
+    return by0 < y1 and y0 < by1 and (-1 <= x0 - bx1 <= 6 or -1 <= bx0 - x1 <= 6)
+
+
+def _stacked(small: dict, other: dict) -> bool:
+    """``small`` right above or below ``other`` of its size: a fraction's numerator and denominator."""
+    x0, y0, x1, y1 = small["bbox"]
+    ox0, oy0, ox1, oy1 = other["bbox"]
+    return (abs(small["size"] - other["size"]) < 0.1 and ox0 <= (x0 + x1) / 2 <= ox1
+            and (-2 <= y0 - oy1 <= 4 or -2 <= oy0 - y1 <= 4))
+
+
+def _operator_rows(spans: list[dict]) -> list[tuple[float, float, float, float]]:
+    """Boxes of the big operators and brace pieces (the CMEX font) on one line, merged: a limit or a brace's
+    label sits below or above one."""
+    rows = []
+    for span in sorted((s for s in spans if s["font"].startswith("CMEX")), key=lambda s: s["bbox"][0]):
+        x0, y0, x1, y1 = span["bbox"]
+        row = next((r for r in rows if abs(r[1] - y0) < 1 and abs(r[3] - y1) < 1 and x0 - r[2] < 80), None)
+        if row:
+            row[2] = max(row[2], x1)
+        else:
+            rows.append([x0, y0, x1, y1])
+    return [tuple(row) for row in rows]
+
+
+def _under(small: dict, row: tuple[float, float, float, float]) -> bool:
+    x0, y0, x1, y1 = small["bbox"]
+    rx0, ry0, rx1, ry1 = row
+    return rx0 - 20 <= x1 and x0 <= rx1 + 20 and (-5 <= y0 - ry1 <= 14 or -5 <= ry0 - y1 <= 14)
+
+
+def _delimiter(span: dict) -> bool:
+    """A bracket, bar or big operator glyph: TeX sets them at 10 pt even around a script's own scripts."""
+    return span["font"].startswith(("CMEX", "CMSY"))
+
+
+def small_print(pdf: Path) -> list[str]:
+    """Text set below the limits, as ``page N: 6.2 pt 'word'`` lines. Text under 8 pt passes only as a script:
+    beside, under or over 8 pt text (then at least 6 pt), or beside or stacked on such a script or beside a
+    delimiter (at least 5 pt)."""
+    import pymupdf
+
+    problems = []
+    with pymupdf.open(pdf) as document:
+        for number, page in enumerate(document, 1):
+            spans = _spans(page)
+            text = [span for span in spans if span["size"] >= TEXT_PT]
+            operators = _operator_rows(text)
+            scripts, rest = [], [span for span in spans if span["size"] < TEXT_PT]
+            found = True
+            while found:  # a script makes its own scripts legible in turn
+                found = [span for span in rest if span["size"] >= SCRIPT_PT and (
+                    any(_beside(span, big) for big in text) or any(_under(span, row) for row in operators))
+                    or span["size"] >= SCRIPTSCRIPT_PT and any(
+                        big["size"] >= span["size"] and (_beside(span, big) or _stacked(span, big))
+                        for big in scripts + [big for big in text if _delimiter(big)])]
+                scripts += found
+                rest = [span for span in rest if span not in found]
+            problems += [f"page {number}: {span['size']:.1f} pt {span['text']!r}" for span in rest]
+    return problems
+
+
+@needs_tex
+@pytest.mark.parametrize("spec, lang", DECKS)
+def test_deck_is_legible(handout, spec, lang):
+    pytest.importorskip("pymupdf")
+    pdf, _ = handout(spec, lang)
+    assert not small_print(pdf)
+
+
+@needs_tex
+def test_small_print_is_found(tmp_path):
+    # Scripts, limits, a brace's label and an inline fraction pass; a tiny line, a 7 pt line and a formula
+    # shrunk to 70 % do not.
+    pytest.importorskip("pymupdf")
+    preamble = render(derive(SPECS / "seed.toml"), "beamer", options=LectureOptions(handout=True)).split(
+        r"\begin{document}")[0]
+    legible = (r"Text and $x_{i}^{2} + \frac{1}{2}$ \[ \sum_{i,j} W_{ij}^{[l]}"
+               r" + \underbrace{a^{[3]\top}}_{\partial Z/\partial W} \Bigl(X^{\top} \frac{\partial L}{\partial Y}\Bigr)_{kj} \]")
+    small = [r"{\tiny tinyline}", r"{\scriptsize smallline}", r"\scalebox{0.7}{$y = shrunk_{j}$}"]
+    pdf, _ = compile_tex(preamble + r"\begin{document}\begin{frame}" + legible + r"\par ".join(["", *small])
+                         + r"\end{frame}\end{document}", tmp_path, "small")
+    words = {problem.split(" pt ")[1].strip("' ") for problem in small_print(pdf)}
+    assert {"tinyline", "smallline", "shrunk", "j"} <= words, words
+    assert words <= {"tinyline", "smallline", "y", "=", "shrunk", "j"}, words
 
 
 @needs_tex
