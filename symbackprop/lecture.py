@@ -20,14 +20,14 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import sympy as sp
-from sympy.printing.latex import LatexPrinter
 
+from . import formula
 from .evaluate import Evaluator, Float64Backend
 from .expressions import Elementwise
 from .layers import LAYER_KINDS
 from .patterns import patterns
 from .printing import latex, latex_name, shape_latex
-from .rules import FUNCTIONS, PROBABILITIES, TRAINABLE_ACTIVATIONS, activation_rule, loss_rule
+from .rules import FUNCTIONS, PROBABILITIES, TRAINABLE_ACTIVATIONS, activation_rule, at_kinks, loss_rule
 from .statements import Statement
 from .verify import random_one_hot
 
@@ -427,7 +427,6 @@ def scientific(value: float) -> str:
 # -- activations ----------------------------------------------------------------------------------------------
 
 _Z = sp.Symbol("z", real=True)
-_SIGMA = sp.Function("sigma")(_Z)
 
 
 def _condition(where, z) -> str:
@@ -444,43 +443,41 @@ def _condition(where, z) -> str:
     return rf"{z} \in {sp.latex(where)}"
 
 
-class _ScalarPrinter(LatexPrinter):
+class _ScalarPrinter(formula.FormulaLatexPrinter):
     """Scalar rules as a lecture writes them: cases with conditions in math only (no 'otherwise': the last
-    row states the remaining set), the logistic function as ``\\sigma(z)``."""
+    row states the remaining set); decimals and named functions as custom formulas print them."""
 
     def _print_Piecewise(self, expr):
-        z = next(iter(expr.free_symbols))
         rows, covered = [], sp.S.EmptySet
         for value, condition in expr.args:
             where = (sp.S.Reals if condition is sp.true else condition.as_set()) - covered
             covered = covered | where
-            rows.append(f"{self._print(value)} & {_condition(where, z)}")
+            rows.append(f"{self._print(value)} & {_condition(where, _Z)}")
         return r"\begin{cases} " + r" \\ ".join(rows) + r" \end{cases}"
 
-    def _print_Rational(self, expr):
-        # 1/100 reads as 0.01, as the spec writes it; thirds stay fractions.
-        if _decimal(expr):
-            return number(float(expr), 12)
-        return super()._print_Rational(expr)
-
-    def _print_Mul(self, expr):
-        coefficient, rest = expr.as_coeff_Mul()
-        if _decimal(coefficient):
-            return f"{self._print(coefficient)} {self._print(rest)}"
-        return super()._print_Mul(expr)
-
-    def _print_sigma(self, expr):
-        return rf"\sigma\left({self._print(expr.args[0])}\right)"
+    def _as_ordered_terms(self, expr, order=None):
+        # Positive terms first, the simpler first: 1 - \sigma(z), e^{z} - 1, \Phi(z) + z \varphi(z).
+        return sorted(super()._as_ordered_terms(expr, order),
+                      key=lambda term: (term.could_extract_minus_sign(), len(sp.Mul.make_args(term))))
 
 
-def _decimal(value) -> bool:
-    """Whether a rational reads better as a decimal: its denominator is 10, 100, ... (0.3, 0.01)."""
-    return isinstance(value, sp.Rational) and value.q > 1 and str(value.q).strip("0") == "1"
+# Elementary forms the notes print by name, each with the named form equal to it: the logistic function, and
+# the standard normal distribution function and density (GELU's z Φ(z) and Φ(z) + z φ(z)).
+_NAMED = ((1 / (1 + sp.exp(-_Z)), formula.sigmoid(_Z)),
+          (sp.erf(_Z / sp.sqrt(2)), 2 * formula.normal_cdf(_Z) - 1),
+          (sp.exp(-_Z**2 / 2), sp.sqrt(2 * sp.pi) * formula.normal_pdf(_Z)))
 
 
-def _scalar_latex(expr, logistic: bool = False) -> str:
-    """A scalar rule in LaTeX; with ``logistic``, ``1 / (1 + e^{-z})`` is written ``\\sigma(z)``."""
-    return _ScalarPrinter().doprint(expr.subs(1 / (1 + sp.exp(-_Z)), _SIGMA) if logistic else expr)
+def _named(expr) -> sp.Basic:
+    """``expr`` with the functions of ``_NAMED`` written by name."""
+    for elementary, named in _NAMED:
+        expr = expr.subs(elementary, named)
+    return expr
+
+
+def _scalar_latex(expr) -> str:
+    """A scalar rule in LaTeX, as the activation notes print it."""
+    return _ScalarPrinter().doprint(expr)
 
 
 def _slope(derivative, at: float) -> sp.Basic:
@@ -490,8 +487,9 @@ def _slope(derivative, at: float) -> sp.Basic:
 
 def activation_notes(network) -> list[dict]:
     """Each elementwise function the network applies (the identity aside), once per parameter setting: its
-    definition and derivative in LaTeX, its parameters, and at each kink the two one-sided slopes and the
-    value this derivation takes there. ``layers`` lists where it is applied."""
+    definition and derivative in LaTeX, its parameters, the named functions they use (``functions``: name and
+    definition), and at each kink the two one-sided slopes and the value this derivation takes there.
+    ``layers`` lists where it is applied."""
     notes = {}
     for step in network.steps:
         for node in sorted(step.expr.atoms(Elementwise), key=str):
@@ -499,24 +497,39 @@ def activation_notes(network) -> list[dict]:
                 continue
             note = notes.get(node.key)
             if note is None:
-                rule, params = activation_rule(node.activation), node.params
-                derivative = rule.derivative(_Z, params)
-                kinks = []
-                for kink in rule.kinks:
-                    left, right = _slope(derivative, kink - 1e-12), _slope(derivative, kink + 1e-12)
-                    if left != right:
-                        kinks.append({"at": _scalar_latex(sp.nsimplify(kink)), "left": _scalar_latex(left),
-                                      "right": _scalar_latex(right),
-                                      "value": _scalar_latex(sp.nsimplify(derivative.subs(_Z, kink)))})
-                note = notes[node.key] = {
-                    "name": rule.latex, "forward": _scalar_latex(rule.forward(_Z, params)),
-                    "derivative": _scalar_latex(derivative, logistic=True), "kinks": kinks, "layers": [],
-                    "params": [{"symbol": _PARAMETER_SYMBOLS[key], "value": number(value, 6)}
-                               for key, value in params.items() if key in _PARAMETER_SYMBOLS],
-                }
+                note = notes[node.key] = _note(activation_rule(node.activation), node.params)
             if step.layer not in note["layers"]:
                 note["layers"].append(step.layer)
     return list(notes.values())
+
+
+def _note(rule, params: dict) -> dict:
+    """One activation's note (see ``activation_notes``). A custom activation prints its formula and derivative
+    with the parameters as symbols (z σ(β z)), their values stated beside them."""
+    derivative = rule.derivative(_Z, params)
+    kinks = []
+    for kink in rule.kinks:
+        left, right = _slope(derivative, kink - 1e-12), _slope(derivative, kink + 1e-12)
+        if left != right:
+            kinks.append({"at": _scalar_latex(sp.nsimplify(kink)), "left": _scalar_latex(left),
+                          "right": _scalar_latex(right),
+                          "value": _scalar_latex(sp.nsimplify(derivative.subs(_Z, kink)))})
+    d = rule.derivation
+    if d is None:
+        forward, values = rule.forward(_Z, params), [
+            (_PARAMETER_SYMBOLS[key], value) for key, value in params.items() if key in _PARAMETER_SYMBOLS]
+    else:
+        forward, derivative = d.formula, sp.piecewise_fold(at_kinks(d.simplified, d.kinks, rule.grad_at_kinks))
+        values = [(_scalar_latex(sp.Symbol(name)), value) for name, value in d.parameters]
+    shown, derivative = _named(forward), _named(derivative)
+    # A named function's own definition stays elementary (sigmoid: 1 / (1 + e^{-z}), not sigma(z)).
+    own = type(shown) if type(shown) in formula.DEFINITIONS else None
+    forward = forward if own else shown
+    return {"name": rule.latex, "forward": _scalar_latex(forward), "derivative": _scalar_latex(derivative),
+            "kinks": kinks, "layers": [],
+            "params": [{"symbol": symbol, "value": number(value, 6)} for symbol, value in values],
+            "functions": [(function.__name__, formula.DEFINITIONS[function])
+                          for function in formula.named(forward, derivative) if function is not own]}
 
 
 # -- notation -------------------------------------------------------------------------------------------------
@@ -809,9 +822,12 @@ def chain_example(derivation) -> dict | None:
 
 
 def _activation_view(note: dict, t: dict) -> dict:
-    """An activation note with its sentences: where it is used, its parameters, each kink's convention."""
+    """An activation note with its sentences: where it is used, its parameters, the named functions it uses,
+    each kink's convention."""
     f = note["name"]
     return {**note, "used": t["activation_used"].format(layers=", ".join(map(str, note["layers"]))),
+            "definitions": [t[f"named_{name}"].format(definition=f"${definition}$")
+                            for name, definition in note["functions"]],
             "parameters": t["activation_parameters"].format(values=", ".join(
                 f"${p['symbol']} = {p['value']}$" for p in note["params"])) if note["params"] else "",
             "conventions": [t["kink_convention"].format(

@@ -412,6 +412,8 @@ class Deck:
                       math([f"{f}'(z) = {note['derivative']}"])]
             if note["parameters"]:
                 blocks.append(text(note["parameters"], step=False))
+            if note["definitions"]:
+                blocks.append(text(" ".join(note["definitions"]), step=False))
             blocks += [text(sentence) for sentence in note["conventions"]]
             frames += pack(t["activation_title"].format(name=f"${f}$"), blocks, t)
         return frames
@@ -428,6 +430,8 @@ class Deck:
             blocks += [math(break_equation([s["lhs"], s["rhs"]], TEXT_WIDTH, rf" \qquad ({s['shape']})"))
                        for s in steps]
             blocks.append(heading(t["forward_local"]))
+            if not frames:  # the arrows of these lists, said in words where they first appear
+                blocks.append(text(t["local_arrows"], step=False))
             blocks += [math(_local_lines(row, TEXT_WIDTH), step=index > 0)
                        for index, row in enumerate(r for r in self.ctx["local"]
                                                    if r["layer"] == layer and r["side"] not in ("loss", "penalty"))]
