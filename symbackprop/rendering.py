@@ -319,8 +319,8 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
                     for name in net.parameters],
         # The learning rate's symbol: alpha, as the lecture writes it, unless a PReLU slope is called alpha.
         "rate": r"\eta" if any(name.startswith("alpha") for name in net.parameters) else r"\alpha",
-        "walks": [*normalization_walks(derivation, t), *softmax_walks(net, t)],
         "custom_activations": custom_activations(net, t),
+        "walks": [*normalization_walks(derivation, t), *softmax_walks(net, t)],
     }
 
 
