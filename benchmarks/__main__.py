@@ -8,7 +8,7 @@ import importlib
 import importlib.util
 
 SUITES = ("benchmarks.verification", "benchmarks.training", "benchmarks.batchnorm", "benchmarks.depth",
-          "benchmarks.sequences", "benchmarks.grading")
+          "benchmarks.sequences", "benchmarks.grading", "benchmarks.frameworks")
 
 
 def main() -> None:

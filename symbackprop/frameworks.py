@@ -123,8 +123,23 @@ def framework_context(derivation, fmt: str) -> dict:
     kept = set(module.kept.values())
     ctx["autodiff_lines"] = [line for line in ctx["forward_lines"] if line.target not in kept]
     ctx["input_only"] = _input_only(module)
+    ctx["frees"] = _frees(ctx["backward_lines"], ctx["cached"], {grad for _, grad in ctx["returned"]} | {
+        f"d{net.input_name}"})
     ctx["framework"] = fmt
     return ctx
+
+
+def _frees(lines, cached, returned) -> list[list[str]]:
+    """For each backward line, the values (the cache's, earlier lines' gradients) no later line reads, to let go
+    of after it: the derived backward then holds no more at once than autograd's walk, which frees each saved
+    value and each upstream gradient as soon as it is used."""
+    names = set(cached) | {line.target for line in lines}
+    reads = [set(re.findall(r"[A-Za-z_]\w*", line.code)) & names for line in lines]
+    frees, later = [], set(returned)
+    for line, read in zip(reversed(lines), reversed(reads)):
+        frees.append(sorted(read - later - {line.target}))
+        later |= read
+    return frees[::-1]
 
 
 def _input_only(module) -> list[str]:
