@@ -31,6 +31,7 @@ COLUMN_WIDTH = 0.48 * TEXT_WIDTH
 ARTICLE_WIDTH = 440.0  # an A4 article with 2.2 cm margins is 472 pt wide
 LINE = 12.5
 MAX_STEPS_PER_FRAME = 4
+WALK_WIDTH = 0.85 * TEXT_WIDTH
 STRIP_HEIGHT = 16.0  # the row of layer boxes above a forward or backward frame's body
 STRIP_MAX_LAYERS = 10  # past this many layers the strip elides the ones far from the current layer
 PANEL_PADDING = 8.0  # the panel's box around its blocks
@@ -515,7 +516,9 @@ class Deck:
         """A derivation people study (``walks.py``) on frames of its own: each line after its sentence."""
         blocks = []
         for line in walk["lines"]:
-            formula = [line["math"]] if "math" in line else break_equation([line["lhs"], line["rhs"]], TEXT_WIDTH)
+            # (braced terms with long labels measure narrower than they set: break with room to spare)
+            formula = [line["math"]] if "math" in line else break_equation([line["lhs"], line["rhs"]],
+                                                                           WALK_WIDTH)
             blocks += [replace(text(line["note"], step=False), leads=True), math(formula)]
         return pack(walk["title"], blocks, self.t, budget=BODY_HEIGHT - STRIP_HEIGHT,
                     strip=strip(self.depth, walk["layer"], backward=True))
