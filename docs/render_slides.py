@@ -5,6 +5,9 @@ with pdflatex, finds the page of each labelled frame in the ``.aux`` file, and w
 ``docs/slide_<frame>_<lang>.png`` at 110 dpi, plus ``docs/deck_overview_<lang>.png`` when Pillow is installed.
 The batch-norm network of the corpus gives ``docs/slide_batchnorm_<frame>_en.png``: the slide of its batch-norm layer
 where the centred input's gradient sums two paths, and the slide of the compact formula for the layer's input gradient.
+The batch norm + softmax cross-entropy network gives ``docs/slide_walk_normalization_2_<k>_{en,ko}.png`` and
+``docs/slide_walk_softmax_<k>_{en,ko}.png``: every slide of batch norm's derivation from its steps to the compact
+formula, and of the softmax's Jacobian.
 The transformer block of ``tests/specs_sequence`` gives ``docs/slide_attention_pattern_1_{en,ko}.png``, attention's
 backward equations, and the LSTM classifier ``docs/slide_lstm_pattern_1_en.png``, backpropagation through time.
 """
@@ -25,6 +28,9 @@ BUILD = DOCS.parent / "build" / "docs"
 FRAMES = {"ko": ["backward-2", "chain-rule"], "en": ["backward-2", "algorithm", "network"]}
 BATCHNORM = DOCS.parent / "tests" / "specs" / "batchnorm_after_dense.toml"
 BATCHNORM_FRAMES = ["backward-2-3", "form-a1-compact"]
+# The derivations people study: batch norm from its steps to the compact dX, and the softmax's Jacobian.
+LECTURE_BATCHNORM = DOCS.parent / "tests" / "specs" / "lecture_batchnorm_softmax_l2.toml"
+WALK_FRAMES = ["walk-normalization-2", "walk-softmax"]
 SEQUENCES = DOCS.parent / "tests" / "specs_sequence"
 
 
@@ -62,16 +68,27 @@ def overview(pdf: Path, target: Path) -> None:
 
 
 def write_slides(pdf: Path, labels: list[str], prefix: str, lang: str) -> None:
+    """The page of each labelled frame; a walk's every page, up to the next labelled frame (``_1``, ``_2``, ...)."""
     pages = label_pages(pdf)
+    starts = sorted(set(pages.values()))
     for label in labels:
-        target = DOCS / f"slide_{prefix}{label.replace('-', '_')}_{lang}"
-        subprocess.run(["pdftoppm", "-png", "-r", "110", "-singlefile", "-f", str(pages[label]),
-                        "-l", str(pages[label]), str(pdf), str(target)], check=True)
-        print(f"wrote {target}.png")
+        first = pages[label]
+        shown = {"": first}
+        if label.startswith("walk-"):
+            end = next((page for page in starts if page > first), first + 1)
+            shown = {f"_{index}": page for index, page in enumerate(range(first, end), start=1)}
+        for suffix, page in shown.items():
+            target = DOCS / f"slide_{prefix}{label.replace('-', '_')}{suffix}_{lang}"
+            subprocess.run(["pdftoppm", "-png", "-r", "110", "-singlefile", "-f", str(page), "-l", str(page),
+                            str(pdf), str(target)], check=True)
+            print(f"wrote {target}.png")
 
 
 def main() -> None:
     write_slides(compile_deck("en", BATCHNORM, "batchnorm"), BATCHNORM_FRAMES, "batchnorm_", "en")
+    for lang in ("en", "ko"):
+        pdf = compile_deck(lang, LECTURE_BATCHNORM, f"walks_{lang}")
+        write_slides(pdf, WALK_FRAMES, "", lang)
     for lang in ("en", "ko"):
         pdf = compile_deck(lang, SEQUENCES / "transformer_block.toml", f"attention_{lang}")
         write_slides(pdf, ["pattern-1"], "attention_", lang)

@@ -32,6 +32,8 @@ ARTICLE_WIDTH = 440.0  # an A4 article with 2.2 cm margins is 472 pt wide
 LINE = 12.5
 MAX_STEPS_PER_FRAME = 4
 WALK_WIDTH = 0.85 * TEXT_WIDTH
+# The height estimates run high for braced lines: walk frames with braces may hold this share of the body.
+WALK_HEIGHT_SHARE = 1.1
 STRIP_HEIGHT = 16.0  # the row of layer boxes above a forward or backward frame's body
 STRIP_MAX_LAYERS = 10  # past this many layers the strip elides the ones far from the current layer
 PANEL_PADDING = 8.0  # the panel's box around its blocks
@@ -520,8 +522,9 @@ class Deck:
             formula = [line["math"]] if "math" in line else break_equation([line["lhs"], line["rhs"]],
                                                                            WALK_WIDTH)
             blocks += [replace(text(line["note"], step=False), leads=True), math(formula)]
-        return pack(walk["title"], blocks, self.t, budget=BODY_HEIGHT - STRIP_HEIGHT,
-                    strip=strip(self.depth, walk["layer"], backward=True))
+        share = WALK_HEIGHT_SHARE if any(r"\underbrace" in block.math for block in blocks) else 1.0
+        return pack(walk["title"], blocks, self.t, budget=share * (BODY_HEIGHT - STRIP_HEIGHT),
+                    label=f"walk-{walk['id']}", strip=strip(self.depth, walk["layer"], backward=True))
 
     def _pattern(self, pattern: dict) -> list[dict]:
         """A layer's general backward form (BPTT, attention, an embedding) on frames of its own."""

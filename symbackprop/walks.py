@@ -65,7 +65,7 @@ def _sum(printed: list[str]) -> str:
 
 
 def normalization_walks(derivation, t: dict) -> list[dict]:
-    """Each compact form's derivation as printed lines: ``layer``, ``title``, and ``lines`` (``note``: the
+    """Each compact form's derivation as printed lines: ``id``, ``layer``, ``title``, and ``lines`` (``note``: the
     sentence, ``lhs``, ``rhs`` with braces, ``claim``: the line as a claim, ``statements``: its braces)."""
     network = derivation.network
     locals_ = {(lg.of, lg.wrt): lg for lg in derivation.local_gradients}
@@ -85,8 +85,8 @@ def normalization_walks(derivation, t: dict) -> list[dict]:
                           "statements": [s for _, s in printed if s]})
         kind = network.spec.layers[layer - 1].kind
         name = t[f"kind_name_{kind}"]
-        walks.append({"layer": layer, "title": t["walk_title"].format(kind=name[:1].upper() + name[1:]),
-                      "lines": lines})
+        walks.append({"id": f"normalization-{layer}", "layer": layer, "lines": lines,
+                      "title": t["walk_title"].format(kind=name[:1].upper() + name[1:])})
     return walks
 
 
@@ -96,9 +96,8 @@ def softmax_walks(network, t: dict) -> list[dict]:
     fusions = {step.fusion for step in network.steps}
     pages = []
     if "softmax" in fusions or loss_rule(network.spec.loss).name == "softmax_cross_entropy":
-        pages.append(("softmax_title", SOFTMAX_LINES))
+        pages.append(("softmax", SOFTMAX_LINES))
     if "log_softmax" in fusions:
-        pages.append(("log_softmax_title", LOG_SOFTMAX_LINES))
-    return [{"layer": network.depth, "title": t[title], "lines": [{"note": t[key], "math": math}
-                                                                    for key, math in lines]}
-            for title, lines in pages]
+        pages.append(("log_softmax", LOG_SOFTMAX_LINES))
+    return [{"id": name.replace("_", "-"), "layer": network.depth, "title": t[f"{name}_title"],
+             "lines": [{"note": t[key], "math": math} for key, math in lines]} for name, lines in pages]
