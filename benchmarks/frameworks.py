@@ -121,7 +121,8 @@ spec = importlib.util.spec_from_file_location("generated", sys.argv[1])
 module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
 torch.manual_seed(0)
 net = module.Network(0, dtype=torch.float32)
-X, Y = torch.randn(%d, module.SIZES[0]), torch.randn(%d, module.SIZES[-1])
+n = int(sys.argv[4])
+X, Y = torch.randn(n, module.SIZES[0]), torch.randn(n, module.SIZES[-1])
 loss = net if sys.argv[2] == "derived" else net.autograd_loss
 page = os.sysconf("SC_PAGE_SIZE")
 def rss():
@@ -142,7 +143,7 @@ for _ in range(3):
     step()
 running[0] = False; thread.join()
 print(max(peak[0] - base, 0))
-""" % (N, N)
+"""
 
 
 def _slug(tag: str) -> str:
@@ -150,7 +151,7 @@ def _slug(tag: str) -> str:
 
 
 def peak_rss(path: Path, variant: str, threads: int) -> int:
-    result = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(path), variant, str(threads)],
+    result = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(path), variant, str(threads), str(N)],
                             capture_output=True, text=True, check=True)
     return int(result.stdout.strip().splitlines()[-1])
 
@@ -181,8 +182,8 @@ def main(repeats: int | None = None) -> dict:
             mismatch = _check_same_gradients(net, X, Y, torch)
             times = _median_ms(_steps(net, X, Y), repeats)
             exclude = [*net.parameters(), X, Y]
-            saved = {"derived": saved_bytes(lambda: net(X, Y), exclude),
-                     "autograd": saved_bytes(lambda: net.autograd_loss(X, Y), exclude)}
+            saved = {"derived": saved_bytes(lambda net=net, X=X, Y=Y: net(X, Y), exclude),
+                     "autograd": saved_bytes(lambda net=net, X=X, Y=Y: net.autograd_loss(X, Y), exclude)}
             path = Path(directory) / f"backprop_torch_{_slug(tag)}.py"
             rss = {variant: peak_rss(path, variant, threads) for variant in ("derived", "autograd")}
             ratio = times["derived"] / times["autograd"]

@@ -112,9 +112,9 @@ def framework_context(derivation, fmt: str) -> dict:
     if fmt not in FRAMEWORKS:
         raise ValueError(f"unknown framework format {fmt!r}")
     net = derivation.network
-    _check_supported(net, fmt)
     module = _Module(derivation, PRINTERS[fmt])
     ctx = module.context()
+    _check_supported(net, ctx, fmt)
     ctx["helpers"] = {name: (arg, snippet(code, fmt, f"the activation helper {name}"))
                       for name, (arg, code) in ctx["helpers"].items()}
     loss = f"the loss {net.spec.loss.kind!r}"
@@ -155,13 +155,15 @@ def _input_only(module) -> list[str]:
     return [step.symbol.name for step in module.backward if step.symbol.name not in needed]
 
 
-def _check_supported(net, fmt: str) -> None:
-    """Refuse, naming the layer kind, a network whose code the ``fmt`` module cannot write yet."""
-    spec = net.spec
-    unsupported = []
-    if net.attends or spec.input.steps or any(net.roles[name] == "ids" for name in net.inputs):
-        unsupported = [layer.kind for layer in spec.layers
-                       if layer.kind in ("embedding", "attention", "rnn", "lstm", "gru")] or ["sequence input"]
-    if unsupported:
-        raise FormatError(f"--format {fmt}: layer kind {unsupported[0]!r} is not supported by the "
-                          f"{FRAMEWORKS[fmt]} module yet; use --format numpy")
+def _check_supported(net, ctx: dict, fmt: str) -> None:
+    """Refuse, naming the layer kind, a network whose code the ``fmt`` module cannot write yet: token ids, a batch
+    of sequences attended over, outputs at every step, and the helpers those need (scatter, the causal softmax).
+    A sequence of real inputs read by recurrent layers (``steps``: RNN, LSTM, GRU) is written."""
+    lacking = [key for key in ("ids_input", "stacked", "targets_per_step", "needs_scatter", "needs_sequences",
+                               "needs_causal_softmax") if ctx[key]]
+    if lacking:
+        kinds = [layer.kind for layer in net.spec.layers if layer.kind in ("embedding", "attention", "rnn", "lstm",
+                                                                             "gru")]
+        kind = kinds[0] if kinds else "sequence input"
+        raise FormatError(f"--format {fmt}: layer kind {kind!r} is not supported by the {FRAMEWORKS[fmt]} module "
+                          "yet; use --format numpy")

@@ -4,7 +4,7 @@ Oracles: the framework's own gradient checker on the derived backward (``torch.a
 ``jax.test_util.check_grads``: finite differences in float64), and the framework's automatic differentiation of
 the same forward code (autograd, ``jax.grad``), which the derived gradients must match to 1e-10. A representative
 subset of the corpus runs by default (both layouts, batch and layer norm, dropout, softmax and log-softmax layers,
-the fused losses, skip connections, PReLU, a custom activation); ``SYMBACKPROP_FULL_FRAMEWORKS=1`` runs every
+the fused losses, skip connections, PReLU, a custom activation, an RNN); ``SYMBACKPROP_FULL_FRAMEWORKS=1`` runs every
 corpus spec. Each test is shown able to fail: a wrong backward line put into a generated module is caught.
 """
 
@@ -38,10 +38,10 @@ REPRESENTATIVE = [
     "skip_one_layer",                    # a skip connection (gradients that add up)
     "prelu_column",                      # PReLU's trainable slope
     "formula_mish",                      # a custom activation
+    "rnn_regression",                    # a sequence: an RNN unrolled over four steps
 ]
 FULL = os.environ.get("SYMBACKPROP_FULL_FRAMEWORKS") == "1"
 SPECS = ALL_SPECS if FULL else [path for path in ALL_SPECS if path.stem in REPRESENTATIVE]
-SUPPORTED = {}  # spec stem -> whether the modules can be written (sequence kinds are not yet)
 
 
 def load_module(source: str, directory: Path, name: str):
@@ -84,15 +84,15 @@ def test_torch_module_passes_gradcheck_and_matches_autograd(path, tmp_path):
 
 def _wrong_weight_gradient(source: str) -> str:
     """The first weight gradient's line with one mistake: its upstream factor scaled by 1.001 (a wrong loss scale)."""
-    edited, count = re.subn(r"^(    dW\d+ = )(.*?)(  #)", r"\g<1>1.001 * (\g<2>)\g<3>", source, count=1, flags=re.M)
+    edited, count = re.subn(r"^(    dW\d+ = )(.*?)(  #)", r"\g<1>1.001 * (\g<2>)\g<3>", source, count=1, flags=re.MULTILINE)
     assert count == 1
     return edited
 
 
 def _missing_mask(source: str) -> str:
     """ReLU's local gradient left out of delta = dA ⊙ relu'(Z) (mistake 6 of the design notes, the other way)."""
-    edited, count = re.subn(r"^(    dZ\d+ = )torch\.mul\((dA?a?\d+), [^#]*?, out=\2\)", r"\g<1>\g<2>", source, count=1,
-                            flags=re.M)
+    edited, count = re.subn(r"^(    dZ\d+ = )torch\.mul\((dA?a?\d+), [^#]*?, out=\2\)", r"\g<1>\g<2>", source,
+                            count=1, flags=re.MULTILINE)
     assert count == 1
     return edited
 
@@ -168,10 +168,11 @@ def test_jax_check_catches_a_wrong_backward_line(tmp_path):
 
 # -- the formats ----------------------------------------------------------------------------------------------
 
-def test_a_kind_a_format_cannot_write_is_a_one_line_error():
-    derivation = derive(str(TESTS / "specs_sequence" / "lstm_classifier.toml"))
+@pytest.mark.parametrize("spec, kind", [("attention_bias", "attention"), ("makemore_mlp", "embedding")])
+def test_a_kind_a_format_cannot_write_is_a_one_line_error(spec, kind):
+    derivation = derive(str(TESTS / "specs_sequence" / f"{spec}.toml"))
     for fmt in FRAMEWORK_FORMATS:
-        with pytest.raises(FormatError, match=rf"^--format {fmt}: layer kind 'lstm' is not supported") as error:
+        with pytest.raises(FormatError, match=rf"^--format {fmt}: layer kind '{kind}' is not supported") as error:
             derivation.render(fmt)
         assert "\n" not in str(error.value)
 
