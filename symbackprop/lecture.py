@@ -3,7 +3,8 @@ table, each activation's definition and its convention at kinks, and the notatio
 
 The worked example is computed from the derivation itself: the network's forward steps and the
 derivation's backward formulas evaluated by ``Evaluator`` in float64 (no SymPy substitution). Its data are
-seeded and documented: inputs and parameters drawn uniformly from [-1, 1] with one decimal, each layer redrawn
+seeded and documented: inputs and parameters drawn uniformly from [-1, 1] with one decimal (scales from [0.5, 1.5]),
+each layer redrawn
 (a bounded number of times) until every unit with a kink is alive for some sample and no pre-activation sits
 near a kink; targets are the outputs of a *teacher*, a second network of the same architecture drawn the same
 way, so the rule behind the targets is one the network can learn (the batch is redrawn until they hold more
@@ -41,6 +42,8 @@ EXAMPLE_MAX_WIDTH = 8
 KINK_MARGIN = 0.05
 # Redraws per layer; past this the last draw is kept (it is still a valid example, only a less tidy one).
 MAX_DRAWS = 200
+# A scale (batch norm's gamma) is drawn from here, never 0: a zero scale would stop its unit's gradient.
+SCALE_RANGE = (0.5, 1.5)
 # The teacher's units must be alive on this many samples, so its targets vary.
 TEACHER_SAMPLES = 32
 # Teachers drawn at most until one labels its samples with more than one class.
@@ -153,8 +156,13 @@ class WorkedExample:
     loss_after: float
 
 
-def _draw(rng, shape) -> np.ndarray:
-    return np.round(rng.uniform(-1, 1, shape), 1)
+def _draw(rng, shape, low: float = -1.0, high: float = 1.0) -> np.ndarray:
+    return np.round(rng.uniform(low, high, shape), 1)
+
+
+def _scales(network) -> list[str]:
+    """The parameters that scale a normalized value (batch norm's gamma): drawn from ``SCALE_RANGE``."""
+    return [name for name in parameter_names(network) if network.initializers[name][0] == "scale"]
 
 
 def _shape(symbol, sizes: dict) -> tuple[int, ...]:
@@ -199,7 +207,7 @@ def _draw_parameters(network, env: dict, sizes: dict, rng, margin: float = KINK_
     layer with parameters and the parameterless layers after it, such as a ReLU after batch norm) is redrawn
     (at most ``MAX_DRAWS`` times) until its activations are healthy on the samples in ``env``."""
     evaluator = Evaluator(Float64Backend(), env, sizes)
-    names = parameter_names(network)
+    names, scales = parameter_names(network), _scales(network)
     blocks = []
     for layer in sorted({step.layer for step in network.steps}):
         own = [name for name in names if layer_of(name) == layer]
@@ -210,7 +218,8 @@ def _draw_parameters(network, env: dict, sizes: dict, rng, margin: float = KINK_
 
     def draw(index: int) -> bool:
         own, steps = blocks[index]
-        env.update({name: _draw(rng, _shape(network.inputs[name], sizes)) for name in own})
+        env.update({name: _draw(rng, _shape(network.inputs[name], sizes), *(SCALE_RANGE if name in scales else ()))
+                    for name in own})
         for step in steps:
             env[step.name] = evaluator(step.expr)
         return not own or _healthy(evaluator, kinked[index], margin)
@@ -753,6 +762,9 @@ def example_sentences(network, example: WorkedExample, t: dict, digits: int) -> 
     facts = example_facts(network, example)
     kind = target_kind(network)
     sentences = [t["worked_intro"].format(batch=example.batch, seed=example.seed, digits=digits)]
+    if _scales(network):
+        sentences.append(t["worked_scales"].format(names=", ".join(f"${latex_name(name)}$" for name in _scales(network)),
+                                                   low=SCALE_RANGE[0], high=SCALE_RANGE[1]))
     if facts["statistics"]:
         sentences.append(t["worked_statistics"].format(batch=example.batch))
     if facts["dead"]:

@@ -231,6 +231,10 @@ def test_worked_example_has_live_units_and_a_teachers_targets(spec, tmp_path):
             part = np.array([[float(derivative.subs(z_, v)) for v in row] for row in z])
             slope = slope + (part if node.activation != "negpart" else part * example.inputs[f"alpha{step.layer}"])
         assert (slope != 0).any(axis=0).all() and (slope != 0).any(axis=1).all(), step.name
+    # No scale of a normalized value is 0 (that unit's gradient would stop there).
+    for name in network.parameters:
+        if network.initializers[name][0] == "scale":
+            assert (np.abs(example.inputs[name]) >= 0.5).all(), (name, example.inputs[name])
     # The targets are the teacher's outputs through the loss's target rule, computed here by the
     # generated NumPy module (not by the evaluator that made them).
     module = _generated_module(derivation, tmp_path)
