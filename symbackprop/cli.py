@@ -145,8 +145,19 @@ def main(ctx, debug):
     ctx.ensure_object(dict)["debug"] = debug
 
 
+def complete_spec(ctx, param, incomplete: str) -> list:
+    """Shell completion for ``--spec``: the presets that start with what was typed, then the shell's own file
+    completion (click's ``file`` item)."""
+    from click.shell_completion import CompletionItem
+
+    from .spec import PRESETS
+
+    return [*(CompletionItem(name, help="preset") for name in PRESETS if name.startswith(incomplete)),
+            CompletionItem(incomplete, type="file")]
+
+
 spec_option = click.option(
-    "--spec", "spec_path", metavar="FILE|PRESET",
+    "--spec", "spec_path", metavar="FILE|PRESET", shell_complete=complete_spec,
     help="Network spec: a TOML file, or a preset name (seed). Default: seed.")
 def quiet_option(help_text: str):
     return click.option("-q", "--quiet", is_flag=True, help=help_text)
@@ -207,7 +218,8 @@ def derive(spec_path, formats, out_dir, force, lang, batch, author, institute, d
     derivation = run_derive(load(spec_path))
     report = derivation.verify()
     written = write_outputs(derivation, report, formats, out_dir, force=force, lang=lang, batch=batch,
-                            options=options, name=name, pdf=pdf)
+                            options=options, name=name, pdf=pdf,
+                            progress=None if quiet else lambda line: echo(line, err=True))
     _summary(report, quiet, err=out_dir == STDOUT)
     for path in written:
         echo(f"wrote {path}")

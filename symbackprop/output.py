@@ -88,12 +88,13 @@ def check_targets(formats: str, out_dir: str, *, force: bool = False, name: str 
 
 
 def write_outputs(derivation, report, formats: str, out_dir: str, *, force: bool = False, lang: str = "en",
-                  batch: int = 64, options=None, name: str = DEFAULT_NAME, pdf: bool = False):
+                  batch: int = 64, options=None, name: str = DEFAULT_NAME, pdf: bool = False, progress=None):
     """Render every chosen format, then write them all; return the paths written.
 
     ``batch`` is the batch size of the memory table in the lecture formats; ``options`` (a
     ``lecture.LectureOptions``) the lecturer's choices; ``name`` the files' base name. With ``pdf``, each
-    LaTeX format is also compiled (pdflatex twice, in a scratch directory) and its PDF written with the rest.
+    LaTeX format is also compiled (pdflatex twice, in a scratch directory) and its PDF written with the rest;
+    ``progress`` (a function of one line), where given, hears of each pdflatex pass as it starts.
     ``out_dir`` ``-`` prints the one chosen format on stdout instead (and returns no path). Every file is
     rendered before any is written and staged in a temporary file beside its target. Without ``force``
     each staged file is then hard-linked to its target, which fails if anything is there: the check and
@@ -109,7 +110,8 @@ def write_outputs(derivation, report, formats: str, out_dir: str, *, force: bool
         write_stream(texts[0])
         return []
     if pdf:
-        texts += [compile_pdf(text, file_name(fmt, name)) for fmt, text in zip(chosen, texts) if fmt in TEX_FORMATS]
+        texts += [compile_pdf(text, file_name(fmt, name), progress) for fmt, text in zip(chosen, texts)
+                  if fmt in TEX_FORMATS]
     directory = Path(out_dir)
     targets = _targets(out_dir, chosen, name, pdf)
     try:
@@ -177,13 +179,15 @@ def _targets(out_dir: str, chosen: list[str], name: str, pdf: bool) -> list[Path
     return [Path(out_dir) / file for file in files]
 
 
-def compile_pdf(tex: str, file: str) -> bytes:
+def compile_pdf(tex: str, file: str, progress=None) -> bytes:
     """The PDF of a LaTeX document (``file``: its name), compiled twice by pdflatex in a scratch directory
-    (no shell escape), so nothing but the PDF reaches the output directory."""
+    (no shell escape), so nothing but the PDF reaches the output directory; ``progress`` hears of each pass."""
     stem = file.rsplit(".", 1)[0]
     with tempfile.TemporaryDirectory(prefix="symbackprop-pdf-") as work:
         Path(work, file).write_text(tex, encoding="utf-8")
-        for _ in range(2):
+        for run in range(1, 3):
+            if progress is not None:
+                progress(f"compiling {file} with pdflatex (pass {run} of 2)")
             try:
                 result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
                                          "-no-shell-escape", file], cwd=work, capture_output=True,

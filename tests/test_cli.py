@@ -319,6 +319,25 @@ def test_pdf_compiles_the_latex_outputs_beside_them(tmp_path):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["w1.pdf", "w1.py", "w1.tex"]  # no .aux or .log left
     assert (out / "w1.pdf").read_bytes().startswith(b"%PDF")
+    assert "pdflatex" not in result.stderr  # --quiet: no progress
+    # Without --quiet, each pdflatex pass is announced on stderr as it starts; stdout keeps the paths.
+    result = run("derive", "--format", "tex", "--pdf", "--name", "w2", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.stderr.splitlines() if "pdflatex" in line] == [
+        f"compiling w2.tex with pdflatex (pass {k} of 2)" for k in (1, 2)]
+    assert "pdflatex" not in result.stdout
+
+
+def test_spec_completes_presets_and_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "seed_week3.toml").write_text("")
+    env = {"COMP_WORDS": "symbackprop derive --spec se", "COMP_CWORD": "3", "_SYMBACKPROP_COMPLETE": "bash_complete"}
+    result = CliRunner().invoke(main, [], env=env, prog_name="symbackprop")
+    # the preset by name, then the shell's own file completion of what was typed
+    assert result.output.splitlines() == ["plain,seed", "file,se"]
+    env["COMP_WORDS"] = "symbackprop verify --spec x"
+    result = CliRunner().invoke(main, [], env=env, prog_name="symbackprop")
+    assert result.output.splitlines() == ["file,x"]
 
 
 @pytest.mark.parametrize("args, message", [
