@@ -291,9 +291,10 @@ class _Progress:
               help="Claims, one per line, in either notation (blank lines and # comments skipped); - reads "
                    "stdin.")
 @click.option("--latex", "latex_file", type=click.Path(dir_okay=False, allow_dash=True), metavar="TEX",
-              help="LaTeX claims: every $$...$$, \\[...\\] or $...$ block with an '=' (equations side by "
-                   "side split at \\quad, \\qquad, \\\\); without such blocks, one claim per line. "
-                   "Lines starting with % are skipped.")
+              help="LaTeX claims: every $...$, $$...$$, \\(...\\), \\[...\\] block and equation/align/"
+                   "gather/multline environment with an '=' (equations side by side split at \\quad, "
+                   "\\qquad, \\\\); without such blocks, one claim per line. % comments are skipped, "
+                   "\\$ is a dollar sign.")
 @click.argument("claims", nargs=-1)
 def check(spec_path, as_json, claims_file, latex_file, claims):
     """Check written backprop formulas (CLAIMS) against the derivation.

@@ -451,6 +451,23 @@ def test_latex_file_formats():
                                                                                  r"\frac{dL}{dW} = 2"]
 
 
+def test_latex_documents_are_read_as_latex_reads_them():
+    # An escaped dollar starts no math, a comment is no claim (not even one inside a formula), and the
+    # display environments (equation, align with its rows) hold claims like $...$ does.
+    from symbackprop.claims import numbered_latex_claims
+
+    text = ("Each costs \\$5, and a \\textbf{bold $x = 1$} aside.\n"
+            "% $\\frac{\\partial L}{\\partial W^{[1]}} = 0$\n"
+            "\\begin{equation}\n\\frac{\\partial L}{\\partial W^{[2]}} = a^{[1]\\top} \\delta^{[2]} % a note\n"
+            "\\end{equation}\n"
+            "\\begin{align*}\n\\frac{\\partial L}{\\partial b^{[2]}} &= \\mathbf{1}_N^\\top \\delta^{[2]} \\\\\n"
+            "\\frac{\\partial L}{\\partial b^{[1]}} &= \\mathbf{1}_N^\\top \\delta^{[1]}\n\\end{align*}\n")
+    found = [(source.text, source.line) for source in numbered_latex_claims(text)]
+    assert found == [("x = 1", 1), (r"\frac{\partial L}{\partial W^{[2]}} = a^{[1]\top} \delta^{[2]}", 3),
+                     (r"\frac{\partial L}{\partial b^{[2]}} = \mathbf{1}_N^\top \delta^{[2]}", 6),
+                     (r"\frac{\partial L}{\partial b^{[1]}} = \mathbf{1}_N^\top \delta^{[1]}", 6)]
+
+
 # -- the Python API ----------------------------------------------------------------------------------------
 
 def test_python_api_takes_one_claim_or_a_list_and_presets_by_name():

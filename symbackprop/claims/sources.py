@@ -39,23 +39,54 @@ def claims_from_text(text: str) -> list[str]:
     return [source.text for source in numbered_claims(text)]
 
 
-_MATH_BLOCK = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\$(.+?)\$", re.DOTALL)
 _EQUATION_BREAK = re.compile(r"\\q?quad(?![A-Za-z])|\\\\|(?<!\\),(?=\s*\\frac)")
+# The display environments whose body is math (amsmath's and LaTeX's own).
+_MATH_ENVIRONMENTS = {f"{name}{star}" for name in ("equation", "align", "gather", "multline", "flalign",
+                                                   "eqnarray", "displaymath", "math") for star in ("", "*")}
+
+
+def _math_blocks(text: str) -> list[tuple[int, str]]:
+    r"""(offset, body) of every math block a LaTeX walker (pylatexenc) finds, in order: ``$...$``, ``$$...$$``,
+    ``\(...\)``, ``\[...\]`` and the display environments (``equation``, ``align``, ...), inside groups and
+    other environments too; comments are skipped, and an escaped ``\$`` starts no math."""
+    from pylatexenc.latexwalker import (LatexCommentNode, LatexEnvironmentNode, LatexGroupNode, LatexMacroNode,
+                                        LatexMathNode, LatexWalker)
+
+    def body(node) -> str:
+        return "".join(child.latex_verbatim() for child in node.nodelist
+                       if child is not None and not child.isNodeType(LatexCommentNode))
+
+    found = []
+
+    def visit(nodes) -> None:
+        for node in nodes or ():
+            if node is None or node.isNodeType(LatexCommentNode):
+                continue
+            if node.isNodeType(LatexMathNode) or (node.isNodeType(LatexEnvironmentNode)
+                                                  and node.environmentname in _MATH_ENVIRONMENTS):
+                found.append((node.pos, body(node)))
+            elif node.isNodeType(LatexEnvironmentNode) or node.isNodeType(LatexGroupNode):
+                visit(node.nodelist)
+            elif node.isNodeType(LatexMacroNode) and node.nodeargd is not None:
+                visit(node.nodeargd.argnlist)
+
+    visit(LatexWalker(text, tolerant_parsing=True).get_latex_nodes()[0])
+    return found
 
 
 def numbered_latex_claims(text: str) -> list[Source]:
-    r"""LaTeX claims: each ``$$...$$``, ``\[...\]`` or ``$...$`` block holding ``=``, or else one per line.
+    r"""LaTeX claims: each math block (``$...$``, ``$$...$$``, ``\(...\)``, ``\[...\]``, an ``equation``,
+    ``align``, ... environment) holding ``=``, or where the text has no math block, one per line.
 
-    Lines starting with ``%`` are comments. A block may hold several equations separated by ``\quad``,
-    ``\qquad`` or ``\\`` (as slides write them side by side); each is one claim, numbered by the line its
-    block starts on.
+    ``%`` comments are skipped and ``\$`` is a dollar sign, as LaTeX reads them. A block may hold several
+    equations separated by ``\quad``, ``\qquad`` or ``\\`` (as slides and ``align`` write them); each is one
+    claim, numbered by the line its block starts on.
     """
-    text = "\n".join("" if line.lstrip().startswith("%") else line for line in text.splitlines())
-    blocks = [(match.start(), next(g for g in match.groups() if g is not None))
-              for match in _MATH_BLOCK.finditer(text)]
+    blocks = _math_blocks(text)
     if not blocks:
+        lines = ["" if line.lstrip().startswith("%") else line for line in text.split("\n")]
         starts = [0] + [m.end() for m in re.finditer("\n", text)]
-        blocks = list(zip(starts, text.split("\n")))
+        blocks = list(zip(starts, lines))
     sources, line, counted = [], 1, 0
     for start, block in blocks:  # in order: count the line breaks since the previous block only
         line, counted = line + text.count("\n", counted, start), start
