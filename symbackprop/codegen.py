@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .expressions import CausalSoftmax, Elementwise, LogSoftmax, Sigmoid, Softmax
+from .expressions import CausalSoftmax, Elementwise, Im2col, LogSoftmax, Sigmoid, Softmax
 from .printing import NumPyPrinter, is_broadcast, shape_text, text, text_name
 from .rules import activation_rule, loss_rule, numpy_loss_code, numpy_penalty_code
 
@@ -47,7 +47,8 @@ _MODULE_NAMES = {"np", "erf", "math", "SIZES", "BATCH_FIRST", "params", "cache",
                  "array", "index", "numeric", "worst", "scale", "noise", "saved", "up", "down", "step", "updated",
                  "params32", "masks32", "grads32", "rounding", "coarse", "estimate", "h", "drift",
                  "DEMO_MAX_PARAMETERS", "error", "Y", "Y_pred", "Y_true", "causal_softmax", "place", "scatter_rows",
-                 "shape", "classes", "CACHE_KEYS", "PARAMETER_COUNT", "_data",
+                 "shape", "classes", "CACHE_KEYS", "PARAMETER_COUNT", "_data", "IMAGE_SHAPE", "im2col", "col2im",
+                 "fold", "unfold", "first_max_mask",
                  # and the notebook's own cells, which run beside the module's code
                  "losses", "plt", "matplotlib", "example", "teacher", "targets", "trial", "objective", "loss_before",
                  "loss_after", "params_after", "X_train", "Y_train", "xlabel", "ylabel", "font", "hangul",
@@ -94,6 +95,8 @@ def module_value(network, name: str, value):
     ids = name == network.input_name and network.roles[name] == "ids"
     if ids:
         value = value.reshape(value.shape[0], -1, network.spec.input.vocab).argmax(axis=-1)
+    if name == network.input_name and name in network.module_shapes:  # images: (N, C, H, W)
+        value = value.reshape(-1, *network.module_shapes[name])
     if steps and network.inputs[name].shape[0] != network.N:  # a sequence, stacked by step
         value = value.reshape(steps, -1, value.shape[-1]).swapaxes(0, 1)
         value = value[..., 0] if ids else value
@@ -245,9 +248,9 @@ class _Module:
             "cached": self.cached(forward, backward),
             "helpers": self.helpers,
             "helper_names": self.helper_names,
-            "parameters": [{"name": name, "shape": _literal_shape(net.inputs[name].shape, self.sizes),
+            "parameters": [{"name": name, "shape": self._module_shape(name),
                             "init": INITIALIZERS[net.initializers[name][0]].format(
-                                shape=_literal_shape(net.inputs[name].shape, self.sizes),
+                                shape=self._module_shape(name),
                                 fan_in=_literal(net.initializers[name][1] or 1, self.sizes))}
                            for name in net.parameters],
             "masks": [{"name": name, "shape": _literal_shape(net.inputs[name].shape, {**self.sizes, net.N: "n"}),
@@ -256,8 +259,13 @@ class _Module:
                                    for name in net.parameters),
             "backward_params": [name for name in net.parameters
                                 if any(re.search(rf"\b{name}\b", line.code) for line in backward)],
-            "returned": [(name, f"d{name}") for name in net.parameters],
+            "returned": [(name, f"d{name}.reshape{self._module_shape(name)}" if name in net.module_shapes else
+                          f"d{name}") for name in net.parameters],
             "real_input": self.real_input,
+            # images: the input's sample shape (C, H, W) or (C, L), and the weights kept 4-D (3-D) in params
+            "image_shape": net.module_shapes.get(net.input_name),
+            "matrix_views": [name for name in net.parameters if name in net.module_shapes],
+            "needs_images": any(node for step in net.steps for node in step.expr.atoms(Im2col)),
             **sequences,
             "uses_batch_size": bool(re.search(r"\bN\b", " ".join(line.code for line in backward))),
             "forward_uses_batch_size": bool(re.search(r"\bN\b", " ".join(line.code for line in forward))),
@@ -277,6 +285,11 @@ class _Module:
             "targets_code": TARGETS[loss_rule(settings).targets].format(
                 k=k, n=f"n, {spec.input.steps}" if sequences["targets_per_step"] else "n"),
         }
+
+    def _module_shape(self, name: str) -> str:
+        """The shape the module gives a parameter: its own (a convolution's (F, C, kh, kw)) or the matrix's."""
+        shape = self.net.module_shapes.get(name)
+        return repr(tuple(shape)) if shape else _literal_shape(self.net.inputs[name].shape, self.sizes)
 
     def _sequence_context(self) -> dict:
         """How the module's arrays meet the derivation's matrices: token ids, sequences stacked by step.

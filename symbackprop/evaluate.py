@@ -16,6 +16,7 @@ import numpy as np
 import symengine as se
 import sympy as sp
 
+from . import images
 from .expressions import Elementwise
 from .rules import ACTIVATIONS, FUNCTIONS, activation_rule, numpy_loss_code, numpy_penalty_code
 
@@ -119,6 +120,24 @@ class Evaluator:
     def _LossValue(self, expr):
         return self.backend.loss(self, expr)
 
+    def _Im2col(self, expr):
+        return images.im2col(self(expr.arg), expr.window, self.backend.scalar(0))
+
+    def _Col2im(self, expr):
+        return images.col2im(self(expr.arg), expr.window, self.backend.scalar(0))
+
+    def _Fold(self, expr):
+        return images.fold(self(expr.arg), expr.positions)
+
+    def _Unfold(self, expr):
+        return images.unfold(self(expr.arg), expr.positions)
+
+    def _RowMax(self, expr):
+        return self.backend.row_max(self(expr.arg))
+
+    def _MaxMask(self, expr):
+        return self.backend.max_mask(self(expr.arg))
+
     def scalar(self, value):
         """A number of the expression (sizes bound) in the backend: a rational, or a product with square
         roots of integers (an attention scale 1/sqrt(d))."""
@@ -171,7 +190,7 @@ class Magnitude(Evaluator):
     def _function(self, expr):
         return np.abs(self.plain(expr))
 
-    _Elementwise = _Exp = _Log = _Sigmoid = _Softmax = _LogSoftmax = _CausalSoftmax = _function
+    _Elementwise = _Exp = _Log = _Sigmoid = _Softmax = _LogSoftmax = _CausalSoftmax = _RowMax = _MaxMask = _function
 
 
 def _block_index(expr, width: int) -> tuple:
@@ -225,6 +244,15 @@ class _Common:
     def log(self, x):
         return self.elementwise(lambda v: self.apply("log", v), x)
 
+    def row_max(self, x):
+        """Each row's maximum as an opaque function of the row (a column)."""
+        return np.array([[self.apply_many(("rowmax", 0), row)] for row in x], dtype=object).reshape(len(x), 1)
+
+    def max_mask(self, x):
+        """The partials of ``row_max`` by each entry: opaque values, the same as direct differentiation's."""
+        return np.array([[self.apply_many(("rowmax", 1, i), row) for i in range(len(row))] for row in x],
+                        dtype=object).reshape(x.shape)
+
     def opaque(self, key, order: int, x):
         """``f(x)`` or ``f'(x)`` of an opaque function, a value per argument; ``f'`` is written with ``f`` where
         the rule knows it (``EXACT_DERIVATIVES``: sigmoid, tanh, rsqrt)."""
@@ -254,6 +282,12 @@ class Float64Backend:
 
     def power(self, x, k: int):
         return np.power(x, float(k))
+
+    def row_max(self, x):
+        return x.max(axis=1, keepdims=True)
+
+    def max_mask(self, x):
+        return images.first_max_mask(x)
 
     def reciprocal(self, x):
         return 1.0 / x
@@ -389,6 +423,13 @@ class FieldBackend(_Common):
             self.table[key] = self.random()
         return self.table[key]
 
+    def apply_many(self, key, values) -> Mod:
+        """An opaque function of several arguments (a window's maximum, its partials)."""
+        key = (key, tuple(v.v for v in values))
+        if key not in self.table:
+            self.table[key] = self.random()
+        return self.table[key]
+
     def reciprocal(self, x):
         return self.elementwise(lambda v: v ** -1, x)
 
@@ -409,6 +450,12 @@ class SymbolicBackend(_Common):
             self.table[(key, x)] = se.Symbol(f"{'_'.join(map(str, key)) if isinstance(key, tuple) else key}"
                                              f"_{len(self.table)}")
         return self.table[(key, x)]
+
+    def apply_many(self, key, values):
+        values = tuple(se.expand(v) for v in values)
+        if (key, values) not in self.table:
+            self.table[(key, values)] = se.Symbol(f"{'_'.join(map(str, key))}_{len(self.table)}")
+        return self.table[(key, values)]
 
     def reciprocal(self, x):
         """An opaque inverse, except of a single ``exp`` (never 0), whose inverse cancels it: a causal softmax's
@@ -434,6 +481,9 @@ class OracleBackend(_Common):
 
     def reciprocal(self, x):
         return self.elementwise(lambda v: 1 / v, x)
+
+    def row_max(self, x):
+        return np.array([[se.function_symbol("rowmax", *row)] for row in x], dtype=object).reshape(len(x), 1)
 
 
 class Valuation:
@@ -474,8 +524,14 @@ class Valuation:
             if base == se.E:
                 return self._exp(exponent)
             return self._power(self(base), int(exponent))
+        if kind == "FunctionSymbol" and len(node.args) > 1:  # a window's maximum
+            return self.backend.apply_many((node.get_name(), 0), [self(a) for a in node.args])
         if kind == "FunctionSymbol":
             return self.backend.apply((node.get_name(), 0), self(node.args[0]))
+        if kind == "Derivative" and len(node.args[0].args) > 1:  # its partial by one entry of the window
+            function, variable = node.args
+            return self.backend.apply_many((function.get_name(), 1, list(function.args).index(variable)),
+                                           [self(a) for a in function.args])
         if kind == "log":
             return self.backend.apply("log", self(node.args[0]))
         if kind == "Derivative":  # f'(x) at a symbol x

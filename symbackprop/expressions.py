@@ -189,3 +189,91 @@ class Place(_Blocks):
 class CausalSoftmax(Softmax):
     """Softmax over each row's entries at or left of the diagonal (a position attends to itself and earlier
     ones); the entries above it are 0, as if their scores were -inf."""
+
+
+# -- images (``images.py``): linear operators with their adjoints, and max pooling's selection ----------------
+
+class _Windowed(_Printed, MatrixExpr):
+    """An operator that slides a window (``images.Window``, held as a tuple of integers) over images."""
+
+    def __new__(cls, arg, window):
+        return super().__new__(cls, arg, sp.Tuple(*window.astuple()))
+
+    arg = property(lambda self: self.args[0])
+
+    @property
+    def window(self):
+        from .images import Window
+
+        return Window.fromtuple(self.args[1])
+
+
+class Im2col(_Windowed):
+    """``im2col(X)``: the patches a kernel sees, one row per sample and output position, one column per
+    ``(c, i, j)`` (``per_channel``, for pooling: one row per sample, channel and position, one column per
+    ``(i, j)``); zero padding included. A linear operator whose adjoint is ``Col2im``."""
+
+    @property
+    def shape(self):
+        return (self.arg.shape[0] * self.window.rows_per_sample, self.window.patch)
+
+
+class Col2im(_Windowed):
+    """``col2im(G)``: the adjoint of ``Im2col``, each row's entries added back where its patch came from, the
+    padding cropped."""
+
+    @property
+    def shape(self):
+        return (self.arg.shape[0] / self.window.rows_per_sample, self.window.size)
+
+
+class _Positions(_Printed, MatrixExpr):
+    """A reordering between one row per (sample, position) and one row per sample."""
+
+    def __new__(cls, arg, positions):
+        return super().__new__(cls, arg, sp.Integer(positions))
+
+    arg = property(lambda self: self.args[0])
+    positions = property(lambda self: int(self.args[1]))
+
+
+class Fold(_Positions):
+    """``(N P) x F`` to ``N x (F P)``: a convolution's rows (one per sample and position) as each sample's ``F``
+    maps side by side, in C order (with ``F = 1``, a reshape). Its adjoint (and inverse) is ``Unfold``."""
+
+    @property
+    def shape(self):
+        rows, cols = self.arg.shape
+        return (rows / self.positions, cols * self.positions)
+
+
+class Unfold(_Positions):
+    """``N x (F P)`` to ``(N P) x F``: the adjoint of ``Fold``."""
+
+    @property
+    def shape(self):
+        rows, cols = self.arg.shape
+        return (rows * self.positions, cols / self.positions)
+
+
+class RowMax(_Printed, MatrixExpr):
+    """Each row's largest entry (a column): max pooling over the windows ``Im2col`` unfolded. The exact
+    backends treat it as an opaque function of the row's entries."""
+
+    def __new__(cls, arg):
+        return super().__new__(cls, arg)
+
+    arg = property(lambda self: self.args[0])
+    shape = property(lambda self: (self.arg.shape[0], sp.Integer(1)))
+
+
+class MaxMask(_Printed, MatrixExpr):
+    """The partial derivatives of ``RowMax`` by each entry of its row: 1 at the row's maximum, 0 elsewhere, and
+    with ties the first maximum in row-major order of the window (a convention, as ReLU'(0) is). The exact
+    backends give the opaque function's partials."""
+
+    def __new__(cls, arg):
+        return super().__new__(cls, arg)
+
+    arg = property(lambda self: self.args[0])
+    shape = property(lambda self: self.arg.shape)

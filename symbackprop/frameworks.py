@@ -18,6 +18,7 @@ import sympy as sp
 
 from .codegen import _Module
 from .errors import FormatError
+from .layers import unsupported_kind
 from .printing import NumPyPrinter
 
 # The formats this module writes, and the library each needs to run.
@@ -159,6 +160,9 @@ def _check_supported(net, ctx: dict, fmt: str) -> None:
     """Refuse, naming the layer kind, a network whose code the ``fmt`` module cannot write yet: token ids, a batch
     of sequences attended over, outputs at every step, and the helpers those need (scatter, the causal softmax).
     A sequence of real inputs read by recurrent layers (``steps``: RNN, LSTM, GRU) is written."""
+    if unsupported_kind(net) is not None:
+        raise FormatError(f"--format {fmt}: layer kind {unsupported_kind(net)!r} is not supported by the "
+                          f"{FRAMEWORKS[fmt]} module yet; use --format numpy")
     lacking = [key for key in ("ids_input", "stacked", "targets_per_step", "needs_scatter", "needs_sequences",
                                "needs_causal_softmax") if ctx[key]]
     if lacking:

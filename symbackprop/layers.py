@@ -20,7 +20,21 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .expressions import Block, CausalSoftmax, Elementwise, LogSoftmax, Place, Softmax
+from .expressions import (
+    Block,
+    CausalSoftmax,
+    Col2im,
+    Elementwise,
+    Fold,
+    Im2col,
+    LogSoftmax,
+    MaxMask,
+    Place,
+    RowMax,
+    Softmax,
+    Unfold,
+)
+from .images import Window
 from .mistakes import (
     Mistake,
     dropout_mistakes,
@@ -512,5 +526,92 @@ LAYER_KINDS.update({
         LayerKind("attention", ("heads", "head_size", "causal", "size", "bias"), False, _attention,
                   "kind_attention"),
         *(LayerKind(cell, ("size", "return"), False, _recurrent(cell), f"kind_{cell}") for cell in ("rnn", "lstm", "gru")),
+    )
+})
+
+
+# -- images: convolution, pooling, flatten --------------------------------------------------------------------
+# An image batch (N, C, H, W) is the N x (C H W) matrix of its samples in C order, a signal (N, C, L) one of
+# height 1 (``images.py``); so ``flatten`` is the identity, and a dense layer after it reads the same matrix.
+IMAGE_KINDS = ("conv2d", "conv1d", "maxpool", "avgpool", "flatten")
+CONV_KINDS = ("conv2d", "conv1d")
+POOL_KINDS = ("maxpool", "avgpool")
+
+
+def image_window(layer) -> Window:
+    """The window of a convolution or pooling layer over its input image (``layer.image``: (C, H, W) or
+    (C, L)); a one-dimensional signal is an image of height 1."""
+    C, *spatial = layer.image
+    H, W = spatial if len(spatial) == 2 else (1, spatial[0])
+    return Window(C, H, W, layer.kernel, layer.stride, layer.padding or (0, 0), layer.kind in POOL_KINDS)
+
+
+def image_output(layer) -> tuple[int, ...]:
+    """The image a convolution or pooling layer makes: (F, H', W') or (F, L') (pooling keeps C)."""
+    window = image_window(layer)
+    channels = layer.channels if layer.kind in CONV_KINDS else window.channels
+    return (channels, *window.out) if len(layer.image) == 3 else (channels, window.out[1])
+
+
+def _convolution(b, layer, l, source, out):
+    """The cross-correlation PyTorch computes, as one matrix product: ``X_col = im2col(A)`` (one row per sample
+    and output position, one column per (c, i, j)), ``Z_col = X_col W_colᵀ + 1 b``, folded back to each sample's
+    F maps. Backward: ``dW_col = δ_colᵀ X_col``, ``db = 1ᵀ δ_col``, ``dA = col2im(δ_col W_col)``."""
+    window = image_window(layer)
+    A = b.value(source)
+    W = b.parameter(f"W{l}", (layer.channels, window.patch), "weight", fan_in=window.patch)
+    kernel = layer.kernel if len(layer.image) == 3 else layer.kernel[1:]
+    b.module_shapes[W.name] = (layer.channels, layer.image[0], *kernel)  # (F, C, kh, kw) or (F, C, k)
+    bias = b.parameter(f"b{l}", (1, layer.channels), "bias") if layer.bias else None
+    X = b.step(f"Xcol{l}", Im2col(A, window), l, "im2col", [vjp(source, lambda G: Col2im(G, window))])
+    rows = X.shape[0]
+    locals_ = [vjp(W.name, lambda G: G.T * X), *([left(bias.name, sp.OneMatrix(1, rows))] if bias else []),
+               right(X.name, W)]
+    linear = X * W.T
+    Zcol = b.step(f"Zcol{l}", linear + b.broadcast_batch(bias, rows) if bias else linear, l, "linear", locals_)
+    positions = window.positions
+    Z = b.step(f"Z{l}", Fold(Zcol, positions), l, "fold", [vjp(Zcol.name, lambda G: Unfold(G, positions))])
+    _activate(b, layer, l, Z, out)
+
+
+def _pooling(kind: str):
+    """Max or average pooling over each channel's windows: ``P_col = im2col(A)`` per channel (one row per
+    sample, channel and position), then each row's maximum or mean. The maximum's gradient goes to the first
+    maximum of its window in row-major order (a convention, like ReLU'(0)); the mean's is spread equally."""
+
+    def build(b, layer, l, source, out):
+        window = image_window(layer)
+        A = b.value(source)
+        P = b.step(f"Pcol{l}", Im2col(A, window), l, "im2col", [vjp(source, lambda G: Col2im(G, window))])
+        rows, taps = window.rows_per_sample, window.taps
+        spread = sp.OneMatrix(1, taps)
+        if kind == "maxpool":
+            b.step(out, Fold(RowMax(P), rows), l, "maxpool",
+                   [vjp(P.name, lambda G: sp.hadamard_product(Unfold(G, rows) * spread, MaxMask(P)))])
+        else:
+            b.step(out, Fold(P * sp.OneMatrix(taps, 1) / taps, rows), l, "avgpool",
+                   [vjp(P.name, lambda G: Unfold(G, rows) * spread / taps)])
+
+    return build
+
+
+def unsupported_kind(network) -> str | None:
+    """The first image kind (conv2d, maxpool, ...) of ``network``, which the lecture, check, grade and the
+    PyTorch and JAX modules cannot handle yet; None when it has none."""
+    return next((layer.kind for layer in network.spec.layers if layer.kind in IMAGE_KINDS), None)
+
+
+def _flatten(b, layer, l, source, out):
+    """``(N, C, H, W)`` to ``(N, C H W)`` in C order: the derivation already holds images so; the identity."""
+    b.step(out, b.value(source), l, "flatten", [identity(source)])
+
+
+_CONV_KEYS = ("channels", "kernel", "stride", "padding", "activation", "alpha", "relu_grad_at_zero", "bias")
+LAYER_KINDS.update({
+    kind.name: kind
+    for kind in (
+        *(LayerKind(name, _CONV_KEYS, False, _convolution, f"kind_{name}", _dense_output) for name in CONV_KINDS),
+        *(LayerKind(name, ("kernel", "stride"), False, _pooling(name), f"kind_{name}") for name in POOL_KINDS),
+        LayerKind("flatten", (), True, _flatten, "kind_flatten"),
     )
 })

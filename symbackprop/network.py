@@ -78,6 +78,14 @@ class Network:
     initializers: dict = field(default_factory=dict)
     compacts: tuple[Compact, ...] = ()
     extra_sizes: dict = field(default_factory=dict)
+    # name -> the shape the generated module gives an input or a parameter where it is not the derivation's
+    # matrix: an image batch's sample (C, H, W), a convolution's weights (F, C, kh, kw)
+    module_shapes: dict = field(default_factory=dict)
+
+    @property
+    def images(self) -> bool:
+        """Whether the network reads images (or signals): convolution, pooling, flatten."""
+        return self.spec.input.shape is not None
 
     @property
     def depth(self) -> int:
@@ -150,6 +158,7 @@ class Builder:
         self.inputs, self.roles, self.initializers = {}, {}, {}
         self.steps, self.compacts, self.widths = [], [], {}
         self.extra_sizes = {}
+        self.module_shapes = {}
 
     @property
     def axis(self) -> int:
@@ -278,6 +287,9 @@ def build_network(spec: Spec) -> Network:
     if spec.input.vocab:  # token ids, one-hot in the derivation: k ids per sample, each one of V
         V = b.size("V", spec.input.vocab, WITNESS_VOCAB)
         b.data(spec.input.name, spec.input.context * V, "ids", rows)
+    elif spec.input.shape is not None:  # images: each sample flattened in C order, its sizes fixed by the spec
+        b.data(spec.input.name, spec.input.size, "data")
+        b.module_shapes[spec.input.name] = spec.input.shape
     else:
         b.data(spec.input.name, n_0, "data", rows)
     source = spec.input.name
@@ -301,4 +313,4 @@ def build_network(spec: Spec) -> Network:
     widths = tuple(b.widths[name] for name in (spec.input.name, *(f"a{l}" for l in range(1, len(spec.layers)))))
     widths += (k,)
     return Network(spec, b.N, widths, b.inputs, tuple(b.steps), b.roles, b.initializers, tuple(b.compacts),
-                   b.extra_sizes)
+                   b.extra_sizes, b.module_shapes)

@@ -331,6 +331,24 @@ class MathPrinter(_MatrixLayout, LatexPrinter):
     def _print_LogSoftmax(self, expr):
         return rf"\log\operatorname{{softmax}}\left({self._print(expr.arg)}\right)"
 
+    def _print_Im2col(self, expr):
+        return rf"\operatorname{{im2col}}\left({self._print(expr.arg)}\right)"
+
+    def _print_Col2im(self, expr):
+        return rf"\operatorname{{col2im}}\left({self._print(expr.arg)}\right)"
+
+    def _print_Fold(self, expr):
+        return rf"\operatorname{{fold}}\left({self._print(expr.arg)}\right)"
+
+    def _print_Unfold(self, expr):
+        return rf"\operatorname{{unfold}}\left({self._print(expr.arg)}\right)"
+
+    def _print_RowMax(self, expr):
+        return rf"\operatorname{{rowmax}}\left({self._print(expr.arg)}\right)"
+
+    def _print_MaxMask(self, expr):
+        return rf"\mathbb{{1}}_{{\operatorname{{argmax}}}}\left({self._print(expr.arg)}\right)"
+
     def _print_LossValue(self, expr):
         settings, rule = expr.settings, expr.rule
         terms = loss_terms(expr)
@@ -406,6 +424,24 @@ class TextPrinter(_MatrixLayout, StrPrinter):
     def _print_Place(self, expr):
         where = "rows" if expr.axis == 0 else "columns"
         return f"place({self._print(expr.arg)} at {where} {expr.index + 1}/{expr.count})"
+
+    def _print_Im2col(self, expr):
+        return f"im2col({self._print(expr.arg)})"
+
+    def _print_Col2im(self, expr):
+        return f"col2im({self._print(expr.arg)})"
+
+    def _print_Fold(self, expr):
+        return f"fold({self._print(expr.arg)})"
+
+    def _print_Unfold(self, expr):
+        return f"unfold({self._print(expr.arg)})"
+
+    def _print_RowMax(self, expr):
+        return f"rowmax({self._print(expr.arg)})"
+
+    def _print_MaxMask(self, expr):
+        return f"argmax_mask({self._print(expr.arg)})"
 
     def _concatenation(self, blocks, axis):
         return "[" + (" | " if axis == 1 else "; ").join(self._print(b) for b in blocks) + "]"
@@ -611,6 +647,24 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
 
     def _print_Place(self, expr):
         return f"place({self._print(expr.arg)}, {expr.index}, {expr.count}, axis={self._axis(expr.axis)})"
+
+    def _print_Im2col(self, expr):
+        return f"im2col({self._print(expr.arg)}, {expr.window.keywords()})"
+
+    def _print_Col2im(self, expr):
+        return f"col2im({self._print(expr.arg)}, {expr.window.keywords()})"
+
+    def _print_Fold(self, expr):
+        return f"fold({self._print(expr.arg)}, {expr.positions})"
+
+    def _print_Unfold(self, expr):
+        return f"unfold({self._print(expr.arg)}, {expr.positions})"
+
+    def _print_RowMax(self, expr):
+        return f"{self._operand(expr.arg)}.max(axis=1, keepdims=True)"
+
+    def _print_MaxMask(self, expr):
+        return f"first_max_mask({self._print(expr.arg)})"
 
     def _ids(self, expr):
         """The NumPy ids behind a one-hot input or one of its column blocks (``X[:, 1]``), else None."""

@@ -23,7 +23,7 @@ from symbackprop.errors import allowed as _allowed
 from symbackprop.files import read_text
 from symbackprop.formula import FUNCTIONS as FORMULA_FUNCTIONS
 from symbackprop.formula import MAX_NUMBER, FormulaError
-from symbackprop.layers import LAYER_KINDS
+from symbackprop.layers import CONV_KINDS, IMAGE_KINDS, LAYER_KINDS, POOL_KINDS, image_output, image_window
 from symbackprop.rules import (
     ACTIVATIONS,
     FUNCTIONS,
@@ -53,7 +53,9 @@ DEFAULT_DROPOUT = 0.5
 
 _TITLE_PAGE_KEYS = ("author", "institute", "date")  # optional strings for the lecture's title page
 _TOP_KEYS = ("title", "layout", "input", "layers", "loss", "regularization", *_TITLE_PAGE_KEYS, "activations")
-_INPUT_KEYS = ("size", "name", "vocab", "context", "steps")
+_INPUT_KEYS = ("size", "shape", "name", "vocab", "context", "steps")
+# Kinds that act entry by entry, so that they may read an image as they read a vector.
+_ENTRYWISE_KINDS = ("activation", "dropout", "add")
 # Layer kinds for sequences and token ids: batch-first only.
 SEQUENCE_KINDS = ("embedding", "attention", "rnn", "lstm", "gru")
 RECURRENT_KINDS = ("rnn", "lstm", "gru")
@@ -93,7 +95,7 @@ def _latex_tokens(reader, text: str, key: str):
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _LAYERED_NAMES = ("W|b|Z|a|delta|M|mu|xc|var|rstd|xhat|gamma|beta|alpha|C|Q|K|V|S|P|O|U|A|AX|AH|h|c|i|f|o|g|r|z|n"
-                  "|Wq|Wk|Wv|Wo|bq|bk|bv|bo|Wx|Wh|bx|bh")
+                  "|Wq|Wk|Wv|Wo|bq|bk|bv|bo|Wx|Wh|bx|bh|Xcol|Zcol|Pcol")
 _RESERVED_NAMES = re.compile(rf"d?(?:(?:{_LAYERED_NAMES})[0-9]+(?:_[0-9]+)?|Y_pred|Y_true)|L|N|V|ones|sum")
 _RESERVED_DESCRIPTION = ("W<n>, b<n>, Z<n>, a<n>, delta<n>, M<n>, mu<n>, xc<n>, var<n>, rstd<n>, xhat<n>, gamma<n>, "
                          "beta<n>, alpha<n>, the names of embedding, attention and recurrent layers (C<n>, Q<n>, "
@@ -102,7 +104,8 @@ _RESERVED_DESCRIPTION = ("W<n>, b<n>, Z<n>, a<n>, delta<n>, M<n>, mu<n>, xc<n>, 
 _MODULE_NAMES = frozenset({
     "np", "erf", "math", "SIZES", "BATCH_FIRST", "params", "cache", "grads", "lr", "rng", "seed", "dtype", "eps",
     "masks", "init_params", "draw_masks", "forward", "loss", "backward", "sgd_step", "gradient_check", "softmax",
-    "log_softmax", "sigmoid", "penalty", "causal_softmax", "place", "scatter_rows", "shape",
+    "log_softmax", "sigmoid", "penalty", "causal_softmax", "place", "scatter_rows", "shape", "im2col", "col2im",
+    "fold", "unfold", "first_max_mask",
     *ACTIVATIONS, *FUNCTIONS, *(f"{name}_grad" for name in (*ACTIVATIONS, *FUNCTIONS)), *keyword.kwlist,
     *keyword.softkwlist,
 })
@@ -121,6 +124,7 @@ class InputSpec:
     vocab: int | None = None
     context: int = 1
     steps: int | None = None
+    shape: tuple[int, ...] | None = None  # an image (C, H, W) or a signal (C, L); size is their product
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,13 @@ class LayerSpec:
     head_size: int | None = None
     causal: bool = False
     returns: str | None = None  # recurrent: "last" state or "all" states
+    # convolution and pooling (size: the output's C H W): output channels, and per spatial axis (height and
+    # width; a signal's height is 1) the kernel, stride and padding; ``image`` is the input's (C, H, W) or (C, L)
+    channels: int | None = None
+    kernel: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+    padding: tuple[int, int] | None = None
+    image: tuple[int, ...] | None = None
 
     @property
     def params(self) -> dict:
@@ -198,6 +209,8 @@ class Spec:
             if layer.kind == "attention":
                 inner = layer.heads * layer.head_size
                 total += (3 * inner + width) * (fan_in + layer.bias)
+            if layer.kind in CONV_KINDS:
+                total += layer.channels * (image_window(layer).patch + layer.bias)
             if layer.kind in RECURRENT_KINDS:
                 gates = {"rnn": 1, "lstm": 4, "gru": 3}[layer.kind]
                 total += gates * width * (fan_in + width + (2 if layer.kind == "gru" else 1))
@@ -245,7 +258,7 @@ def spec_to_dict(spec: Spec) -> dict:
 
 def _input_to_dict(input_spec: InputSpec) -> dict:
     data = ({"vocab": input_spec.vocab, "context": input_spec.context} if input_spec.vocab
-            else {"size": input_spec.size})
+            else {"shape": list(input_spec.shape)} if input_spec.shape else {"size": input_spec.size})
     data["name"] = input_spec.name
     if input_spec.steps is not None:
         data["steps"] = input_spec.steps
@@ -257,6 +270,16 @@ _LAYER_FIELDS = {"from": "source", "return": "returns"}
 
 def _layer_to_dict(layer: LayerSpec) -> dict:
     activation = None if layer.activation in (None, *TRAINABLE_ACTIVATIONS) else activation_rule(layer.activation).name
+    if layer.kind in IMAGE_KINDS:
+        if layer.kind == "flatten":
+            return {"kind": "flatten"}
+        pick = (lambda pair: list(pair)) if len(layer.image) == 3 else (lambda pair: pair[1])
+        data = {"kind": layer.kind, "kernel": pick(layer.kernel), "stride": pick(layer.stride)}
+        if layer.kind in CONV_KINDS:
+            data.update(channels=layer.channels, padding=pick(layer.padding),
+                        activation=activation or layer.activation, **layer.params,
+                        **({} if layer.bias else {"bias": False}))
+        return data
     if layer.kind == "dense":
         return {"size": layer.size, "activation": activation or layer.activation, **layer.params,
                 **({} if layer.bias else {"bias": False})}
@@ -424,7 +447,21 @@ class _Reader:
     def input(self, value: Any) -> InputSpec:
         table = self.table(value, "input", _INPUT_KEYS, ())
         extras = {}
-        if "vocab" in table:
+        if "shape" in table:
+            for other in ("size", "vocab", "steps"):
+                if other in table:
+                    self.fail(f"an image input ('shape') takes no {other!r}: its size is the product of its shape",
+                              f"input.{other}")
+            shape = table["shape"]
+            if not isinstance(shape, (list, tuple)) or len(shape) not in (2, 3):
+                self.fail(f"must be [C, H, W] (an image) or [C, L] (a signal), got {_describe(shape)}"
+                          + (f" of {len(shape)}" if isinstance(shape, (list, tuple)) else ""), "input.shape")
+            extras["shape"] = tuple(self.size(dim, f"input.shape[{i}]") for i, dim in enumerate(shape))
+            table = {key: item for key, item in table.items() if key != "shape"}
+            size = math.prod(extras["shape"])
+            if "name" not in table:
+                return InputSpec(size, **extras)
+        elif "vocab" in table:
             extras["vocab"] = self.size(table["vocab"], "input.vocab")
             extras["context"] = self.size(table.get("context", 1), "input.context")
             if "size" in table:
@@ -462,6 +499,9 @@ class _Reader:
 
     def layer(self, value: Any, key: str, earlier: dict) -> LayerSpec:
         """One ``[[layers]]`` table; ``earlier`` maps the values before it (input, a1, ...) to their widths."""
+        return self.image_layer(self.any_layer(value, key, earlier), value, key)
+
+    def any_layer(self, value: Any, key: str, earlier: dict) -> LayerSpec:
         kind = self.choice(value.get("kind", "dense"), f"{key}.kind", "layer kind", tuple(LAYER_KINDS))
         own = _LAYER_KEYS[kind]
         for name in value:
@@ -494,6 +534,68 @@ class _Reader:
         params = {name: getattr(self, name)(table.get(name, default), f"{key}.{name}")
                   for name, default in defaults.items()}
         return LayerSpec(size, activation, kind=kind, bias=bias, **params)
+
+    def image_layer(self, layer: LayerSpec, table: Mapping, key: str) -> LayerSpec:
+        """A layer where images may be: a convolution or pooling with its geometry checked against the image it
+        reads, a flatten, or a kind that acts entry by entry. ``self.image`` follows the image along the layers
+        (None once flat)."""
+        kind, shape = layer.kind, self.image
+        if kind not in IMAGE_KINDS:
+            if shape is not None and kind not in _ENTRYWISE_KINDS:
+                self.fail(f"a {kind} layer reads a vector, but its input is an image of shape {list(shape)}; "
+                          "add a layer of kind \"flatten\" before it", f"{key}.kind")
+            return layer
+        if shape is None:
+            self.fail(f"a {kind} layer reads an image: give [input] shape = [C, H, W] (or [C, L] for a signal)"
+                      if self.input_spec.shape is None else
+                      f"a {kind} layer reads an image, but an earlier flatten layer made it a vector", f"{key}.kind")
+        if kind == "flatten":
+            self.image = None
+            return dataclasses.replace(layer, image=shape)
+        dims = len(shape) - 1
+        wants = {"conv2d": 2, "conv1d": 1}.get(kind, dims)
+        if dims != wants:
+            other = "conv1d" if dims == 1 else "conv2d"
+            self.fail(f"a {kind} layer reads {'images [C, H, W]' if wants == 2 else 'signals [C, L]'}, but its input "
+                      f"has shape {list(shape)}; use {other}", f"{key}.kind")
+        if "kernel" not in table:
+            self.fail("missing required key 'kernel' (an integer, or [kh, kw])", f"{key}.kernel")
+        kernel = self.window_pair(table["kernel"], f"{key}.kernel", dims, 1)
+        stride = self.window_pair(table["stride"], f"{key}.stride", dims, 1) if "stride" in table else \
+            (kernel if kind in POOL_KINDS else (1, 1))
+        padding = (0, 0)
+        if kind in CONV_KINDS:
+            if "channels" not in table:
+                self.fail("missing required key 'channels' (the number of output channels F)", f"{key}.channels")
+            layer = dataclasses.replace(layer, channels=self.size(table["channels"], f"{key}.channels"))
+            if "padding" in table:
+                padding = self.window_pair(table["padding"], f"{key}.padding", dims, 0)
+        layer = dataclasses.replace(layer, kernel=kernel, stride=stride, padding=padding, image=shape)
+        spatial = shape[1:] if dims == 2 else (1, shape[1])
+        axes = ("height", "width") if dims == 2 else ("", "length")
+        for axis, size, k, p in zip(axes, spatial, kernel, padding):
+            if axis and k > size + 2 * p:
+                padded = f"{size} + 2 x {p} = {size + 2 * p}" if p else f"{size}"
+                self.fail(f"kernel {k} is larger than the {'padded ' if p else ''}input along its {axis} ({padded})",
+                          f"{key}.kernel")
+        self.image = image_output(layer)
+        return dataclasses.replace(layer, size=math.prod(self.image))
+
+    def window_pair(self, value: Any, key: str, dims: int, least: int) -> tuple[int, int]:
+        """A kernel, stride or padding: one integer for every axis, or one per axis ([kh, kw]); as (height,
+        width), a signal's height being 1 (kernel, stride) or 0 (padding)."""
+        def one(item, where):
+            if isinstance(item, bool) or not isinstance(item, numbers.Integral) or item < least:
+                self.fail(f"must be {'a positive' if least else 'a non-negative'} integer"
+                          + (" or a list of one per axis" if dims == 2 else "") + f", got {item!r}", where)
+            return int(item)
+
+        if isinstance(value, (list, tuple)):
+            if dims == 1 or len(value) != 2:
+                self.fail(f"must be an integer{' or [height, width]' if dims == 2 else ''}, got {value!r}", key)
+            return one(value[0], f"{key}[0]"), one(value[1], f"{key}[1]")
+        value = one(value, key)
+        return (value, value) if dims == 2 else (least, value)
 
     def sequence_layer(self, kind: str, table: Mapping, key: str, width: int) -> LayerSpec:
         """An embedding, attention or recurrent layer; ``width`` is its input's."""
@@ -559,6 +661,10 @@ class _Reader:
     def _misplaced(name: str, kind: str) -> str:
         """Why ``name`` is not a key of a ``kind`` layer, naming the kinds that take it."""
         owners = [other for other, keys in _LAYER_KEYS.items() if name in keys]
+        if name == "size" and kind in (*CONV_KINDS, *POOL_KINDS):
+            return (f"a {kind} layer's size follows from its input image and its "
+                    f"{'channels, kernel, stride and padding' if kind in CONV_KINDS else 'kernel and stride'}; "
+                    "remove 'size'")
         if name == "size":
             return f"a {kind} layer keeps the width of its input and takes no 'size'; remove it"
         if owners:
@@ -586,11 +692,14 @@ class _Reader:
         if not value:
             self.fail("needs at least one layer", "layers")
         layers, earlier = [], {input_spec.name: input_spec.size}
-        self.input_spec = input_spec
+        self.input_spec, self.image = input_spec, input_spec.shape
         for index, item in enumerate(value):
             layer = self.layer(item, f"layers[{index}]", earlier)
             layers.append(layer)
             earlier[f"a{index + 1}"] = layer.size * layer.context if layer.size else list(earlier.values())[-1]
+        if self.image is not None:
+            self.fail(f"the network ends on an image of shape {list(self.image)}; add a layer of kind \"flatten\" "
+                      "(and a dense layer) before the loss", f"layers[{len(layers) - 1}].kind")
         self.sequence_network(tuple(layers))
         return tuple(layers)
 
@@ -674,6 +783,8 @@ class _Reader:
         if "layout" in table:
             extras["layout"] = self.choice(table["layout"], "layout", "layout", LAYOUTS)
             sequence_kinds = [layer.kind for layer in layers if layer.kind in SEQUENCE_KINDS]
+            if extras["layout"] == "column" and input_spec.shape is not None:
+                self.fail("image inputs are written batch-first only; remove layout = \"column\"", "layout")
             if extras["layout"] == "column" and sequence_kinds:
                 self.fail(f"{sequence_kinds[0]} layers are written batch-first only; remove layout = \"column\"",
                           "layout")

@@ -27,6 +27,7 @@ from ..derivation import derive
 from ..errors import one_line
 from ..evaluate import PRIME_TEXT, Evaluator, InexactRoot, Mod
 from ..expressions import Elementwise
+from ..layers import unsupported_kind
 from ..rules import loss_rule
 from ..spec import RELU_GRAD_AT_ZERO_VALUES, Spec
 from ..verify import random_float_inputs
@@ -196,6 +197,9 @@ class Checker:
     def __init__(self, spec: Spec | dict | str | None = None):
         self.derivation = derive(spec)
         self.network = self.derivation.network
+        if unsupported_kind(self.network) is not None:
+            raise ClaimError(f"check: layer kind {unsupported_kind(self.network)!r} is not supported yet; "
+                             "symbackprop verify proves its formulas and --format numpy writes its code")
         self.spec = self.network.spec
         self.names = Names(self.derivation)
         self.gradient_names = {step.symbol.name: step.name for step in self.derivation.backward}

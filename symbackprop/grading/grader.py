@@ -12,6 +12,7 @@ import numpy as np
 
 from ..derivation import derive
 from ..errors import SymbackpropError
+from ..layers import unsupported_kind
 from .diagnosis import Passes, Search, same
 from .instances import build_instances, reference_module
 from .mistakes import Catalogue
@@ -45,6 +46,9 @@ class Grader:
         self.time_limit = time_limit
         self.derivation = _as_students_write_it(derive(spec))
         net = self.derivation.network
+        if unsupported_kind(net) is not None:
+            raise GradeError(f"grade: layer kind {unsupported_kind(net)!r} is not supported yet; symbackprop "
+                             "verify proves its formulas and --format numpy writes its code")
         self.reference = reference_module(self.derivation)
         self.catalogue = Catalogue(self.derivation)
         with np.errstate(all="ignore"):  # a spec that overflows here is refused below, with its own message

@@ -1,0 +1,334 @@
+"""Convolution, pooling and flatten (issue 26): the im2col / col2im adjoint proved exactly, every formula of the
+image specs (``tests/specs_conv/``) proved by ``verify``, the generated NumPy module's gradients against PyTorch
+autograd (an independent implementation: ``torch.nn.functional``'s convolution and pooling) and, for ties in a
+max-pool window, against a naive loop over the windows; the spec reader's refusals; the outputs that refuse the
+new kinds by name.
+"""
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import symengine as se
+from test_generated import load_module
+
+from symbackprop import derive
+from symbackprop.errors import FormatError, SpecError, SymbackpropError
+from symbackprop.evaluate import Evaluator, SymbolicBackend
+from symbackprop.expressions import Col2im, Fold, Im2col, Unfold
+from symbackprop.images import Window, col2im, im2col
+from symbackprop.rendering import render
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+SPECS = sorted(Path(__file__).parent.joinpath("specs_conv").glob("*.toml"))
+
+
+def _spec(path) -> dict:
+    return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# -- the adjoint, proved ------------------------------------------------------------------------------------
+
+def _symbols(name, shape):
+    return np.array([[se.Symbol(f"{name}[{i},{j}]") for j in range(shape[1])] for i in range(shape[0])],
+                    dtype=object)
+
+
+@pytest.mark.parametrize("window", [
+    Window(2, 5, 4, (3, 2), (2, 2), (1, 1)),  # stride 2, padding 1, a kernel that is not square
+    Window(3, 4, 5, (2, 3), (1, 2), (0, 1)),
+    Window(2, 5, 4, (2, 2), (2, 2), (0, 0), per_channel=True),  # pooling's windows, one channel at a time
+    Window(1, 1, 7, (1, 3), (1, 2), (0, 1)),  # a signal (height 1)
+], ids=["stride2-pad1", "mixed", "per-channel", "signal"])
+def test_im2col_and_col2im_are_adjoint_exactly(window):
+    """<im2col(X), G> = <X, col2im(G)> as polynomials in the entries of X and G (symengine expands the
+    difference to 0), through the derivation's nodes and the evaluator every backend uses."""
+    N = 2
+    X = _symbols("X", (N, window.size))
+    G = _symbols("G", (N * window.rows_per_sample, window.patch))
+    import sympy as sp
+
+    Xs, Gs = sp.MatrixSymbol("X", N, window.size), sp.MatrixSymbol("G", *G.shape)
+    evaluator = Evaluator(SymbolicBackend(), {"X": X, "G": G}, {})
+    unfolded, folded = evaluator(Im2col(Xs, window)), evaluator(Col2im(Gs, window))
+    assert unfolded.shape == G.shape and folded.shape == X.shape
+    difference = se.expand(se.Add(*(unfolded * G).flat) - se.Add(*(X * folded).flat))
+    assert difference == 0
+    assert any(s == 0 for s in unfolded.flat) == (window.padding != (0, 0))  # the padding's zeros, if any
+
+
+def test_fold_and_unfold_are_adjoint_and_inverse():
+    import sympy as sp
+
+    Z = _symbols("Z", (2 * 6, 3))
+    G = _symbols("G", (2, 3 * 6))
+    env = Evaluator(SymbolicBackend(), {"Z": Z, "G": G}, {})
+    folded = env(Fold(sp.MatrixSymbol("Z", 12, 3), 6))
+    unfolded = env(Unfold(sp.MatrixSymbol("G", 2, 18), 6))
+    assert se.expand(se.Add(*(folded * G).flat) - se.Add(*(Z * unfolded).flat)) == 0
+    assert (env(Unfold(Fold(sp.MatrixSymbol("Z", 12, 3), 6), 6)) == Z).all()
+
+
+def test_im2col_matches_the_textbook_index_form():
+    """X_col[n P + y W' + x, (c kh + i) kw + j] = X_pad[n, c, y s + i, x s + j] (float, a naive loop)."""
+    window = Window(2, 5, 6, (3, 2), (2, 1), (1, 0))
+    X = np.random.default_rng(0).standard_normal((3, window.size))
+    cols = im2col(X, window)
+    padded = np.pad(X.reshape(3, 2, 5, 6), ((0, 0), (0, 0), (1, 1), (0, 0)))
+    Ho, Wo = window.out
+    for n in range(3):
+        for y in range(Ho):
+            for x in range(Wo):
+                patch = padded[n, :, y * 2:y * 2 + 3, x:x + 2].reshape(-1)
+                assert np.array_equal(cols[n * Ho * Wo + y * Wo + x], patch)
+    # col2im of ones counts the patches that cover each pixel (a naive count over the windows)
+    covered = np.zeros((2, 5 + 2, 6))
+    for y in range(Ho):
+        for x in range(Wo):
+            covered[:, y * 2:y * 2 + 3, x:x + 2] += 1
+    assert np.array_equal(col2im(np.ones_like(cols), window).reshape(3, 2, 5, 6), np.broadcast_to(
+        covered[:, 1:-1, :], (3, 2, 5, 6)))
+
+
+# -- every formula proved -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", SPECS, ids=[path.stem for path in SPECS])
+def test_every_formula_of_the_image_specs_is_proved(path):
+    report = derive(_spec(path)).verify()
+    assert report.ok, report.table()
+    names = {check.name for check in report.checks}
+    assert "dL/dX" in names and any(name.startswith(("dL/dXcol", "dL/dPcol")) for name in names)
+
+
+def test_a_max_pool_gradient_spread_over_the_window_is_refuted():
+    """The classic mistake: the window's gradient sent to every entry instead of to its maximum."""
+    import sympy as sp
+
+    derivation = derive(_spec(SPECS[0].parent / "small_cnn.toml"))
+    step = derivation.step("Pcol2")
+    spread = step.expr.args[0] if isinstance(step.expr.args[0], sp.MatMul) else step.expr.args[1]
+    wrong = tuple(dataclasses.replace(s, expr=spread) if s.name == "Pcol2" else s for s in derivation.backward)
+    report = dataclasses.replace(derivation, backward=wrong, _reports={}).verify()
+    assert not report.ok
+    assert {check.name for check in report.checks if not check.ok} >= {"dL/dPcol2"}
+
+
+# -- the generated module against PyTorch autograd ----------------------------------------------------------
+
+_ACTIVATIONS = {"identity": lambda z: z, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+
+
+def _torch_gradients(spec: dict, params: dict, X, Y) -> dict:
+    """The loss written with torch.nn.functional and differentiated by autograd; gradients by parameter name."""
+    x = torch.tensor(X, requires_grad=True)
+    p = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
+    a = x
+    for l, layer in enumerate(spec["layers"], start=1):
+        kind = layer.get("kind", "dense")
+        if kind in ("conv2d", "conv1d"):
+            conv = F.conv2d if kind == "conv2d" else F.conv1d
+            bias = p[f"b{l}"].reshape(-1) if layer.get("bias", True) else None
+            a = conv(a, p[f"W{l}"], bias, stride=layer.get("stride", 1), padding=layer.get("padding", 0))
+            a = _ACTIVATIONS[layer["activation"]](a)
+        elif kind in ("maxpool", "avgpool"):
+            two = a.dim() == 4
+            pool = {("maxpool", True): F.max_pool2d, ("maxpool", False): F.max_pool1d,
+                    ("avgpool", True): F.avg_pool2d, ("avgpool", False): F.avg_pool1d}[kind, two]
+            a = pool(a, layer["kernel"], layer.get("stride", layer["kernel"]))
+        elif kind == "flatten":
+            a = a.reshape(len(a), -1)
+        elif kind == "dense":
+            a = _ACTIVATIONS[layer["activation"]](a @ p[f"W{l}"] + p[f"b{l}"])
+        elif kind == "softmax":
+            a = torch.softmax(a, dim=1)
+        else:
+            raise AssertionError(kind)
+    T = torch.tensor(Y)
+    if spec["loss"]["kind"] == "half_sse":
+        loss = 0.5 * ((a - T) ** 2).sum()
+    else:
+        loss = -(T * torch.log(a)).sum() / len(a)
+    loss.backward()
+    return {**{name: value.grad.numpy() for name, value in p.items()}, "X": x.grad.numpy()}
+
+
+def _module_gradients(spec: dict, tmp_path, name: str, X=None, batch: int = 3):
+    module = load_module(derive(spec).render("numpy"), tmp_path, name)
+    rng = np.random.default_rng(2)
+    params = module.init_params(2)
+    data, Y = module._data(rng, batch)
+    X = data if X is None else X
+    _, cache = module.forward(params, X)
+    return module, params, X, Y, module.backward(params, cache, Y)
+
+
+def _agree(spec: dict, tmp_path, name: str, X=None):
+    module, params, X, Y, grads = _module_gradients(spec, tmp_path, name, X)
+    expected = _torch_gradients(spec, params, X, Y)
+    assert set(grads) == set(expected)
+    for key, value in expected.items():
+        assert grads[key].shape == value.shape, key
+        np.testing.assert_allclose(grads[key], value, rtol=1e-9, atol=1e-11, err_msg=key)
+    return module
+
+
+def _conv_spec(shape, conv: dict, tail=()) -> dict:
+    return {"input": {"shape": list(shape)}, "layers": [conv, *tail, {"kind": "flatten"}],
+            "loss": {"kind": "half_sse"}}
+
+
+@pytest.mark.parametrize("shape, conv", [
+    ((1, 5, 5), {"kernel": 3, "channels": 2}),
+    ((3, 6, 5), {"kernel": 3, "channels": 2, "stride": 2, "padding": 1}),
+    ((2, 4, 5), {"kernel": [2, 3], "channels": 3, "padding": 1, "activation": "tanh"}),
+    ((2, 7, 6), {"kernel": 2, "channels": 2, "stride": [2, 1], "padding": [0, 1], "bias": False}),
+], ids=["stride1-pad0", "stride2-pad1", "rect-kernel-pad1", "mixed-stride-no-bias"])
+def test_conv2d_gradients_match_pytorch(tmp_path, shape, conv):
+    conv = {"kind": "conv2d", "activation": "identity", **conv}
+    _agree(_conv_spec(shape, conv), tmp_path, "conv2d")
+
+
+def test_conv1d_gradients_match_pytorch(tmp_path):
+    conv = {"kind": "conv1d", "channels": 3, "kernel": 3, "stride": 2, "padding": 1, "activation": "sigmoid"}
+    _agree(_conv_spec((2, 9), conv), tmp_path, "conv1d")
+
+
+@pytest.mark.parametrize("pool, shape", [("maxpool", (2, 6, 4)), ("avgpool", (2, 6, 4)), ("maxpool", (3, 8)),
+                                         ("avgpool", (3, 8))])
+def test_pooling_gradients_match_pytorch(tmp_path, pool, shape):
+    conv = {"kind": "conv2d" if len(shape) == 3 else "conv1d", "channels": 2, "kernel": 1,
+            "activation": "identity"}
+    layer = {"kind": pool, "kernel": 2} if len(shape) == 2 else {"kind": pool, "kernel": [2, 2], "stride": [2, 1]}
+    _agree(_conv_spec(shape, conv, [layer]), tmp_path, pool)
+
+
+def test_a_max_pool_tie_goes_to_the_first_maximum_in_row_major_order(tmp_path):
+    """A naive loop over the windows as the oracle: each window's gradient goes to its first maximum."""
+    spec = {"input": {"shape": [1, 4, 4]}, "layers": [{"kind": "maxpool", "kernel": 2}, {"kind": "flatten"}],
+            "loss": {"kind": "half_sse"}}
+    X = np.random.default_rng(5).standard_normal((2, 1, 4, 4))
+    X[0, 0, :2, :2] = 0.5  # four equal entries: the top left one
+    X[0, 0, 0, 3] = X[0, 0, 1, 2] = 2.0  # a tie on the anti-diagonal: the top right one comes first
+    X[1, 0, 2:, 2:] = [[-1.0, 3.0], [3.0, 3.0]]  # three equal maxima: the top right one
+    module, params, X, Y, grads = _module_gradients(spec, tmp_path, "ties", X=X, batch=2)
+    Y_pred = module.forward(params, X)[0]
+    G = (Y_pred - Y).reshape(2, 1, 2, 2)  # dL/dY_pred of 1/2 sum of squares
+    expected = np.zeros_like(X)
+    for n in range(2):
+        for y in range(2):
+            for x in range(2):
+                window = X[n, 0, 2 * y:2 * y + 2, 2 * x:2 * x + 2]
+                i, j = next((i, j) for i in range(2) for j in range(2) if window[i, j] == window.max())
+                expected[n, 0, 2 * y + i, 2 * x + j] += G[n, 0, y, x]
+    assert np.array_equal(grads["X"], expected)
+    assert grads["X"][0, 0, 0, 0] != 0 and grads["X"][0, 0, 0, 3] != 0 and grads["X"][1, 0, 2, 3] != 0
+    assert module.gradient_check() < 1e-6  # away from ties the module's own check holds
+
+
+def test_the_small_cnn_matches_pytorch_and_passes_its_own_gradient_check(tmp_path):
+    """conv -> relu -> maxpool -> conv -> relu -> flatten -> dense -> softmax cross-entropy."""
+    spec = _spec(SPECS[0].parent / "small_cnn.toml")
+    module = _agree(spec, tmp_path, "small_cnn")
+    params = module.init_params(0)
+    assert params["W1"].shape == (2, 1, 3, 3) and params["W3"].shape == (2, 2, 2, 2)
+    assert module.gradient_check() < 1e-6
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[path.stem for path in SPECS])
+def test_each_image_spec_matches_pytorch(tmp_path, path):
+    _agree(_spec(path), tmp_path, path.stem)
+
+
+def test_the_module_has_no_python_loop_over_positions():
+    source = derive(_spec(SPECS[0].parent / "small_cnn.toml")).render("numpy")
+    helpers = source[source.index("def im2col"):source.index("def first_max_mask")]
+    assert "sliding_window_view" in helpers
+    loops = [line.strip() for line in helpers.splitlines() if line.strip().startswith("for ")]
+    assert loops == ["for i in range(kh):", "for j in range(kw):"]  # kernel offsets only
+
+
+# -- the spec reader ----------------------------------------------------------------------------------------
+
+def _mapping(layers, shape=(1, 5, 5), **extra):
+    return {"input": {"shape": list(shape)}, "layers": layers, "loss": {"kind": "half_sse"}, **extra}
+
+
+CONV = {"kind": "conv2d", "channels": 2, "kernel": 3, "activation": "relu"}
+
+
+@pytest.mark.parametrize("mapping, key, message", [
+    (_mapping([{**CONV, "kernel": 6}, {"kind": "flatten"}]), "layers[0].kernel",
+     "kernel 6 is larger than the input along its height (5)"),
+    (_mapping([{**CONV, "kernel": 8, "padding": 1}, {"kind": "flatten"}]), "layers[0].kernel",
+     "larger than the padded input along its height (5 + 2 x 1 = 7)"),
+    (_mapping([CONV, {"size": 2, "activation": "relu"}]), "layers[1].kind",
+     "a dense layer reads a vector, but its input is an image of shape [2, 3, 3]; add a layer of kind \"flatten\""),
+    (_mapping([CONV]), "layers[0].kind", "the network ends on an image of shape [2, 3, 3]"),
+    ({"input": {"size": 4}, "layers": [CONV], "loss": {"kind": "half_sse"}}, "layers[0].kind",
+     "give [input] shape = [C, H, W]"),
+    (_mapping([{**CONV, "kind": "conv1d"}, {"kind": "flatten"}]), "layers[0].kind", "use conv2d"),
+    (_mapping([{**CONV, "size": 3}, {"kind": "flatten"}]), "layers[0].size", "remove 'size'"),
+    (_mapping([{**CONV, "channels": 0}, {"kind": "flatten"}]), "layers[0].channels", "positive integer"),
+    (_mapping([{**CONV, "stride": [1, 0]}, {"kind": "flatten"}]), "layers[0].stride[1]", "positive integer"),
+    (_mapping([{"kind": "flatten"}, {"kind": "maxpool", "kernel": 2}]), "layers[1].kind",
+     "an earlier flatten layer made it a vector"),
+    (_mapping([{"kind": "flatten"}], layout="column"), "layout", "batch-first only"),
+    ({"input": {"shape": [1, 5, 5], "size": 25}, "layers": [{"kind": "flatten"}], "loss": {"kind": "half_sse"}},
+     "input.size", "takes no 'size'"),
+    ({"input": {"shape": [5]}, "layers": [{"kind": "flatten"}], "loss": {"kind": "half_sse"}}, "input.shape",
+     "[C, H, W]"),
+])
+def test_misplaced_or_impossible_image_layers_are_spec_errors(mapping, key, message):
+    with pytest.raises(SpecError) as error:
+        derive(mapping)
+    assert error.value.key == key and message in error.value.message, error.value
+
+
+def test_an_image_spec_survives_the_round_trip_through_its_mapping():
+    from symbackprop.spec import load_spec, spec_to_dict
+
+    for path in SPECS:
+        spec = load_spec(path)
+        assert load_spec(spec_to_dict(spec)) == spec
+
+
+# -- outputs that cannot handle the new kinds yet refuse by name --------------------------------------------
+
+@pytest.mark.parametrize("fmt, words", [
+    ("markdown", "--format markdown: layer kind 'conv2d' is not supported by the lecture formats"),
+    ("beamer", "--format beamer: layer kind 'conv2d'"), ("latex", "--format latex: layer kind 'conv2d'"),
+    ("ipynb", "--format ipynb: layer kind 'conv2d'"),
+    ("torch", "--format torch: layer kind 'conv2d' is not supported by the PyTorch module yet"),
+    ("jax", "--format jax: layer kind 'conv2d' is not supported by the JAX module yet"),
+])
+def test_formats_without_the_new_kinds_refuse_them_by_name(fmt, words):
+    derivation = derive(_spec(SPECS[0].parent / "small_cnn.toml"))
+    with pytest.raises(FormatError) as error:
+        render(derivation, fmt)
+    assert str(error.value).startswith(words) and "\n" not in str(error.value)
+
+
+def test_check_grade_and_the_cli_refuse_the_new_kinds_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from symbackprop.claims import Checker
+    from symbackprop.cli import main
+    from symbackprop.grading import Grader
+
+    path = str(SPECS[0].parent / "small_cnn.toml")
+    for make in (Checker, Grader):
+        with pytest.raises(SymbackpropError, match=r"layer kind 'conv2d' is not supported yet"):
+            make(path)
+    runner = CliRunner()
+    result = runner.invoke(main, ["derive", "--spec", path, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "layer kind 'conv2d'" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+    result = runner.invoke(main, ["derive", "--spec", path, "--format", "py", "--out", str(tmp_path / "py")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "py" / "backprop.py").exists()
+    result = runner.invoke(main, ["verify", "--spec", path])
+    assert result.exit_code == 0 and "all formulas verified" in result.output
