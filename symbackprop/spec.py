@@ -540,6 +540,10 @@ class _Reader:
         reads, a flatten, or a kind that acts entry by entry. ``self.image`` follows the image along the layers
         (None once flat)."""
         kind, shape = layer.kind, self.image
+        if shape is not None and layer.activation in TRAINABLE_ACTIVATIONS:
+            self.fail(f"a {layer.activation} on an image would learn one slope per entry (C H W of them), not one "
+                      "per channel as PyTorch's does; use a fixed activation such as leaky_relu here",
+                      f"{key}.activation")
         if kind not in IMAGE_KINDS:
             if shape is not None and kind not in _ENTRYWISE_KINDS:
                 self.fail(f"a {kind} layer reads a vector, but its input is an image of shape {list(shape)}; "

@@ -277,6 +277,8 @@ CONV = {"kind": "conv2d", "channels": 2, "kernel": 3, "activation": "relu"}
     (_mapping([{"kind": "flatten"}, {"kind": "maxpool", "kernel": 2}]), "layers[1].kind",
      "an earlier flatten layer made it a vector"),
     (_mapping([{"kind": "flatten"}], layout="column"), "layout", "batch-first only"),
+    (_mapping([{**CONV, "activation": "prelu"}, {"kind": "flatten"}]), "layers[0].activation",
+     "one slope per entry"),
     ({"input": {"shape": [1, 5, 5], "size": 25}, "layers": [{"kind": "flatten"}], "loss": {"kind": "half_sse"}},
      "input.size", "takes no 'size'"),
     ({"input": {"shape": [5]}, "layers": [{"kind": "flatten"}], "loss": {"kind": "half_sse"}}, "input.shape",
@@ -332,3 +334,19 @@ def test_check_grade_and_the_cli_refuse_the_new_kinds_in_one_line(tmp_path):
     assert (tmp_path / "py" / "backprop.py").exists()
     result = runner.invoke(main, ["verify", "--spec", path])
     assert result.exit_code == 0 and "all formulas verified" in result.output
+
+
+def test_entrywise_kinds_act_on_images_and_normalization_follows_a_flatten(tmp_path):
+    """An activation, dropout and a skip connection on an image, batch norm after the flatten: proved, and the
+    module passes its own gradient check."""
+    spec = {"input": {"shape": [2, 5, 5]}, "layers": [
+        {"kind": "conv2d", "channels": 2, "kernel": 3, "padding": 1, "activation": "identity"},
+        {"kind": "activation", "activation": "leaky_relu"}, {"kind": "dropout", "p": 0.25},
+        {"kind": "add", "from": "a1"}, {"kind": "avgpool", "kernel": 2, "stride": 1}, {"kind": "flatten"},
+        {"kind": "batchnorm"}, {"size": 2, "activation": "identity"}], "loss": {"kind": "half_sse"}}
+    derivation = derive(spec)
+    report = derivation.verify()
+    assert report.ok, report.table()
+    module = load_module(derivation.render("numpy"), tmp_path, "entrywise")
+    assert module.PARAMETER_COUNT == derivation.spec.parameter_count
+    assert module.gradient_check() < 1e-6
