@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TEX_PACKAGES := texlive-latex-recommended texlive-pictures texlive-lang-korean poppler-utils
 
-.PHONY: demo test bench install tex docs clean
+.PHONY: demo test test-lowest bench install tex docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,17 @@ test: $(BIN)/python tex
 	@start=$$(date +%s); $(BIN)/python -m pytest -q --durations=10; status=$$?; \
 	  echo "make test: pytest took $$(( $$(date +%s) - start )) s"; exit $$status
 
+# The declared minimum versions of the runtime dependencies (tests/lowest_versions.txt) in a venv of their own,
+# with the tests that exercise every module: what pyproject.toml promises is what runs.
+LOWEST := .venv-lowest
+LOWEST_TESTS := tests/test_pipeline.py tests/test_claims.py tests/test_cli.py tests/test_spec.py \
+  tests/test_generated.py tests/test_walks.py tests/test_labels.py
+
+test-lowest: tex
+	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install --quiet --disable-pip-version-check -c tests/lowest_versions.txt -e '.[test]'
+	$(LOWEST)/bin/python -m pytest -q -p no:cacheprovider $(LOWEST_TESTS)
+
 # The benchmarks compare against PyTorch's CPU build (from a local file where the machine has one) and report
 # the BLAS in use; both are optional: without them those rows are skipped.
 bench: install
@@ -47,4 +58,4 @@ docs: $(BIN)/python tex
 	$(BIN)/python docs/render_slides.py
 
 clean:
-	rm -rf $(VENV) out lecture build dist *.egg-info
+	rm -rf $(VENV) $(LOWEST) out lecture build dist *.egg-info
