@@ -202,11 +202,31 @@ def _summary(report, quiet: bool, *, err: bool = False) -> None:
               help="Base name of the files written (week3 -> week3.md, week3_slides.tex, ...).")
 @click.option("--pdf", is_flag=True, help="Also compile each LaTeX output (tex, beamer) to PDF with pdflatex.")
 @quiet_option("Print only errors and the paths written; no verification table.")
-def derive(spec_path, formats, out_dir, force, lang, batch, author, institute, date, handout, example_seed, name,
-           pdf, quiet):
+@click.option("--forward", "forward_path", type=click.Path(dir_okay=False), metavar="FILE.py",
+              help="Derive from a forward pass written as straight-line NumPy code in FILE.py (read, never run) "
+                   "instead of a spec: every input's and intermediate's gradient. Formats: md, py.")
+@click.option("--function", "function_name", default="forward", show_default=True, metavar="NAME",
+              help="With --forward: the function that computes the loss.")
+@click.option("--sizes", metavar="N=32,d=10,...", help="With --forward: sizes for the generated module.")
+@click.pass_context
+def derive(ctx, spec_path, formats, out_dir, force, lang, batch, author, institute, date, handout, example_seed,
+           name, pdf, quiet, forward_path, function_name, sizes):
     """Derive the backward pass, verify it, and write the chosen formats."""
-    from .output import STDOUT, check_targets
+    from .output import STDOUT, check_targets, parse_formats
 
+    if forward_path is not None:
+        if spec_path is not None:
+            raise click.UsageError("--forward and --spec exclude each other")
+        if ctx.get_parameter_source("formats") == click.core.ParameterSource.DEFAULT:
+            formats = "md,py"
+        refused = [fmt for fmt in parse_formats(formats) if fmt not in ("markdown", "numpy")]
+        if refused:
+            from .errors import FormatError
+
+            raise FormatError(f"--format {refused[0]}: a forward pass written as code (--forward) is printed as md "
+                              "or py only so far")
+    elif function_name != "forward" or sizes is not None:
+        raise click.UsageError("--function and --sizes go with --forward")
     check_targets(formats, out_dir, force=force, name=name, pdf=pdf)  # before anything slow: no SymPy yet
     from .derivation import derive as run_derive
     from .lecture import LectureOptions
@@ -215,7 +235,10 @@ def derive(spec_path, formats, out_dir, force, lang, batch, author, institute, d
     options = LectureOptions(author=_title_page_text(author, "--author"),
                              institute=_title_page_text(institute, "--institute"),
                              date=_title_page_text(date, "--date"), handout=handout, example_seed=example_seed)
-    derivation = run_derive(load(spec_path))
+    if forward_path is not None:
+        derivation = run_derive(forward=forward_path, function=function_name, sizes=sizes)
+    else:
+        derivation = run_derive(load(spec_path))
     report = derivation.verify()
     written = write_outputs(derivation, report, formats, out_dir, force=force, lang=lang, batch=batch,
                             options=options, name=name, pdf=pdf,

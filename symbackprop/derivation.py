@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from .expressions import LossValue
 from .layers import FUSIONS
 from .mistakes import NamedMistake
 from .network import Network, build_network
@@ -157,9 +158,19 @@ class Derivation:
         return render(self, fmt, **options)
 
 
-def derive(spec: Spec | dict | str | None = None) -> Derivation:
-    """Derive the backward pass of ``spec`` (a Spec, a dict, a TOML path; default: the seed network)."""
+def derive(spec: Spec | dict | str | None = None, *, forward=None, function: str = "forward",
+           sizes=None) -> Derivation:
+    """Derive the backward pass of ``spec`` (a Spec, a dict, a TOML path; default: the seed network), or with
+    ``forward`` (a path) of the function ``function`` written as code in that file (``forward_code.py``;
+    ``sizes``: {"N": 32, ...} or "N=32,..." for its generated module)."""
     from .spec import seed_spec
+
+    if forward is not None:
+        if spec is not None:
+            raise ValueError("give a spec or forward=, not both")
+        from .forward_code import load_forward
+
+        return _Walk(load_forward(forward, function, sizes)).run()
 
     if spec is None:
         spec = seed_spec()
@@ -225,6 +236,8 @@ class _Walk:
             extra.setdefault(compact.wrt, []).append((compact.label, compact.replaces, compact.expr, "",
                                                       compact.mistakes))
         loss = net.steps[-1]
+        if not isinstance(loss.expr, LossValue):  # a forward pass written as code: its loss is its own line
+            return extra
         last = net.steps[-2]
         settings = net.spec.loss
         rule = loss_rule(settings)

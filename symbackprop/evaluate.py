@@ -120,6 +120,9 @@ class Evaluator:
     def _LossValue(self, expr):
         return self.backend.loss(self, expr)
 
+    def _ScalarOf(self, expr):
+        return self(expr.arg)[0, 0]
+
     def _Im2col(self, expr):
         return images.im2col(self(expr.arg), expr.window, self.backend.scalar(0))
 

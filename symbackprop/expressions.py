@@ -277,3 +277,13 @@ class MaxMask(_Printed, MatrixExpr):
 
     arg = property(lambda self: self.args[0])
     shape = property(lambda self: self.arg.shape)
+
+
+class ScalarOf(_Printed, sp.Expr):
+    """The one entry of a 1 x 1 matrix expression as a scalar: the loss of a forward pass written as code
+    (``forward_code.py``), whose last line reduces a matrix to a number (``.sum()``, ``.mean()``)."""
+
+    def __new__(cls, arg):
+        return super().__new__(cls, arg)
+
+    arg = property(lambda self: self.args[0])

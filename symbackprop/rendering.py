@@ -98,6 +98,10 @@ def render(derivation, fmt: str, *, lang: str = "en", report=None, batch: int = 
     fmt = ALIASES.get(fmt, fmt)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if hasattr(derivation.network, "loss_name"):  # a forward pass written as code (forward_code.py)
+        from .forward_code import render_forward
+
+        return render_forward(derivation, fmt, report)
     kind = unsupported_kind(derivation.network)
     if kind is not None and fmt not in ("numpy", *FRAMEWORK_FORMATS):
         raise FormatError(f"--format {fmt}: layer kind {kind!r} is not supported by the lecture formats (markdown, "

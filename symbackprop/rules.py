@@ -210,6 +210,15 @@ FUNCTIONS: dict[str, ActivationRule] = {
             exact_derivative=lambda a, z: -(a ** 3) / 2,
         ),
         ActivationRule(
+            # The square root of a forward pass written as code (``np.sqrt``, ``** 0.5``).
+            "sqrt", r"\sqrt",
+            lambda z, p: sp.sqrt(z), lambda z, p: 1 / (2 * sp.sqrt(z)),
+            "np.sqrt({z})", "0.5 / np.sqrt({z})",
+            numpy_derivative_from_output="0.5 / {a}",
+            latex_call=r"\sqrt{{{z}}}",
+            exact_derivative=lambda a, z: a ** -1 / 2,
+        ),
+        ActivationRule(
             # min(0, z): the negative part that PReLU scales by its trainable slope.
             "negpart", r"\min",
             lambda z, p: sp.Piecewise((0, z > 0), (z, True)),

@@ -20,7 +20,7 @@ from symbackprop.rules import (
 )
 from symbackprop.verify import check_activation_rule
 
-PARAMS = [(name, rule.parameters()) for name, rule in {**ACTIVATIONS, **FUNCTIONS}.items() if name != "rsqrt"]
+PARAMS = [(name, rule.parameters()) for name, rule in {**ACTIVATIONS, **FUNCTIONS}.items() if name not in ("rsqrt", "sqrt")]  # defined for z > 0
 PARAMS += [("leaky_relu", {"alpha": 0.2}), ("elu", {"alpha": 0.5}),
            ("relu", {"relu_grad_at_zero": 0}), ("relu", {"relu_grad_at_zero": 0.5})]
 
