@@ -104,12 +104,13 @@ class normal_pdf(sp.Function):
         return rf"\varphi\left({printer._print(self.args[0])}\right)"
 
 
-# The functions a printed formula may name, each with the definition that introduces it.
+# The functions a printed formula may name, each with the definition that introduces it (quoted in running
+# text, so written with slashes: an inline fraction sets its parts a size smaller).
 DEFINITIONS = {
-    sigmoid: r"\sigma\left(u\right) = \frac{1}{1 + e^{-u}}",
+    sigmoid: r"\sigma\left(u\right) = 1 / \left(1 + e^{-u}\right)",
     softplus: r"\operatorname{softplus}\left(u\right) = \log\left(1 + e^{u}\right)",
-    normal_cdf: r"\Phi\left(u\right) = \frac{1}{2} \left(1 + \operatorname{erf}\left(u / \sqrt{2}\right)\right)",
-    normal_pdf: r"\varphi\left(u\right) = \frac{1}{\sqrt{2 \pi}} \, e^{-u^{2} / 2}",
+    normal_cdf: r"\Phi\left(u\right) = \left(1 + \operatorname{erf}\left(u / \sqrt{2}\right)\right) / 2",
+    normal_pdf: r"\varphi\left(u\right) = e^{-u^{2} / 2} / \sqrt{2 \pi}",
 }
 
 

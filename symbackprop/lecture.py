@@ -822,7 +822,10 @@ def chain_example(derivation) -> dict | None:
     of, wrt = latex_name(local.of), latex_name(local.wrt)
     factor = (rf"\underbrace{{\frac{{\partial {of}}}{{\partial {wrt}}}}}_{{{latex(local.expr)}}}",
               f"({shape_latex(local.expr.shape)})")
-    incoming = (rf"\underbrace{{\frac{{\partial L}}{{\partial {of}}}}}_{{{latex_name('d' + step.upstream)}}}",
+    # The upstream gradient's name as its label; a name that is itself a fraction is written with a slash,
+    # since a fraction in a label sets its parts a size below the legible minimum.
+    name = re.sub(r"^\\frac\{\\partial L\}\{(.*)\}$", r"\\partial L / \1", latex_name('d' + step.upstream))
+    incoming = (rf"\underbrace{{\frac{{\partial L}}{{\partial {of}}}}}_{{{name}}}",
                 f"({shape_latex(upstream.shape)})")
     first, second = (factor, incoming) if local.side == "left" else (incoming, factor)
     lhs = latex_name(step.symbol.name)

@@ -16,15 +16,24 @@ from functools import lru_cache
 _TOKEN = re.compile(r"\\[A-Za-z]+\*?|\\.|[{}^_&]|\s+|.", re.DOTALL)
 # Widths in pt at 10 pt for the pieces the project's printers emit.
 _GLYPH = 6.0
+# Italic capitals run wider than the average glyph (W is 11 pt, X 8 pt), small letters narrower.
+_CAPITAL = 7.8
+_SMALL = 5.4
+_WIDE_GLYPHS = {"W": 11.0, "M": 9.6, "m": 8.1, "w": 7.9, r"\top": 7.8}
 _DIGIT = 5.0
 _TEXT_LATIN = 4.8
+_TEXT_CAPITAL = 6.8  # an upright capital in an operator's name (ReLU, GELU)
 _TEXT_WIDE = 9.6  # Hangul and other full-width characters
 _BINARY = {"+", "-", r"\odot", r"\times", r"\cdot", r"\pm", r"\circ"}
 _RELATION = {"=", "<", ">", r"\le", r"\ge", r"\leq", r"\geq", r"\leftarrow", r"\to", r"\rightarrow",
              r"\Rightarrow", r"\approx", r"\coloneqq", r"\mapsto", r"\ne", r"\neq", r"\in"}
+_ARROWS = {r"\leftarrow", r"\to", r"\rightarrow", r"\Rightarrow", r"\mapsto"}
 _SPACES = {r"\,": 1.7, r"\:": 2.2, r"\;": 2.8, r"\!": -1.7, r"\quad": 10.0, r"\qquad": 20.0, "~": 3.3,
            "\\ ": 3.3, r"\enspace": 5.0}
 _DOTS = {r"\cdots": 13.0, r"\ldots": 13.0, r"\dots": 13.0, r"\ddots": 13.0, r"\vdots": 3.0}
+# What a sized delimiter adds to its bracket's width (\Bigl( is 6 pt wide where ( is 3.9 pt).
+_SIZED_DELIMITERS = {r"\bigl": 1.0, r"\bigr": 1.0, r"\big": 1.0, r"\Bigl": 2.1, r"\Bigr": 2.1, r"\Big": 2.1,
+                     r"\biggl": 3.0, r"\biggr": 3.0}
 _IGNORED = {r"\displaystyle", r"\textstyle", r"\scriptstyle", r"\limits", r"\nolimits", r"\bigl", r"\bigr",
             r"\Bigl", r"\Bigr", r"\biggl", r"\biggr", r"\big", r"\Big", r"\relax", r"\strut", r"\mathstrut"}
 _ONE_ARGUMENT_TEXT = {r"\operatorname", r"\text", r"\mathrm", r"\textbf", r"\mathit", r"\mathsf", r"\texttt"}
@@ -118,7 +127,8 @@ def _split_rows(tokens: list[str]) -> list[list[list[str]]]:
 def text_width(text: str, size: float = 10.0) -> float:
     """The width of running text (no math) at ``size`` pt."""
     wide = sum(1 for ch in text if ord(ch) > 0x2E80)
-    return (wide * _TEXT_WIDE + (len(text) - wide) * _TEXT_LATIN) * size / 10.0
+    capitals = sum(1 for ch in text if "A" <= ch <= "Z")
+    return (wide * _TEXT_WIDE + capitals * _TEXT_CAPITAL + (len(text) - wide - capitals) * _TEXT_LATIN) * size / 10.0
 
 
 class _Measure:
@@ -139,7 +149,7 @@ class _Measure:
 
     def run(self, tokens: list[str]) -> Box:
         w, h, d, i, s = 0.0, 0.0, 0.0, 0, self.scale
-        last = Box()
+        last, stacked = Box(), None  # stacked: the width of the script right before (x_{i}^{2} stacks them)
         while i < len(tokens):
             token = tokens[i]
             i += 1
@@ -147,7 +157,9 @@ class _Measure:
             if token in ("^", "_"):
                 argument, i = _group(tokens, i)
                 script = self._inner(argument, self._script_style())
-                w += script.w + 0.5 * s
+                width = script.w + 0.5 * s
+                w += width if stacked is None else max(0.0, width - stacked)
+                stacked = None if stacked is not None else width
                 if token == "^":
                     h = max(h, max(4.1 * s, last.h - 2.5 * s) + script.h)
                 else:
@@ -156,6 +168,9 @@ class _Measure:
             if token == "{":
                 argument, i = _group(tokens, i - 1)
                 box = self._inner(argument)
+            elif token in _SIZED_DELIMITERS:
+                w += _SIZED_DELIMITERS[token] * s
+                continue
             elif token in _IGNORED or token == "}":
                 continue
             elif token in _SPACES:
@@ -197,8 +212,10 @@ class _Measure:
                 _, i = _group(tokens, i)
                 body_tokens, i = self._until_right(tokens, i)
                 body = self._inner(body_tokens)
-                box = Box(body.w + (8.0 if body.total > 14 else 7.0) * s, max(body.h, 7.5 * s) + 1,
-                          max(body.d, 2.5 * s) + 1)
+                # The pair grows with what it encloses: a raised index or a fraction takes the next size.
+                pair = 16.0 if body.d > 10 or body.h > 15 else 12.0 if body.h > 9.2 or body.d > 4.5 else 7.8
+                reach = {16.0: (14.5, 9.5), 12.0: (11.5, 6.5)}.get(pair, (7.5, 2.5))  # the grown pair's height
+                box = Box(body.w + pair * s, max(body.h, reach[0] * s) + 1, max(body.d, reach[1] * s) + 1)
             elif token == r"\begin":
                 name_tokens, i = _group(tokens, i)
                 name = "".join(name_tokens)
@@ -217,7 +234,8 @@ class _Measure:
                 box = Box(_DOTS[token] * s, (13.0 if token == r"\vdots" else 1.5) * s, 0.0)
             elif token in _BINARY or token in _RELATION:
                 gap = (2.2 if token in _BINARY else 2.8) * s * (self.style < 2)
-                box = Box(2 * gap + (7.8 if len(token) > 1 else 7.0) * s, 5.5 * s, 1.0 * s)
+                glyph = 10.0 if token in _ARROWS else 7.8
+                box = Box(2 * gap + glyph * s, 5.5 * s, 1.0 * s)
             elif token in "()[]|":
                 box = Box(3.9 * s, 7.5 * s, 2.5 * s)
             elif token == ",":
@@ -227,9 +245,11 @@ class _Measure:
             elif token.isdigit() or token == ".":
                 box = Box(_DIGIT * s, 6.5 * s, 0.0)
             else:
-                box = Box(_GLYPH * s, 7.0 * s, 2.0 * s)
+                glyph = _WIDE_GLYPHS.get(token) or (_CAPITAL if "A" <= token <= "Z" else _SMALL if "a" <= token <= "z"
+                                                    else _GLYPH)
+                box = Box(glyph * s, 7.0 * s, 2.0 * s)
             w, h, d = w + box.w, max(h, box.h), max(d, box.d)
-            last = box
+            last, stacked = box, None
         return Box(w, h, d)
 
     @staticmethod

@@ -25,15 +25,18 @@ BODY_HEIGHT = 225.0  # estimated pt; estimates run 5-30% high, and the frame bod
 PANEL_SHARE = 0.40  # the backward pass's panel; the formulas get 0.57 of the width
 PANEL_SCALE = 0.8  # \footnotesize in the panel: 8 pt, the smallest text a slide shows
 MAIN_WIDTH = 0.57 * TEXT_WIDTH
-# In 10 pt units, inside the panel's padding, with 15 % to spare: at 8 pt, a panel line must never shrink.
-PANEL_WIDTH = 0.85 * (PANEL_SHARE * TEXT_WIDTH - 8) / PANEL_SCALE
+# At 8 pt, TeX sets scripts at 6 and 5 pt (at 10 pt: 7 and 5), so a formula with indices comes to about 0.88 of
+# its 10 pt width, not 0.8.
+PANEL_MATH_SCALE = 0.88
+# In 10 pt units, inside the panel's padding, with 10 % to spare: at 8 pt, a panel line must never shrink.
+PANEL_WIDTH = 0.9 * (PANEL_SHARE * TEXT_WIDTH - 8) / PANEL_MATH_SCALE
 COLUMN_WIDTH = 0.48 * TEXT_WIDTH
 ARTICLE_WIDTH = 440.0  # an A4 article with 2.2 cm margins is 472 pt wide
 LINE = 12.5
 MAX_STEPS_PER_FRAME = 4
 WALK_WIDTH = 0.85 * TEXT_WIDTH
 # The height estimates run high for braced lines: walk frames with braces may hold this share of the body.
-WALK_HEIGHT_SHARE = 1.1
+WALK_HEIGHT_SHARE = 1.05
 STRIP_HEIGHT = 16.0  # the row of layer boxes above a forward or backward frame's body
 STRIP_MAX_LAYERS = 10  # past this many layers the strip elides the ones far from the current layer
 PANEL_PADDING = 8.0  # the panel's box around its blocks
@@ -241,10 +244,46 @@ def _opened(piece: str, width: float) -> list[str]:
         inner = next((pieces for operators in (("+", "-"), (r"\odot",))
                       if len(pieces := split_top_level(group[2], operators)) > 1), inner)
     if len(inner) < 2:
+        if stacked := _stacked_brace(piece, width):
+            return [stacked]
         factors = split_top_level(piece, (r"\log", r"\exp"))
         return [factors[0], *(rf"\cdot {factor}" for factor in factors[1:])]
     before, opening, _, closing, after = group
-    return [rf"{before}\Bigl{opening} {inner[0]}", *inner[1:-1], rf"{inner[-1]} \Bigr{closing}{after}"]
+    pieces = [rf"{before}\Bigl{opening} {inner[0]}", *inner[1:-1], rf"{inner[-1]} \Bigr{closing}{after}"]
+    # An end piece still too wide (what follows the bracket) opens at its own last bracket in turn.
+    return [part for piece in pieces for part in (
+        _opened(piece, width) if measure(piece).w > width and piece not in (before, after) and last_group(piece)
+        and len(piece) < len(before) + len(after) + len(group[2]) else [piece])]
+
+
+def _stacked_brace(piece: str, width: float) -> str | None:
+    """A braced term too wide for a line (a brace cannot span lines): the lines of its body stacked under the
+    one brace, inside its brackets where the body is one bracketed group; None where the body has no break."""
+    start = piece.find(r"{\underbrace{")
+    if start < 0:
+        return None
+    body_start = start + len(r"{\underbrace{")
+    body_end = _group_end(piece, body_start - 1) - 1
+    body, opening, closing = piece[body_start:body_end], "", ""
+    group = last_group(body)
+    if group and not group[0].strip() and not group[4].strip():
+        body, opening, closing = group[2], rf"\left{group[1]}", rf"\right{group[3]}"
+    lines = _fill(body, width - measure(piece[:start]).w - 10)  # room for the brackets
+    if len(lines) < 2:
+        return None
+    return piece[:body_start] + opening + join_lines(lines) + closing + piece[body_end:]
+
+
+def _fill(math: str, width: float) -> list[str]:
+    """``math`` on aligned lines that fit ``width``, as many pieces to a line as fit, each after the first
+    indented."""
+    room, lines = width - 10, []  # the continuation's indent
+    for item in _pieces(math, room):
+        if lines and measure(f"{lines[-1]} {item}").w <= room:
+            lines[-1] = f"{lines[-1]} {item}"
+        else:
+            lines.append(item)
+    return lines if len(lines) < 2 else ["&" + lines[0], *(rf"&\quad {line}" for line in lines[1:])]
 
 
 def _wrap_list(items: list[str], width: float, max_lines: int = 3) -> list[str]:
@@ -435,9 +474,10 @@ class Deck:
             blocks.append(heading(t["forward_local"]))
             if not frames:  # the arrows of these lists, said in words where they first appear
                 blocks.append(text(t["local_arrows"], step=False))
-            blocks += [math(_local_lines(row, TEXT_WIDTH), step=index > 0)
+            blocks += [replace(math(lines, step=index > 0 and part == 0), leads=part < len(formulas) - 1)
                        for index, row in enumerate(r for r in self.ctx["local"]
-                                                   if r["layer"] == layer and r["side"] not in ("loss", "penalty"))]
+                                                   if r["layer"] == layer and r["side"] not in ("loss", "penalty"))
+                       for formulas in [_local_formulas(row, TEXT_WIDTH)] for part, lines in enumerate(formulas)]
             frames += pack(t["forward_layer_title"].format(layer=layer), blocks, t,
                            budget=BODY_HEIGHT - STRIP_HEIGHT, strip=strip(self.depth, layer, backward=False))
         loss_steps = [s for s in self.ctx["forward"] if s["kind"] == "loss"]
@@ -457,24 +497,24 @@ class Deck:
         symbols = [row for row in ctx["symbols"]
                    if row["symbol"] in quantities and not row["symbol"].startswith(r"\delta")]
         local = [row for row in ctx["local"] if (row["of"], row["wrt"]) in used]
-        width, scale = PANEL_WIDTH, PANEL_SCALE
+        width, scale, tall = PANEL_WIDTH, PANEL_SCALE, PANEL_MATH_SCALE  # tall: formulas, with their scripts
         blocks = [heading(t["panel_symbols"], step=False, scale=scale),
                   *(text(f"${row['symbol']}$: {row['meaning']}", width, step=False, scale=scale)
                     for row in symbols),
                   heading(t["panel_forward"], step=False, scale=scale),
-                  *(math(break_equation([s["lhs"], s["rhs"]], width), step=False, width=width, scale=scale)
+                  *(math(break_equation([s["lhs"], s["rhs"]], width), step=False, width=width, scale=tall)
                     for s in forward),
                   heading(t["panel_local"], step=False, scale=scale)]
         # Rows that fit a line go two to a line where a pair fits; a longer row breaks over lines of its own.
         pending = []
-        for lines in [*(_local_lines(row, width) for row in local), []]:
-            if len(lines) == 1:
-                pending.append(lines[0])
+        for formulas in [*(_local_formulas(row, width) for row in local), []]:
+            if len(formulas) == 1 and len(formulas[0]) == 1:
+                pending.append(formulas[0][0])
                 continue
-            blocks += [math([line], step=False, width=width, scale=scale) for line in side_by_side(pending, width)]
+            blocks += [math([line], step=False, width=width, scale=tall) for line in side_by_side(pending, width)]
             pending = []
-            if lines:
-                blocks.append(math(lines, step=False, width=width, scale=scale))
+            blocks += [replace(math(lines, step=False, width=width, scale=tall), leads=part < len(formulas) - 1)
+                       for part, lines in enumerate(formulas)]
         return blocks, sum(b.height for b in blocks) + PANEL_PADDING
 
     def _fits(self, steps: list[dict]) -> bool:
@@ -596,8 +636,15 @@ class Deck:
                     text(t["algorithm_layer"].format(layer=layer), width, step=False)]
         backward += [math(break_equation([s["lhs"], s["rhs"]], width), step=False, width=width)
                      for s in ctx["backward"] if s["layer"] == layer]
-        return [frame(t["algorithm_title"], [text(t["algorithm_update"], step=False)], columns=[forward, backward],
-                      label="algorithm")]
+        # Columns taller than the page continue side by side on the next frame; the closing line ends the last.
+        update = text(t["algorithm_update"], step=False)
+        parts = [_balanced(column, BODY_HEIGHT - update.height - 8) for column in (forward, backward)]
+        count = max(map(len, parts))
+        return [frame(t["algorithm_title"] if index == 0 else f"{t['algorithm_title']} {t['continued']}",
+                      [update] if index == count - 1 else [],
+                      columns=[part[index] if index < len(part) else [] for part in parts],
+                      label="algorithm" if index == 0 else None)
+                for index in range(count)]
 
     def memory(self) -> list[dict]:
         t, memory = self.t, self.ctx["memory"]
@@ -664,6 +711,27 @@ def _matrices(groups: list[list[tuple[str, object]]], relation: str = "=") -> li
 def _aligned(lines: list[str]) -> list[str]:
     """Display lines ready for ``aligned``: a single unbroken line gets its ``&`` before the first ``=``."""
     return lines if len(lines) > 1 else [lines[0].replace(" = ", " &= ", 1)]
+
+
+def _local_formulas(row: dict, width: float) -> list[list[str]]:
+    """A local-gradient row as one formula (its display lines), or where the map's lines do not fit beside a
+    header wider than the upstream gradient (the header widens the left column every line shares), as two:
+    the header ``da/dgamma:`` above the map; a value too long to break beside its left side (a loss's whole
+    gradient), on lines of their own below ``dL/dY ->``."""
+    lines = _local_lines(row, width)
+    if measure(join_lines(lines)).w <= width:
+        return [lines]
+    if not lines[0].endswith(": &"):  # a value too long beside its left side: its lines below it
+        head, expr = rf"{row['lhs']} \to", row["expr"]
+        if row["side"] in ("identity", "vjp"):
+            upstream, _, expr = row["expr"].partition(r" \mapsto ")
+            head = rf"{row['lhs']}:\ {upstream} \mapsto"
+        return [[head], _fill(expr, width)]
+    upstream, _, expr = row["expr"].partition(r" \mapsto ")
+    body = break_equation([upstream, expr], width)
+    body = [body[0].replace(" = ", r" \mapsto ", 1)] if len(body) == 1 else [
+        body[0].replace(" &= ", r" &\mapsto ", 1), *body[1:]]
+    return [[lines[0].removesuffix(" &")], body]
 
 
 def _local_lines(row: dict, width: float) -> list[str]:
