@@ -496,7 +496,10 @@ class Deck:
         forward = [s for s in ctx["forward"] if s["lhs"] in {of for of, _ in used}]
         symbols = [row for row in ctx["symbols"]
                    if row["symbol"] in quantities and not row["symbol"].startswith(r"\delta")]
-        local = [row for row in ctx["local"] if (row["of"], row["wrt"]) in used]
+        # (the loss's own gradient is the step beside the panel: it is not repeated there)
+        shown = {s["rhs"] for s in steps}
+        local = [row for row in ctx["local"] if (row["of"], row["wrt"]) in used
+                 and not (row["side"] == "loss" and row["expr"] in shown)]
         width, scale, tall = PANEL_WIDTH, PANEL_SCALE, PANEL_MATH_SCALE  # tall: formulas, with their scripts
         blocks = [heading(t["panel_symbols"], step=False, scale=scale),
                   *(text(f"${row['symbol']}$: {row['meaning']}", width, step=False, scale=scale)
@@ -504,7 +507,7 @@ class Deck:
                   heading(t["panel_forward"], step=False, scale=scale),
                   *(math(break_equation([s["lhs"], s["rhs"]], width), step=False, width=width, scale=tall)
                     for s in forward),
-                  heading(t["panel_local"], step=False, scale=scale)]
+                  *([heading(t["panel_local"], step=False, scale=scale)] if local else [])]
         # Rows that fit a line go two to a line where a pair fits; a longer row breaks over lines of its own.
         pending = []
         for formulas in [*(_local_formulas(row, width) for row in local), []]:
