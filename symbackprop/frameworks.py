@@ -7,6 +7,12 @@ choice of backward forms, the same cache), with a printer subclass per library f
 loss term): a snippet may use only the NumPy names listed in ``SNIPPET_NAMES``, which each generated module
 provides, so a rule written with any other name is refused at generation time instead of written out wrong.
 
+Every layer kind is written: dense layers and their norms, recurrent layers over real inputs or token ids,
+embeddings (a gather forward, a scatter-add backward; JAX gives the integer ids a float0 cotangent), attention with
+its (causal) softmax over batches of sequences, outputs at every step, and images (conv2d, conv1d, max and average
+pooling, flatten: the NumPy module's im2col/col2im lines, with ``torch.nn.functional.unfold``/``fold`` or JAX's
+strided slices as the helpers). Only a rule snippet with a NumPy name the module lacks is refused (``snippet``).
+
 Nothing here imports torch or jax: generating a module needs neither; running it needs one of them.
 """
 
@@ -18,7 +24,6 @@ import sympy as sp
 
 from .codegen import _Module
 from .errors import FormatError
-from .layers import unsupported_kind
 from .printing import NumPyPrinter
 
 # The formats this module writes, and the library each needs to run.
@@ -60,6 +65,9 @@ class TorchPrinter(NumPyPrinter):
 
     def _concatenation(self, blocks, axis):
         return f"torch.cat([{', '.join(self._print(b) for b in blocks)}], dim={self._axis(axis)})"
+
+    def _print_RowMax(self, expr):
+        return f"{self._operand(expr.arg)}.amax(dim=1, keepdim=True)"
 
 
 class JaxPrinter(NumPyPrinter):
@@ -115,7 +123,6 @@ def framework_context(derivation, fmt: str) -> dict:
     net = derivation.network
     module = _Module(derivation, PRINTERS[fmt])
     ctx = module.context()
-    _check_supported(net, ctx, fmt)
     ctx["helpers"] = {name: (arg, snippet(code, fmt, f"the activation helper {name}"))
                       for name, (arg, code) in ctx["helpers"].items()}
     loss = f"the loss {net.spec.loss.kind!r}"
@@ -155,19 +162,3 @@ def _input_only(module) -> list[str]:
             needed.add(step.symbol.name)
     return [step.symbol.name for step in module.backward if step.symbol.name not in needed]
 
-
-def _check_supported(net, ctx: dict, fmt: str) -> None:
-    """Refuse, naming the layer kind, a network whose code the ``fmt`` module cannot write yet: token ids, a batch
-    of sequences attended over, outputs at every step, and the helpers those need (scatter, the causal softmax).
-    A sequence of real inputs read by recurrent layers (``steps``: RNN, LSTM, GRU) is written."""
-    if unsupported_kind(net) is not None:
-        raise FormatError(f"--format {fmt}: layer kind {unsupported_kind(net)!r} is not supported by the "
-                          f"{FRAMEWORKS[fmt]} module yet; use --format numpy")
-    lacking = [key for key in ("ids_input", "stacked", "targets_per_step", "needs_scatter", "needs_sequences",
-                               "needs_causal_softmax") if ctx[key]]
-    if lacking:
-        kinds = [layer.kind for layer in net.spec.layers if layer.kind in ("embedding", "attention", "rnn", "lstm",
-                                                                             "gru")]
-        kind = kinds[0] if kinds else "sequence input"
-        raise FormatError(f"--format {fmt}: layer kind {kind!r} is not supported by the {FRAMEWORKS[fmt]} module "
-                          "yet; use --format numpy")

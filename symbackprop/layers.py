@@ -596,8 +596,8 @@ def _pooling(kind: str):
 
 
 def unsupported_kind(network) -> str | None:
-    """The first image kind (conv2d, maxpool, ...) of ``network``, which the lecture, check, grade and the
-    PyTorch and JAX modules cannot handle yet; None when it has none."""
+    """The first image kind (conv2d, maxpool, ...) of ``network``, which the lecture formats, check and grade
+    cannot handle yet (the NumPy, PyTorch and JAX modules can); None when it has none."""
     return next((layer.kind for layer in network.spec.layers if layer.kind in IMAGE_KINDS), None)
 
 

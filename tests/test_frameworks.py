@@ -4,8 +4,9 @@ Oracles: the framework's own gradient checker on the derived backward (``torch.a
 ``jax.test_util.check_grads``: finite differences in float64), and the framework's automatic differentiation of
 the same forward code (autograd, ``jax.grad``), which the derived gradients must match to 1e-10. A representative
 subset of the corpus runs by default (both layouts, batch and layer norm, dropout, softmax and log-softmax layers,
-the fused losses, skip connections, PReLU, a custom activation, an RNN); ``SYMBACKPROP_FULL_FRAMEWORKS=1`` runs every
-corpus spec. Each test is shown able to fail: a wrong backward line put into a generated module is caught.
+the fused losses, skip connections, PReLU, a custom activation, an RNN, a causal transformer block, an embedding);
+``SYMBACKPROP_FULL_FRAMEWORKS=1`` runs every corpus spec, the sequence and image specs included. Each test is shown
+able to fail: a wrong backward line put into a generated module is caught.
 """
 
 import importlib.util
@@ -24,7 +25,8 @@ from symbackprop.frameworks import snippet
 from symbackprop.output import parse_formats
 
 TESTS = Path(__file__).parent
-ALL_SPECS = sorted(TESTS.joinpath("specs").glob("*.toml")) + sorted(TESTS.joinpath("specs_sequence").glob("*.toml"))
+ALL_SPECS = [path for folder in ("specs", "specs_sequence", "specs_conv")
+             for path in sorted(TESTS.joinpath(folder).glob("*.toml"))]
 REPRESENTATIVE = [
     "batchnorm_after_dense",             # batch norm (compact dX), batch-first
     "batchnorm_after_dense_column",      # batch norm, column layout
@@ -39,6 +41,8 @@ REPRESENTATIVE = [
     "prelu_column",                      # PReLU's trainable slope
     "formula_mish",                      # a custom activation
     "rnn_regression",                    # a sequence: an RNN unrolled over four steps
+    "transformer_block",                 # causal two-head attention over a batch of sequences, layer norm
+    "makemore_mlp",                      # token ids: an embedding's gather and scatter-add (JAX: a float0 cotangent)
 ]
 FULL = os.environ.get("SYMBACKPROP_FULL_FRAMEWORKS") == "1"
 SPECS = ALL_SPECS if FULL else [path for path in ALL_SPECS if path.stem in REPRESENTATIVE]
@@ -54,14 +58,8 @@ def load_module(source: str, directory: Path, name: str):
 
 
 def generated(path: Path, fmt: str, tmp_path: Path, edit=None):
-    """The module ``--format fmt`` writes for the spec at ``path``, imported; ``edit`` changes its source first.
-    Skips a spec whose kinds the format refuses (the refusal itself is tested below)."""
-    try:
-        source = derive(str(path)).render(fmt)
-    except FormatError as error:
-        if path.parent.name == "specs_sequence":
-            pytest.skip(str(error))
-        raise
+    """The module ``--format fmt`` writes for the spec at ``path``, imported; ``edit`` changes its source first."""
+    source = derive(str(path)).render(fmt)
     if edit is not None:
         source = edit(source)
     return load_module(source, tmp_path, f"{fmt}_{path.stem}")
@@ -101,6 +99,21 @@ def _missing_mask(source: str) -> str:
 def test_torch_check_catches_a_wrong_backward_line(edit, tmp_path):
     pytest.importorskip("torch")
     module = generated(TESTS / "specs" / "relu_grad_at_zero_half.toml", "torch", tmp_path, edit)
+    passed, difference = module.gradient_check()
+    assert not passed and difference > 1e-4
+
+
+def test_torch_check_catches_a_wrong_embedding_gradient(tmp_path):
+    """The embedding's scatter-add with one mistake (a wrong scale): gradcheck and autograd both catch it."""
+    pytest.importorskip("torch")
+
+    def edit(source):
+        edited, count = re.subn(r"^(    dC1 = )(.*?)(  #)", r"\g<1>1.001 * (\g<2>)\g<3>", source, count=1,
+                                flags=re.MULTILINE)
+        assert count == 1
+        return edited
+
+    module = generated(TESTS / "specs_sequence" / "makemore_mlp.toml", "torch", tmp_path, edit)
     passed, difference = module.gradient_check()
     assert not passed and difference > 1e-4
 
@@ -168,13 +181,19 @@ def test_jax_check_catches_a_wrong_backward_line(tmp_path):
 
 # -- the formats ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("spec, kind", [("attention_bias", "attention"), ("makemore_mlp", "embedding")])
-def test_a_kind_a_format_cannot_write_is_a_one_line_error(spec, kind):
-    derivation = derive(str(TESTS / "specs_sequence" / f"{spec}.toml"))
+@pytest.mark.parametrize("spec, helpers", [
+    ("specs_sequence/transformer_block", ["def causal_softmax(", "def _seq(", "def _flat("]),
+    ("specs_sequence/gru_language_model", ["def scatter_rows(", "def _unstack("]),
+    ("specs_conv/small_cnn", ["def im2col(", "def col2im(", "def first_max_mask(", "IMAGE_SHAPE = (1, 6, 6)"]),
+])
+def test_sequence_embedding_and_image_kinds_are_written(spec, helpers):
+    """Attention, token ids with outputs at every step, and images: each format writes the helpers the NumPy
+    module's lines call (their gradients are checked by the framework tests, all of them in the full sweep)."""
+    derivation = derive(str(TESTS / f"{spec}.toml"))
     for fmt in FRAMEWORK_FORMATS:
-        with pytest.raises(FormatError, match=rf"^--format {fmt}: layer kind '{kind}' is not supported") as error:
-            derivation.render(fmt)
-        assert "\n" not in str(error.value)
+        source = derivation.render(fmt)
+        assert all(helper in source for helper in helpers), fmt
+        compile(source, f"{fmt}_{spec}.py", "exec")
 
 
 def test_a_rule_snippet_with_a_numpy_name_the_module_lacks_is_refused():
