@@ -304,9 +304,7 @@ def test_an_image_spec_survives_the_round_trip_through_its_mapping():
     ("markdown", "--format markdown: layer kind 'conv2d' is not supported by the lecture formats"),
     ("beamer", "--format beamer: layer kind 'conv2d'"), ("latex", "--format latex: layer kind 'conv2d'"),
     ("ipynb", "--format ipynb: layer kind 'conv2d'"),
-    ("torch", "--format torch: layer kind 'conv2d' is not supported by the PyTorch module yet"),
-    ("jax", "--format jax: layer kind 'conv2d' is not supported by the JAX module yet"),
-])
+])  # --format torch and --format jax write image networks (tests/test_frameworks.py)
 def test_formats_without_the_new_kinds_refuse_them_by_name(fmt, words):
     derivation = derive(_spec(SPECS[0].parent / "small_cnn.toml"))
     with pytest.raises(FormatError) as error:

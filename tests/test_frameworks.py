@@ -118,6 +118,30 @@ def test_torch_check_catches_a_wrong_embedding_gradient(tmp_path):
     assert not passed and difference > 1e-4
 
 
+def test_torch_image_helpers_compute_the_numpy_modules_forward_and_backward(tmp_path):
+    """The small CNN (conv2d with padding, max pooling, a second conv2d, flatten): the torch module's unfold/fold
+    helpers give the NumPy module's predictions and derived gradients (which tests/test_conv.py checks against
+    PyTorch's own convolution and pooling)."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+
+    path = TESTS / "specs_conv" / "small_cnn.toml"
+    derivation = derive(str(path))
+    numpy_module = load_module(derivation.render("numpy"), tmp_path, "numpy_small_cnn")
+    module = generated(path, "torch", tmp_path)
+    X, Y = numpy_module._data(np.random.default_rng(1), 4)
+    params = numpy_module.init_params(0)
+    Y_pred, cache = numpy_module.forward(params, X)
+    expected = numpy_module.backward(params, cache, Y)
+    net = module.Network(0)
+    X_t = torch.tensor(X, requires_grad=True)
+    assert np.allclose(module._forward(dict(net.named_parameters()), X_t, {})[0].detach().numpy(), Y_pred,
+                       rtol=1e-12, atol=1e-14)
+    net(X_t, torch.tensor(Y)).backward()
+    for name, grad in [*((name, p.grad) for name, p in net.named_parameters()), ("X", X_t.grad)]:
+        assert np.allclose(grad.numpy(), expected[name], rtol=1e-10, atol=1e-13), name
+
+
 def test_torch_function_saves_only_what_backward_reads(tmp_path):
     """The Function keeps the cache the derived backward reads (ReLU's mask as booleans, not Z), no more."""
     torch = pytest.importorskip("torch")
