@@ -17,9 +17,10 @@ Memory, two measures, each for both variants:
   CPU run actually costs. (tracemalloc does not see PyTorch's allocator, and PyTorch keeps no allocator
   statistics on the CPU.)
 
-Networks: the wide MLP of ``benchmarks.training`` (784-1024-1024-10, ReLU, half SSE, N = 512) and a batch-norm MLP
-of the same widths (dense without bias, batch norm, ReLU, twice; then the dense output; N = 512). Goal (issue
-28): derived / autograd <= 1.0 in time, and below autograd's memory. Run with ``python -m benchmarks.frameworks``;
+Networks: the wide MLP of ``benchmarks.training`` (784-1024-1024-10, ReLU, half SSE, N = 512), a batch-norm MLP
+of the same widths (dense without bias, batch norm, ReLU, twice; then the dense output; N = 512), and a transformer
+block (causal four-head attention over d = 128, a residual add, layer norm, a ReLU dense layer, a residual add;
+half SSE; a batch of 16 sequences of 64 positions). Goal (issue 28): derived / autograd <= 1.0 in time, and below autograd's memory. Run with ``python -m benchmarks.frameworks``;
 ``BENCH_REPEATS`` sets the number of interleaved rounds.
 """
 
@@ -55,10 +56,22 @@ def batchnorm_mlp_spec() -> dict:
             "loss": {"kind": "half_sse"}}
 
 
+def transformer_spec(width: int = 128, heads: int = 4) -> dict:
+    """tests/specs_sequence/transformer_block.toml at a training width: causal multi-head attention, a residual
+    add, layer norm, a ReLU dense layer of the same width, a residual add; half SSE."""
+    return {"input": {"size": width},
+            "layers": [{"kind": "attention", "heads": heads, "causal": True}, {"kind": "add", "from": "X"},
+                       {"kind": "layernorm"}, {"size": width, "activation": "relu"}, {"kind": "add", "from": "a3"}],
+            "loss": {"kind": "half_sse"}}
+
+
 NETWORKS = {
     "784-1024-1024-10 ReLU, half_sse": mlp_spec(784, [1024, 1024, 10]),
     "784-1024-1024-10 batch norm + ReLU, half_sse": batchnorm_mlp_spec(),
+    "transformer block d=128, 4 causal heads, B=16 x T=64, half_sse": transformer_spec(),
 }
+# The batch's leading dimensions: N samples, or B sequences of T positions (an attention network's input).
+BATCH = {tag: (16, 64) if tag.startswith("transformer") else (N,) for tag in NETWORKS}
 
 
 def torch_module(spec_dict: dict, directory: str, tag: str):
@@ -71,11 +84,11 @@ def torch_module(spec_dict: dict, directory: str, tag: str):
     return module
 
 
-def _setup(module, torch):
+def _setup(module, torch, batch=(N,)):
     torch.manual_seed(0)
     net = module.Network(0, dtype=torch.float32)
-    X = torch.randn(N, module.SIZES[0])
-    Y = torch.randn(N, module.SIZES[-1])
+    X = torch.randn(*batch, module.SIZES[0])
+    Y = torch.randn(*batch, module.SIZES[-1])
     return net, X, Y
 
 
@@ -121,8 +134,8 @@ spec = importlib.util.spec_from_file_location("generated", sys.argv[1])
 module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
 torch.manual_seed(0)
 net = module.Network(0, dtype=torch.float32)
-n = int(sys.argv[4])
-X, Y = torch.randn(n, module.SIZES[0]), torch.randn(n, module.SIZES[-1])
+batch = [int(n) for n in sys.argv[4].split(",")]
+X, Y = torch.randn(*batch, module.SIZES[0]), torch.randn(*batch, module.SIZES[-1])
 loss = net if sys.argv[2] == "derived" else net.autograd_loss
 page = os.sysconf("SC_PAGE_SIZE")
 def rss():
@@ -147,11 +160,12 @@ print(max(peak[0] - base, 0))
 
 
 def _slug(tag: str) -> str:
-    return "bn" if "batch norm" in tag else "mlp"
+    return "bn" if "batch norm" in tag else "transformer" if tag.startswith("transformer") else "mlp"
 
 
-def peak_rss(path: Path, variant: str, threads: int) -> int:
-    result = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(path), variant, str(threads), str(N)],
+def peak_rss(path: Path, variant: str, threads: int, batch=(N,)) -> int:
+    result = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(path), variant, str(threads),
+                             ",".join(map(str, batch))],
                             capture_output=True, text=True, check=True)
     return int(result.stdout.strip().splitlines()[-1])
 
@@ -172,20 +186,20 @@ def main(repeats: int | None = None) -> dict:
     repeats = repeats or int(os.environ.get("BENCH_REPEATS", REPEATS))
     threads = int(os.environ.get("BENCH_THREADS", "2"))
     torch.set_num_threads(threads)
-    print(f"PyTorch {torch.__version__}, CPU, float32, {threads} threads, N = {N}; median of {repeats} interleaved "
+    print(f"PyTorch {torch.__version__}, CPU, float32, {threads} threads, N = {N} (the transformer: 16 x 64); median of {repeats} interleaved "
           f"rounds; a step is forward + backward (no dX)")
     results = {}
     with tempfile.TemporaryDirectory() as directory:
         for tag, spec_dict in NETWORKS.items():
             module = torch_module(spec_dict, directory, _slug(tag))
-            net, X, Y = _setup(module, torch)
+            net, X, Y = _setup(module, torch, BATCH[tag])
             mismatch = _check_same_gradients(net, X, Y, torch)
             times = _median_ms(_steps(net, X, Y), repeats)
             exclude = [*net.parameters(), X, Y]
             saved = {"derived": saved_bytes(lambda net=net, X=X, Y=Y: net(X, Y), exclude),
                      "autograd": saved_bytes(lambda net=net, X=X, Y=Y: net.autograd_loss(X, Y), exclude)}
             path = Path(directory) / f"backprop_torch_{_slug(tag)}.py"
-            rss = {variant: peak_rss(path, variant, threads) for variant in ("derived", "autograd")}
+            rss = {variant: peak_rss(path, variant, threads, BATCH[tag]) for variant in ("derived", "autograd")}
             ratio = times["derived"] / times["autograd"]
             print(f"\n{tag} (gradients agree to {mismatch:.1e} in float32)")
             print(f"  {'':10} {'step ms':>9} {'saved MiB':>10} {'peak RSS rise MiB':>18}")
