@@ -179,7 +179,9 @@ class Names:
     def activation_key(self, name: str) -> str | None:
         """The rule key of the activation called ``name`` in this spec: a built-in's name, or the key of a custom
         activation the spec defines (``mish`` -> ``mish_3f2a1c``); None for any other word."""
-        if name in ACTIVATIONS or name in FUNCTIONS:  # FUNCTIONS: rsqrt, negpart (PReLU's min(0, z))
+        # FUNCTIONS: rsqrt, negpart (PReLU's min(0, z)); a square root is the claims' own sqrt, which the exact
+        # semantics relate to rsqrt (batch norm's 1 / sqrt(var + eps)), not an opaque rule
+        if name in ACTIVATIONS or (name in FUNCTIONS and name != "sqrt"):
             return name
         return next((d.key for d in self.network.spec.activations if d.name == name), None)
 

@@ -164,6 +164,9 @@ class ExactField(FieldBackend):
         if name == "rsqrt":
             r = self.rsqrt_of(z)
             return r if order == 0 else -(r ** 3) * self.scalar(sp.Rational(1, 2))
+        if name == "sqrt":  # a forward pass written as code: 1 / rsqrt, its derivative 1 / (2 sqrt)
+            root = self.sqrt_of(z)
+            return root if order == 0 else root ** -1 * self.scalar(sp.Rational(1, 2))
         if name == "sigmoid":
             s = self.sigmoid_of(z)
             return s if order == 0 else s * (1 - s)
