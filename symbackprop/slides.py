@@ -35,6 +35,8 @@ ARTICLE_WIDTH = 440.0  # an A4 article with 2.2 cm margins is 472 pt wide
 LINE = 12.5
 MAX_STEPS_PER_FRAME = 4
 WALK_WIDTH = 0.85 * TEXT_WIDTH
+# A backward step's chain-rule form may take at most this share of a frame's height.
+CHAIN_MAX_SHARE = 0.6
 # The height estimates run high for braced lines: walk frames with braces may hold this share of the body.
 WALK_HEIGHT_SHARE = 1.05
 STRIP_HEIGHT = 16.0  # the row of layer boxes above a forward or backward frame's body
@@ -593,18 +595,22 @@ class Deck:
         return pack(t["form_frame_title"].format(form=alt["title"]), blocks, t, budget=BODY_HEIGHT - STRIP_HEIGHT,
                     label=label, strip=strip(self.depth, step["layer"], backward=True))
 
-    def _step_block(self, step: dict) -> Block:
+    def _step_block(self, step: dict, chain: bool = True) -> Block:
         """A backward step: the chain-rule form, and where it reads differently the formula it gives, on a
-        line of its own with the shape."""
+        line of its own with the shape. A chain-rule form so wide that its braced terms stack into more than
+        ``CHAIN_MAX_SHARE`` of the frame (an LSTM's four gates) gives way to the formula alone."""
         tail = rf" \quad ({step['shape']})"
-        parts = equation_parts([step["lhs"], step["chain"], step["rhs"]])
+        parts = equation_parts([step["lhs"], step["chain"] if chain else "", step["rhs"]])
         if len(parts) == 3:
             lines = [line.strip() for part in (parts[:2], ["", parts[2]])
                      for line in _aligned(break_equation(part, MAIN_WIDTH, tail if not part[0] else ""))]
         else:
             lines = break_equation(parts, MAIN_WIDTH, tail)
         body = join_lines(lines)
-        return Block("math", _scaled_height(body, MAIN_WIDTH) + 3 * (len(lines) - 1) + 10, math=body)
+        block = Block("math", _scaled_height(body, MAIN_WIDTH) + 3 * (len(lines) - 1) + 10, math=body)
+        if chain and len(parts) == 3 and block.height > CHAIN_MAX_SHARE * (BODY_HEIGHT - STRIP_HEIGHT):
+            return self._step_block(step, chain=False)
+        return block
 
     # -- closing --------------------------------------------------------------------------------------
     def updates(self) -> list[dict]:

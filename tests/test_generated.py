@@ -82,6 +82,9 @@ def modules(tmp_path_factory):
             for path in SPECS}
 
 
+SYMBOLIC_MAX_PARAMETERS = 250
+
+
 @pytest.mark.parametrize("path", SPECS, ids=[path.stem for path in SPECS])
 def test_gradients_match_finite_differences_and_symbolic_differentiation(path, modules):
     spec, module = modules[path.stem]
@@ -93,13 +96,18 @@ def test_gradients_match_finite_differences_and_symbolic_differentiation(path, m
     assert set(grads) == {*params, "X"}
     numeric = finite_differences(module, params, X, Y, masks)
     values = {**params, spec.input.name: X, "Y_true": Y, **masks}
-    symbolic = symbolic_gradients(spec, values, [*params, spec.input.name])
-    symbolic["X"] = symbolic.pop(spec.input.name)
+    # SymPy's own differentiation of the scalar loss, where the network is small enough for it to take
+    # seconds, not tens of seconds (the 6 x 8 ReLU net is checked by finite differences here, exactly by verify)
+    small = sum(value.size for value in params.values()) <= SYMBOLIC_MAX_PARAMETERS
+    symbolic = symbolic_gradients(spec, values, [*params, spec.input.name]) if small else {}
+    symbolic["X"] = symbolic.pop(spec.input.name, None)
     scale = abs(module.loss(run(module, params, X, masks)[0], Y, params))
     for name in grads:
         assert grads[name].shape == (params[name] if name != "X" else X).shape
         assert fd_close(grads[name], numeric[name], scale), name
-        np.testing.assert_allclose(grads[name], symbolic[name], rtol=1e-9, atol=1e-12 * max(scale, 1), err_msg=name)
+        if small:
+            np.testing.assert_allclose(grads[name], symbolic[name], rtol=1e-9, atol=1e-12 * max(scale, 1),
+                                       err_msg=name)
 
 
 @pytest.mark.parametrize("path", SPECS, ids=[path.stem for path in SPECS])
