@@ -127,7 +127,7 @@ DEEP_ODD = {"title": "60 layers, odd name", "input": {"size": 2, "name": "da1_dZ
 
 # Each example takes seconds (a 60-layer one about ten): no shrinking, which would take minutes on a failure;
 # the failing spec is printed as drawn.
-@settings(max_examples=6, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+@settings(max_examples=3, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(spec=deep_odd_specs())
 @example(spec=DEEP_ODD)

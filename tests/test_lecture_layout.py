@@ -32,9 +32,8 @@ MIN_SCALE = 600  # per mille: nothing on a page shrunk below 60 %
 _FIT = re.compile(r"symbackprop-fit: (width|height) (\d+) \(page (\d+)\)")
 _OVERFULL = re.compile(r"Overfull \\([hv])box \(([\d.]+)pt too (?:wide|high)\)[^\n]*")
 
-DECKS = [("seed", "en"), ("seed", "ko"), ("softmax_ce_4_classes_column", "ko"), ("depth6_smooth", "en"),
-         ("depth5_mixed_column", "ko"), ("wide_8", "ko"), ("batchnorm_after_dense", "ko"), ("residual_block", "en"),
-         ("softmax_layer_cross_entropy", "en"), ("lecture_batchnorm_softmax_l2", "ko"),
+DECKS = [("seed", "ko"), ("softmax_ce_4_classes_column", "ko"), ("depth5_mixed_column", "ko"), ("wide_8", "en"),
+         ("residual_block", "en"), ("softmax_layer_cross_entropy", "en"), ("lecture_batchnorm_softmax_l2", "ko"),
          ("lecture_deep_relu_6x8", "en")]
 ARTICLES = [("seed", "ko"), ("depth5_mixed_column", "en"), ("wide_8", "ko"), ("batchnorm_after_dense", "en"),
             ("loss_cs231n_svm_l2", "ko")]
