@@ -30,8 +30,8 @@ from .rules import TRAINABLE_ACTIVATIONS, activation_rule, loss_rule
 from .slides import display, plan, side_by_side
 from .statements import Statement, brace, local_statement, term_statement
 from .tex_text import tex_escape
-from .walks import normalization_walks, softmax_walks
 from .verify import form_check_name
+from .walks import normalization_walks, softmax_walks
 
 # The width (pt) of the article's local-gradient column; a wider formula gets a row of its own.
 LOCAL_TABLE_WIDTH = 170

@@ -21,8 +21,6 @@ import sympy as sp
 
 from .printing import latex, latex_name, penalty_latex
 
-KINDS = ("local", "map", "path", "penalty", "upstream")
-
 
 def _name(name: str) -> str:
     return "L" if name == "L" else latex_name(name)

@@ -49,8 +49,14 @@ def _math_blocks(text: str) -> list[tuple[int, str]]:
     r"""(offset, body) of every math block a LaTeX walker (pylatexenc) finds, in order: ``$...$``, ``$$...$$``,
     ``\(...\)``, ``\[...\]`` and the display environments (``equation``, ``align``, ...), inside groups and
     other environments too; comments are skipped, and an escaped ``\$`` starts no math."""
-    from pylatexenc.latexwalker import (LatexCommentNode, LatexEnvironmentNode, LatexGroupNode, LatexMacroNode,
-                                        LatexMathNode, LatexWalker)
+    from pylatexenc.latexwalker import (
+        LatexCommentNode,
+        LatexEnvironmentNode,
+        LatexGroupNode,
+        LatexMacroNode,
+        LatexMathNode,
+        LatexWalker,
+    )
 
     def body(node) -> str:
         return "".join(child.latex_verbatim() for child in node.nodelist
