@@ -35,3 +35,18 @@ def test_non_editable_install_renders_from_its_own_templates(wheel, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=tmp_path,
                             env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
+
+
+def test_in_ci_a_test_skipped_for_want_of_tex_fails(tmp_path):
+    # With SYMBACKPROP_REQUIRE_TOOLS=1 (.ci/run), a test that skips because pdflatex is missing is a failure;
+    # without it, the same test skips. The test runs with a PATH that has Python but no TeX.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               "tests/test_lecture_layout.py::test_handout_has_one_page_per_frame"]
+    results = {flag: subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False,
+                                    env={"PATH": str(bin_dir), "SYMBACKPROP_REQUIRE_TOOLS": flag})
+               for flag in ("0", "1")}
+    assert results["0"].returncode == 0 and "1 skipped" in results["0"].stdout, results["0"].stdout
+    assert results["1"].returncode != 0 and "CI installs what it needs" in results["1"].stdout, results["1"].stdout
