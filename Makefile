@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TEX_PACKAGES := texlive-latex-recommended texlive-pictures texlive-lang-korean poppler-utils
 
-.PHONY: demo test test-lowest bench install tex docs clean
+.PHONY: demo test test-lowest mutate bench install tex docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ test-lowest: tex
 	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
 	$(LOWEST)/bin/python -m pip install --quiet --disable-pip-version-check -c tests/lowest_versions.txt -e '.[test]'
 	SYMBACKPROP_REQUIRE_TOOLS=0 $(LOWEST)/bin/python -m pytest -q -p no:cacheprovider $(LOWEST_TESTS)
+
+# Targeted mutations (tests/mutations.py): each breaks one thing in a copy of the working tree and runs the
+# few tests that guard it; the report lists the mutants that survived, and the target fails if any did.
+mutate: install
+	$(BIN)/python tests/mutations.py
 
 # The benchmarks compare against PyTorch's CPU build (from a local file where the machine has one) and report
 # the BLAS in use; both are optional: without them those rows are skipped.

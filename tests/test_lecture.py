@@ -732,3 +732,21 @@ def test_the_network_picture_draws_skip_connections_and_per_unit_layers():
     arcs = re.findall(r"\\draw\[->, dashed[^\]]*\] \(n(\d)-\d\.south\) \.\. controls .* \(n(\d)-\d\.south\);", slides)
     assert arcs == [("1", "3")]
     assert r"\draw[->, dashed" not in derive(SPECS / "batchnorm_after_dense.toml").render("beamer", lang="en")
+
+
+@pytest.mark.parametrize("spec, formulas", [
+    ("seed", {"W1": r"X^{\top} \delta^{[1]}", "W2": r"a^{[1]\top} \delta^{[2]}", "a1": r"\delta^{[2]} W^{[2]\top}"}),
+    ("tests/specs/sigmoid_mse_column.toml",
+     {"W1": r"\delta^{[1]} X^{\top}", "W2": r"\delta^{[2]} a^{[1]\top}", "a1": r"W^{[2]\top} \delta^{[2]}"}),
+])
+def test_the_dense_gradients_print_with_their_transposes(spec, formulas):
+    """The LaTeX of the dense layers' gradients, written out by hand in the lecture's notation (batch-first
+    dW = A^T delta, column dW = delta A^T): a printer that drops a transpose mark fails here."""
+    from symbackprop.printing import latex
+    from symbackprop.spec import load_spec
+
+    derivation = derive(load_spec(spec))
+    printed = {step.name: latex(step.expr) for step in derivation.backward if step.name in formulas}
+    assert printed == formulas
+    document = derivation.render("markdown")
+    assert all(formula in document for formula in formulas.values())

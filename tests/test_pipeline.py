@@ -92,7 +92,9 @@ def _sympy_oracle(spec, N, seed=0):
 
 @pytest.mark.parametrize("path", ["tests/specs/seed.toml", "tests/specs/sigmoid_mse_column.toml",
                                   "tests/specs/softmax_ce_2_classes.toml",
-                                  "tests/specs/batchnorm_after_dense.toml", "tests/specs/skip_two_layers_column.toml"])
+                                  "tests/specs/batchnorm_after_dense.toml", "tests/specs/skip_two_layers_column.toml",
+                                  # inverted dropout's 1/(1-p) scale (p = 0.5 and the column layout's p)
+                                  "tests/specs/dropout_hidden.toml", "tests/specs/dropout_column.toml"])
 def test_composed_gradients_match_direct_sympy_differentiation(path):
     spec = load_spec(path)
     d = derive(spec)
