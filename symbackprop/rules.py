@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import threading
+import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import sympy as sp
@@ -568,14 +572,19 @@ def custom_activation(definition: CustomActivation) -> ActivationRule:
     """The rule of a custom activation, built once per process and registered under ``definition.key``.
 
     Raises :class:`formula.FormulaError` when the formula is outside the language or is not an activation
-    (not real, finite and continuous for every real z; a kink without ``grad_at_kinks``).
+    (not real, finite and continuous for every real z; a kink without ``grad_at_kinks``), or when analysing it
+    takes longer than ``ANALYSIS_SECONDS``.
     """
     key = definition.key
     if key not in _CUSTOM:
         try:
-            _CUSTOM[key] = _custom_rule(definition)
+            with time_bound(ANALYSIS_SECONDS):
+                _CUSTOM[key] = _custom_rule(definition)
         except (TypeError, ValueError, RecursionError) as error:  # SymPy giving up on a formula
             raise fm.FormulaError(f"SymPy cannot analyse this formula ({type(error).__name__}: {error})") from None
+        except _Expired:
+            raise fm.FormulaError(f"SymPy could not analyse this formula within {ANALYSIS_SECONDS:g} s (its "
+                                  "constants or nesting are too large); simplify it") from None
     return _CUSTOM[key]
 
 
@@ -699,8 +708,53 @@ def _finite(value) -> bool:
     return bool(value.is_extended_real and value.is_finite)
 
 
+# How long one sympy.simplify of a custom activation's derivative may take before the unsimplified (still exact)
+# form is kept: simplify can fall into arbitrary-precision evaluation (z*sigmoid(1000000) ran for minutes).
+SIMPLIFY_SECONDS = 2.0
+# How long the whole analysis of one custom activation may take before the spec is refused.
+ANALYSIS_SECONDS = 20.0
+
+
+class _Expired(Exception):
+    """A ``time_bound`` ran out."""
+
+
+def _expire(signum, frame):
+    raise _Expired
+
+
+@contextmanager
+def time_bound(seconds: float):
+    """Raise ``_Expired`` inside the block once ``seconds`` have passed (a timer signal, so on the main thread
+    only; elsewhere the block runs unbounded). An enclosing bound keeps running: the inner one ends no later
+    than it, and it is set again, less the time spent, on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    outer, start = signal.getitimer(signal.ITIMER_REAL)[0], time.monotonic()
+    previous = signal.signal(signal.SIGALRM, _expire)
+    signal.setitimer(signal.ITIMER_REAL, min(seconds, outer) if outer else seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if outer:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 1e-3))
+
+
+def bounded_simplify(expr: sp.Expr) -> sp.Expr | None:
+    """``sympy.simplify(expr)``, or None where it takes longer than ``SIMPLIFY_SECONDS``."""
+    try:
+        with time_bound(SIMPLIFY_SECONDS):
+            return sp.simplify(expr)
+    except _Expired:
+        return None
+
+
 def _equal(a, b) -> bool:
-    return sp.simplify(a - b) == 0
+    """Whether SymPy proves ``a = b`` within its time bound."""
+    return bounded_simplify(a - b) == 0
 
 
 def _readable(expr: sp.Expr) -> sp.Expr:
@@ -710,12 +764,14 @@ def _readable(expr: sp.Expr) -> sp.Expr:
 
 def _simplified(derivative: sp.Expr) -> sp.Expr:
     """``sympy.simplify`` of ``derivative`` (branch by branch, if it has any) where that is shorter and brings
-    in no new function (cosh for tanh)."""
+    in no new function (cosh for tanh), and ends within its time bound."""
     simpler = derivative.replace(
         lambda e: isinstance(e, sp.Piecewise),
-        lambda e: sp.Piecewise(*((sp.simplify(branch), condition) for branch, condition in e.args)),
-    ) if derivative.has(sp.Piecewise) else sp.simplify(derivative)
+        lambda e: sp.Piecewise(*((bounded_simplify(branch) or branch, condition) for branch, condition in e.args)),
+    ) if derivative.has(sp.Piecewise) else bounded_simplify(derivative)
     functions = {type(f) for f in derivative.atoms(sp.Function)}
+    if simpler is None:  # out of time: the derivative as differentiated
+        return derivative
     if sp.count_ops(simpler) < sp.count_ops(derivative) and {type(f) for f in simpler.atoms(sp.Function)} <= functions:
         return simpler
     return derivative
@@ -728,6 +784,6 @@ def _from_output(shown, derivatives, values) -> sp.Expr | None:
         candidate = derivative.xreplace({shown: a})
         if not candidate.has(fm.Z):
             difference = fm.elementary((candidate.xreplace({a: shown}) - derivative).subs(values))
-            if sp.simplify(difference) == 0:
+            if bounded_simplify(difference) == 0:
                 return candidate
     return None

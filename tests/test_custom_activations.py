@@ -422,3 +422,33 @@ def test_a_latex_name_that_tex_would_refuse_is_refused_at_the_spec(name, words):
 def test_a_latex_name_tex_accepts_is_kept(name):
     spec = load_spec(_spec({"f": {"forward": "z", "latex": name}}, [{"size": 3, "activation": "f"}]))
     assert spec is not None
+
+
+def test_a_formula_sympy_cannot_analyse_in_time_is_refused_naming_it(monkeypatch, tmp_path):
+    # z*sigmoid(1000000) sent sympy.simplify into arbitrary-precision evaluation for minutes; the analysis is
+    # bounded (20 s; 1 s here) and the spec refused with the formula's key, as one line.
+    import time
+
+    from symbackprop import rules
+    from symbackprop.errors import SpecError
+    from symbackprop.spec import load_spec
+
+    monkeypatch.setattr(rules, "ANALYSIS_SECONDS", 1.0)
+    spec = tmp_path / "hostile.toml"
+    spec.write_text('[input]\nsize = 2\n[activations.f]\nforward = "z*sigmoid(1000000)"\n'
+                    '[[layers]]\nsize = 2\nactivation = "f"\n[[layers]]\nsize = 1\nactivation = "identity"\n'
+                    '[loss]\nkind = "mse"\n')
+    start = time.monotonic()
+    with pytest.raises(SpecError, match=r"activations\.f\.forward: SymPy could not analyse this formula within 1 s"):
+        load_spec(spec)
+    assert time.monotonic() - start < 10
+
+
+def test_a_simplification_out_of_time_keeps_the_exact_form(monkeypatch):
+    from symbackprop import rules
+
+    monkeypatch.setattr(rules, "SIMPLIFY_SECONDS", 1e-6)
+    z = sp.Symbol("z", real=True)
+    derivative = sp.diff(z * sp.tanh(z) ** 2, z)
+    assert rules.bounded_simplify(derivative) is None
+    assert rules._simplified(derivative) == derivative  # the derivative as differentiated: still exact
