@@ -9,6 +9,8 @@ derivation. The softmax pages are per-sample identities in index form, checked b
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sympy as sp
 
 from .printing import latex, latex_name
@@ -44,8 +46,8 @@ def _part(expr, edge, locals_: dict) -> tuple[str, Statement | None]:
         return latex(expr), None
     if isinstance(expr, sp.MatMul) and expr.as_coeff_mmul()[0] < 0:
         printed, statement = _part(-expr, edge, locals_)
-        return f"-{printed}", Statement(statement.kind, statement.of, statement.wrt, expr) if \
-            statement.kind == "path" else statement
+        # a path states the whole term, its sign included; a factor is the same either way
+        return f"-{printed}", replace(statement, expr=expr) if statement.kind == "path" else statement
     lg = locals_[edge]
     upstream = sp.MatrixSymbol(f"d{lg.of}", *expr.shape)
     if lg.side == "elementwise" and expr == sp.hadamard_product(upstream, lg.expr):
