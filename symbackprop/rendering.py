@@ -159,6 +159,12 @@ def _of(name: str) -> str:
     return "L" if name == "L" else latex_name(name)
 
 
+def _row_of(statement) -> str:
+    """The output column of a local-gradient row: a penalty's share is listed under the penalty it
+    differentiates, not under L."""
+    return statement.penalty or _of(statement.of)
+
+
 def _needs_brackets(expr) -> bool:
     """Whether a factor of an elementwise product needs brackets: a sum, or a negative term."""
     return isinstance(expr, (sp.MatAdd, sp.HadamardProduct)) or (
@@ -293,9 +299,7 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
         expr = latex(lg.expr)
         if statement.kind == "map":  # no factor: the map from the upstream gradient to this share
             expr = rf"{latex_name('d' + lg.of)} \mapsto {expr}"
-        # A penalty's share is listed under the penalty it differentiates, not under L.
-        of = statement.penalty or _of(lg.of)
-        local.append({"of": of, "wrt": latex_name(lg.wrt), "expr": expr, "side": statement.kind
+        local.append({"of": _row_of(statement), "wrt": latex_name(lg.wrt), "expr": expr, "side": statement.kind
                       if statement.kind == "penalty" else lg.side, "lhs": statement.lhs, "statement": statement,
                       "layer": lg.layer, "wide": measure(expr).w > LOCAL_TABLE_WIDTH})
     backward = []
@@ -305,7 +309,7 @@ def context(derivation, *, lang: str = "en", report=None, batch: int = 64) -> di
             "name": step.name, "symbol": step.symbol.name, "layer": step.layer,
             "lhs": latex_name(step.symbol.name), "rhs": latex(step.expr),
             "shape": shape_latex(step.shape), "chain": chain, "statements": statements, "terms": len(step.terms),
-            "locals": [(local_statement(term.local, spec).penalty or _of(term.local.of), latex_name(term.local.wrt))
+            "locals": [(_row_of(local_statement(term.local, spec)), latex_name(term.local.wrt))
                        for term in step.terms],
             "alternatives": [_alternative(step, alt, t, report) for alt in step.alternatives],
         })

@@ -2,28 +2,19 @@
 against PyTorch autograd on the same forward pass rebuilt in torch (an independent oracle); unsupported code
 refused with file:line:col."""
 
-import importlib.util
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from test_generated import load_module
 
 from symbackprop import derive
 from symbackprop.cli import main
 from symbackprop.forward_code import ForwardCodeError, load_forward
 
 ATOMIC = Path(__file__).parent / "forward_code" / "atomic.py"
-
-
-def _module(derivation, tmp_path):
-    path = tmp_path / "generated.py"
-    path.write_text(derivation.render("numpy"))
-    spec = importlib.util.spec_from_file_location("generated_forward", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _torch_gradients(inputs):
@@ -65,7 +56,7 @@ def test_atomic_forward_pass_is_proved_and_every_gradient_matches_autograd(tmp_p
     assert report.ok, report.table()
     names = {step.name for step in derivation.backward}
     assert {"X", "Y", "W1", "b1", "bngain", "bnbias", "W2", "b2", "bnvar_inv", "logit_maxes", "picked"} <= names
-    module = _module(derivation, tmp_path)
+    module = load_module(derivation.render("numpy"), tmp_path, "generated_forward")
     rng = np.random.default_rng(0)
     inputs = module.random_inputs(3)
     inputs["Y"] = np.eye(27)[rng.integers(0, 27, 32)]  # one-hot targets
@@ -97,7 +88,7 @@ def test_log_sum_exp_softmax_relu_and_sqrt(tmp_path):
     '''))
     derivation = derive(forward=path)
     assert derivation.verify().ok
-    module = _module(derivation, tmp_path)
+    module = load_module(derivation.render("numpy"), tmp_path, "generated_forward")
     torch = pytest.importorskip("torch")
     inputs = module.random_inputs(1)
     loss, cache = module.forward(inputs)

@@ -9,7 +9,6 @@ the fused losses, skip connections, PReLU, a custom activation, an RNN, a causal
 able to fail: a wrong backward line put into a generated module is caught.
 """
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -17,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_generated import load_module
 
 from symbackprop import derive
 from symbackprop.errors import FormatError
@@ -50,15 +50,6 @@ JAX_REPRESENTATIVE = ["batchnorm_after_dense_column", "lecture_layernorm_dropout
 FULL = os.environ.get("SYMBACKPROP_FULL_FRAMEWORKS") == "1"
 SPECS = ALL_SPECS if FULL else [path for path in ALL_SPECS if path.stem in REPRESENTATIVE]
 JAX_SPECS = ALL_SPECS if FULL else [path for path in ALL_SPECS if path.stem in JAX_REPRESENTATIVE]
-
-
-def load_module(source: str, directory: Path, name: str):
-    path = directory / f"{name}.py"
-    path.write_text(source, encoding="utf-8")
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
 
 
 def generated(path: Path, fmt: str, tmp_path: Path, edit=None):
