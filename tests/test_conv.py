@@ -166,8 +166,8 @@ def _module_gradients(spec: dict, tmp_path, name: str, X=None, batch: int = 3):
     return module, params, X, Y, module.backward(params, cache, Y)
 
 
-def _agree(spec: dict, tmp_path, name: str, X=None):
-    module, params, X, Y, grads = _module_gradients(spec, tmp_path, name, X)
+def _agree(spec: dict, tmp_path, name: str, X=None, batch: int = 3):
+    module, params, X, Y, grads = _module_gradients(spec, tmp_path, name, X, batch)
     expected = _torch_gradients(spec, params, X, Y)
     assert set(grads) == set(expected)
     for key, value in expected.items():
@@ -248,7 +248,22 @@ def test_the_module_has_no_python_loop_over_positions():
     helpers = source[source.index("def im2col"):source.index("def first_max_mask")]
     assert "sliding_window_view" in helpers
     loops = [line.strip() for line in helpers.splitlines() if line.strip().startswith("for ")]
-    assert loops == ["for i in range(kh):", "for j in range(kw):"]  # kernel offsets only
+    # chunks of the batch (so col2im's patches stay in cache) and kernel offsets only
+    assert loops == ["for start in range(0, len(x), chunk):", "for i in range(kh):", "for j in range(kw):"]
+
+
+def test_col2im_over_several_chunks_of_the_batch_matches_pytorch(tmp_path):
+    """Batches large enough that col2im adds the patches back in several chunks, the last one shorter: 21.6 kB
+    of a conv's patches per image (24 images a chunk, 64 images), 2.6 kB of a pool's per channel (201 channel
+    images a chunk, 256). In float32 every array stays float32."""
+    conv = {"kind": "conv2d", "channels": 4, "kernel": 3, "stride": 2, "padding": 1, "activation": "tanh"}
+    spec = _conv_spec((3, 20, 20), conv, [{"kind": "avgpool", "kernel": 2, "stride": 1}])
+    module = _agree(spec, tmp_path, "chunks", batch=64)
+    params = module.init_params(0, dtype=np.float32)
+    X, Y = module._data(np.random.default_rng(0), 64, dtype=np.float32)
+    cache = module.forward(params, X)[1]
+    arrays = {**cache, **module.backward(params, cache, Y)}
+    assert {name: a.dtype for name, a in arrays.items() if a.dtype != np.float32} == {}
 
 
 # -- the spec reader ----------------------------------------------------------------------------------------
