@@ -8,7 +8,7 @@ import importlib
 import importlib.util
 
 SUITES = ("benchmarks.verification", "benchmarks.training", "benchmarks.batchnorm", "benchmarks.depth",
-          "benchmarks.sequences", "benchmarks.grading", "benchmarks.frameworks")
+          "benchmarks.sequences", "benchmarks.conv", "benchmarks.grading", "benchmarks.frameworks")
 
 
 def main() -> None:

@@ -50,7 +50,8 @@ def spec(n_in: int, widths: list[int]) -> dict:
 
 def generated_module(spec_dict: dict, directory: str):
     """Render, write and import the generated module for ``spec_dict``."""
-    path = Path(directory) / f"backprop_{len(spec_dict['layers'])}_{spec_dict['input']['size']}.py"
+    size = spec_dict["input"].get("size") or "x".join(map(str, spec_dict["input"]["shape"]))  # images: shape
+    path = Path(directory) / f"backprop_{len(spec_dict['layers'])}_{size}.py"
     path.write_text(derive(spec_dict).render("numpy"), encoding="utf-8")
     module_spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(module_spec)

@@ -1,0 +1,129 @@
+"""Convolution: the backward pass of one conv2d layer in the generated NumPy module, against a hand-written
+im2col NumPy implementation and PyTorch eager (issue 26).
+
+The layer: N = 64 images of 16 x 32 x 32, F = 32 filters of 3 x 3, stride 1, padding 1, float32, one thread
+(BLAS limited with threadpoolctl, ``torch.set_num_threads(1)``). The spec is that layer (identity activation),
+then ``flatten`` and half the sum of squared errors, so the upstream gradient is ``dZ = Y_pred - Y_true``; every
+variant starts from ``(Y_pred, Y_true)`` and the input and weights the forward pass saw, and returns dW, db
+and dX:
+- generated: ``backward`` of the module ``symbackprop derive`` writes, on the cache its ``forward`` keeps
+  (the unfolded input ``Xcol1``); its col2im adds the patches back channels last, a few images at a time so
+  that they stay in cache over the kernel offsets;
+- hand-written im2col: the CS231n "fast layers" backward as written here, on the unfolded input its own forward
+  keeps: ``dW = dout_colᵀ X_col``, ``db`` the column sums, ``dX_col = dout_col W_col`` added back into the padded
+  image one kernel offset at a time over the whole batch (col2im), the padding cropped;
+- PyTorch eager: ``aten.convolution_backward``, the one call autograd makes for a ``conv2d``'s three gradients.
+Target (issue 26): generated / hand-written <= 1.1. Run with ``python -m benchmarks.conv``; ``BENCH_REPEATS``
+sets the number of interleaved runs a median is taken over.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from benchmarks.batchnorm import one_blas_thread
+from benchmarks.training import _median_ms, generated_module
+
+N, C, H, W, F, K, PAD = 64, 16, 32, 32, 32, 3, 1
+DTYPE = np.float32
+TARGET = 1.1
+
+
+def layer_spec() -> dict:
+    """One conv2d layer (identity activation), flattened, half SSE: its backward pass is the layer's."""
+    return {"input": {"shape": [C, H, W]},
+            "layers": [{"kind": "conv2d", "channels": F, "kernel": K, "padding": PAD, "activation": "identity"},
+                       {"kind": "flatten"}],
+            "loss": {"kind": "half_sse"}}
+
+
+def hand_written_forward(weight, bias, X):
+    """The layer's forward pass as CS231n's im2col layer writes it; returns the output and the unfolded input."""
+    padded = np.pad(X, ((0, 0), (0, 0), (PAD, PAD), (PAD, PAD)))
+    X_col = sliding_window_view(padded, (K, K), axis=(2, 3)).transpose(0, 2, 3, 1, 4, 5).reshape(-1, C * K * K)
+    out = X_col @ weight.reshape(F, -1).T + bias
+    return out.reshape(N, H, W, F).transpose(0, 3, 1, 2), X_col
+
+
+def hand_written_backward(weight, X_col, Y_pred, Y_true):
+    """dW, db, dX of the layer from its unfolded input, the upstream gradient being ``Y_pred - Y_true``."""
+    dout = Y_pred - Y_true
+    dout_col = dout.reshape(N, F, H * W).transpose(0, 2, 1).reshape(-1, F)
+    dW = (dout_col.T @ X_col).reshape(weight.shape)
+    db = dout_col.sum(axis=0)
+    dX_col = (dout_col @ weight.reshape(F, -1)).reshape(N, H, W, C, K, K)
+    dX = np.zeros((N, C, H + 2 * PAD, W + 2 * PAD), dtype=dX_col.dtype)
+    for i in range(K):
+        for j in range(K):
+            dX[:, :, i:i + H, j:j + W] += dX_col[..., i, j].transpose(0, 3, 1, 2)
+    return dW, db, dX[:, :, PAD:PAD + H, PAD:PAD + W]
+
+
+def torch_backward(weight, X, Y_pred, Y_true):
+    """PyTorch eager on one thread: the upstream gradient, then the convolution's backward (None without
+    PyTorch)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    tW, tX, tY, tT = (torch.from_numpy(a) for a in (weight, X, Y_pred, Y_true))
+    shape = (N, F, H, W)
+
+    def step():
+        dout = (tY - tT).reshape(shape)
+        return torch.ops.aten.convolution_backward(dout, tX, tW, [F], [1, 1], [PAD, PAD], [1, 1], False, [0, 0], 1,
+                                                   [True, True, True])
+
+    return step
+
+
+def bench(module, repeats: int) -> dict:
+    rng = np.random.default_rng(0)
+    params = module.init_params(0, dtype=DTYPE)
+    X = rng.standard_normal((N, C, H, W)).astype(DTYPE)
+    Y_true = rng.standard_normal((N, F * H * W)).astype(DTYPE)
+    Y_pred, cache = module.forward(params, X)
+    weight, bias = params["W1"], params["b1"]
+    out, X_col = hand_written_forward(weight, bias, X)
+    np.testing.assert_allclose(out.reshape(N, -1), Y_pred, rtol=0, atol=1e-4 * np.abs(Y_pred).max())
+    expected = dict(zip(("W1", "b1", "X"), hand_written_backward(weight, X_col, Y_pred, Y_true)))
+    variants = {"generated": lambda: module.backward(params, cache, Y_true),
+                "hand-written im2col": lambda: hand_written_backward(weight, X_col, Y_pred, Y_true)}
+    compared = {"generated": module.backward(params, cache, Y_true)}
+    step = torch_backward(weight, X, Y_pred, Y_true)
+    if step is not None:
+        variants["PyTorch eager"] = step
+        compared["PyTorch eager"] = {name: value.numpy() for name, value in zip(("X", "W1", "b1"), step())}
+    for label, grads in compared.items():  # every variant computes the same gradients, in float32
+        for name, value in expected.items():
+            got = grads[name]
+            assert got.dtype == value.dtype == DTYPE, (label, name, got.dtype, value.dtype)
+            np.testing.assert_allclose(got.reshape(value.shape), value, rtol=0, atol=1e-4 * np.abs(value).max(),
+                                       err_msg=f"{label}: {name}")
+    medians = _median_ms(variants, repeats)
+    print(f"conv2d backward (dW, db, dX from dZ = Y_pred - Y_true): N = {N}, C = {C}, {H}x{W}, F = {F}, "
+          f"{K}x{K}, padding {PAD}, stride 1, {np.dtype(DTYPE).name}, one thread (median of {repeats})")
+    for label, ms in medians.items():
+        print(f"  {label:<20} {ms:9.3f} ms   generated / this = {medians['generated'] / ms:5.2f}")
+    ratio = medians["generated"] / medians["hand-written im2col"]
+    print(f"  generated / hand-written im2col = {ratio:.2f}   target: <= {TARGET}")
+    return {**medians, "ratio": ratio}
+
+
+def main(repeats: int | None = None) -> dict:
+    repeats = repeats or int(os.environ.get("BENCH_REPEATS", "15"))
+    with tempfile.TemporaryDirectory() as directory, one_blas_thread() as limits:
+        sys.dont_write_bytecode = True
+        module = generated_module(layer_spec(), directory)
+        print(limits if isinstance(limits, str) else "BLAS limited to one thread (threadpoolctl)")
+        return bench(module, repeats)
+
+
+if __name__ == "__main__":
+    main()
