@@ -586,8 +586,9 @@ def symbol_rows(network, derivation, t: dict) -> list[dict]:
         for name in params:
             if layer_of(name) == layer:
                 key = f"param_{_LAYERED.match(name).group(1)}"
+                kind = network.spec.layers[layer - 1].kind
                 rows.append({"symbol": latex_name(name), "layer": layer,
-                             "meaning": _describe(t, (key, "param_other"), layer=layer),
+                             "meaning": _describe(t, (f"{key}_{kind}", key, "param_other"), layer=layer),
                              "shape": shape_latex(network.inputs[name].shape)})
     rows.append({"symbol": "Y_{true}", "meaning": t["symbol_targets"], "layer": network.depth,
                  "shape": shape_latex(network.inputs["Y_true"].shape)})
@@ -867,7 +868,10 @@ def _pattern_view(pattern, t: dict) -> dict:
                            "range": "" if eq.first is None else (
                                rf"{index} = {', '.join(map(str, range(eq.first, eq.last + 1)))}"
                                if eq.last - eq.first < 3 else rf"{index} = {eq.first}, \ldots, {eq.last}")}
-                          for eq in pattern.equations]}
+                          for eq in pattern.equations],
+            "picture": pattern.picture, "caption": pattern.picture and (
+                t["patch_caption"].format(y=pattern.picture["y"], x=pattern.picture["x"])
+                + (" " + t["patch_caption_more"] if pattern.picture["more"] else ""))}
 
 
 def lecture_context(derivation, *, t: dict, lang: str, report, batch: int, options: LectureOptions) -> dict:

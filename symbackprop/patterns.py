@@ -5,7 +5,8 @@ the shared weights' gradients as sums over t; attention's five backward equation
 embedding's gradient as a scatter-add. The derivation is unrolled (steps ``h1_1 .. h1_T``, heads ``Q1_1 ..
 Q1_H``), so each general statement is made from one instance by renaming its indices (``h1_2 -> h1_t``,
 ``dZ1_3 -> dZ1_{t+1}``) and is printed only for the range of indices where every instance renames to the same
-formula: a label the derivation does not bear out is never printed.
+formula: a label the derivation does not bear out is never printed. Convolution and pooling layers get their
+sums in index form (``index_forms.py``, whose printed sums the tests evaluate against autograd).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .expressions import Block, Place
+from .index_forms import image_forms, patch_picture
+from .layers import CONV_KINDS, POOL_KINDS
 from .printing import concatenated, latex, latex_name
 
 _INDEXED = re.compile(r"^(d?[A-Za-z]+)(\d+)_(\d+)$")
@@ -40,6 +43,7 @@ class Pattern:
     kind: str
     equations: tuple[Equation, ...]
     count: int = 0  # the number of steps T or heads H
+    picture: dict | None = None  # a convolution's patch and its row of X_col (index_forms.patch_picture)
 
 
 def patterns(derivation) -> list[Pattern]:
@@ -55,6 +59,11 @@ def patterns(derivation) -> list[Pattern]:
             found.append(Pattern(l, "attention", tuple(_equation(derivation, name) for name in names), 1))
         elif layer.kind == "embedding":
             found.append(Pattern(l, "embedding", (_equation(derivation, f"dC{l}"),)))
+        elif layer.kind in (*CONV_KINDS, *POOL_KINDS):
+            forms = image_forms(derivation.network, l)
+            conv = layer.kind in CONV_KINDS
+            found.append(Pattern(l, "conv" if conv else layer.kind, tuple(Equation(*form.latex()) for form in forms),
+                                 picture=patch_picture(derivation.network, l) if conv else None))
     return [pattern for pattern in found if pattern.equations]
 
 

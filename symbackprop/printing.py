@@ -26,6 +26,7 @@ _LAYERED_LATEX = {
     "mu": r"\mu^{{[{l}]}}", "xc": r"X_{{c}}^{{[{l}]}}", "var": r"\left(\sigma^{{[{l}]}}\right)^{{2}}",
     "rstd": r"r^{{[{l}]}}", "xhat": r"\hat{{X}}^{{[{l}]}}", "gamma": r"\gamma^{{[{l}]}}",
     "beta": r"\beta^{{[{l}]}}", "alpha": r"\alpha^{{[{l}]}}",
+    **{f"{base}col": rf"{base}_{{{{col}}}}^{{{{[{{l}}]}}}}" for base in "XZP"},  # a convolution's im2col matrices
     **{f"{base}{sub}": rf"{base}_{{{{{sub}}}}}^{{{{[{{l}}]}}}}" for base, subs in (("W", "qkvoxh"), ("b", "qkvoxh"))
        for sub in subs},
     "AX": r"A_{{x}}^{{[{l}]}}", "AH": r"A_{{h}}^{{[{l}]}}",
@@ -47,7 +48,8 @@ def latex_name(name: str) -> str:
     if name.startswith("d") and _INDEXED.match(name[1:]):
         return rf"\frac{{\partial L}}{{\partial {latex_name(name[1:])}}}"
     if name.startswith("dZ") and _LAYERED.match(name[1:]):
-        return rf"\delta^{{[{name[2:]}]}}"
+        base, layer = _LAYERED.match(name[1:]).groups()
+        return rf"\delta{'_{col}' if base == 'Zcol' else ''}^{{[{layer}]}}"
     if name.startswith("d") and len(name) > 1 and name != "d":
         inner = name[1:]
         if _LAYERED.match(inner) or inner in ("Y_pred", "X") or "_" not in inner:

@@ -17,12 +17,12 @@ import sympy as sp
 
 from . import formula
 from .codegen import module_context
-from .errors import LINE_BREAKING, FormatError, one_line
+from .errors import LINE_BREAKING, one_line
 from .expressions import Elementwise
 from .formats import ALIASES, FORMATS, FRAMEWORK_FORMATS, LANGUAGES
 from .frameworks import framework_context
 from .korean import particles
-from .layers import LAYER_KINDS, unsupported_kind
+from .layers import LAYER_KINDS
 from .lecture import LectureOptions, lecture_context, method_text
 from .mathsize import measure
 from .printing import latex, latex_name, shape_latex
@@ -102,10 +102,6 @@ def render(derivation, fmt: str, *, lang: str = "en", report=None, batch: int = 
         from .forward_code import render_forward
 
         return render_forward(derivation, fmt, report)
-    kind = unsupported_kind(derivation.network)
-    if kind is not None and fmt not in ("numpy", *FRAMEWORK_FORMATS):
-        raise FormatError(f"--format {fmt}: layer kind {kind!r} is not supported by the lecture formats (markdown, "
-                          "latex, beamer, ipynb) yet; use --format numpy")
     if report is None and fmt not in ("numpy", *FRAMEWORK_FORMATS):
         report = derivation.verify()
     options = options or LectureOptions()

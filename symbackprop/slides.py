@@ -56,7 +56,8 @@ _SCALAR_CHAIN = r"z = f(y),\quad y = g(x) \qquad \Rightarrow \qquad \frac{dz}{dx
 
 @dataclass
 class Block:
-    """One piece of a frame: ``kind`` is ``text``, ``heading``, ``math`` or ``table`` (a layout kind).
+    """One piece of a frame: ``kind`` is ``text``, ``heading``, ``math``, ``table`` or ``picture`` (a layout kind;
+    a picture is a convolution's patch, ``index_forms.patch_picture``).
 
     ``step``: the block is revealed on a click of its own (numbered into ``reveal`` when packed); ``leads``: it
     introduces the next block and never ends a frame (a heading, or the sentence before a formula).
@@ -67,13 +68,14 @@ class Block:
     text: str = ""
     math: str = ""
     table: dict = field(default_factory=dict)
+    picture: dict = field(default_factory=dict)
     step: bool = True
     reveal: int = 1
     leads: bool = False
 
     def view(self) -> dict:
         return {"kind": self.kind, "text": self.text, "math": self.math, "table": self.table,
-                "reveal": self.reveal, "height": self.height}
+                "picture": self.picture, "reveal": self.reveal, "height": self.height}
 
 
 # -- blocks -----------------------------------------------------------------------------------------------
@@ -87,6 +89,8 @@ def _inline_width(text: str) -> float:
 
 # The most names of kept values a row of the deck's memory table lists (an unrolled layer keeps dozens).
 MEMORY_NAMES = 6
+# The height of a cell of the patch picture (0.3 cm), in pt.
+PICTURE_CELL = 8.6
 # The general forms' equations are set a little smaller, so that attention's five fit on one frame.
 PATTERN_SCALE = 0.85
 
@@ -572,14 +576,21 @@ class Deck:
                     label=f"walk-{walk['id']}", strip=strip(self.depth, walk["layer"], backward=True))
 
     def _pattern(self, pattern: dict) -> list[dict]:
-        """A layer's general backward form (BPTT, attention, an embedding) on frames of its own."""
+        """A layer's general backward form (BPTT, attention, an embedding, a convolution's index form) on frames of
+        its own; a convolution's patch picture on the first, before the equations."""
+        where = {"label": f"pattern-{pattern['layer']}", "strip": strip(self.depth, pattern["layer"], backward=True)}
         blocks = [text(pattern["intro"], step=False)]
+        frames = []
+        if pattern["picture"]:
+            rows = pattern["picture"]["rows"]
+            blocks += [Block("picture", (rows + 2) * PICTURE_CELL + 4, picture=pattern["picture"], step=False, leads=True),
+                       text(pattern["caption"], step=False)]
+            frames = pack(pattern["title"], blocks, self.t, budget=BODY_HEIGHT - STRIP_HEIGHT, **where)
+            blocks, where["label"] = [], f"pattern-{pattern['layer']}-sums"
         blocks += [math(break_equation([eq["lhs"], eq["rhs"]], TEXT_WIDTH / PATTERN_SCALE,
                                        rf" \qquad {eq['range']}" if eq["range"] else ""), scale=PATTERN_SCALE)
                    for eq in pattern["equations"]]
-        return pack(pattern["title"], blocks, self.t, budget=BODY_HEIGHT - STRIP_HEIGHT,
-                    label=f"pattern-{pattern['layer']}",
-                    strip=strip(self.depth, pattern["layer"], backward=True))
+        return frames + pack(pattern["title"], blocks, self.t, budget=BODY_HEIGHT - STRIP_HEIGHT, **where)
 
     def _shorter(self, step: dict, alt: dict) -> list[dict]:
         """A shorter form of a backward step on a frame of its own: what it is, the formula, the assumption it

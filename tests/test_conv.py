@@ -15,7 +15,7 @@ import symengine as se
 from test_generated import load_module
 
 from symbackprop import derive
-from symbackprop.errors import FormatError, SpecError, SymbackpropError
+from symbackprop.errors import SpecError
 from symbackprop.evaluate import Evaluator, SymbolicBackend
 from symbackprop.expressions import Col2im, Fold, Im2col, Unfold
 from symbackprop.images import Window, col2im, im2col
@@ -313,38 +313,32 @@ def test_an_image_spec_survives_the_round_trip_through_its_mapping():
         assert load_spec(spec_to_dict(spec)) == spec
 
 
-# -- outputs that cannot handle the new kinds yet refuse by name --------------------------------------------
+# -- the lecture formats ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fmt, words", [
-    ("markdown", "--format markdown: layer kind 'conv2d' is not supported by the lecture formats"),
-    ("beamer", "--format beamer: layer kind 'conv2d'"), ("latex", "--format latex: layer kind 'conv2d'"),
-    ("ipynb", "--format ipynb: layer kind 'conv2d'"),
-])  # --format torch and --format jax write image networks (tests/test_frameworks.py)
-def test_formats_without_the_new_kinds_refuse_them_by_name(fmt, words):
-    derivation = derive(_spec(SPECS[0].parent / "small_cnn.toml"))
-    with pytest.raises(FormatError) as error:
-        render(derivation, fmt)
-    assert str(error.value).startswith(words) and "\n" not in str(error.value)
+@pytest.mark.parametrize("path", SPECS, ids=[path.stem for path in SPECS])
+def test_the_lecture_formats_write_every_image_spec(path):
+    """Markdown, the article, the deck and the notebook; each conv or pool layer's index form in each."""
+    nbformat = pytest.importorskip("nbformat")
+    derivation = derive(_spec(path))
+    report = derivation.verify()
+    pooled = [layer["kind"] for layer in _spec(path)["layers"] if layer.get("kind") in ("maxpool", "avgpool")]
+    for fmt in ("markdown", "latex", "beamer"):
+        text = render(derivation, fmt, report=report)
+        assert text.count("in index form") >= 1 + len(pooled), fmt
+        assert "Xcol" not in text and "[col" not in text, fmt  # the im2col names print as X_{col}^{[l]}
+    nbformat.validate(nbformat.reads(render(derivation, "ipynb", report=report), as_version=4))
 
 
-def test_check_grade_and_the_cli_refuse_the_new_kinds_in_one_line(tmp_path):
+def test_the_cli_derives_and_verifies_an_image_spec(tmp_path):
     from click.testing import CliRunner
 
-    from symbackprop.claims import Checker
     from symbackprop.cli import main
-    from symbackprop.grading import Grader
 
     path = str(SPECS[0].parent / "small_cnn.toml")
-    for make in (Checker, Grader):
-        with pytest.raises(SymbackpropError, match=r"layer kind 'conv2d' is not supported yet"):
-            make(path)
     runner = CliRunner()
-    result = runner.invoke(main, ["derive", "--spec", path, "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2 and "layer kind 'conv2d'" in result.output
-    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
-    result = runner.invoke(main, ["derive", "--spec", path, "--format", "py", "--out", str(tmp_path / "py")])
+    result = runner.invoke(main, ["derive", "--spec", path, "--out", str(tmp_path / "out"), "-q"])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "py" / "backprop.py").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["backprop.md", "backprop.py", "backprop.tex"]
     result = runner.invoke(main, ["verify", "--spec", path])
     assert result.exit_code == 0 and "all formulas verified" in result.output
 
@@ -363,3 +357,88 @@ def test_entrywise_kinds_act_on_images_and_normalization_follows_a_flatten(tmp_p
     module = load_module(derivation.render("numpy"), tmp_path, "entrywise")
     assert module.PARAMETER_COUNT == derivation.spec.parameter_count
     assert module.gradient_check() < 1e-6
+
+
+# -- the index forms the lecture prints (symbackprop/index_forms.py) against PyTorch ---------------------------
+
+_INDEX_CASES = [
+    ((2, 5, 6), {"kind": "conv2d", "channels": 3, "kernel": [3, 2], "stride": [2, 1], "padding": [1, 0]}),
+    ((2, 5, 5), {"kind": "conv2d", "channels": 2, "kernel": 2, "bias": False}),
+    ((2, 9), {"kind": "conv1d", "channels": 2, "kernel": 3, "stride": 2, "padding": 1}),
+    ((2, 6, 4), {"kind": "maxpool", "kernel": [2, 2], "stride": [2, 1]}),
+    ((2, 5, 5), {"kind": "avgpool", "kernel": 3, "stride": 2}),
+    ((3, 8), {"kind": "maxpool", "kernel": 3, "stride": 2}),
+]
+
+
+def _first_max_indicator(X_pad, kernel, stride, out) -> np.ndarray:
+    """M[n, c, y, x, i, j] = 1 at each window's first maximum in row-major order, by a loop over windows."""
+    N, C = X_pad.shape[:2]
+    M = np.zeros((N, C, *out, *kernel))
+    for n, c, *pos in np.ndindex(N, C, *out):
+        corner = tuple(p * s for p, s in zip(pos, stride))
+        window = X_pad[(n, c, *(slice(a, a + k) for a, k in zip(corner, kernel)))]
+        M[(n, c, *pos, *np.unravel_index(np.argmax(window), kernel))] = 1
+    return M
+
+
+@pytest.mark.parametrize("shape, layer", _INDEX_CASES, ids=lambda case: str(case))
+def test_the_printed_index_forms_match_pytorch(shape, layer):
+    """Every sum the lecture prints for a conv or pool layer, evaluated by loops as printed, against autograd
+    of torch.nn.functional on the padded input (dX_pad) and on the input (dX)."""
+    from symbackprop.index_forms import evaluate, image_forms
+
+    layer = {"activation": "identity", **layer} if layer["kind"].startswith("conv") else layer
+    derivation = derive(_conv_spec(shape, layer))
+    forms = image_forms(derivation.network, 1)
+    two_d = len(shape) == 3
+    k = layer["kernel"]
+    kernel = tuple(k if isinstance(k, list) else [k] * (2 if two_d else 1))
+    stride = layer.get("stride", 1 if layer["kind"].startswith("conv") else kernel)
+    stride = tuple(stride if isinstance(stride, list) else [stride] * len(kernel))
+    padding = layer.get("padding", 0)
+    padding = tuple(padding if isinstance(padding, list) else [padding] * len(kernel))
+    rng = np.random.default_rng(7)
+    N, C, spatial = 2, shape[0], shape[1:]
+    X = rng.standard_normal((N, C, *spatial))
+    X_pad = np.pad(X, [(0, 0), (0, 0), *((p, p) for p in padding)])
+    xp, x = torch.tensor(X_pad, requires_grad=True), torch.tensor(X, requires_grad=True)
+    arrays = {"X": X, "Xpad": X_pad}
+    if layer["kind"].startswith("conv"):
+        conv = F.conv2d if two_d else F.conv1d
+        F_ = layer["channels"]
+        W, b = rng.standard_normal((F_, C, *kernel)), rng.standard_normal(F_)
+        w, bias = torch.tensor(W, requires_grad=True), torch.tensor(b, requires_grad=True)
+        out = conv(xp, w, bias if layer.get("bias", True) else None, stride=stride)
+        unpadded = conv(x, w.detach(), None, stride=stride, padding=padding)
+        arrays.update(W=W, b=b)
+        ranges = {"f": F_}
+    else:
+        pool = {("maxpool", True): F.max_pool2d, ("maxpool", False): F.max_pool1d,
+                ("avgpool", True): F.avg_pool2d, ("avgpool", False): F.avg_pool1d}[layer["kind"], two_d]
+        out, unpadded = pool(xp, kernel, stride), pool(x, kernel, stride)
+        ranges = {}
+    delta = rng.standard_normal(tuple(out.shape))
+    (out * torch.tensor(delta)).sum().backward()
+    (unpadded * torch.tensor(delta)).sum().backward()
+    out_spatial = tuple(out.shape[2:])
+    arrays["delta"] = delta
+    if layer["kind"] == "maxpool":
+        arrays["M"] = _first_max_indicator(X_pad, kernel, stride, out_spatial)
+    letters = ("y", "x") if two_d else ("x",)
+    ranges.update(n=N, c=C, **dict(zip(letters, out_spatial)), **dict(zip(("i", "j") if two_d else ("j",), kernel)),
+                  **dict(zip(("u", "v") if two_d else ("v",), spatial)))
+    expected = {"Z": out, "A": out, "dW": w.grad if layer["kind"].startswith("conv") else None,
+                "db": bias.grad if layer["kind"].startswith("conv") else None, "dXpad": xp.grad, "dX": x.grad}
+    names = {form.target for form in forms}
+    assert {"dXpad"} <= names and ("dX" in names) == any(padding)
+    for form in forms:
+        value = expected[form.target].detach().numpy()
+        if form.target == "dX":
+            arrays["dXpad"] = xp.grad.numpy()
+        np.testing.assert_allclose(evaluate(form, arrays, ranges, value.shape), value, rtol=1e-12, atol=1e-12,
+                                   err_msg=form.target)
+    markdown = derivation.render("markdown")
+    for form in forms:
+        lhs, rhs = form.latex()
+        assert f"{lhs} = {rhs}" in markdown

@@ -32,13 +32,21 @@ MIN_SCALE = 600  # per mille: nothing on a page shrunk below 60 %
 _FIT = re.compile(r"symbackprop-fit: (width|height) (\d+) \(page (\d+)\)")
 _OVERFULL = re.compile(r"Overfull \\([hv])box \(([\d.]+)pt too (?:wide|high)\)[^\n]*")
 
+# The image specs (tests/specs_conv) by name beside the corpus: the CNN's deck in both languages.
+IMAGE_SPECS = {path.stem: path for path in (Path(__file__).parent / "specs_conv").glob("*.toml")}
+
+
+def spec_path(name: str) -> Path:
+    return IMAGE_SPECS.get(name, SPECS / f"{name}.toml")
+
+
 DECKS = [("seed", "ko"), ("softmax_ce_4_classes_column", "ko"), ("depth5_mixed_column", "ko"), ("wide_8", "en"),
          ("residual_block", "en"), ("softmax_layer_cross_entropy", "en"), ("lecture_batchnorm_softmax_l2", "ko"),
-         ("lecture_deep_relu_6x8", "en")]
+         ("lecture_deep_relu_6x8", "en"), ("small_cnn", "ko"), ("small_cnn", "en")]
 ARTICLES = [("seed", "ko"), ("depth5_mixed_column", "en"), ("wide_8", "ko"), ("batchnorm_after_dense", "en"),
-            ("loss_cs231n_svm_l2", "ko")]
+            ("loss_cs231n_svm_l2", "ko"), ("small_cnn", "en")]
 if FULL:
-    DECKS = ARTICLES = [(spec, lang) for spec in CORPUS for lang in ("en", "ko")]
+    DECKS = ARTICLES = [(spec, lang) for spec in (*CORPUS, *sorted(IMAGE_SPECS)) for lang in ("en", "ko")]
 
 
 def compile_tex(tex: str, directory: Path, name: str, runs: int = 1) -> tuple[Path, str]:
@@ -98,7 +106,7 @@ def handout(tmp_path_factory):
     def deck(spec: str, lang: str) -> tuple[Path, str]:
         if (spec, lang) not in compiled:
             # The handout has the same frames without the overlays, so it is a faster check of the same layout.
-            tex = render(derive(SPECS / f"{spec}.toml"), "beamer", lang=lang, options=LectureOptions(handout=True))
+            tex = render(derive(spec_path(spec)), "beamer", lang=lang, options=LectureOptions(handout=True))
             compiled[spec, lang] = compile_tex(tex, tmp_path_factory.mktemp(f"{spec}-{lang}"), "slides")
         return compiled[spec, lang]
 
@@ -223,7 +231,7 @@ def test_small_print_is_found(tmp_path):
 @needs_tex
 @pytest.mark.parametrize("spec, lang", ARTICLES)
 def test_article_fits_the_page(tmp_path, spec, lang):
-    _, log = compile_tex(render(derive(SPECS / f"{spec}.toml"), "latex", lang=lang), tmp_path, "article", runs=2)
+    _, log = compile_tex(render(derive(spec_path(spec)), "latex", lang=lang), tmp_path, "article", runs=2)
     assert not layout_problems(log)
 
 
