@@ -140,7 +140,9 @@ def patch_picture(network, l: int) -> dict:
             "y0": y0, "x0": x0, "y": min(1, Ho - 1), "x": min(1, Wo - 1), "taps": min(kh * kw, PICTURE_ROW),
             "cut": kh * kw > PICTURE_ROW, "more": window.channels > 1, "patch": window.patch,
             "source": latex_name(network.layer_input(l)),
-            "text": _patch_text(rows, cols, (ph, pw), (window.height, window.width), (y0, x0), (kh, kw))}
+            "text": _patch_text(rows, cols, (ph, pw), (window.height, window.width), (y0, x0), (kh, kw))
+            + "\n\n-> " + " ".join("#" * min(kh * kw, PICTURE_ROW))
+            + (" ..." if kh * kw > PICTURE_ROW or window.channels > 1 else "")}
 
 
 def _patch_text(rows, cols, padding, size, corner, kernel) -> str:
