@@ -13,7 +13,8 @@ and dX:
   keeps: ``dW = dout_colᵀ X_col``, ``db`` the column sums, ``dX_col = dout_col W_col`` added back into the padded
   image one kernel offset at a time over the whole batch (col2im), the padding cropped;
 - PyTorch eager: ``aten.convolution_backward``, the one call autograd makes for a ``conv2d``'s three gradients.
-Target (issue 26): generated / hand-written <= 1.1. Run with ``python -m benchmarks.conv``; ``BENCH_REPEATS``
+Target (issue 26): generated / hand-written <= 1.1. Each line of the two NumPy backward passes is then timed on its
+own, so that a difference can be traced to the line that makes it. Run with ``python -m benchmarks.conv``; ``BENCH_REPEATS``
 sets the number of interleaved runs a median is taken over.
 """
 
@@ -26,7 +27,7 @@ import tempfile
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from benchmarks.batchnorm import one_blas_thread
+from benchmarks.batchnorm import _print_lines, line_costs, one_blas_thread
 from benchmarks.training import _median_ms, generated_module
 
 N, C, H, W, F, K, PAD = 64, 16, 32, 32, 32, 3, 1
@@ -113,6 +114,10 @@ def bench(module, repeats: int) -> dict:
         print(f"  {label:<20} {ms:9.3f} ms   generated / this = {medians['generated'] / ms:5.2f}")
     ratio = medians["generated"] / medians["hand-written im2col"]
     print(f"  generated / hand-written im2col = {ratio:.2f}   target: <= {TARGET}")
+    _print_lines("generated", line_costs(module.backward, vars(module),
+                                         {"params": params, "cache": cache, "Y_true": Y_true}, repeats))
+    _print_lines("hand-written im2col", line_costs(hand_written_backward, globals(), {
+        "weight": weight, "X_col": X_col, "Y_pred": Y_pred, "Y_true": Y_true}, repeats))
     return {**medians, "ratio": ratio}
 
 
