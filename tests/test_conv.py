@@ -254,8 +254,8 @@ def test_the_module_has_no_python_loop_over_positions():
 
 def test_col2im_over_several_chunks_of_the_batch_matches_pytorch(tmp_path):
     """Batches large enough that col2im adds the patches back in several chunks, the last one shorter: 21.6 kB
-    of a conv's patches per image (24 images a chunk, 64 images), 2.6 kB of a pool's per channel (201 channel
-    images a chunk, 256: 202 and 54). In float32 every array stays float32."""
+    of a conv's patches per image (24 images a chunk, 64 images), 2.6 kB of a pool's per channel (202 channel
+    images a chunk, 256 of them). In float32 every array stays float32."""
     conv = {"kind": "conv2d", "channels": 4, "kernel": 3, "stride": 2, "padding": 1, "activation": "tanh"}
     spec = _conv_spec((3, 20, 20), conv, [{"kind": "avgpool", "kernel": 2, "stride": 1}])
     module = _agree(spec, tmp_path, "chunks", batch=64)
