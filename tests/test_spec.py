@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import pathlib
 import tempfile
+import tomllib
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from symbackprop.cli import main as cli_main
 from symbackprop.errors import SpecError
-from symbackprop.rules import ACTIVATIONS, LOSS_KINDS, LOSS_RULES
+from symbackprop.rules import ACTIVATIONS, LOSS_KINDS, LOSS_RULES, CustomActivation
 from symbackprop.spec import (
     LAYOUTS,
     PRESETS,
@@ -489,3 +493,169 @@ def test_new_keys_round_trip_and_normalize():
     assert (spec.loss.rule, spec.loss.reduction, spec.loss.scale, spec.loss.l2, spec.loss.l2_scale) == (
         "nll", "sum", 2, 0.5, "batch_mean")
     assert spec.parameter_count == 3 * 3 + 2 * 3 + 3 + 3 * 2 + 2  # W1 (no bias), gamma2/beta2, alpha3, W6, b6
+
+
+# --- every validation rule: the bad value refused, by the API and by the CLI ----------------------------
+
+def _image(*layers, shape=(1, 5, 5), **extra) -> dict:
+    return {"input": {"shape": list(shape)}, "layers": list(layers), "loss": {"kind": "half_sse"}, **extra}
+
+
+def _sequence(*layers, loss=None, **input_keys) -> dict:
+    return {"input": input_keys, "layers": list(layers), "loss": loss or {"kind": "half_sse"}}
+
+
+def _custom(definitions, activation="f", **layer) -> dict:
+    return _with_layers({"size": 2, "activation": activation, **layer}, activations=definitions)
+
+
+CONV2 = {"kind": "conv2d", "channels": 2, "kernel": 3, "activation": "relu"}
+FLAT = {"kind": "flatten"}
+ATTENTION = {"kind": "attention"}
+RNN = {"kind": "rnn", "size": 2}
+EMBED = {"kind": "embedding", "size": 2}
+SWISH = {"forward": "z * sigmoid(z)"}
+
+# (mapping, key, fragment of the message): one row per check in symbackprop/spec.py that the tests above do not
+# already exercise, and the families the issue names (margins, probabilities, widths, names, image geometry,
+# attention heads).
+REFUSALS = {
+    # input
+    "context-without-vocab": ({"input": {"size": 3, "context": 2}, "layers": [DENSE3], "loss": {"kind": "mse"}},
+                              "input.context", "it needs 'vocab'"),
+    "vocab-with-size": (_sequence(EMBED, vocab=5, size=3), "input.size", "remove it"),
+    "vocab-zero": (_sequence(EMBED, vocab=0), "input.vocab", "positive integer"),
+    "steps-too-many": (_sequence(RNN, size=3, steps=65), "input.steps", "at most 64"),
+    "steps-one": (_sequence(RNN, size=3, steps=1), "input.steps", "at least 2"),
+    "context-and-steps": (_sequence(EMBED, RNN, vocab=5, context=2, steps=3), "input.context", "do not combine"),
+    "shape-with-size": ({"input": {"shape": [1, 4, 4], "size": 16}, "layers": [FLAT], "loss": {"kind": "mse"}},
+                        "input.size", "takes no 'size'"),
+    "shape-one-axis": (_image(FLAT, shape=(4,)), "input.shape", "[C, H, W]"),
+    "shape-zero": (_image(FLAT, shape=(1, 0, 4)), "input.shape[1]", "positive integer"),
+    # widths, probabilities, margins, scales
+    "dense-width-zero": (_with_layers({"size": 0, "activation": "tanh"}), "layers[0].size", "positive integer"),
+    "dropout-p-string": (_with_layers(DENSE3, {"kind": "dropout", "p": "0.5"}), "layers[1].p", "must be a number"),
+    "dropout-p-nan": (_with_layers(DENSE3, {"kind": "dropout", "p": float("nan")}), "layers[1].p", "finite"),
+    "leaky-alpha-negative": (_with_layers({"size": 3, "activation": "leaky_relu", "alpha": -0.1}), "layers[0].alpha",
+                             "> 0"),
+    "norm-eps-inf": (_with_layers(DENSE3, {"kind": "layernorm", "eps": float("inf")}), "layers[1].eps", "finite"),
+    "loss-scale-negative": (_with_layers(DENSE3, loss={"kind": "squared_error", "scale": -1}), "loss.scale",
+                            "> 0"),
+    "hinge-one-output": (_with_layers({"size": 1, "activation": "identity"}, loss={"kind": "hinge"}), "loss.kind",
+                         "at least 2 outputs"),
+    "l2-nan": (_with_layers(DENSE3, regularization={"l2": float("nan")}), "regularization.l2", "finite"),
+    "too-many-layers": (_with_layers(*[DENSE3] * 201), "layers", "at most 200"),
+    "too-many-parameters": (_with_layers({"size": 10**7, "activation": "tanh"}, {"size": 10**6, "activation": "tanh"}),
+                            "layers", "trainable parameters"),
+    # images: kernels, strides, padding, channels, where the kinds may stand
+    "kernel-missing": (_image({k: v for k, v in CONV2.items() if k != "kernel"}), "layers[0].kernel", "missing required key"),
+    "channels-missing": (_image({k: v for k, v in CONV2.items() if k != "channels"}), "layers[0].channels", "missing required key"),
+    "channels-zero": (_image({**CONV2, "channels": 0}), "layers[0].channels", "positive integer"),
+    "kernel-zero": (_image({**CONV2, "kernel": 0}), "layers[0].kernel", "a positive integer"),
+    "kernel-three-axes": (_image({**CONV2, "kernel": [3, 3, 3]}), "layers[0].kernel", "[height, width]"),
+    "kernel-list-on-signal": (_image({**CONV2, "kind": "conv1d", "kernel": [3]}, shape=(1, 8)), "layers[0].kernel",
+                              "must be an integer, got [3]"),
+    "kernel-float": (_image({**CONV2, "kernel": 2.5}), "layers[0].kernel", "got 2.5"),
+    "stride-zero": (_image({**CONV2, "stride": 0}), "layers[0].stride", "a positive integer"),
+    "stride-axis-zero": (_image({**CONV2, "stride": [1, 0]}), "layers[0].stride[1]", "a positive integer"),
+    "padding-negative": (_image({**CONV2, "padding": -1}), "layers[0].padding", "a non-negative integer"),
+    "padding-boolean": (_image({**CONV2, "padding": True}), "layers[0].padding", "got True"),
+    "kernel-larger-than-image": (_image({**CONV2, "kernel": 6}), "layers[0].kernel", "larger than the input"),
+    "kernel-larger-than-padded": (_image({**CONV2, "kernel": [8, 3], "padding": 1}), "layers[0].kernel",
+                                  "5 + 2 x 1 = 7"),
+    "pool-kernel-zero": (_image({"kind": "maxpool", "kernel": 0}), "layers[0].kernel", "a positive integer"),
+    "pool-stride-float": (_image({"kind": "avgpool", "kernel": 2, "stride": 1.0}), "layers[0].stride", "got 1.0"),
+    "pool-channels": (_image({"kind": "maxpool", "kernel": 2, "channels": 2}), "layers[0].channels",
+                      "does not apply to a maxpool layer"),
+    "conv-size": (_image({**CONV2, "size": 4}), "layers[0].size", "follows from its input image"),
+    "conv1d-on-image": (_image({**CONV2, "kind": "conv1d"}), "layers[0].kind", "use conv2d"),
+    "conv2d-on-signal": (_image(CONV2, shape=(1, 8)), "layers[0].kind", "use conv1d"),
+    "conv-on-vector": (_with_layers(CONV2), "layers[0].kind", "give [input] shape"),
+    "conv-after-flatten": (_image(FLAT, CONV2), "layers[1].kind", "earlier flatten"),
+    "dense-on-image": (_image(DENSE3), "layers[0].kind", 'add a layer of kind "flatten"'),
+    "ends-on-image": (_image(CONV2), "layers[0].kind", "ends on an image"),
+    "prelu-on-image": (_image({**CONV2, "activation": "prelu"}, FLAT), "layers[0].activation", "one slope per entry"),
+    "image-column-layout": (_image(CONV2, FLAT, layout="column"), "layout", "batch-first only"),
+    # attention: heads, head size, where it may stand
+    "heads-zero": (_with_layers({**ATTENTION, "heads": 0}), "layers[0].heads", "positive integer"),
+    "heads-not-dividing": (_with_layers({**ATTENTION, "heads": 2}), "layers[0].heads", "not a multiple of heads"),
+    "head-size-zero": (_with_layers({**ATTENTION, "head_size": 0}), "layers[0].head_size", "positive integer"),
+    "attention-size-float": (_with_layers({**ATTENTION, "size": 2.0}), "layers[0].size", "an integer, got a float"),
+    "causal-string": (_with_layers({**ATTENTION, "causal": "yes"}), "layers[0].causal", "true or false"),
+    "attention-bias-int": (_with_layers({**ATTENTION, "bias": 1}), "layers[0].bias", "true or false"),
+    "attention-with-steps": (_sequence(ATTENTION, RNN, size=3, steps=2), "input.steps", "takes no [input] steps"),
+    "attention-with-batchnorm": (_with_layers(ATTENTION, {"kind": "batchnorm"}), "layers[1].kind",
+                                 "mixes the positions"),
+    "attention-column-layout": (_with_layers(ATTENTION, layout="column"), "layout", "batch-first only"),
+    # embeddings and recurrent layers
+    "embedding-without-vocab": (_with_layers(EMBED), "layers[0].kind", "give [input] vocab"),
+    "embedding-vocab-differs": (_sequence({**EMBED, "vocab": 4}, vocab=5), "layers[0].vocab", "must equal [input] vocab = 5"),
+    "embedding-size-missing": (_sequence({"kind": "embedding"}, vocab=5), "layers[0].size", "missing required key 'size'"),
+    "embedding-not-first": (_sequence(EMBED, EMBED, vocab=5), "layers[1].kind", "must be the first layer"),
+    "ids-without-embedding": (_sequence(DENSE3, vocab=5), "layers[0].kind", "through an embedding layer first"),
+    "rnn-size-missing": (_sequence({"kind": "lstm"}, size=3, steps=2), "layers[0].size", "the lstm state's width"),
+    "rnn-without-steps": (_with_layers(RNN), "layers[0].kind", "give [input] steps"),
+    "rnn-return-unknown": (_sequence({**RNN, "return": "first"}, size=3, steps=2), "layers[0].return",
+                           "unknown return 'first'"),
+    "rnn-after-last-state": (_sequence(RNN, {"kind": "gru", "size": 2}, size=3, steps=2), "layers[1].kind",
+                             "no sequence is left"),
+    "steps-without-recurrent": (_sequence(DENSE3, size=3, steps=2), "input.steps", "needs a recurrent layer"),
+    # custom activations: names, parameters, LaTeX, formulas
+    "activations-not-a-table": (_custom(3), "activations", "[activations.<name>] tables"),
+    "activations-too-many": (_custom({f"f{i}": SWISH for i in range(17)}, "f0"), "activations", "at most 16"),
+    "activation-name-invalid": (_custom({"1f": SWISH}, "1f"), "activations", "invalid activation name '1f'"),
+    "activation-name-built-in": (_custom({"relu": SWISH}, "relu"), "activations", "a built-in activation"),
+    "activation-name-reserved": (_custom({"W1": SWISH}, "W1"), "activations", "a name the derivation uses"),
+    "parameters-not-a-table": (_custom({"f": {**SWISH, "parameters": [1.5]}}), "activations.f.parameters",
+                               "table of numbers"),
+    "parameter-named-z": (_custom({"f": {**SWISH, "parameters": {"z": 1}}}), "activations.f.parameters",
+                          "invalid parameter name 'z'"),
+    "parameter-too-large": (_custom({"f": {**SWISH, "parameters": {"beta": 1e300}}}), "activations.f.parameters.beta",
+                            "of size at most"),
+    "latex-empty": (_custom({"f": {**SWISH, "latex": ""}}), "activations.f.latex", "1 to 80 characters"),
+    "latex-command": (_custom({"f": {**SWISH, "latex": "\\input{x}"}}), "activations.f.latex", "not allowed"),
+    "formula-unfinished": (_custom({"f": {"forward": "z +"}}), "activations.f.forward", "column"),
+    "grad-at-kinks-string": (_custom({"f": {**SWISH, "grad_at_kinks": "0"}}), "activations.f.grad_at_kinks",
+                             "must be a number"),
+    "custom-with-alpha": (_custom({"f": SWISH}, alpha=0.1), "layers[0].alpha", "takes no layer parameters"),
+    "custom-unknown": (_custom({"f": SWISH}, "g"), "layers[0].activation", "unknown activation 'g'"),
+    "input-named-like-the-module-functions": (
+        {**_custom({"f": SWISH}), "input": {"size": 3, "name": CustomActivation("f", SWISH["forward"]).key + "_x"}},
+        "input.name", "clashes with the generated module's functions for activation 'f'"),
+}
+
+
+def _toml(mapping: dict) -> str:
+    """A spec mapping as TOML text: each top-level key one line, tables inline."""
+    def value(item) -> str:
+        if isinstance(item, bool):
+            return "true" if item else "false"
+        if isinstance(item, float) and not math.isfinite(item):
+            return "nan" if math.isnan(item) else ("inf" if item > 0 else "-inf")
+        if isinstance(item, (int, float)):
+            return repr(item)
+        if isinstance(item, str):
+            return json.dumps(item)
+        if isinstance(item, list):
+            return "[" + ", ".join(map(value, item)) + "]"
+        return "{" + ", ".join(f"{json.dumps(str(key))} = {value(entry)}" for key, entry in item.items()) + "}"
+
+    return "".join(f"{json.dumps(key)} = {value(entry)}\n" for key, entry in mapping.items())
+
+
+@pytest.mark.parametrize("name", REFUSALS)
+def test_every_validation_rule_refuses_its_bad_value_in_the_api_and_the_cli(name, tmp_path):
+    """The mapping is refused naming the key, and the same spec as a file makes the CLI exit 2 with that one
+    line on stderr (nothing on stdout)."""
+    mapping, key, fragment = REFUSALS[name]
+    error = check(mapping, key, fragment)
+    path = tmp_path / f"{name}.toml"
+    path.write_text(_toml(mapping), encoding="utf-8")
+    assert json.dumps(tomllib.loads(path.read_text(encoding="utf-8")), sort_keys=True) == json.dumps(mapping,
+                                                                                                    sort_keys=True)
+    from_file = spec_error(path)
+    assert (from_file.source, from_file.key, from_file.message) == (str(path), error.key, error.message)
+    result = CliRunner().invoke(cli_main, ["verify", "--spec", str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr == f"symbackprop: error: {from_file}\n"
