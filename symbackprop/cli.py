@@ -318,8 +318,13 @@ class _Progress:
                    "gather/multline environment with an '=' (equations side by side split at \\quad, "
                    "\\qquad, \\\\); without such blocks, one claim per line. % comments are skipped, "
                    "\\$ is a dollar sign.")
+@click.option("--forward", "forward_path", type=click.Path(dir_okay=False), metavar="FILE.py",
+              help="Judge the claims against a forward pass written as code in FILE.py (as derive --forward "
+                   "reads it) instead of a spec: its names, d<name> for their gradients.")
+@click.option("--function", "function_name", default="forward", show_default=True, metavar="NAME",
+              help="With --forward: the function that computes the loss.")
 @click.argument("claims", nargs=-1)
-def check(spec_path, as_json, claims_file, latex_file, claims):
+def check(spec_path, as_json, claims_file, latex_file, forward_path, function_name, claims):
     """Check written backprop formulas (CLAIMS) against the derivation.
 
     \b
@@ -340,7 +345,14 @@ def check(spec_path, as_json, claims_file, latex_file, claims):
             items += [(s.text, latex, name, s.line, s.offset) for s in numbered(read_claims_file(path))]
     if not items:
         raise click.UsageError("no claims: give CLAIM arguments, --file CLAIMS or --latex TEX")
-    checker = Checker(load(spec_path))
+    if forward_path is not None and spec_path is not None:
+        raise click.UsageError("give --spec or --forward, not both")
+    if forward_path is not None:
+        from .claims.forward import CodeChecker
+
+        checker = CodeChecker(forward_path, function_name)
+    else:
+        checker = Checker(load(spec_path))
     if checker.substitution:
         echo(f"{PROG}: {checker.substitution}", err=True)
     verdicts = [checker.check(text, latex, source=source, line=line, offset=offset)
@@ -361,9 +373,13 @@ def check(spec_path, as_json, claims_file, latex_file, claims):
 @main.command()
 @spec_option
 @click.argument("paths", metavar="FILE|DIR...", nargs=-1, required=True, type=click.Path())
-@click.option("--function", default="backward", show_default=True, metavar="NAME",
+@click.option("--function", metavar="NAME",
               help="The function to grade: NAME(params, cache, Y_true), or gradients(params, X, Y_true) "
-                   "when NAME is gradients.")
+                   "when NAME is gradients. Default: backward; against the file's own forward pass, backward "
+                   "or else gradients, called as NAME(cache).")
+@click.option("--forward-function", metavar="NAME",
+              help="Grade against the gradients of the file's own forward pass NAME (default: forward, when "
+                   "no --spec is given and every file defines it).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the verdicts as JSON: gradients (name, verdict, reason, mistake, expected), score; "
                    "for several submissions, a list with each one's file.")
@@ -375,13 +391,17 @@ def check(spec_path, as_json, claims_file, latex_file, claims):
               help="Also write a CSV file: one row per submission, one column per gradient.")
 @click.option("--gradescope", "gradescope_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Also write Gradescope's autograder results.json (one submission): one test per gradient.")
-def grade(spec_path, paths, function, as_json, time_limit, jobs, csv_path, gradescope_path):
+def grade(spec_path, paths, function, forward_function, as_json, time_limit, jobs, csv_path, gradescope_path):
     """Grade backward passes: which gradients are wrong, and which mistake explains each.
 
     \b
     Each FILE (.py, or a Jupyter notebook .ipynb whose code cells run in order) defines
     backward(params, cache, Y_true) returning a dict of gradients named like the generated module's
     (W1, b1, ..., X); params and cache are what the generated module's init_params and forward make.
+    With no --spec, a .py FILE that defines forward() (straight-line code, as derive --forward reads it)
+    is graded against its own forward pass: backward(cache) (or gradients(cache)) gets a dict of every
+    input, parameter and assigned name of forward() as NumPy arrays and returns any of their gradients,
+    keyed d<name> (dW1, dlogits, ...); those it returns are graded, a mistake named at its line.
     A DIR holds submissions: its .py and .ipynb files, and each sub-folder with one such file.
     Every submission runs in its own process and scratch folder, with limits on time per call, memory,
     file size and processes. It is not a security sandbox: run a class's code inside a container.
@@ -391,13 +411,25 @@ def grade(spec_path, paths, function, as_json, time_limit, jobs, csv_path, grade
     import os
 
     from .grading import GradeError, Grader
-    from .grading.batch import check_jobs, csv_text, grade_all, gradescope, json_text, submissions, table
+    from .grading.batch import (
+        Submission,
+        check_jobs,
+        csv_text,
+        grade_all,
+        gradescope,
+        json_text,
+        submissions,
+        table,
+    )
+    from .grading.forward import ForwardGraders, is_forward_file
     from .grading.grader import check_function, check_time_limit, submission
     from .output import write_file
 
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
     check_jobs(jobs)
-    check_function(function)
+    for name in (function, forward_function):
+        if name is not None:
+            check_function(name)
     check_time_limit(time_limit)
     single = len(paths) == 1 and not os.path.isdir(paths[0])
     if single:
@@ -405,9 +437,19 @@ def grade(spec_path, paths, function, as_json, time_limit, jobs, csv_path, grade
     if gradescope_path and len(submissions(paths)) != 1:
         raise GradeError("--gradescope writes the results of one submission (Gradescope grades each submission "
                          "in a run of its own); name one file")
-    grader = Grader(load(spec_path), time_limit=time_limit)
-    with _Progress("grading") as progress:
-        outcomes = grade_all(grader, paths, function, jobs, progress=None if single else progress)
+    if spec_path is not None and forward_function is not None:
+        raise click.UsageError("--forward-function grades against the file's own forward pass; leave out --spec")
+    files = [file for _, file in submissions(paths) if not isinstance(file, str)]
+    if spec_path is None and (forward_function is not None
+                              or files and all(is_forward_file(file) for file in files)):
+        grader = ForwardGraders(forward_function or "forward", time_limit=time_limit)
+    else:
+        grader, function = Grader(load(spec_path), time_limit=time_limit), function or "backward"
+    if single and isinstance(grader, ForwardGraders):  # its errors keep their own exit codes
+        outcomes = [Submission(paths[0], grader.grade(paths[0], function))]
+    else:
+        with _Progress("grading") as progress:
+            outcomes = grade_all(grader, paths, function, jobs, progress=None if single else progress)
     if single and outcomes[0].error:
         raise GradeError(outcomes[0].error)
     if csv_path:

@@ -47,6 +47,15 @@ class ForwardCodeError(SymbackpropError):
 
 
 @dataclass(frozen=True)
+class CodeInput:
+    """A spec's input as the grader's views ask for it: no sequence steps, no image shape, no vocabulary."""
+
+    steps: None = None
+    shape: None = None
+    vocab: None = None
+
+
+@dataclass(frozen=True)
 class CodeSpec:
     """What the outputs ask a spec for, for a forward pass written as code: no layers, no loss rule."""
 
@@ -55,6 +64,8 @@ class CodeSpec:
     layers: tuple = ()
     loss: None = None
     layout: str = "batch-first"
+    input: CodeInput = CodeInput()
+    activations: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -289,7 +300,9 @@ class _Reader:
             if input_name not in used:
                 raise self.error(f"input {input_name!r} is not used by the forward pass", node)
         spec = CodeSpec(self.path, self.function)
-        return CodeNetwork(spec, next((s for s in self.dims), sp.Symbol("N")), tuple(self.dims), self.inputs,
+        batch = next((s.shape[0] for n, s in self.inputs.items()  # the batch: the first data input's rows
+                      if self.roles[n] != "parameter" and isinstance(s.shape[0], sp.Symbol)), None)
+        return CodeNetwork(spec, batch or next((s for s in self.dims), sp.Symbol("N")), tuple(self.dims), self.inputs,
                            (*self.steps, loss), self.roles, self.initializers, dims=self.dims, lines=self.lines,
                            loss_name=name, arguments=tuple(self.arguments))
 

@@ -194,8 +194,8 @@ def _products(widths) -> int:
 class Checker:
     """Checks claims about one spec's network; derives once and keeps the instances it evaluates."""
 
-    def __init__(self, spec: Spec | dict | str | None = None):
-        self.derivation = derive(spec)
+    def __init__(self, spec: Spec | dict | str | None = None, *, derivation=None):
+        self.derivation = derive(spec) if derivation is None else derivation
         self.network = self.derivation.network
         if unsupported_kind(self.network) is not None:
             raise ClaimError(f"check: layer kind {unsupported_kind(self.network)!r} is not supported yet; "
@@ -420,7 +420,7 @@ class Checker:
     def _assumption(self, claim, target) -> str:
         """The note for a claim right only because each sample's targets sum to 1 (the points draw such targets
         for a loss on class distributions): '' where it holds for any targets, or the loss reads none."""
-        if loss_rule(self.spec.loss).targets != "distribution":
+        if self.spec.loss.rule is None or loss_rule(self.spec.loss).targets != "distribution":
             return ""
         widths = self._claim_widths(claim)
         free = self._instance(widths, self._batch_sizes(claim, widths)[0], 0, free_targets=True)
@@ -470,7 +470,7 @@ class Checker:
             # A dropout mask is 0/1, so that identities of masks (M ⊙ M = M) hold as they do in the network.
             draw = (lambda: Mod(field.random().v & 1)) if name in masks else field.random
             inputs[name] = np.array([[draw() for _ in range(cols)] for _ in range(rows)], dtype=object)
-        if "Y_true" not in inputs:
+        if "Y_true" not in inputs or self.spec.loss.rule is None:  # no targets, or no loss rule to read them
             return inputs
         targets = loss_rule(self.spec.loss).targets
         T = inputs["Y_true"] if net.batch_first else inputs["Y_true"].T  # a view: one sample per row

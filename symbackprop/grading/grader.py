@@ -41,6 +41,9 @@ class Grader:
     like the generated module's (``W1``, ``b1``, ..., ``X``).
     """
 
+    source = "the spec"  # what the gradients are derived from, as messages name it
+    own_sizes = "the spec's widths"  # the sizes the submissions are written for, as notes name them
+
     def __init__(self, spec=None, *, time_limit: float = DEFAULT_TIME_LIMIT):
         check_time_limit(time_limit)
         self.time_limit = time_limit
@@ -76,17 +79,26 @@ class Grader:
         """Refuse a spec whose expected gradients are not finite at an instance (a custom activation that
         overflows there): no submission could be graded fairly."""
         for instance in self.instances:
-            for name, symbol in self.passes.symbols.items():
+            for symbol in self.passes.symbols.values():
                 value = instance.env[symbol]
                 if not np.all(np.isfinite(value)):
                     raise GradeError(
-                        f"the spec's gradient d{name} is not finite at the grading instance ({instance.label}): "
-                        f"{float(value[~np.isfinite(value)][0])} in float64; a function of the spec overflows "
-                        "there, so no submission could be graded fairly")
+                        f"{self.source}'s gradient {symbol} is not finite at the grading instance "
+                        f"({instance.label}): {float(value[~np.isfinite(value)][0])} in float64; a function of "
+                        f"{self.source} overflows there, so no submission could be graded fairly")
 
     def expected(self, name: str) -> str:
         step = self.passes.returned[name]
         return f"{self.catalogue.lhs(step)} = {self.catalogue.formula(self.catalogue.steps[step].expr)}"
+
+    def context(self, path, function: str, signature: str) -> list[str]:
+        """The lines that say what was run: the call, the cache's keys, the instances."""
+        spec = self.derivation.spec
+        network = f"{' -> '.join(map(str, spec.sizes))} ({spec.layout}, loss {spec.loss.kind})"
+        lines = [f"{path}: {function}({SIGNATURES[signature]}) for the network {network}"]
+        if signature == "backward":
+            lines.append(f"cache keys: {', '.join(self.instances[0].cache)}")
+        return [*lines, "instances: " + "; ".join(i.label for i in self.instances)]
 
 
 def check_time_limit(seconds: float) -> None:
@@ -131,13 +143,7 @@ class _Judgement:
         self.grader, self.run, self.function = grader, run, function
         self.instances = grader.instances
         self.notes = []
-        spec = grader.derivation.spec
-        call = f"{function}({SIGNATURES[signature]})"
-        network = f"{' -> '.join(map(str, spec.sizes))} ({spec.layout}, loss {spec.loss.kind})"
-        self.context = [f"{path}: {call} for the network {network}"]
-        if signature == "backward":
-            self.context.append(f"cache keys: {', '.join(self.instances[0].cache)}")
-        self.context.append("instances: " + "; ".join(i.label for i in self.instances))
+        self.context = grader.context(path, function, signature)
         self.path, self.signature, self.order = path, signature, grader.order
 
     def grade(self) -> Grade:
@@ -181,7 +187,7 @@ class _Judgement:
         problem = next(((i, p) for i in others if (p := self._failure(i))), None)
         if problem:
             self.notes.append(f"at other widths ({self.instances[problem[0]].label}) your {self.function} "
-                              f"{problem[1]}; graded at the spec's widths only")
+                              f"{problem[1]}; graded at {self.grader.own_sizes} only")
             return {}
         found, assumes = {i: {} for i in others}, []
         for name in observed[spec_calls[0]]:
@@ -195,9 +201,10 @@ class _Judgement:
                     break
                 found[index][name] = array if usable else None
         if assumes:
-            self.notes.append(f"{', '.join(assumes)}: right at the spec's widths, not at other widths "
-                              f"({self.instances[others[0]].label} and others): the code builds in the spec's "
-                              "sizes, which is fine for this spec; only the spec's widths are used")
+            own = self.grader.own_sizes
+            self.notes.append(f"{', '.join(assumes)}: right at {own}, not at other widths "
+                              f"({self.instances[others[0]].label} and others): the code builds in {own}, which "
+                              f"is fine here; only {own} are used")
             return {}
         return found
 
@@ -284,7 +291,8 @@ class _Judgement:
             first = next(name for name in order if name in changed)
             lhs, right = catalogue.lhs(mutation.step), catalogue.steps[mutation.step].expr
             own.setdefault(first, []).append(
-                f"{lhs} = {catalogue.formula(mutation.expr)} (your code): {catalogue.formula(right)} was expected; "
+                f"{lhs} = {catalogue.formula(mutation.expr)} ({self._your_code(lhs)}): {catalogue.formula(right)} "
+                "was expected; "
                 f"{'; and '.join(mutation.what)}")
             for name in changed - {first}:
                 because.setdefault(name, []).append(f"{lhs} is wrong (see {first})")
@@ -296,6 +304,10 @@ class _Judgement:
             else:
                 mistake = f"wrong because {upstream}"
             outcomes[name] = (reason, mistake)
+
+    def _your_code(self, lhs: str) -> str:
+        """Where the student's code computes ``lhs``, as a mistake's words say it."""
+        return "your code"
 
     def _grade(self, outcomes) -> Grade:
         verdicts = tuple(GradientVerdict(name, "wrong" if reason else "correct", reason, mistake,

@@ -12,7 +12,7 @@ A mistake is one rewrite of one node of a backward step's SymPy expression, neve
 - a function node left out (softmax, sigmoid), an activation where its derivative belongs, the other
   ReLU'(0) convention, softmax over the other axis;
 - the formula scaled: a missing or extra ``1/N``, ``1/k``, ``2`` or ``1/2``, or the sign flipped (for the loss
-  gradient, which has no upstream factor, and for the gradients a student returns);
+  gradient, which has no upstream factor, and for the gradients a student returns); ``1/n`` for ``1/(n - 1)``;
 - the layer kinds' named mistakes, the same ``check`` names in formulas (``symbackprop/mistakes.py``): batch
   norm's mean or variance treated as constants, dropout's scaling left out, softmax's Jacobian taken as its
   diagonal, another activation's derivative, ...
@@ -30,7 +30,7 @@ import sympy as sp
 from sympy.matrices.expressions import MatrixExpr
 
 from ..claims.explain import ClaimPrinter
-from ..expressions import CausalSoftmax, Elementwise, LogSoftmax, Softmax
+from ..expressions import CausalSoftmax, Elementwise, LogSoftmax, MaxMask, Softmax
 from ..spec import RELU_GRAD_AT_ZERO_VALUES
 
 # Ranks: which of several mistakes that give the same values to name (the more common one first); a layer
@@ -191,13 +191,19 @@ class Catalogue:
             terms = list(node.args)
             for i, term in enumerate(terms):
                 rest = terms[:i] + terms[i + 1:]
-                yield (rest[0] if len(rest) == 1 else sp.MatAdd(*rest)), f"the term {p(term)} is left out", DROP
+                through = " (the path through the max, to each row's first maximum)" if term.has(MaxMask) else ""
+                yield (rest[0] if len(rest) == 1 else sp.MatAdd(*rest)), f"the term {p(term)}{through} is left out", DROP
         elif not isinstance(node, sp.OneMatrix):
             yield from self._functions(node)
 
     def _matrix_products(self, node):
         p = self.formula
         coeff, factors = node.as_coeff_matrices()
+        for base, power in coeff.as_powers_dict().items():  # 1/(n - 1), Bessel's correction, taken as 1/n
+            if power < 0 and base.is_Add and len(base.args) == 2 and -1 in base.args:
+                size = base + 1
+                yield (_product(coeff.xreplace({base: size}), factors),
+                       f"1/{size} where 1/({base}) belongs: Bessel's correction is dropped", SCALE)
         if len(factors) < 2:
             return
         ones = [i for i, factor in enumerate(factors) if isinstance(factor, sp.OneMatrix)]
