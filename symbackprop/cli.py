@@ -204,27 +204,25 @@ def _summary(report, quiet: bool, *, err: bool = False) -> None:
 @quiet_option("Print only errors and the paths written; no verification table.")
 @click.option("--forward", "forward_path", type=click.Path(dir_okay=False), metavar="FILE.py",
               help="Derive from a forward pass written as straight-line NumPy code in FILE.py (read, never run) "
-                   "instead of a spec: every input's and intermediate's gradient. Formats: md, py.")
+                   "instead of a spec: every input's and intermediate's gradient. Formats: md, tex, py, ipynb.")
 @click.option("--function", "function_name", default="forward", show_default=True, metavar="NAME",
               help="With --forward: the function that computes the loss.")
 @click.option("--sizes", metavar="N=32,d=10,...", help="With --forward: sizes for the generated module.")
-@click.pass_context
-def derive(ctx, spec_path, formats, out_dir, force, lang, batch, author, institute, date, handout, example_seed,
+def derive(spec_path, formats, out_dir, force, lang, batch, author, institute, date, handout, example_seed,
            name, pdf, quiet, forward_path, function_name, sizes):
     """Derive the backward pass, verify it, and write the chosen formats."""
+    from .formats import FORWARD_FORMATS
     from .output import STDOUT, check_targets, parse_formats
 
     if forward_path is not None:
         if spec_path is not None:
             raise click.UsageError("--forward and --spec exclude each other")
-        if ctx.get_parameter_source("formats") == click.core.ParameterSource.DEFAULT:
-            formats = "md,py"
-        refused = [fmt for fmt in parse_formats(formats) if fmt not in ("markdown", "numpy")]
+        refused = [fmt for fmt in parse_formats(formats) if fmt not in FORWARD_FORMATS]
         if refused:
             from .errors import FormatError
 
-            raise FormatError(f"--format {refused[0]}: a forward pass written as code (--forward) is printed as md "
-                              "or py only so far")
+            raise FormatError(f"--format {refused[0]}: a forward pass written as code (--forward) is printed as md, "
+                              "tex, py or ipynb")
     elif function_name != "forward" or sizes is not None:
         raise click.UsageError("--function and --sizes go with --forward")
     check_targets(formats, out_dir, force=force, name=name, pdf=pdf)  # before anything slow: no SymPy yet

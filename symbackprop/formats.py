@@ -18,6 +18,8 @@ FRAMEWORK_FORMATS = ("torch", "jax")
 DEFAULT_NAME = "backprop"
 # Formats whose file pdflatex can compile (``--pdf``).
 TEX_FORMATS = ("latex", "beamer")
+# Formats of a forward pass written as code (``derive --forward``).
+FORWARD_FORMATS = ("markdown", "latex", "numpy", "ipynb")
 # Short names accepted on the command line.
 ALIASES = {"md": "markdown", "tex": "latex", "py": "numpy"}
 LANGUAGES = ("en", "ko")

@@ -8,9 +8,18 @@ the operations in it). The returned name is the loss, a scalar. Nothing after th
 built it: the derivation, the exact proof (``verify``) and the evaluators are the spec's.
 
 Shapes: a ``SHAPES = {"X": ("N", "d"), "W1": ("d", "h"), "b1": (1, "h")}`` dict literal in the file names
-each input's dimensions (names are size symbols, integers are fixed); sizes for the generated module come
-from a ``SIZES = {"N": 32, ...}`` dict literal or ``--sizes "N=32,d=10"``. The batch size may be bound by a
-line ``n = X.shape[0]`` and used as a number (``1 / (n - 1)``).
+each input's dimensions (names are size symbols, integers are fixed, ``"3*e"`` is three times ``e``); sizes
+for the generated module come from a ``SIZES = {"N": 32, ...}`` dict literal or ``--sizes "N=32,d=10"``. The
+batch size may be bound by a line ``n = X.shape[0]`` and used as a number (``1 / (n - 1)``).
+
+Integer inputs end their shape with the marker ``"ids < V"`` (ids below the size ``V``): ``"Yb": ("N", "ids <
+V")`` is one id per sample, ``"Xb": ("N", 3, "ids < V")`` three. They are never differentiated; in the formulas
+they are one-hot matrices (``Yb``: N x V, ``Xb``: N x 3V, its three one-hot blocks side by side), as in the
+spec's embedding layer: ``C[Xb]`` is ``onehot(Xb) C`` (a gather; its gradient ``onehot(Xb)ᵀ G`` a scatter-add
+of rows), ``A[range(n), Yb]`` is ``(A ⊙ onehot(Yb)) 1`` (one entry per row; its gradient puts each row's
+upstream entry back at its id), ``F.one_hot(Yb, V)`` is the one-hot matrix itself. ``C[Xb]`` is a 3-D array
+(N, 3, e) that the formulas hold as its three rows side by side (N x 3e), so it must be flattened
+(``.view(n, -1)``) before anything else reads it; ``A[range(n), Yb]`` is 1-D (N,), a column in the formulas.
 
 Anything outside the supported subset is a ``ForwardCodeError`` naming the file, line and column.
 """
@@ -18,12 +27,13 @@ Anything outside the supported subset is a ``ForwardCodeError`` naming the file,
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass, field
 
 import sympy as sp
 
 from .errors import SymbackpropError, allowed
-from .expressions import Elementwise, Exp, Log, MaxMask, RowMax, ScalarOf
+from .expressions import Block, Elementwise, Exp, Log, MaxMask, Place, RowMax, ScalarOf
 from .layers import Local
 from .network import Network, Step
 
@@ -33,6 +43,8 @@ WITNESS_SIZES = (3, 4, 5, 6, 7, 8, 9, 10)
 DEFAULT_SIZE = 4
 RELU_AT_ZERO = 0  # np.maximum(z, 0) and torch.relu: PyTorch's relu'(0) = 0
 _ARRAY_MODULES = {"np", "numpy", "torch", "F"}
+_IDS_MARKER = re.compile(r"ids\s*<\s*([A-Za-z_]\w*)")
+_MULTIPLE = re.compile(r"(\d+)\s*\*\s*([A-Za-z_]\w*)")
 
 
 class ForwardCodeError(SymbackpropError):
@@ -113,19 +125,31 @@ class CodeNetwork(Network):
 @dataclass
 class _Val:
     """A matrix value of an expression: ``expr`` and how an upstream gradient ``G`` goes back to the named
-    values it reads (``back(G)`` -> list of (name, contribution)). ``name``: set when it is a named value."""
+    values it reads (``back(G)`` -> list of (name, contribution)). ``name``: set when it is a named value;
+    ``code``: the NumPy shape where it is not the matrix's (ids, a 3-D gather, a 1-D pick); ``ids``: for integer
+    ids, (the size they are below, ids per row or None for a 1-D vector)."""
 
     expr: sp.Basic
     back: object
     name: str | None = None
+    code: tuple | None = None
+    ids: tuple | None = None
 
     @property
     def shape(self):
         return tuple(self.expr.shape)
 
+    @property
+    def numpy_shape(self):
+        return self.code or self.shape
 
-def _named(name, symbol) -> _Val:
-    return _Val(symbol, lambda G: [(name, G)], name)
+    @property
+    def flat(self) -> bool:
+        return self.code is not None and len(self.code) == 1
+
+
+def _named(name, symbol, code=None) -> _Val:
+    return _Val(symbol, lambda G: [(name, G)], name, code)
 
 
 class _Reader:
@@ -137,6 +161,7 @@ class _Reader:
         self.steps: list[Step] = []
         self.dims: dict = {}
         self.lines: dict = {}
+        self.module_shapes: dict = {}  # name -> its NumPy shape where it is not the formulas' matrix
         self.source_lines = text.splitlines()
 
     def error(self, message, node=None):
@@ -222,10 +247,10 @@ class _Reader:
                 self.input(name, "parameter", element)
             return
         if isinstance(value, ast.Attribute) and value.attr == "shape" and isinstance(value.value, ast.Name):
-            val = self.load(value.value.id, value.value)
-            if len(names) != 2:
-                raise self.error("a matrix has two dimensions", target)
-            for name, dim in zip(names, val.shape):
+            shape = self.load(value.value.id, value.value).numpy_shape
+            if len(names) != len(shape):
+                raise self.error(f"{value.value.id} has {len(shape)} dimensions, not {len(names)}", target)
+            for name, dim in zip(names, shape):
                 self.scalar(name, dim, node)
             return
         raise self.error("tuple unpacking is supported for the parameters argument (W1, b1 = params) and "
@@ -236,18 +261,49 @@ class _Reader:
             raise self.error(f"cannot infer the shape of input {name!r}: add it to SHAPES "
                              f"(SHAPES = {{{name!r}: ('N', 'd'), ...}})", node)
         shape = self.shapes[name]
+        if isinstance(shape, tuple) and shape and isinstance(shape[-1], str) and shape[-1].startswith("ids"):
+            self.ids_input(name, shape, role, node)
+            return
         if not (isinstance(shape, tuple) and len(shape) == 2):
-            raise self.error(f"SHAPES[{name!r}] must be a pair of dimensions (names or integers), got {shape!r}",
-                             node)
+            raise self.error(f"SHAPES[{name!r}] must be a pair of dimensions (names or integers), got {shape!r}; "
+                             "integer ids end with a marker: ('N', 'ids < V')", node)
         dims = tuple(self.dim(d, node) for d in shape)
         symbol = self.inputs[name] = sp.MatrixSymbol(name, *dims)
         self.roles[name] = role
         self.initializers[name] = ("weight" if role == "parameter" else "data", None)
         self.env[name] = _named(name, symbol)
 
+    def ids_input(self, name, shape, role, node):
+        """An integer input: (rows,) or (rows, k) ids below a size, one-hot in the formulas (see the module's
+        docstring)."""
+        marker = _IDS_MARKER.fullmatch(shape[-1].strip())
+        if marker is None:
+            raise self.error(f"SHAPES[{name!r}]: write the ids marker as 'ids < V' (integers below the size V), "
+                             f"got {shape[-1]!r}", node)
+        if role == "parameter":
+            raise self.error(f"{name!r} holds integer ids: pass it as an argument of its own, not in params", node)
+        if len(shape) not in (2, 3):
+            raise self.error(f"SHAPES[{name!r}]: ids are a vector ('N', 'ids < V') or a matrix ('N', 3, 'ids < V')",
+                             node)
+        rows, vocab = self.dim(shape[0], node), self.dim(marker.group(1), node)
+        per_row = None
+        if len(shape) == 3:
+            per_row = shape[1]
+            if not (isinstance(per_row, int) and not isinstance(per_row, bool) and per_row >= 1):
+                raise self.error(f"SHAPES[{name!r}]: the number of ids per row must be a positive integer, got "
+                                 f"{per_row!r}", node)
+        symbol = self.inputs[name] = sp.MatrixSymbol(name, rows, (per_row or 1) * vocab)
+        self.roles[name], self.initializers[name] = "ids", ("ids", None)
+        code = (rows,) if per_row is None else (rows, sp.Integer(per_row))
+        self.module_shapes[name] = code
+        self.env[name] = _Val(symbol, lambda G: [], name, code, (vocab, per_row))
+
     def dim(self, d, node):
         if isinstance(d, int) and not isinstance(d, bool) and d >= 1:
             return sp.Integer(d)
+        multiple = _MULTIPLE.fullmatch(d.strip()) if isinstance(d, str) else None
+        if multiple and int(multiple.group(1)) >= 1:
+            return int(multiple.group(1)) * self.dim(multiple.group(2), node)
         if isinstance(d, str) and d.isidentifier():
             symbol = sp.Symbol(d, positive=True, integer=True)
             if symbol not in self.dims:
@@ -256,7 +312,8 @@ class _Reader:
                     raise self.error(f"size {d!r} must be a positive integer, got {value!r}", node)
                 self.dims[symbol] = (value, WITNESS_SIZES[len(self.dims) % len(WITNESS_SIZES)])
             return symbol
-        raise self.error(f"a dimension is a name or a positive integer, got {d!r}", node)
+        raise self.error(f"a dimension is a name, a positive integer or a multiple of a name ('3*e'), got {d!r}",
+                         node)
 
     def scalar(self, name, value, node):
         self.check_new(name, node)
@@ -280,7 +337,9 @@ class _Reader:
         symbol = sp.MatrixSymbol(name, *value.shape)
         self.steps.append(Step(name, symbol, value.expr, node.lineno, "code", tuple(locals_)))
         self.lines[name] = (node.lineno, self.source_lines[node.lineno - 1].strip())
-        self.env[name] = _named(name, symbol)
+        if value.code is not None:
+            self.module_shapes[name] = value.code
+        self.env[name] = _named(name, symbol, value.code)
 
     def finish(self, returned, node) -> CodeNetwork:
         name = returned.id
@@ -296,15 +355,17 @@ class _Reader:
                         for local in last.locals)
         loss = Step(name, sp.Symbol(name), ScalarOf(last.expr), last.layer, "loss", locals_)
         used = {local.wrt for step in (*self.steps, loss) for local in step.locals}
+        used |= {symbol.name for step in (*self.steps, loss) for symbol in step.expr.free_symbols}  # ids: no locals
         for input_name in self.inputs:
             if input_name not in used:
                 raise self.error(f"input {input_name!r} is not used by the forward pass", node)
         spec = CodeSpec(self.path, self.function)
+        self.module_shapes.pop(name, None)
         batch = next((s.shape[0] for n, s in self.inputs.items()  # the batch: the first data input's rows
                       if self.roles[n] != "parameter" and isinstance(s.shape[0], sp.Symbol)), None)
         return CodeNetwork(spec, batch or next((s for s in self.dims), sp.Symbol("N")), tuple(self.dims), self.inputs,
-                           (*self.steps, loss), self.roles, self.initializers, dims=self.dims, lines=self.lines,
-                           loss_name=name, arguments=tuple(self.arguments))
+                           (*self.steps, loss), self.roles, self.initializers, module_shapes=self.module_shapes,
+                           dims=self.dims, lines=self.lines, loss_name=name, arguments=tuple(self.arguments))
 
     # -- expressions
     def load(self, name, node):
@@ -333,9 +394,9 @@ class _Reader:
         return sp.Rational(repr(node.value)) if isinstance(node.value, float) else sp.Integer(node.value)
 
     def _UnaryOp(self, node):
-        value = self.expression(node.operand)
+        value = self.value_of(node.operand)
         if isinstance(node.op, ast.USub):
-            return -value if not isinstance(value, _Val) else _scale(value, -1)
+            return self.negate(value)
         if isinstance(node.op, ast.UAdd):
             return value
         raise self.error(f"the operator {type(node.op).__name__} is not supported", node)
@@ -343,7 +404,7 @@ class _Reader:
     def _BinOp(self, node):
         if isinstance(node.op, ast.MatMult):
             return self.matmul(self.matrix(node.left), self.matrix(node.right), node)
-        left, right = self.expression(node.left), self.expression(node.right)
+        left, right = self.value_of(node.left), self.value_of(node.right)
         if isinstance(node.op, ast.Pow):
             return self.power(left, node.right, right, node)
         op = type(node.op)
@@ -365,8 +426,26 @@ class _Reader:
             return self.multiply(left, self.power(right, None, sp.Integer(-1), node), node)
         raise self.error(f"the operator {op.__name__} is not supported", node)
 
-    def matrix(self, node):
+    def value_of(self, node, flat: bool = True):
+        """The value of ``node``, a number or a matrix that arithmetic may read: not ids, not a 3-D gather, and
+        not a 1-D vector unless ``flat``."""
         value = self.expression(node)
+        if not isinstance(value, _Val):
+            return value
+        if value.ids is not None:
+            raise self.error(f"{value.name} holds integer ids: index with it (C[{value.name}], "
+                             f"A[range(n), {value.name}]) or one-hot it (F.one_hot({value.name}, "
+                             f"{value.ids[0]}))", node)
+        if len(value.numpy_shape) == 3:
+            raise self.error(f"{_what(value)} is 3-D {_shape_words(value.code)}: flatten each row with "
+                             ".view(n, -1) or .reshape(n, -1) before using it", node)
+        if value.flat and not flat:
+            raise self.error(f"{_what(value)} is 1-D {_shape_words(value.code)}: only elementwise arithmetic "
+                             "and a reduction (.mean(), .sum()) are supported on it", node)
+        return value
+
+    def matrix(self, node, flat: bool = False):
+        value = self.value_of(node, flat)
         if not isinstance(value, _Val):
             raise self.error("a matrix is needed here, not a number", node)
         return value
@@ -381,35 +460,42 @@ class _Reader:
         return _Val(expr, lambda G: [*a.back(_mm(G, b.expr.T)), *b.back(_mm(a.expr.T, G))])
 
     def broadcast_shape(self, a, b, node):
+        """The matrices' common shape, and the NumPy shape of a 1-D operand's result (which NumPy would
+        broadcast as a row against a matrix, and the formulas hold as a column: refused)."""
+        code = a.code or b.code
+        if a.flat != b.flat and (a.shape if b.flat else b.shape) != (1, 1) or a.flat and b.flat and a.code != b.code:
+            raise self.error(f"shapes {_shape_words(a.numpy_shape)} and {_shape_words(b.numpy_shape)}: a 1-D array "
+                             "meets only numbers and arrays of its own shape here", node)
         shape = []
-        for x, y in zip(a, b):
+        for x, y in zip(a.shape, b.shape):
             if x == y or y == 1:
                 shape.append(x)
             elif x == 1:
                 shape.append(y)
             else:
-                raise self.error(f"shapes {_shape_words(a)} and {_shape_words(b)} do not broadcast", node)
-        return tuple(shape)
+                raise self.error(f"shapes {_shape_words(a.shape)} and {_shape_words(b.shape)} do not broadcast", node)
+        return tuple(shape), code
 
     def add(self, a, b, node):
         if not isinstance(a, _Val):
             a, b = b, a
         if not isinstance(b, _Val):  # a matrix plus a number
             expr = a.expr + b * sp.OneMatrix(*a.shape)
-            return _Val(expr, a.back)
-        shape = self.broadcast_shape(a.shape, b.shape, node)
+            return _Val(expr, a.back, code=a.code)
+        shape, code = self.broadcast_shape(a, b, node)
         expr = _expand(a.expr, shape) + _expand(b.expr, shape)
-        return _Val(expr, lambda G: [*a.back(_reduce(G, a.shape)), *b.back(_reduce(G, b.shape))])
+        return _Val(expr, lambda G: [*a.back(_reduce(G, a.shape)), *b.back(_reduce(G, b.shape))], code=code)
 
     def multiply(self, a, b, node):
         if not isinstance(a, _Val):
             a, b = b, a
         if not isinstance(b, _Val):
             return _scale(a, b)
-        shape = self.broadcast_shape(a.shape, b.shape, node)
+        shape, code = self.broadcast_shape(a, b, node)
         ea, eb = _expand(a.expr, shape), _expand(b.expr, shape)
         return _Val(sp.hadamard_product(ea, eb),
-                    lambda G: [*a.back(_reduce(_had(G, eb), a.shape)), *b.back(_reduce(_had(G, ea), b.shape))])
+                    lambda G: [*a.back(_reduce(_had(G, eb), a.shape)), *b.back(_reduce(_had(G, ea), b.shape))],
+                    code=code)
 
     def power(self, base, exponent_node, exponent, node):
         if isinstance(exponent, _Val) or not exponent.is_number:
@@ -428,29 +514,33 @@ class _Reader:
         if k == 1:
             return base
         if k == 0:
-            return _Val(sp.OneMatrix(*base.shape), lambda G: [])
+            return _Val(sp.OneMatrix(*base.shape), lambda G: [], code=base.code)
         x = base.expr
         slope = k * (sp.HadamardPower(x, k - 1) if k != 2 else x)
-        return _Val(sp.HadamardPower(x, k), lambda G: base.back(_had(G, slope)))
+        return _Val(sp.HadamardPower(x, k), lambda G: base.back(_had(G, slope)), code=base.code)
 
     def apply(self, value, name, node=None):
         x = value.expr
         if name == "exp":
             out = Exp(x)
-            return _Val(out, lambda G: value.back(_had(G, out)))
+            return _Val(out, lambda G: value.back(_had(G, out)), code=value.code)
         if name == "log":
-            return _Val(Log(x), lambda G: value.back(_had(G, sp.HadamardPower(x, -1))))
+            return _Val(Log(x), lambda G: value.back(_had(G, sp.HadamardPower(x, -1))), code=value.code)
         params = (("relu_grad_at_zero", RELU_AT_ZERO),) if name == "relu" else ()
         out = Elementwise(name, x, 0, params)
-        return _Val(out, lambda G: value.back(_had(G, out.derivative())))
+        return _Val(out, lambda G: value.back(_had(G, out.derivative())), code=value.code)
 
     def reduce(self, value, how, axis, keepdims, node):
         rows, cols = value.shape
         x = value.expr
+        if value.flat and axis == 0:  # the one axis of a 1-D array: all of it
+            axis = None
         if axis is None:
             count = rows * cols
             expr = sp.OneMatrix(1, rows) * x * sp.OneMatrix(cols, 1)
             back = lambda G: value.back(_mm(_mm(sp.OneMatrix(rows, 1), G), sp.OneMatrix(1, cols)))
+        elif value.flat:
+            raise self.error(f"{_what(value)} is 1-D: reduce it with .sum() or .mean()", node)
         elif axis == 0:
             count = rows
             expr = sp.OneMatrix(1, rows) * x
@@ -483,15 +573,66 @@ class _Reader:
             return self.call(node.value, torch_max=True)
         raise self.error(f"the attribute .{node.attr} is not supported", node)
 
+    # -- indexing: a dimension, a gather of rows by ids, one entry per row
     def _Subscript(self, node):
         value = node.value
-        if isinstance(value, ast.Attribute) and value.attr == "shape" and isinstance(value.value, ast.Name):
+        if isinstance(value, ast.Attribute) and value.attr == "shape":
+            shape = self.expression(value.value)
             index = node.slice
-            if isinstance(index, ast.Constant) and index.value in (0, 1):
-                return self.matrix(value.value).shape[index.value]
-        raise self.error("indexing is not supported yet (gather A[np.arange(n), y] and C[X] are left for later); "
-                         "pass the targets one-hot and multiply", node)
+            if isinstance(shape, _Val) and isinstance(index, ast.Constant) and type(index.value) is int \
+                    and -len(shape.numpy_shape) <= index.value < len(shape.numpy_shape):
+                return shape.numpy_shape[index.value]
+            raise self.error("a dimension is .shape[i] of an array, i a number below its number of dimensions",
+                             node)
+        if isinstance(node.slice, ast.Tuple) and len(node.slice.elts) == 2:
+            return self.pick(node)
+        index = self.expression(node.slice)
+        if isinstance(index, _Val) and index.ids is not None:
+            return self.gather(self.matrix(value), index, node)
+        raise self.error(f"indexing: {_INDEXING}", node)
 
+    def gather(self, table, ids, node):
+        """``C[Xb]``: the rows of ``table`` the ids pick, ``onehot(Xb) C``; for k ids per row a 3-D array, held
+        as the k rows side by side (the spec's embedding layer)."""
+        vocab, per_row = ids.ids
+        if table.shape[0] != vocab:
+            raise self.error(f"{_what(table)} has {table.shape[0]} rows, but the ids in {ids.name} are below {vocab}",
+                             node)
+        C, Y = table.expr, ids.expr
+        if per_row is None:
+            return _Val(Y * C, lambda G: table.back(Y.T * G))
+        code = (*ids.code, table.shape[1])
+        if per_row == 1:
+            return _Val(Y * C, lambda G: table.back(Y.T * G), code=code)
+        pieces = [Block(Y, j, per_row, 1) for j in range(per_row)]
+        expr = sp.MatAdd(*(Place(piece * C, j, per_row, 1) for j, piece in enumerate(pieces)))
+        return _Val(expr, lambda G: table.back(
+            sp.MatAdd(*(piece.T * Block(G, j, per_row, 1) for j, piece in enumerate(pieces)))), code=code)
+
+    def pick(self, node):
+        """``A[range(n), Yb]``: each row's entry at its id, ``(A ⊙ onehot(Yb)) 1``, a 1-D array of n."""
+        rows_node, ids_node = node.slice.elts
+        table = self.matrix(node.value)
+        ids = self.expression(ids_node)
+        if not (isinstance(ids, _Val) and ids.ids is not None and ids.ids[1] is None):
+            raise self.error("the second index must be a vector of integer ids (SHAPES: ('N', 'ids < V'))", ids_node)
+        vocab = ids.ids[0]
+        if not (isinstance(rows_node, ast.Call) and ast.unparse(rows_node.func) in _RANGES
+                and len(rows_node.args) == 1 and not rows_node.keywords):
+            raise self.error("the first index must be range(n), np.arange(n) or torch.arange(n)", rows_node)
+        count = self.expression(rows_node.args[0])
+        rows = table.shape[0]
+        if isinstance(count, _Val) or sp.expand(count - rows) != 0 or ids.shape[0] != rows:
+            raise self.error(f"{ast.unparse(node)}: range({count}) and the {ids.shape[0]} ids must count the "
+                             f"{rows} rows of {_what(table)}", node)
+        if table.shape[1] != vocab:
+            raise self.error(f"{_what(table)} has {table.shape[1]} columns, but the ids in {ids.name} are below "
+                             f"{vocab}", node)
+        Y, ones = ids.expr, sp.OneMatrix(vocab, 1)
+        return _Val(sp.hadamard_product(table.expr, Y) * ones,
+                    lambda G: table.back(_had(_mm(G, ones.T), Y)), code=(rows,))
+
+    # -- calls
     def _Call(self, node):
         return self.call(node)
 
@@ -505,21 +646,24 @@ class _Reader:
         elif isinstance(func, ast.Attribute):  # a method: A.sum(...), A.exp()
             name, args, module = func.attr, [func.value, *node.args], None
         elif isinstance(func, ast.Name) and func.id == "len" and len(node.args) == 1:
-            return self.matrix(node.args[0]).shape[0]
+            value = self.expression(node.args[0])
+            if not isinstance(value, _Val):
+                raise self.error("len() of a number", node)
+            return value.numpy_shape[0]
         else:
             what = ast.unparse(func)
             raise self.error(f"unknown call {what}(): {_SUPPORTED}", node)
         if name in ("exp", "log", "tanh", "sqrt", "relu", "sigmoid") and len(args) == 1 and not keywords:
-            value = self.matrix(args[0])
+            value = self.matrix(args[0], flat=True)
             return self.apply(value, name, node)
         if name == "maximum" and module is not None and len(args) == 2 and _is_zero(args[1]):
-            return self.apply(self.matrix(args[0]), "relu", node)
+            return self.apply(self.matrix(args[0], flat=True), "relu", node)
         if name == "clamp" and module is None and set(keywords) == {"min"} and _is_zero(keywords["min"]):
-            return self.apply(self.matrix(args[0]), "relu", node)
+            return self.apply(self.matrix(args[0], flat=True), "relu", node)
         if name in ("sum", "mean", "max"):
             if not args:
                 raise self.error(f"{name}() needs an array", node)
-            value = self.matrix(args[0])
+            value = self.matrix(args[0], flat=name != "max")
             axis_node = args[1] if len(args) > 1 else keywords.get("axis", keywords.get("dim"))
             keep_node = keywords.get("keepdims", keywords.get("keepdim"))
             axis = None if axis_node is None else self.literal(axis_node, "axis")
@@ -534,10 +678,66 @@ class _Reader:
                                      ".values", node)
                 return self.row_max(value, axis, keepdims, node)
             return self.reduce(value, name, axis, keepdims, node)
-        if name in ("transpose",) and module is None and not node.args:
+        if name == "transpose" and module is None and not node.args:
             value = self.matrix(args[0])
             return _Val(value.expr.T, lambda G: value.back(_transpose(G)))
+        if name in ("view", "reshape") and (module is None or module in ("np", "numpy", "torch")):
+            return self.reshape(args, node)
+        if name in ("cat", "concatenate") and module is not None:
+            return self.concatenate(args, keywords, node)
+        if name == "one_hot" and module == "F":
+            return self.one_hot(args, keywords, node)
+        if name in ("float", "double") and module is None and len(args) == 1 and not keywords:
+            return self.matrix(args[0])
         raise self.error(f"unknown call {ast.unparse(func)}(): {_SUPPORTED}", node)
+
+    def reshape(self, args, node):
+        """``A.view(n, -1)``, ``A.reshape(n, -1)``, ``np.reshape(A, (n, -1))``: each row's entries in one row,
+        which the formulas already hold (a 3-D gather's k rows side by side)."""
+        if len(args) == 2 and isinstance(args[1], (ast.Tuple, ast.List)):
+            args = [args[0], *args[1].elts]
+        value = self.expression(args[0])
+        if not isinstance(value, _Val) or value.ids is not None or value.flat:
+            raise self.error("reshape a matrix or a gather C[ids]", node)
+        wanted = [self.expression(arg) for arg in args[1:]]
+        rows, cols = value.shape
+        fits = len(wanted) == 2 and not any(isinstance(w, _Val) for w in wanted) and \
+            sp.expand(wanted[0] - rows) == 0 and (wanted[1] == -1 or sp.expand(wanted[1] - cols) == 0)
+        if not fits:
+            raise self.error(f"only flattening each row is supported: .view({rows}, -1) of "
+                             f"{_shape_words(value.numpy_shape)}", node)
+        return _Val(value.expr, value.back)
+
+    def concatenate(self, args, keywords, node):
+        """``torch.cat([A, B], 1)`` / ``np.concatenate([A, B], axis=1)`` of equal shapes: block j is ``Place``d,
+        and receives block j of the upstream gradient."""
+        if not args or not isinstance(args[0], (ast.List, ast.Tuple)) or set(keywords) - {"axis", "dim"}:
+            raise self.error("concatenate a list of arrays: torch.cat([A, B], 1), np.concatenate([A, B], axis=1)",
+                             node)
+        axis_node = args[1] if len(args) > 1 else keywords.get("axis", keywords.get("dim"))
+        axis = 0 if axis_node is None else self.literal(axis_node, "axis")
+        parts = [self.matrix(element) for element in args[0].elts]
+        if len({part.shape for part in parts}) != 1:
+            raise self.error("only arrays of one shape are concatenated: "
+                             + ", ".join(_shape_words(part.shape) for part in parts), node)
+        k = len(parts)
+        if k == 1:
+            return parts[0]
+        expr = sp.MatAdd(*(Place(part.expr, j, k, axis) for j, part in enumerate(parts)))
+        return _Val(expr, lambda G: [c for j, part in enumerate(parts) for c in part.back(Block(G, j, k, axis))])
+
+    def one_hot(self, args, keywords, node):
+        """``F.one_hot(Yb, V)``: the one-hot matrix of a vector of ids, not differentiated."""
+        count_node = args[1] if len(args) > 1 else keywords.get("num_classes")
+        ids = self.expression(args[0]) if args else None
+        if not (isinstance(ids, _Val) and ids.ids is not None and ids.ids[1] is None) or count_node is None:
+            raise self.error("F.one_hot(ids, V) of a vector of integer ids (SHAPES: ('N', 'ids < V'))", node)
+        vocab = ids.ids[0]
+        count = self.expression(count_node)
+        if isinstance(count, _Val) or not (count == vocab or count == self.dims.get(vocab, (None,))[0]):
+            raise self.error(f"F.one_hot({ids.name}, {ast.unparse(count_node)}): the ids are below {vocab} "
+                             f"({self.dims[vocab][0]} in SIZES), so the classes must be {vocab}", count_node)
+        return _Val(ids.expr, lambda G: [])
 
     def literal(self, node, what):
         try:
@@ -549,8 +749,16 @@ class _Reader:
         return 1 if value == -1 else value
 
 
-_SUPPORTED = ("supported are np.exp, np.log, np.tanh, np.sqrt, np.maximum(Z, 0), np.sum, np.mean, np.max and the "
-              "methods .sum, .mean, .max(axis=1, keepdims=True), .exp, .log, .tanh, .sqrt, .relu, .clamp(min=0), .T")
+_SUPPORTED = ("supported are np.exp, np.log, np.tanh, np.sqrt, np.maximum(Z, 0), np.sum, np.mean, np.max, "
+              "np.concatenate, np.reshape, torch.cat, F.one_hot and the methods .sum, .mean, "
+              ".max(axis=1, keepdims=True), .exp, .log, .tanh, .sqrt, .relu, .clamp(min=0), .view, .reshape, .T")
+_INDEXING = ("supported are A.shape[i], a gather of rows C[ids] and one entry per row A[range(n), ids], ids an "
+             "integer input (SHAPES: ('N', 'ids < V'))")
+_RANGES = {"range", "np.arange", "numpy.arange", "torch.arange"}
+
+
+def _what(value: _Val) -> str:
+    return value.name or "this value"
 
 
 def _is_zero(node) -> bool:
@@ -585,7 +793,7 @@ def _transpose(G):
 
 
 def _scale(value: _Val, c) -> _Val:
-    return _Val(c * value.expr, lambda G: [(name, c * part) for name, part in value.back(G)])
+    return _Val(c * value.expr, lambda G: [(name, c * part) for name, part in value.back(G)], code=value.code)
 
 
 def _expand(expr, shape):
@@ -656,158 +864,15 @@ def load_forward(path, function: str = "forward", sizes: dict | str | None = Non
     return _Reader(str(path), text, function, sizes).read()
 
 
+def render_forward(derivation, fmt: str, report=None) -> str:
+    """The derivation of a forward pass written as code in ``fmt``; the outputs are ``forward_output.py``'s."""
+    from .forward_output import render_forward as render
+
+    return render(derivation, fmt, report)
+
+
 def derive_forward(path, function: str = "forward", sizes: dict | str | None = None):
     """The derivation of a forward pass written as code: every input's and intermediate's gradient."""
     from .derivation import _Walk
 
     return _Walk(load_forward(path, function, sizes)).run()
-
-
-# -- outputs: Markdown and the NumPy module ---------------------------------------------------------------------
-
-FORWARD_FORMATS = ("markdown", "numpy")
-
-
-def render_forward(derivation, fmt: str, report=None) -> str:
-    """``markdown`` or ``numpy`` for a forward pass written as code; other formats refuse in one line."""
-    from .errors import FormatError
-
-    if fmt == "markdown":
-        return _markdown(derivation, report or derivation.verify())
-    if fmt == "numpy":
-        return _module(derivation)
-    raise FormatError(f"--format {fmt}: a forward pass written as code (--forward) is printed as md or py only "
-                      "so far")
-
-
-def _markdown(derivation, report) -> str:
-    from .printing import latex, shape_text
-
-    net = derivation.network
-    out = [f"# Backward pass of `{net.spec.function}()` in `{net.spec.path}`", "",
-           (f"Every gradient of the loss `{net.loss_name}` (a scalar): each input's, parameter's and intermediate's, "
-           "derived line by line in reverse and proved exactly against direct differentiation of the whole "
-           "loss (see the verification table). Batch-first: rows are samples. `np.maximum(z, 0)` has slope 0 at 0 "
-           "(as PyTorch's ReLU); a row maximum sends its gradient to the first maximum of its row."), "",
-           "## Forward pass", "", "| line | code | shape |", "|---:|---|---|"]
-    for step in net.steps:
-        line, code = net.lines.get(step.name, (step.layer, ""))
-        shape = "1 x 1" if step.kind == "loss" else shape_text(step.symbol.shape)
-        out.append(f"| {line} | `{code.replace('|', chr(92) + '|')}` | {shape} |")
-    out += ["", "## Backward pass", "",
-            ("Each gradient is the sum of what every line that reads the value sends back to it; a line's share is "
-            "the upstream gradient through that line's local rule."), ""]
-    for step in derivation.backward:
-        readers = [term.local.of for term in step.terms]
-        where = ", ".join(f"`{name}` (line {net.lines.get(name, (net.steps[-1].layer,))[0]})"
-                          for name in readers)
-        out.append(f"### d{step.name}  ({shape_text(step.shape)})")
-        out.append("")
-        out.append(f"Read by {where}." + (f" {len(readers)} lines read it: the gradient is the sum of their "
-                                          "shares." if len(readers) > 1 else ""))
-        out.append("")
-        out.append(f"$$\\frac{{\\partial L}}{{\\partial {_latex_var(step.name)}}} = {latex(step.expr)}$$")
-        out.append("")
-    out += ["## Verification", "", "```", report.table(), "```", ""]
-    return "\n".join(out)
-
-
-def _latex_var(name: str) -> str:
-    return r"\mathrm{" + name.replace("_", r"\_") + "}"
-
-
-def _module(derivation) -> str:
-    from .printing import NumPyPrinter, function_name, shape_text, text
-    from .rules import activation_rule
-
-    net = derivation.network
-    values = {*net.inputs, *(s.name for s in net.steps), *(f"d{s.name}" for s in derivation.backward)}
-    sizes = {symbol: str(symbol) if str(symbol) not in values else f"size_{symbol}" for symbol in net.dims}
-    printer = NumPyPrinter(sizes)
-    helpers = {}
-    for expr in [*(s.expr for s in net.steps), *(s.expr for s in derivation.backward)]:
-        for node in sorted(expr.atoms(Elementwise), key=str):
-            rule = activation_rule(node.activation)
-            helpers[function_name(node)] = rule.numpy(node.order, node.params, z="z")
-    taken = {*net.inputs, *(s.name for s in net.steps), *(f"d{s.name}" for s in derivation.backward)}
-    clash = taken & {*helpers, "first_max_mask", "np", "forward", "backward", "inputs", "cache", "grads", "_full"}
-    if clash:
-        from .errors import FormatError
-
-        raise FormatError(f"--format py: the name(s) {', '.join(sorted(clash))} of the forward pass are taken by "
-                          "the generated module; rename them")
-    binding = {}  # size symbol -> (input, axis)
-    for name, symbol in net.inputs.items():
-        for axis, d in enumerate(symbol.shape):
-            if isinstance(d, sp.Symbol):
-                binding.setdefault(d, (name, axis))
-
-    def shape_code(shape):
-        return "(" + ", ".join(printer.doprint(d) for d in shape) + ")"
-
-    def bind(indent):
-        return [f"{indent}{sizes[symbol]} = {name}.shape[{axis}]" for symbol, (name, axis) in binding.items()]
-
-    lines = [f'"""The backward pass of {net.spec.function}() in {net.spec.path}, derived and proved by symbackprop.',
-             "",
-             "forward(inputs) returns (loss, cache); backward(cache) returns d<name> for every input, parameter and",
-             "intermediate of the forward pass. Run this file for a finite-difference check of every input's gradient.",
-             '"""', "", "import numpy as np", "",
-             "SIZES = {" + ", ".join(f"{str(s)!r}: {v}" for s, (v, _) in net.dims.items()) + "}",
-             "SHAPES = {" + ", ".join(f"{name!r}: {tuple(str(d) if isinstance(d, sp.Symbol) else int(d) for d in s.shape)!r}"
-                                      for name, s in net.inputs.items()) + "}", ""]
-    for name, code in helpers.items():
-        lines += ["", f"def {name}(z):", f"    return {code}", ""]
-    if any(expr.atoms(MaxMask) for expr in (s.expr for s in derivation.backward)):
-        lines += ["", "def first_max_mask(x):", '    """1 at the first maximum of each row, 0 elsewhere."""',
-                  "    mask = np.zeros_like(x)", "    mask[np.arange(x.shape[0]), x.argmax(axis=1)] = 1",
-                  "    return mask", ""]
-    lines += ["", "def _full(value, shape):", "    return np.array(np.broadcast_to(value, shape), dtype=float)", "",
-              "", "def forward(inputs):", '    """The loss and every value backward reads."""']
-    lines += [f"    {name} = inputs[{name!r}]" for name in net.inputs]
-    lines += bind("    ")
-    for step in net.steps:
-        code = printer.doprint(step.expr.arg if step.kind == "loss" else step.expr)
-        source = net.lines.get(step.name, (0, ""))[1]
-        if step.kind == "loss":
-            lines.append(f"    {step.name} = float(np.sum({code}))  # {source}")
-        else:
-            lines.append(f"    {step.name} = {code}  # {source}")
-    names = [*net.inputs, *(s.name for s in net.steps if s.kind != "loss")]
-    lines += ["    cache = {" + ", ".join(f"{n!r}: {n}" for n in names) + "}",
-              f"    return {net.steps[-1].name}, cache", "", "",
-              "def backward(cache):", ('    """d<name> = dL/d<name> for every input and intermediate, each of its own '
-              'shape."""')]
-    lines += [f"    {name} = cache[{name!r}]" for name in names]
-    lines += bind("    ")
-    for step in derivation.backward:
-        expr = step.code_expr
-        code = printer.doprint(expr)
-        if expr.atoms(sp.OneMatrix) or not expr.atoms(sp.MatrixSymbol):
-            code = f"_full({code}, {shape_code(step.shape)})"
-        lines.append(f"    d{step.name} = {code}  # {text(expr)}  ({shape_text(step.shape)})")
-    lines += ["    return {" + ", ".join(f"'d{s.name}': d{s.name}" for s in derivation.backward) + "}", "", "",
-              "def random_inputs(seed=0):",
-              "    rng = np.random.default_rng(seed)",
-              ("    return {name: rng.standard_normal(tuple(SIZES.get(d, d) for d in shape)) "
-              "for name, shape in SHAPES.items()}"), "", "",
-              "def gradient_check(seed=0, h=1e-6):",
-              '    """The largest relative difference between backward and central differences of the loss, along a',
-              '    random direction per input."""',
-              "    rng = np.random.default_rng(seed + 1)",
-              "    inputs = random_inputs(seed)",
-              "    grads = backward(forward(inputs)[1])",
-              "    worst = 0.0",
-              "    for name, value in inputs.items():",
-              "        direction = rng.standard_normal(value.shape)",
-              "        up = forward({**inputs, name: value + h * direction})[0]",
-              "        down = forward({**inputs, name: value - h * direction})[0]",
-              "        numeric = (up - down) / (2 * h)",
-              "        analytic = float(np.sum(grads['d' + name] * direction))",
-              "        worst = max(worst, abs(numeric - analytic) / max(abs(numeric) + abs(analytic), 1e-3))",
-              "    return worst", "", "",
-              'if __name__ == "__main__":',
-              "    error = gradient_check()",
-              '    print(f"gradient check: largest relative error {error:.1e}")',
-              "    raise SystemExit(0 if error < 1e-5 else 1)", ""]
-    return "\n".join(lines)

@@ -498,9 +498,7 @@ class _Verifier:
             if value != formula[i, j]:
                 return Check("", False, "schwartz-zippel",
                              f"entry ({i}, {j}) differs from direct differentiation at a random point")
-        degree = 4 * len(self.network.steps) + 8
-        applications = len(backend.table) + 1
-        bound = degree * (1 + applications**2) / PRIME
+        bound = false_pass_bound(self.network, backend)
         return Check("", True, "schwartz-zippel",
                      f"all {direct.size} entries equal at a random point mod {PRIME_TEXT} "
                      f"(false pass <= {bound:.0e})")
@@ -573,6 +571,15 @@ class _Verifier:
             symbols[f"d{term.upstream}"] = G
             symbols[term.upstream] = Evaluator(backend, dict(symbols), self.sizes)(consumer.expr)
         return objective, Evaluator(backend, symbols, self.sizes)(term.expr), backend
+
+
+def false_pass_bound(network, backend) -> float:
+    """The chance that a formula which is not the one checked still agrees with it (or a formula that is not
+    identically 0 vanishes) at one random point of ``backend``'s field: Schwartz-Zippel, with a degree
+    bound for the network's steps and a term for the opaque functions' random values."""
+    degree = 4 * len(network.steps) + 8
+    applications = len(backend.table) + 1
+    return degree * (1 + applications**2) / PRIME
 
 
 def _partials(expr, wanted: set) -> list:

@@ -2,6 +2,8 @@
 against PyTorch autograd on the same forward pass rebuilt in torch (an independent oracle); unsupported code
 refused with file:line:col."""
 
+import functools
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from test_generated import load_module
 from symbackprop import derive
 from symbackprop.cli import main
 from symbackprop.forward_code import ForwardCodeError, load_forward
+from symbackprop.forward_output import exact_zeros
 
 ATOMIC = Path(__file__).parent / "forward_code" / "atomic.py"
 
@@ -113,7 +116,7 @@ def test_log_sum_exp_softmax_relu_and_sqrt(tmp_path):
     ("    a = X @ W\n    a += 1\n", "5:5", "in-place mutation"),
     ("    a = X @ V\n", "4:13", "undefined name 'V'"),
     ("    a = X @ X\n", "4:9", "cannot multiply"),
-    ("    a = X[0] @ W\n", "4:9", "indexing is not supported yet"),
+    ("    a = X[0] @ W\n", "4:9", "indexing: supported are"),
 ])
 def test_unsupported_code_is_refused_with_its_place(tmp_path, body, where, words):
     path = tmp_path / "bad.py"
@@ -133,24 +136,200 @@ def test_a_missing_shape_is_named(tmp_path):
         load_forward(path)
 
 
-def test_cli_writes_md_and_py_and_refuses_lecture_formats(tmp_path):
+def test_cli_writes_md_tex_and_py_and_refuses_slides(tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ["derive", "--forward", str(ATOMIC), "--out", str(tmp_path / "out"), "-q",
                                   "--sizes", "N=8,d=3"])
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert written == ["backprop.md", "backprop.py"]
+    assert written == ["backprop.md", "backprop.py", "backprop.tex"]
     module_text = (tmp_path / "out" / "backprop.py").read_text()
     assert "'N': 8" in module_text and "'dbnvar_inv': dbnvar_inv" in module_text
     assert "dL/dbnvar_inv" not in module_text
-    assert "### dbnvar_inv" in (tmp_path / "out" / "backprop.md").read_text()
+    assert "### Line 19: `bnvar_inv = (bnvar + 1e-5) ** -0.5`" in (tmp_path / "out" / "backprop.md").read_text()
     refused = runner.invoke(main, ["derive", "--forward", str(ATOMIC), "--out", str(tmp_path / "o2"),
                                    "--format", "beamer"])
     assert refused.exit_code == 2
-    assert "md or py only" in refused.stderr and "Traceback" not in refused.output
+    assert refused.stderr.strip() == ("symbackprop: error: --format beamer: a forward pass written as code (--forward) "
+                                      "is printed as md, tex, py or ipynb")
     bad = tmp_path / "bad.py"
     bad.write_text("def forward(X):\n    while True:\n        pass\n    return X\n")
     failed = runner.invoke(main, ["derive", "--forward", str(bad), "--out", str(tmp_path / "o3")])
     assert failed.exit_code == 2
     assert failed.stderr.strip() == f"symbackprop: error: {bad}:2:5: a loop (while) is not supported: the forward " \
                                     "pass must be straight-line assignments"
+
+
+# -- the makemore-style pass: an embedding lookup, flattening, batch norm, a stabilized softmax, a picked mean ----
+
+MAKEMORE = {spelling: Path(__file__).parent / "forward_code" / f"makemore_{spelling}.py"
+            for spelling in ("numpy", "torch")}
+
+
+@functools.cache
+def _makemore(spelling):
+    """The derivation of one spelling of the makemore-style pass, verified once for the tests that read it."""
+    derivation = derive(forward=MAKEMORE[spelling])
+    derivation.verify()
+    return derivation
+
+
+def _makemore_autograd(inputs):
+    """The makemore-style forward pass written here in torch (float64), every value's .grad by autograd."""
+    torch = pytest.importorskip("torch")
+    t = {name: torch.tensor(value, dtype=torch.float64, requires_grad=True) for name, value in inputs.items()
+         if name not in ("Xb", "Yb")}
+    Xb, Yb = torch.tensor(inputs["Xb"]), torch.tensor(inputs["Yb"])
+    C, W1, b1, bngain, bnbias, W2, b2 = (t[k] for k in ("C", "W1", "b1", "bngain", "bnbias", "W2", "b2"))
+    n = Xb.shape[0]
+    v = {}
+    v["emb"] = C[Xb]
+    v["embcat"] = v["emb"].reshape(n, -1)
+    v["hprebn"] = v["embcat"] @ W1 + b1
+    v["bnmeani"] = v["hprebn"].mean(0, keepdim=True)
+    v["bndiff"] = v["hprebn"] - v["bnmeani"]
+    v["bndiff2"] = v["bndiff"] ** 2
+    v["bnvar"] = v["bndiff2"].sum(0, keepdim=True) / (n - 1)
+    v["bnvar_inv"] = (v["bnvar"] + 1e-5) ** -0.5
+    v["bnraw"] = v["bndiff"] * v["bnvar_inv"]
+    v["hpreact"] = bngain * v["bnraw"] + bnbias
+    v["h"] = torch.tanh(v["hpreact"])
+    v["logits"] = v["h"] @ W2 + b2
+    v["logit_maxes"] = v["logits"].max(1, keepdim=True).values
+    v["norm_logits"] = v["logits"] - v["logit_maxes"]
+    v["counts"] = v["norm_logits"].exp()
+    v["counts_sum"] = v["counts"].sum(1, keepdim=True)
+    v["counts_sum_inv"] = 1 / v["counts_sum"]
+    v["probs"] = v["counts"] * v["counts_sum_inv"]
+    v["logprobs"] = v["probs"].log()
+    v["picked"] = v["logprobs"][torch.arange(n), Yb]
+    loss = -v["picked"].mean()
+    for value in v.values():
+        value.retain_grad()
+    loss.backward()
+    return float(loss.detach()), {f"d{name}": value.grad.numpy() for name, value in {**t, **v}.items()}
+
+
+@pytest.mark.parametrize("spelling", sorted(MAKEMORE))
+def test_makemore_style_pass_is_proved_and_every_gradient_matches_autograd(tmp_path, spelling):
+    derivation = _makemore(spelling)
+    report = derivation.verify()
+    assert report.ok, report.table()
+    assert {"dL/dC", "dL/demb", "dL/dlogit_maxes"} <= {check.name for check in report.checks}
+    module = load_module(derivation.render("numpy"), tmp_path, f"makemore_{spelling}")
+    inputs = module.random_inputs(5)
+    assert inputs["Xb"].shape == (32, 3) and inputs["Yb"].shape == (32,) and inputs["Xb"].dtype.kind == "i"
+    inputs["Xb"][:4] = [[0, 1, 0], [0, 0, 0], [1, 1, 1], [0, 2, 0]]  # repeated ids: the scatter must add them up
+    loss, cache = module.forward(inputs)
+    assert cache["emb"].shape == (32, 3, 10)
+    grads = module.backward(cache)
+    expected_loss, expected = _makemore_autograd(inputs)
+    assert loss == pytest.approx(expected_loss, rel=1e-12)
+    names = {name for name in expected if name[1:] in {*cache, "loss"}}
+    assert set(grads) == names - {"dXb", "dYb"}
+    assert ("dpicked" in grads) == (spelling == "numpy")  # the torch file picks inside the mean's line
+    for key in sorted(grads):
+        assert grads[key].shape == expected[key].shape, key
+        np.testing.assert_allclose(grads[key], expected[key], rtol=1e-10, atol=1e-10, err_msg=key)
+    assert module.gradient_check() < 1e-5
+
+
+def test_the_stabilizing_max_is_proved_to_add_nothing():
+    derivation = _makemore("numpy")
+    zeros = exact_zeros(derivation)
+    # b1 too: batch norm subtracts each column's mean, so a bias added before it cannot change the loss
+    assert zeros.gradients == {"logit_maxes", "b1"}
+    assert ("logits", "logit_maxes") in zeros.shares and ("logits", "norm_logits") not in zeros.shares
+    markdown = derivation.render("markdown")
+    assert "**Exactly 0** in every entry: the paths from `logit_maxes` to the loss cancel" in markdown
+    assert ("The share from line 28 is exactly 0 (proved the same way), so the path through it adds nothing:\n\n"
+            r"$$\mathrm{d}\mathit{logits} = \mathrm{d}\mathit{norm\_logits}$$") in markdown
+
+
+def test_a_max_that_does_not_cancel_is_not_called_zero(tmp_path):
+    # Without the normalization the max's path changes the loss: its gradient must not be judged 0.
+    path = tmp_path / "shifted.py"
+    path.write_text('SHAPES = {"X": ("N", "k"), "T": ("N", "k")}\n\ndef forward(X, T):\n'
+                    "    m = X.max(axis=1, keepdims=True)\n    z = X - m\n    e = np.exp(z)\n"
+                    "    loss = (e * T).sum()\n    return loss\n")
+    derivation = derive(forward=path)
+    assert derivation.verify().ok
+    assert exact_zeros(derivation).gradients == set()
+    assert "Exactly 0" not in derivation.render("markdown")
+
+
+def test_one_hot_concatenation_and_a_row_gather_in_torch_spelling(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "cat.py"
+    path.write_text(textwrap.dedent('''
+        import torch
+        import torch.nn.functional as F
+        SHAPES = {"Yb": ("N", "ids < V"), "C": ("V", "e"), "W": ("2*e", "V")}
+        SIZES = {"N": 6, "V": 5, "e": 3}
+
+        def forward(Yb, C, W):
+            rows = C[Yb]
+            both = torch.cat([rows, torch.tanh(rows)], 1)
+            logits = both @ W
+            target = F.one_hot(Yb, 5).float()
+            loss = ((logits - target) ** 2).mean()
+            return loss
+    '''))
+    derivation = derive(forward=path)
+    assert derivation.verify().ok
+    module = load_module(derivation.render("numpy"), tmp_path, "cat_module")
+    inputs = module.random_inputs(2)
+    grads = module.backward(module.forward(inputs)[1])
+    C, W = (torch.tensor(inputs[k], requires_grad=True) for k in ("C", "W"))
+    Yb = torch.tensor(inputs["Yb"])
+    rows = C[Yb]
+    rows.retain_grad()
+    loss = ((torch.cat([rows, torch.tanh(rows)], 1) @ W - torch.nn.functional.one_hot(Yb, 5)) ** 2).mean()
+    loss.backward()
+    for name, value in (("dC", C), ("dW", W), ("drows", rows)):
+        np.testing.assert_allclose(grads[name], value.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize(("body", "where", "words"), [
+    ("    e = C[Xb]\n    a = e @ W\n", "5:9", "e is 3-D (N, 2, d): flatten each row with .view(n, -1)"),
+    ("    a = Xb + 1\n", "4:9", "Xb holds integer ids: index with it"),
+    ("    e = C[Xb].reshape(len(Xb), -1) @ W2\n    p = e[range(3), y]\n", "5:9", "must count the N rows of e"),
+    ("    e = C[Xb].reshape(len(Xb), -1) @ W2\n    p = e[range(len(y)), y]\n    a = p * e\n", "6:9",
+     "a 1-D array meets only numbers and arrays of its own shape"),
+    ("    a = F.one_hot(y, 7)\n", "4:22", "the ids are below V (5 in SIZES)"),
+    ("    a = C[Xb].view(3, -1)\n", "4:9", "only flattening each row is supported"),
+])
+def test_unsupported_indexing_is_refused_with_its_place(tmp_path, body, where, words):
+    path = tmp_path / "bad.py"
+    path.write_text('SHAPES = {"Xb": ("N", 2, "ids < V"), "y": ("N", "ids < V"), "C": ("V", "d"), "W": ("d", "k"),'
+                    ' "W2": ("2*d", "V")}\nSIZES = {"V": 5}\ndef forward(Xb, y, C, W, W2):\n' + body
+                    + "    loss = a.sum()\n    return loss\n")
+    with pytest.raises(ForwardCodeError) as error:
+        load_forward(path)
+    assert str(error.value).startswith(f"{path}:{where}: "), str(error.value)
+    assert words in str(error.value)
+
+
+def test_the_article_compiles_without_overfull_boxes_and_outputs_are_deterministic(tmp_path):
+    from test_lecture_layout import compile_tex, layout_problems
+
+    if not shutil.which("pdflatex"):
+        pytest.skip("pdflatex is not installed (TeX Live)")
+    derivation = _makemore("torch")
+    tex = derivation.render("latex")
+    _, log = compile_tex(tex, tmp_path, "makemore")
+    assert layout_problems(log) == []
+    again = derive(forward=MAKEMORE["torch"])
+    assert again.render("latex") == tex
+    assert again.render("numpy") == derivation.render("numpy")
+
+
+def test_the_notebook_holds_the_derivation_and_a_module_that_runs(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    notebook = nbformat.reads(_makemore("numpy").render("ipynb"), as_version=4)
+    nbformat.validate(notebook)
+    markdown = [cell.source for cell in notebook.cells if cell.cell_type == "markdown"]
+    assert markdown[0].startswith("# Backward pass of `forward()`")
+    assert any(text.startswith("## The graph walked backwards") for text in markdown)
+    code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    assert load_module(code, tmp_path, "notebook_cells").gradient_check() < 1e-5

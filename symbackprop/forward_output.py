@@ -1,0 +1,309 @@
+"""The outputs of a forward pass written as code (``forward_code.py``): Markdown, the LaTeX article, the NumPy
+module and the notebook, laid out by the ``forward_backprop.*.j2`` templates.
+
+The lecture formats walk the file's lines backwards, as a computational graph: at each line, the gradient of
+the value it defines (the sum of the shares of the lines that read it) and the local gradient it sends back to
+each value it reads. ``exact_zeros`` decides, by the exact check's evaluation modulo a prime, which gradients
+and which shares are identically 0 (a stabilizing maximum's path), so the outputs can say so as a proved fact.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+
+from .errors import FormatError
+from .evaluate import PRIME_TEXT, Evaluator, FieldBackend
+from .expressions import Elementwise, MaxMask, RowMax
+from .formats import FORWARD_FORMATS
+from .printing import MathPrinter, NumPyPrinter, function_name, shape_latex, shape_text, text
+from .rules import activation_rule
+
+# Names the generated module defines besides the forward pass's own.
+_MODULE_NAMES = {"np", "forward", "backward", "inputs", "cache", "random_inputs", "gradient_check", "SIZES",
+                 "SHAPES", "IDS", "one_hot", "unpick", "first_max_mask", "_full"}
+
+
+def render_forward(derivation, fmt: str, report=None) -> str:
+    """A forward pass written as code in ``fmt`` (``FORWARD_FORMATS``); other formats refuse in one line."""
+    from .rendering import _environment
+
+    if fmt not in FORWARD_FORMATS:
+        raise FormatError(f"--format {fmt}: a forward pass written as code (--forward) is printed as md, tex, py "
+                          "or ipynb")
+    if fmt == "numpy":
+        return _environment().get_template("forward_backprop.py.j2").render(module_context(derivation))
+    report = report or derivation.verify()
+    if fmt == "ipynb":
+        return _notebook(derivation, report)
+    template = {"markdown": "forward_backprop.md.j2", "latex": "forward_backprop.tex.j2"}[fmt]
+    return _environment().get_template(template).render(lecture_context(derivation, report, fmt == "latex"))
+
+
+# -- which gradients and shares are exactly 0 -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Zeros:
+    """Gradients (names) and shares ((value, the line's name that sends it)) that are identically 0: every
+    entry vanishes at a random point modulo a prime; ``bound`` is the chance that one that is not identically 0
+    would (Schwartz-Zippel)."""
+
+    gradients: frozenset
+    shares: frozenset
+    bound: float
+
+
+def exact_zeros(derivation, seed: int = 0) -> Zeros:
+    """The gradients and shares of ``derivation`` that are identically 0, evaluated exactly at a random point
+    modulo the verifier's prime, at the witness sizes."""
+    from .verify import evaluate_formulas, false_pass_bound
+
+    net = derivation.network
+    sizes = net.sizes()
+    backend = FieldBackend(seed)
+    env = {}
+    for name, symbol in net.inputs.items():
+        rows, cols = (int(d.xreplace(sizes)) for d in symbol.shape)
+        env[name] = np.array([[backend.random() for _ in range(cols)] for _ in range(rows)], dtype=object)
+    values = evaluate_formulas(derivation, backend, env, sizes)
+    zero = backend.scalar(0)
+
+    def vanishes(value) -> bool:
+        return all(entry == zero for entry in np.asarray(value).flat)
+
+    evaluator = Evaluator(backend, values, sizes)
+    gradients = frozenset(step.name for step in derivation.backward if vanishes(values[step.symbol.name]))
+    shares = frozenset((step.name, term.local.of) for step in derivation.backward for term in step.terms
+                       if vanishes(evaluator(term.expr)))
+    return Zeros(gradients, shares, false_pass_bound(net, backend))
+
+
+# -- the lecture formats -----------------------------------------------------------------------------------------
+
+class _CodeMath(MathPrinter):
+    """LaTeX for the formulas of a forward pass written as code: its names as written (``norm\\_logits``), a
+    gradient as ``d`` and the name, integer ids as one-hot matrices, the loss line's value as its formula."""
+
+    def __init__(self, values, ids):
+        super().__init__()
+        self.values, self.ids = values, ids
+
+    def _print_MatrixSymbol(self, expr):
+        name = expr.name
+        if name in self.ids:
+            return rf"\operatorname{{onehot}}\left({_tex_name(name)}\right)"
+        if name not in self.values and name[1:] in self.values:
+            return r"\mathrm{d}" + _tex_name(name[1:])
+        return _tex_name(name)
+
+    def _print_Block(self, expr):
+        if isinstance(expr.arg, sp.MatrixSymbol) and expr.arg.name in self.ids and expr.axis == 1:
+            return rf"\operatorname{{onehot}}\left({_tex_name(expr.arg.name)}_{{:,{expr.index}}}\right)"
+        return super()._print_Block(expr)
+
+    def _print_ScalarOf(self, expr):
+        return self._print(expr.arg)
+
+
+def _tex_name(name: str) -> str:
+    return r"\mathit{" + name.replace("_", r"\_") + "}"
+
+
+def lecture_context(derivation, report, tex: bool) -> dict:
+    """What the Markdown and LaTeX templates lay out: the lines, the walk backwards, the proof."""
+    net = derivation.network
+    steps = {step.name: step for step in net.steps}
+    ids = {name for name, role in net.roles.items() if role == "ids"}
+    math = _CodeMath({*net.inputs, *steps}, ids)
+    zeros = exact_zeros(derivation)
+    backward = {step.name: step for step in derivation.backward}
+    line = {name: net.lines.get(name, (step.layer, ""))[0] for name, step in steps.items()}
+    loss = net.steps[-1]
+
+    def shape(value):
+        return shape_latex(value) if tex else shape_text(value)
+
+    def gradient(step):
+        """A value's gradient: the sum of its readers' shares, with what is exactly 0 said and dropped."""
+        zero_from = [line[t.local.of] for t in step.terms if (step.name, t.local.of) in zeros.shares]
+        kept = [t.expr for t in step.terms if (step.name, t.local.of) not in zeros.shares]
+        return {"name": step.name, "lhs": math.doprint(step.symbol), "rhs": math.doprint(step.expr),
+                "shape": shape(step.shape), "readers": [(line[t.local.of], t.local.of) for t in step.terms],
+                "zero": step.name in zeros.gradients, "zero_from": zero_from,
+                "rest": math.doprint(sp.MatAdd(*kept)) if zero_from and kept and len(kept) < len(step.terms)
+                else None}
+
+    walk = []
+    for step in reversed(net.steps):
+        sends = [{"wrt": local.wrt, "lhs": math.doprint(backward[local.wrt].symbol), "expr": math.doprint(local.expr),
+                  "zero": (local.wrt, step.name) in zeros.shares, "only": len(backward[local.wrt].terms) == 1}
+                 for local in derivation.local_gradients if local.of == step.name]
+        walk.append({"line": line[step.name], "code": net.lines.get(step.name, (0, ""))[1], "name": step.name,
+                     "gradient": None if step is loss else gradient(backward[step.name]), "sends": sends,
+                     "upstream": None if step is loss else math.doprint(backward[step.name].symbol)})
+    forward_rows = [{"line": line[step.name], "code": net.lines.get(step.name, (0, ""))[1], "name": step.name,
+                     "lhs": _tex_name(step.name), "formula": math.doprint(step.expr), "shape": "1 \\times 1" if tex and step is loss else
+                     "1 x 1" if step is loss else shape(step.symbol.shape)} for step in net.steps]
+    inputs = [gradient(step) for step in derivation.backward if step.name in net.inputs]
+    exprs = [*(step.expr for step in net.steps), *(step.expr for step in derivation.backward)]
+    return {
+        "path": net.spec.path, "function": net.spec.function, "loss": net.loss_name, "loss_line": line[loss.name],
+        "forward": forward_rows, "walk": walk, "inputs": inputs, "ids": sorted(ids, key=list(net.inputs).index),
+        "vocab": {name: str(net.inputs[name].shape[1] / (net.module_shapes[name][1:] or (1,))[0]) for name in ids},
+        "flattened": {name: _shape_words(shape) for name, shape in net.module_shapes.items() if len(shape) == 3},
+        "relu": any(node.activation == "relu" for expr in exprs for node in expr.atoms(Elementwise)),
+        "row_max": any(expr.atoms(RowMax, MaxMask) for expr in exprs),
+        "zeros": sorted(zeros.gradients, key=list(backward).index), "bound": f"{zeros.bound:.0e}",
+        "prime": PRIME_TEXT, "report": report, "checks": report.checks,
+        "witness": ", ".join(f"{k}={v}" for k, v in report.witness.items()),
+    }
+
+
+def _shape_words(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def _notebook(derivation, report) -> str:
+    """The Markdown as cells, one per section, then the NumPy module and its gradient check as code."""
+    import nbformat
+
+    markdown = render_forward(derivation, "markdown", report)
+    module = render_forward(derivation, "numpy")
+    module = module[: module.index('\nif __name__ == "__main__":')].rstrip() + "\n"
+    v4 = nbformat.v4
+    cells = [v4.new_markdown_cell(part.strip()) for part in re.split(r"\n(?=## )", markdown) if part.strip()]
+    cells += [v4.new_code_cell(module), v4.new_code_cell(
+        "loss, cache = forward(random_inputs(0))\ngrads = backward(cache)\n"
+        'print(f"loss {loss:.4f}; gradient check: largest relative error {gradient_check():.1e}")')]
+    for index, cell in enumerate(cells):
+        cell["id"] = f"cell-{index}"
+    notebook = v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                                     "language": "python"}})
+    return nbformat.writes(notebook) + "\n"
+
+
+# -- the NumPy module --------------------------------------------------------------------------------------------
+
+class _CodePrinter(NumPyPrinter):
+    """NumPy code against the module's names: integer ids stay integers, so a product with a one-hot matrix is
+    a gather (``C[Xb[:, 0]]``) or a scatter-add, one entry per row is picked by fancy indexing and put back by
+    ``unpick``, and a one-hot matrix that is needed as such is made by ``one_hot``."""
+
+    def __init__(self, sizes: dict, ids: dict):
+        super().__init__(sizes, ids=frozenset(ids))
+        self.id_inputs = ids  # name -> (the size the ids are below, ids per row or None)
+
+    def _ids(self, expr):
+        if isinstance(expr, sp.MatrixSymbol) and expr.name in self.id_inputs:
+            per_row = self.id_inputs[expr.name][1]
+            return expr.name if per_row is None else f"{expr.name}[:, 0]" if per_row == 1 else None
+        return super()._ids(expr)
+
+    def _print_MatrixSymbol(self, expr):
+        if expr.name in self.id_inputs:
+            return f"one_hot({expr.name}, {self._print(self.id_inputs[expr.name][0])})"
+        return expr.name
+
+    def _vector_ids(self, expr):
+        """The name of a 1-D ids input whose one-hot matrix ``expr`` is, else None."""
+        if isinstance(expr, sp.MatrixSymbol) and self.id_inputs.get(expr.name, (None, 0))[1] is None:
+            return expr.name
+        return None
+
+    def _print_MatMul(self, expr):
+        # (A ⊙ onehot(y)) 1: each row's entry at its id
+        if len(expr.args) == 2 and isinstance(expr.args[1], sp.OneMatrix) and \
+                isinstance(expr.args[0], sp.HadamardProduct) and len(expr.args[0].args) == 2:
+            ids = [arg for arg in expr.args[0].args if self._vector_ids(arg)]
+            if ids:
+                other = next(arg for arg in expr.args[0].args if arg is not ids[0])
+                name = ids[0].name
+                return f"{self._operand(other)}[np.arange(len({name})), {name}][:, None]"
+        return super()._print_MatMul(expr)
+
+    def _print_HadamardProduct(self, expr):
+        # (G 1ᵀ) ⊙ onehot(y): each row's upstream entry put back at its id
+        if len(expr.args) == 2:
+            ids = [arg for arg in expr.args if self._vector_ids(arg)]
+            other = [arg for arg in expr.args if not self._vector_ids(arg)]
+            if ids and other and isinstance(other[0], sp.MatMul) and len(other[0].args) == 2 and \
+                    isinstance(other[0].args[1], sp.OneMatrix) and other[0].args[1].shape[0] == 1:
+                name = ids[0].name
+                vocab = self._print(self.id_inputs[name][0])
+                return f"unpick({self._print(other[0].args[0])}, {name}, {vocab})"
+        return super()._print_HadamardProduct(expr)
+
+
+def module_context(derivation) -> dict:
+    """What ``forward_backprop.py.j2`` lays out: the forward and backward lines, the helpers they call."""
+    net = derivation.network
+    ids = {name: (net.inputs[name].shape[1] / (net.module_shapes[name][1:] or (1,))[0],
+                  (net.module_shapes[name][1:] or (None,))[0]) for name, role in net.roles.items() if role == "ids"}
+    ids = {name: (vocab, None if per_row is None else int(per_row)) for name, (vocab, per_row) in ids.items()}
+    intermediates = [step.name for step in net.steps if step.kind != "loss"]
+    values = {*net.inputs, *intermediates, *(f"d{step.name}" for step in derivation.backward)}
+    elementwise = {}
+    for expr in [*(s.expr for s in net.steps), *(s.expr for s in derivation.backward)]:
+        for node in sorted(expr.atoms(Elementwise), key=str):
+            elementwise[function_name(node)] = activation_rule(node.activation).numpy(node.order, node.params, z="z")
+    clash = values & {*elementwise, *_MODULE_NAMES}
+    if clash:
+        raise FormatError(f"--format py: the name(s) {', '.join(sorted(clash))} of the forward pass are taken by the "
+                          "generated module; rename them")
+    names = {symbol: str(symbol) if str(symbol) not in values else f"size_{symbol}" for symbol in net.dims}
+    printer = _CodePrinter(names, ids)
+    constants = NumPyPrinter({symbol: f"SIZES[{str(symbol)!r}]" for symbol in net.dims})
+
+    def numpy_shape(name):
+        return net.module_shapes.get(name, net.symbol(name).shape)
+
+    binding = {}  # size symbol -> "input.shape[axis]"
+    for name in net.inputs:
+        for axis, d in enumerate(numpy_shape(name)):
+            if isinstance(d, sp.Symbol):
+                binding.setdefault(d, f"{name}.shape[{axis}]")
+    sizes = [f"{names[symbol]} = {binding.get(symbol, f'SIZES[{str(symbol)!r}]')}" for symbol in net.dims]
+
+    def shape_code(shape, to=printer):
+        return "(" + ", ".join(to.doprint(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+    def reshaped(variable, name, shape):
+        """``variable`` (a value of ``name``) reshaped to ``shape`` where the forward code's shape of ``name`` is
+        not the derivation's matrix (ids stay as they are)."""
+        if name not in net.module_shapes or net.roles.get(name) == "ids":
+            return variable
+        return f"{variable}.reshape{shape_code(shape)}"
+
+    forward = [f"{name} = inputs[{name!r}]" for name in net.inputs] + sizes
+    for step in net.steps:
+        source = net.lines.get(step.name, (0, ""))[1]
+        if step.kind == "loss":
+            forward.append(f"{step.name} = float(np.sum({printer.doprint(step.expr.arg)}))  # {source}")
+        else:
+            forward.append(f"{step.name} = {printer.doprint(step.expr)}  # {source}")
+    backward = [f"{name} = cache[{name!r}]" for name in net.inputs] + sizes
+    backward += [f"{name} = {reshaped(f'cache[{name!r}]', name, net.symbol(name).shape)}" for name in intermediates]
+    for step in derivation.backward:
+        expr = step.code_expr
+        code = printer.doprint(expr)
+        if expr.atoms(sp.OneMatrix) or not expr.atoms(sp.MatrixSymbol):
+            code = f"_full({code}, {shape_code(step.shape)})"
+        backward.append(f"d{step.name} = {code}  # {text(expr)}  ({shape_text(step.shape)})")
+    code = "\n".join([*forward, *backward])
+    helpers = {name for name in ("one_hot", "unpick", "scatter_rows", "first_max_mask", "_full")
+               if re.search(rf"\b{name}\(", code)}
+    return {
+        "path": net.spec.path, "function": net.spec.function, "loss": net.loss_name,
+        "sizes": "{" + ", ".join(f"{str(s)!r}: {v}" for s, (v, _) in net.dims.items()) + "}",
+        "shapes": "{" + ", ".join(f"{name!r}: {shape_code(numpy_shape(name), constants)}" for name in net.inputs) + "}",
+        "ids": "{" + ", ".join(f"{name!r}: {constants.doprint(vocab)}" for name, (vocab, _) in ids.items()) + "}",
+        "id_names": list(ids), "reshaped": [name for name in net.module_shapes if name not in ids],
+        "elementwise": elementwise, "helpers": helpers, "forward": forward, "backward": backward,
+        "cache": "{" + ", ".join(f"{name!r}: {reshaped(name, name, numpy_shape(name))}"
+                                 for name in [*net.inputs, *intermediates]) + "}",
+        "grads": "{" + ", ".join(f"'d{step.name}': {reshaped('d' + step.name, step.name, numpy_shape(step.name))}"
+                                 for step in derivation.backward) + "}",
+    }
