@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..evaluate import Evaluator, Float64Backend, Magnitude
+from ..evaluate import Float64Backend, Magnitude
 from .mistakes import Catalogue, Mutation
+from .views import student_value
+from .windows import MistakeEvaluator
 
 RTOL = 1e-8  # relative to the array's own scale; float64 formulas in another order agree to ~1e-15 of it
 # The rounding floor, relative to the scale of a formula's terms: about 4500 float64 epsilons, room for the
@@ -60,9 +62,11 @@ class Passes:
 
     ``returned`` maps each returned gradient's name (``W1``, ``X``) to its backward step's name (``W1``, the
     input's name). Only the steps that a mutation changes, and those computed from them, are evaluated again.
+    Values are the derivation's matrices (see ``views.py`` for the student's shapes).
     """
 
     def __init__(self, derivation, instances, returned: dict, reads: dict):
+        self.network = derivation.network
         self.steps = derivation.backward
         self.instances = instances
         self.returned = returned
@@ -70,6 +74,11 @@ class Passes:
         self.reads = reads  # step -> the gradients its formula reads (the catalogue's)
         self.atol = [rounding_floors(derivation, instance, self.symbols) for instance in instances]
         self.memo = {}
+
+    def expected(self, name: str, index: int):
+        """The right value of the returned gradient ``name`` at instance ``index``, shaped as the student's code
+        returns it."""
+        return student_value(self.network, self.returned[name], self.instances[index].env[self.symbols[name]])
 
     def values(self, mutations: tuple, index: int) -> dict | None:
         """The returned gradients that these mutations recompute at instance ``index`` (name -> value; the
@@ -81,7 +90,7 @@ class Passes:
         instance = self.instances[index]
         formulas = {m.step: m.expr for m in mutations}
         changed = {}
-        evaluator = Evaluator(Float64Backend(), ChainMap(changed, instance.env), instance.sizes)
+        evaluator = MistakeEvaluator(Float64Backend(), ChainMap(changed, instance.env), instance.sizes)
         try:
             with np.errstate(all="ignore"):
                 for step in self.steps:

@@ -12,13 +12,13 @@ import numpy as np
 
 from ..derivation import derive
 from ..errors import SymbackpropError
-from ..layers import unsupported_kind
 from .diagnosis import Passes, Search, same
 from .instances import build_instances, reference_module
 from .mistakes import Catalogue
 from .notebooks import notebook_source
 from .report import Grade, GradientVerdict
 from .runner import run_student
+from .views import derivation_value
 
 DEFAULT_TIME_LIMIT = 5.0  # seconds per call of the student's function
 MAX_TIME_LIMIT = 3600.0  # seconds: a longer limit is a usage error, not a wait
@@ -49,9 +49,6 @@ class Grader:
         self.time_limit = time_limit
         self.derivation = _as_students_write_it(derive(spec))
         net = self.derivation.network
-        if unsupported_kind(net) is not None:
-            raise GradeError(f"grade: layer kind {unsupported_kind(net)!r} is not supported yet; symbackprop "
-                             "verify proves its formulas and --format numpy writes its code")
         self.reference = reference_module(self.derivation)
         self.catalogue = Catalogue(self.derivation)
         with np.errstate(all="ignore"):  # a spec that overflows here is refused below, with its own message
@@ -191,15 +188,15 @@ class _Judgement:
             return {}
         found, assumes = {i: {} for i in others}, []
         for name in observed[spec_calls[0]]:
-            symbol = self.grader.passes.symbols[name]
-            spec_shape = all(observed[i][name].shape == self.instances[i].env[symbol].shape for i in spec_calls)
+            passes = self.grader.passes
+            spec_shape = all(self.run.calls[i].arrays[name].shape == passes.expected(name, i).shape for i in spec_calls)
             for index in others:
-                array, expected = self.run.calls[index].arrays.get(name), self.instances[index].env[symbol]
+                array, expected = self.run.calls[index].arrays.get(name), passes.expected(name, index)
                 usable = array is not None and (not spec_shape or array.shape == expected.shape)
                 if not outcomes[name][0] and not (usable and same(array, expected, self._atol(index, name))):
                     assumes.append(name)
                     break
-                found[index][name] = array if usable else None
+                found[index][name] = self._matrix(name, array) if usable else None
         if assumes:
             own = self.grader.own_sizes
             self.notes.append(f"{', '.join(assumes)}: right at {own}, not at other widths "
@@ -237,7 +234,6 @@ class _Judgement:
     def _compare(self, name, spec_calls, observed):
         """(reason, mistake) for one gradient at the spec's widths ("" reason when it is right); puts the
         student's arrays in ``observed`` for the search."""
-        symbol = self.grader.passes.symbols[name]
         arrays = {}
         for index in spec_calls:
             call = self.run.calls[index]
@@ -246,7 +242,7 @@ class _Judgement:
             if name not in call.arrays:
                 return _missing(name, call.keys), None
             arrays[index] = call.arrays[name]
-        expected = {index: self.instances[index].env[symbol] for index in spec_calls}
+        expected = {index: self.grader.passes.expected(name, index) for index in spec_calls}
         for index, array in arrays.items():
             if not np.all(np.isfinite(array)):
                 entry = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
@@ -258,11 +254,15 @@ class _Judgement:
             mistake = f"the values are right, but the array has shape {got}"
             return reason, f"{mistake}; a gradient has the shape of what it differentiates, {want}"
         for index, array in arrays.items():
-            observed[index][name] = array
+            observed[index][name] = self._matrix(name, array)
         for index, array in arrays.items():
             if not same(array, expected[index], self._atol(index, name)):
                 return self._difference(name, index, array, expected[index]), None
         return "", None
+
+    def _matrix(self, name, array):
+        """The student's array as the derivation's matrix, for the search (``views.py``)."""
+        return derivation_value(self.grader.derivation.network, self.grader.passes.returned[name], array)
 
     def _atol(self, index, name) -> float:
         return self.grader.passes.atol[index][name]

@@ -1,14 +1,21 @@
 """The instances a student's code is run on, and the gradients the derivation expects there.
 
 An instance is a seeded point: parameters, an input, targets, and the ``cache`` that the generated NumPy
-module's ``forward`` makes from them (so the cache has exactly the generated module's keys). The expected
-gradients are the derivation's backward formulas evaluated in float64 by the ``Evaluator``; they never come
-from the generated module. The instances:
+module's ``forward`` makes from them (so the cache has the generated module's keys; for an image network also
+every per-sample forward value by its name, images as ``(N, C, H, W)``, for code that loops over positions).
+What the student's code receives has the shapes of ``views.py``. The expected gradients are the derivation's
+backward formulas evaluated in float64 by the ``Evaluator``; they never come from the generated module. Points
+at which a ReLU input is exactly 0 or a pooling window ties have entries that are multiples of 1/64 in an
+image network, so that every product and sum up to there is exact, in any order a student's loops take. The
+instances:
 
 - the spec's widths, parameters from the generated module's ``init_params``, at two batch sizes that differ
   from every width;
 - when the network has ReLU layers, the spec's widths with every other ReLU input exactly 0 for the first
   sample, where conventions for ReLU'(0) differ;
+- when it has max pooling, the spec's widths with the first sample's image all 0, so that a convolution gives
+  its bias at every position and pooling windows hold tied maxima (where routing the gradient to the first
+  maximum and to every maximum differ); kept only where a tie reaches a gradient;
 - distinct small widths (3, 4, 5, ...) at two batch sizes, where a misplaced transpose or a factor from the
   wrong layer cannot fit by accident. The grader uses these only where the student's code runs at widths
   other than the spec's.
@@ -24,10 +31,15 @@ import sympy as sp
 
 from ..codegen import module_value
 from ..evaluate import Evaluator, Float64Backend
-from ..expressions import Elementwise
+from ..expressions import Elementwise, Fold, MaxMask
 from ..verify import random_float_inputs
+from .diagnosis import same
+from .views import derivation_value, image_shapes, student_value
+from .windows import MistakeEvaluator, TiedMaxMask
 
 OTHER_WIDTHS_START = 3
+TIE_SEEDS = (5, 6, 7, 8)  # seeds tried for an instance at which a max-pool tie reaches a gradient
+EXACT_STEP = 64  # values at kinks and ties are multiples of 1/EXACT_STEP in image networks
 
 
 @dataclass(frozen=True)
@@ -35,7 +47,8 @@ class Instance:
     """One point the student's function is called at, and everything the derivation computes there.
 
     ``params``, ``cache``, ``input`` and ``targets`` are what the student's function receives; ``env`` maps
-    every forward quantity and every gradient symbol (``dW1``, ``dZ2``, ...) to its float64 value.
+    every forward quantity and every gradient symbol (``dW1``, ``dZ2``, ...) to its float64 value, as the
+    derivation's matrix.
     """
 
     label: str
@@ -72,14 +85,20 @@ def build_instances(derivation, reference) -> tuple[Instance, ...]:
                  _instance(derivation, reference, widths, second, 1, params(1))]
     if _relu_steps(net):
         instances.append(_instance(derivation, reference, widths, first, 2, params(2), kinked=True))
+    if any(step.expr.has(MaxMask) for step in derivation.backward):
+        tied = (_instance(derivation, reference, widths, first, seed, params(seed), tied=True) for seed in TIE_SEEDS)
+        found = next((instance for instance in tied if _ties_matter(derivation, instance)), None)
+        if found is not None:
+            instances.append(found)
     names = list(params(0))
     # Random parameters of other widths need the network's own names, and widths alone to vary (a vocabulary
     # or a head width is fixed in the module's code).
     if set(names) <= set(net.inputs) and not net.extra_sizes:
-        # A new width for each distinct width symbol: layers that keep their input's width still do.
+        # A new width for each distinct width symbol: layers that keep their input's width still do, and the
+        # widths an image network's spec fixes stay.
         new = {symbol: OTHER_WIDTHS_START + i for i, symbol in enumerate(net.size_symbols)}
-        other = tuple(new[symbol] for symbol in net.widths)
-        for seed, N in ((3, other[-1] + 1), (4, other[-1] + 3)):
+        other = tuple(new.get(width, width) for width in net.widths)
+        for seed, N in ((3, other[-1] + 1), (4, other[-1] + 3)) if other != tuple(widths) else ():
             instances.append(_instance(derivation, reference, other, N, seed, names))
     return tuple(instances)
 
@@ -90,18 +109,26 @@ def _batch_sizes(widths) -> tuple[int, int]:
     return first, next(n for n in range(first + 3, 1000) if n not in widths)
 
 
-def _instance(derivation, reference, widths, N, seed, params, kinked=False) -> Instance:
-    """The instance at ``widths`` and batch ``N``; ``params`` is a dict, or the names to draw at random."""
+def _instance(derivation, reference, widths, N, seed, params, kinked=False, tied=False) -> Instance:
+    """The instance at ``widths`` and batch ``N``; ``params`` is a dict (as the generated module's
+    ``init_params`` makes it), or the names to draw at random."""
     net = derivation.network
     sizes = net.sizes(N, widths)
     values = random_float_inputs(net, sizes, np.random.default_rng(seed))
     if isinstance(params, dict):
-        values.update(params)
+        values.update({name: derivation_value(net, name, value) for name, value in params.items()})
     else:
         values.update({name: 0.5 * values[name] for name in params})
+    images = image_shapes(net)
+    if images and (kinked or tied):
+        for name, role in net.roles.items():
+            if role in ("data", "parameter"):
+                values[name] = np.round(values[name] * EXACT_STEP) / EXACT_STEP
+    if tied:
+        values[net.input_name][0] = 0
     if kinked:
         _put_relu_inputs_at_zero(net, values, sizes)
-    params = {name: values[name] for name in params}
+    params = {name: student_value(net, name, values[name]) for name in params}
     X, Y = (module_value(net, name, values[name]) for name in (net.input_name, "Y_true"))
     masks = {name: values[name].copy() for name in net.masks}
     _, cache = reference.forward({name: value.copy() for name, value in params.items()}, X.copy(),
@@ -109,14 +136,29 @@ def _instance(derivation, reference, widths, N, seed, params, kinked=False) -> I
     evaluator = Evaluator(Float64Backend(), dict(values), sizes)
     evaluator.forward(net)
     evaluator.backward(derivation)
-    gradient = f"d{net.input_name}"
-    if gradient in evaluator.env:  # the input's gradient as the module returns it
-        evaluator.env[gradient] = module_value(net, net.input_name, evaluator.env[gradient])
+    cache = {name: np.array(value) for name, value in cache.items()}
+    if images:  # every per-sample forward value, for code that computes its own im2col or loops over positions
+        per_sample = [net.input_name] + [step.name for step in net.steps if step.kind != "loss"
+                                         and isinstance(step.symbol, sp.MatrixSymbol) and step.symbol.shape[0] == net.N]
+        cache.update({name: student_value(net, name, evaluator.env[name], images)
+                      for name in per_sample if name not in cache})
     label = f"widths {'-'.join(map(str, widths))}, N={N}, seed {seed}"
     if kinked:
         label += ", ReLU inputs exactly 0 for the first sample"
-    return Instance(label, tuple(widths) == tuple(net.spec.sizes), sizes, params,
-                    {name: np.array(value) for name, value in cache.items()}, X, Y, evaluator.env)
+    if tied:
+        label += ", the first sample's image all 0 (max-pool windows with ties)"
+    return Instance(label, tuple(widths) == tuple(net.spec.sizes), sizes, params, cache, X, Y, evaluator.env)
+
+
+def _ties_matter(derivation, instance) -> bool:
+    """Whether giving every tied maximum of a pooling window the gradient changes the gradient of a parameter
+    or of the input at ``instance`` (beyond rounding), so that the instance tells the two conventions apart."""
+    tied = {step.name: step.expr.xreplace({mask: TiedMaxMask(mask.arg) for mask in step.expr.atoms(MaxMask)})
+            for step in derivation.backward if step.expr.has(MaxMask)}
+    evaluator = MistakeEvaluator(Float64Backend(), dict(instance.env), instance.sizes)
+    evaluator.backward(derivation, formulas=tied)
+    leaves = [step.symbol.name for step in derivation.backward if step.name in derivation.network.inputs]
+    return any(not same(evaluator.env[name], instance.env[name]) for name in leaves)
 
 
 def _relu_steps(net):
@@ -131,6 +173,8 @@ def _put_relu_inputs_at_zero(net, values: dict, sizes: dict) -> None:
     """
     for step in _relu_steps(net):
         linear = next((s for s in net.steps if s.symbol == step.expr.arg), None)
+        if linear is not None and isinstance(linear.expr, Fold):  # a convolution: its rows before the fold
+            linear = next((s for s in net.steps if s.symbol == linear.expr.arg), None)
         parts = _product_and_bias(linear.expr) if linear is not None else None
         if parts is None:
             continue

@@ -16,6 +16,9 @@ A mistake is one rewrite of one node of a backward step's SymPy expression, neve
 - the layer kinds' named mistakes, the same ``check`` names in formulas (``symbackprop/mistakes.py``): batch
   norm's mean or variance treated as constants, dropout's scaling left out, softmax's Jacobian taken as its
   diagonal, another activation's derivative, ...
+- a convolution's or pooling's classic mistakes (``windows.py``): the kernel flipped (in dX or dW), the stride
+  left out of the backward pass, the padding left on dX, the max-pool gradient given to every tied maximum or
+  spread over the whole window;
 
 Each rewrite belongs to a node type (matrix symbol, transpose, matrix product, elementwise product, sum, ones
 matrix, function node), not to a layer kind, so formulas built from the same nodes get the same catalogue.
@@ -32,6 +35,7 @@ from sympy.matrices.expressions import MatrixExpr
 from ..claims.explain import ClaimPrinter
 from ..expressions import CausalSoftmax, Elementwise, LogSoftmax, MaxMask, Softmax
 from ..spec import RELU_GRAD_AT_ZERO_VALUES
+from .windows import window_mistakes, windows_of
 
 # Ranks: which of several mistakes that give the same values to name (the more common one first); a layer
 # kind's named mistakes (``symbackprop/mistakes.py``, shared with check) come before every generic rewrite.
@@ -70,6 +74,21 @@ class FormulaPrinter(ClaimPrinter):
             return f"relu'({self._print(expr.arg)}) with relu'(0) = {at_zero:g}"
         return super()._print_Elementwise(expr)
 
+    def _print_Flipped(self, expr):
+        return f"flip({self._print(expr.arg)})"
+
+    def _print_Unstrided(self, expr):
+        return f"im2col({self._print(expr.arg)}, stride left out)"
+
+    def _print_UnstridedCol2im(self, expr):
+        return f"col2im({self._print(expr.arg)}, stride left out)"
+
+    def _print_Uncropped(self, expr):
+        return f"col2im({self._print(expr.arg)}, padding kept)"
+
+    def _print_TiedMaxMask(self, expr):
+        return f"all_max_mask({self._print(expr.arg)})"
+
     def _scaled(self, coeff, body):
         text = self._print(coeff)
         return f"{text} * {body}" if coeff.is_Integer or coeff.is_Symbol else f"({text}) * {body}"
@@ -99,6 +118,7 @@ class Catalogue:
                             if (users := [s for s in forward if symbol in s.expr.atoms(sp.MatrixSymbol)])]
         self.gradients = [(step.symbol, step.layer) for step in derivation.backward]
         self.gradient_names = gradient_names
+        self.kernels, self.patches = windows_of(net)
         self.layers = {symbol.name: layer for symbol, layer in self.quantities + self.gradients}
         self._memo, self._all = {}, None
 
@@ -168,6 +188,7 @@ class Catalogue:
 
     def _rewrites(self, node, parent, name):
         p = self.formula
+        yield from ((new, phrase, NAMED) for new, phrase in window_mistakes(node, self.kernels, self.patches))
         if isinstance(node, sp.MatrixSymbol):
             if not isinstance(parent, sp.Transpose):
                 yield node.T, f"{p(node)} is transposed", TRANSPOSE
@@ -182,17 +203,18 @@ class Catalogue:
             args = list(node.args)
             for i, factor in enumerate(args):
                 rest = args[:i] + args[i + 1:]
-                yield (rest[0] if len(rest) == 1 else sp.HadamardProduct(*rest)), f"the factor {p(factor)} is left out", DROP
+                yield (rest[0] if len(rest) == 1 else _build(sp.HadamardProduct, *rest)), f"the factor {p(factor)} is left out", DROP
             if len(args) == 2:
                 upstream_first = sorted(args, key=lambda a: isinstance(a, Elementwise))
-                yield (sp.MatMul(*upstream_first), "a matrix product (@) where the elementwise product (*) belongs",
+                yield (_build(sp.MatMul, *upstream_first), "a matrix product (@) where the elementwise product (*) belongs",
                        PRODUCT)
         elif isinstance(node, sp.MatAdd):
             terms = list(node.args)
             for i, term in enumerate(terms):
                 rest = terms[:i] + terms[i + 1:]
                 through = " (the path through the max, to each row's first maximum)" if term.has(MaxMask) else ""
-                yield (rest[0] if len(rest) == 1 else sp.MatAdd(*rest)), f"the term {p(term)}{through} is left out", DROP
+                yield (rest[0] if len(rest) == 1 else _build(sp.MatAdd, *rest)), f"the term {p(term)}{through} is left out", \
+                    DROP
         elif not isinstance(node, sp.OneMatrix):
             yield from self._functions(node)
 
@@ -217,7 +239,7 @@ class Catalogue:
         for i, factor in enumerate(factors):
             yield _product(coeff, factors[:i] + factors[i + 1:]), f"the factor {p(factor)} is left out", DROP
         if len(factors) == 2:
-            yield (_product(coeff, [sp.HadamardProduct(*factors)]),
+            yield (_product(coeff, [_build(sp.HadamardProduct, *factors)]),
                    "an elementwise product (*) where the matrix product (@) belongs", PRODUCT)
 
     def _functions(self, node):
@@ -278,13 +300,20 @@ def _replace(expr, path, new):
         return new
     args = list(expr.args)
     args[path[0]] = _replace(args[path[0]], path[1:], new)
-    return expr.func(*args)
+    return _build(expr.func, *args)
+
+
+def _build(func, *args):
+    """The node ``func`` with these arguments as they are: no shape check (sizes that a spec fixes, an image's,
+    may not fit in a mistaken formula, which then fails to evaluate instead) and no conversion by the node's
+    constructor (an image operator's window is kept as the tuple it holds)."""
+    return sp.Basic.__new__(func, *args)
 
 
 def _product(coeff, factors):
     if coeff == 1 and len(factors) == 1:
         return factors[0]
-    return sp.MatMul(*([] if coeff == 1 else [coeff]), *factors)
+    return _build(sp.MatMul, *([] if coeff == 1 else [coeff]), *factors)
 
 
 def _exponent(coeff, base) -> int:
