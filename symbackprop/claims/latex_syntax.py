@@ -624,9 +624,9 @@ class LatexParser(Parser):
                 sub = "".join(t.text for t in self.group_tokens())
                 if layer is not None and sub.isdigit() and index is None:  # a step or a head: h^{[1]}_{3}
                     index, sub = sub, None
-                elif layer is None and sub.isalpha() and len(sub) == 1 and any(
+                elif layer is None and sub.isalpha() and (len(sub) == 1 or sub == "col") and any(
                         re.fullmatch(rf"{base}{sub}\d+", name) for name in self.names.quantities):
-                    base, sub = base + sub, None  # W_h^{[1]}: the recurrent weight Wh1
+                    base, sub = base + sub, None  # W_h^{[1]}: the recurrent weight Wh1; X_{col}^{[1]}: im2col's Xcol1
                 elif layer is None and (sub.isdigit() or sub == "L") and (base in _LAYERED or base in LAYER_CONSTANTS
                                                                           or self.layered(base, sub)):
                     layer, sub = sub, None
@@ -636,7 +636,7 @@ class LatexParser(Parser):
                     base, sub = base + sub, None
                 elif sub not in ("pred", "true", "hat") and not (base == "n" and sub.isdigit()):
                     raise self.error(f"a layer, pred or true after '_', not _{{{sub}}} (component indices are "
-                                     "not supported: write the matrix form)", marker)
+                                     f"not supported: write the matrix form){self.names.matrix_form()}", marker)
                 continue
             read = self.layer_superscript(base, layer)
             if read is None:

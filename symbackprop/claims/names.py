@@ -196,6 +196,18 @@ class Names:
                 f"also A0..A{self.depth} for the layers' outputs, AL for {self.prediction}"
                 + (f", Y or T for {self.targets}" if self.targets else ""))
 
+    def matrix_form(self) -> str:
+        """How a convolution's gradients are written to be judged (the im2col form with the derivation's names),
+        as a sentence to add to a refusal; "" for a network without convolutions."""
+        conv = next((step.layer for step in self.network.steps if step.kind == "im2col"
+                     and f"Zcol{step.layer}" in self.quantities), None)
+        if conv is None:
+            return ""
+        return (f"; a convolution's gradients are judged in their im2col form, as dW{conv} = dZcol{conv}.T @ "
+                f"Xcol{conv}, dXcol{conv} = dZcol{conv} @ W{conv} and db{conv} = dZcol{conv}.sum(axis=0) (sums over "
+                "the positions written with indices, and im2col, col2im, fold, unfold or the max-pool mask in a "
+                "claim, are not judged yet)")
+
     def unknown(self, word: str, column: int) -> ClaimError:
         return ClaimError(f"unknown name {word!r}: {self.describe()}", column=column)
 

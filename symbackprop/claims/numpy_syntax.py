@@ -18,6 +18,8 @@ _NUMPY_TOKENS = re.compile(r"""
 
 _DERIVATIVE_SUFFIXES = ("_prime", "_derivative", "_deriv", "_grad", "_backward_local")
 _AXIS_VALUES = {"0": 0, "1": 1, "-1": 1, "-2": 0, "None": None}
+# The image operators of the generated code, which claims cannot apply yet.
+_IMAGE_OPERATORS = ("im2col", "col2im", "fold", "unfold", "rowmax", "first_max_mask", "argmax_mask")
 # The batch matrix forms of Wesselink et al.: rows_sum(X) is X 1 (a column), columns_sum(X) is 1^T X (a row).
 _MATRIX_SUMS = {name: (axis, mean) for names, axis, mean in (
     (("rows_sum", "row_sum", "rowsum", "rowsums"), 1, False), (("columns_sum", "column_sum", "colsum", "colsums",
@@ -322,6 +324,8 @@ class NumPyParser(Parser):
                  "row_repeat", "column_repeat", *_MATRIX_SUMS)
         if word in known and order == 0:
             return word, 0
+        if word in _IMAGE_OPERATORS:
+            raise self.error(f"{word}() is not a function of claims yet{self.names.matrix_form()}", token)
         activations = [*ACTIVATIONS, *(d.name for d in self.names.network.spec.activations)]
         raise self.error(f"unknown function {token.text!r}; known: the activations "
                          f"({', '.join(activations)}) and their derivatives (relu'(Z1), sigmoid_prime(Z1)), "

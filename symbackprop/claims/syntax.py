@@ -155,6 +155,9 @@ class Parser:
     def claim(self) -> Claim:
         of, wrt = self.left_side()
         if not self.accept("=", ":=", r"\leftarrow", r"\gets"):
+            if self.at("["):  # dW1[f, c, i, j] = ...
+                raise self.error("an entry of a gradient (an index form) is not judged: write the matrix form"
+                                 + self.names.matrix_form(), self.peek())
             self.fail("'=' after the left side")
         if self.peek().kind == "end":
             self.fail("a formula after '='")

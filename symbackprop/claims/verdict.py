@@ -27,7 +27,6 @@ from ..derivation import derive
 from ..errors import one_line
 from ..evaluate import PRIME_TEXT, Evaluator, InexactRoot, Mod
 from ..expressions import Elementwise
-from ..layers import unsupported_kind
 from ..rules import loss_rule
 from ..spec import RELU_GRAD_AT_ZERO_VALUES, Spec
 from ..verify import random_float_inputs
@@ -50,6 +49,7 @@ from .syntax import FORWARD, Claim
 
 EXACT_WIDTH = 16         # widths up to this are evaluated as they are
 BATCH_SIZES = 64         # the batch sizes a claim is judged at are drawn from this many, above the widths
+IMAGE_BATCH_SIZES = 16   # ... in an image network, whose exact evaluation costs more per sample
 EXACT_TERMS = 40_000     # above this many products per point, widths are reduced further
 FLOAT_EQUAL = 1e-9       # float64 agreement, relative to the largest entry (a cross-check only)
 FLOAT_DIFFERENT = 1e-6
@@ -197,13 +197,13 @@ class Checker:
     def __init__(self, spec: Spec | dict | str | None = None, *, derivation=None):
         self.derivation = derive(spec) if derivation is None else derivation
         self.network = self.derivation.network
-        if unsupported_kind(self.network) is not None:
-            raise ClaimError(f"check: layer kind {unsupported_kind(self.network)!r} is not supported yet; "
-                             "symbackprop verify proves its formulas and --format numpy writes its code")
         self.spec = self.network.spec
         self.names = Names(self.derivation)
         self.gradient_names = {step.symbol.name: step.name for step in self.derivation.backward}
-        self.widths, self.substitution = self._exact_widths(tuple(self.spec.sizes))
+        # Widths an image fixes (a convolution's C H W) stay: an image network is judged at its own widths.
+        self.fixed = {w for w, symbol in zip(self.spec.sizes, self.network.widths) if not isinstance(symbol, sp.Symbol)}
+        self.widths, self.substitution = (tuple(self.spec.sizes), "") if self.fixed else \
+            self._exact_widths(tuple(self.spec.sizes))
         self._instances = {}
         self._redrawn = set()  # the texts of claims judged at points where every var + eps is a square
         # The arguments of the inverse square roots (var + eps) of normalization layers.
@@ -437,11 +437,14 @@ class Checker:
         """Two batch sizes for judging ``claim`` at ``widths``: above every width, drawn for each claim from
         BATCH_SIZES sizes (seeded by its text, so a verdict is reproducible), so that no factor such as
         ``(N - 4) (N - 5)`` vanishes at sizes the judge always uses. Points redrawn until every var + eps is a
-        square take the two smallest (a per-sample variance needs a square for each sample)."""
-        low = max(widths) + 1
+        square take the two smallest (a per-sample variance needs a square for each sample). In an image network,
+        the widths an image fixes are large and not symbols: the sizes start above the others and skip them."""
+        low = max((w for w in widths if w not in self.fixed), default=1) + 1
+        count = IMAGE_BATCH_SIZES if self.fixed else BATCH_SIZES
+        sizes = [N for N in range(low, low + count) if N not in self.fixed]
         if claim.text in self._redrawn:
-            return low, low + 1
-        first, second = random.Random(zlib.crc32(claim.text.encode())).sample(range(low, low + BATCH_SIZES), 2)
+            return sizes[0], sizes[1]
+        first, second = random.Random(zlib.crc32(claim.text.encode())).sample(sizes, 2)
         return first, second
 
     def _spec_instances(self, claim):
@@ -550,8 +553,10 @@ class Checker:
     def _witness(self, claim, target, relations) -> tuple:
         """The exact widths with every touched width made distinct from all others, then ``relations`` imposed."""
         widths = list(self._claim_widths(claim))
-        fresh = max(widths) + 2
+        fresh = max((w for w in widths if w not in self.fixed), default=0) + 2
         for i in sorted(self._touched(claim, target)):
+            while fresh in self.fixed:
+                fresh += 1
             widths[i] = fresh
             fresh += 1
         for relation in relations:
