@@ -197,7 +197,8 @@ class _Windowed(_Printed, MatrixExpr):
     """An operator that slides a window (``images.Window``, held as a tuple of integers) over images."""
 
     def __new__(cls, arg, window):
-        return super().__new__(cls, arg, sp.Tuple(*window.astuple()))
+        # ``window``: an ``images.Window``, or the tuple it is held as (``expr.func(*expr.args)`` rebuilds it)
+        return super().__new__(cls, arg, window if isinstance(window, sp.Tuple) else sp.Tuple(*window.astuple()))
 
     arg = property(lambda self: self.args[0])
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import symengine as se
+import sympy as sp
 from test_generated import load_module
 
 from symbackprop import derive
@@ -442,3 +443,13 @@ def test_the_printed_index_forms_match_pytorch(shape, layer):
     for form in forms:
         lhs, rhs = form.latex()
         assert f"{lhs} = {rhs}" in markdown
+
+
+def test_every_image_node_rebuilds_from_its_args():
+    """SymPy's contract ``expr.func(*expr.args) == expr``, which xreplace and subs rely on."""
+    derivation = derive(_spec(SPECS[0].parent / "small_cnn.toml"))
+    nodes = {node for step in (*derivation.network.steps, *derivation.backward)
+             for node in sp.preorder_traversal(step.expr) if type(node).__module__ == "symbackprop.expressions"}
+    assert {type(node).__name__ for node in nodes} >= {"Im2col", "Col2im", "Fold", "Unfold", "RowMax", "MaxMask"}
+    for node in nodes:
+        assert node.func(*node.args) == node, node
