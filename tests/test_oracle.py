@@ -14,7 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_generated import load_module
+from test_spec import valid_specs
 
 from symbackprop import derive
 
@@ -45,12 +48,11 @@ def _close(actual, expected, scale, what):
     assert error <= 1e-9 * np.linalg.norm(expected) + 1e-12 * scale, (what, error, np.linalg.norm(expected))
 
 
-@pytest.mark.parametrize("path", SPECS, ids=[f"{p.parent.name}/{p.stem}" for p in SPECS])
-def test_generated_module_matches_the_autograd_oracle(path, tmp_path):
-    spec = tomllib.loads(path.read_text(encoding="utf-8"))
-    module = load_module(derive(spec).render("numpy"), tmp_path, path.stem)
-    params = module.init_params(3)
-    X, Y = module._data(np.random.default_rng(11), 3)
+def _agrees(spec: dict, directory: Path, name: str, seed: int = 3, derivation=None) -> None:
+    """The generated module's prediction, loss and gradients on a random batch equal the oracle's."""
+    module = load_module((derivation or derive(spec)).render("numpy"), directory, name)
+    params = module.init_params(seed)
+    X, Y = module._data(np.random.default_rng(seed + 8), 3)
     masks = module.draw_masks(3, seed=5) if hasattr(module, "draw_masks") else {}
     Y_pred, cache = module.forward(params, X, masks) if masks else module.forward(params, X)
     grads = module.backward(params, cache, Y)
@@ -61,6 +63,23 @@ def test_generated_module_matches_the_autograd_oracle(path, tmp_path):
     _close(Y_pred, expected_pred, 1, "Y_pred")
     _close(value, expected_loss, 1, "loss")
     largest = max(np.linalg.norm(g) for g in expected.values())
-    for name, gradient in expected.items():
-        assert grads[name].shape == gradient.shape, name
-        _close(grads[name], gradient, largest, f"d{name}")
+    for key, gradient in expected.items():
+        assert grads[key].shape == gradient.shape, key
+        _close(grads[key], gradient, largest, f"d{key}")
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[f"{p.parent.name}/{p.stem}" for p in SPECS])
+def test_generated_module_matches_the_autograd_oracle(path, tmp_path):
+    _agrees(tomllib.loads(path.read_text(encoding="utf-8")), tmp_path, path.stem)
+
+
+# Random specs of every family (tests/test_spec.py's strategy): a handful by default, many in the full sweep.
+RANDOM_EXAMPLES = 100 if os.environ.get("SYMBACKPROP_FULL_LECTURE") == "1" else 4
+
+
+@settings(max_examples=RANDOM_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=valid_specs(), seed=st.integers(0, 2**16))
+def test_random_specs_verify_and_their_modules_match_the_autograd_oracle(spec, seed, tmp_path_factory):
+    derivation = derive(spec)
+    assert derivation.verify().ok, derivation.verify().table()
+    _agrees(spec, tmp_path_factory.mktemp("random"), "random", seed, derivation)
