@@ -595,12 +595,6 @@ def _pooling(kind: str):
     return build
 
 
-def unsupported_kind(network) -> str | None:
-    """The first image kind (conv2d, maxpool, ...) of ``network``, which the lecture formats, check and grade
-    cannot handle yet (the NumPy, PyTorch and JAX modules can); None when it has none."""
-    return next((layer.kind for layer in network.spec.layers if layer.kind in IMAGE_KINDS), None)
-
-
 def _flatten(b, layer, l, source, out):
     """``(N, C, H, W)`` to ``(N, C H W)`` in C order: the derivation already holds images so; the identity."""
     b.step(out, b.value(source), l, "flatten", [identity(source)])
