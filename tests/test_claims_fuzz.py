@@ -115,3 +115,70 @@ def test_the_command_line_never_shows_a_traceback(text):
     assert result.exit_code in (0, 1, 2), result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.output
+
+
+# -- claims that are right or wrong by construction ------------------------------------------------------------
+
+# The seed network's backward pass as textbooks write it (batch-first, ReLU'(0) = 1, half the sum of squares),
+# written here rather than read from the derivation: the reference the checker must agree with.
+TEXTBOOK = {
+    "dL/dY_pred": "(Y_pred - Y_true)", "dL/dZ3": "dL/dY_pred", "dL/dW3": "(a2.T @ dL/dZ3)",
+    "dL/db3": "np.sum(dL/dZ3, axis=0, keepdims=True)", "dL/da2": "(dL/dZ3 @ W3.T)",
+    "dL/dZ2": "(dL/da2 * (Z2 >= 0))", "dL/dW2": "(a1.T @ dL/dZ2)", "dL/db2": "np.sum(dL/dZ2, axis=0, keepdims=True)",
+    "dL/da1": "(dL/dZ2 @ W2.T)", "dL/dZ1": "(dL/da1 * (Z1 >= 0))", "dL/dW1": "(X.T @ dL/dZ1)",
+    "dL/db1": "np.sum(dL/dZ1, axis=0, keepdims=True)", "dL/dX": "(dL/dZ1 @ W1.T)",
+}
+# Rewrites that keep a value: each wraps a term.
+SAME = ["(({}).T).T", "(-(-{}))", "(1 * {})", "({} * 1)", "({} + 0 * {})", "(2 * {} / 2)", "(({} + {}) / 2)",
+        "({} - 0)", "(0.5 * {} + 0.5 * {})"]
+# Rewrites that change it: a factor or a term too many.
+CHANGED = ["(2 * {})", "(-{})", "(0.5 * {})", "({} + {})", "(3 * {} / 2)"]
+
+
+@st.composite
+def _rewritten(draw, templates, text):
+    """``text`` with one to three of its parenthesized terms (or the whole) wrapped in rewrites; a function's
+    argument list is not a term."""
+    for _ in range(draw(st.integers(1, 3))):
+        starts = [i for i, char in enumerate(text) if char == "(" and not (i and (text[i - 1].isalnum()
+                                                                                   or text[i - 1] in "_."))]
+        if starts and draw(st.booleans()):
+            start = draw(st.sampled_from(starts))
+            depth = 0
+            for end in range(start, len(text)):
+                depth += {"(": 1, ")": -1}.get(text[end], 0)
+                if depth == 0:
+                    break
+            term = text[start:end + 1]
+            text = text[:start] + draw(st.sampled_from(templates)).replace("{}", term) + text[end + 1:]
+        else:
+            text = draw(st.sampled_from(templates)).replace("{}", text)
+    return text
+
+
+@st.composite
+def _claims(draw):
+    """(claim, expected verdict): a textbook formula rewritten so it keeps its value, or changed once after."""
+    left = draw(st.sampled_from(sorted(TEXTBOOK)))
+    right = draw(_rewritten(SAME, TEXTBOOK[left]))
+    if draw(st.booleans()):
+        return f"{left} = {right}", "correct"
+    return f"{left} = {draw(st.sampled_from(CHANGED)).replace('{}', right)}", "wrong"
+
+
+def test_claims_right_or_wrong_by_construction_get_that_verdict(seed):
+    """At least 60 % of the draws are decided (neither an error nor undecided), and every decided one gets the
+    verdict it was built to have."""
+    decided = []
+
+    @settings(max_examples=60, deadline=None)
+    @given(_claims())
+    def draw(case):
+        claim, expected = case
+        verdict = _judged(seed.check(claim))
+        decided.append(verdict.verdict in ("correct", "wrong"))
+        if decided[-1]:
+            assert verdict.verdict == expected, (claim, verdict.detail)
+
+    draw()
+    assert sum(decided) >= 0.6 * len(decided), f"{sum(decided)} of {len(decided)} claims decided"
