@@ -264,7 +264,8 @@ class _Module:
             "real_input": self.real_input,
             # images: the input's sample shape (C, H, W) or (C, L), and the weights kept 4-D (3-D) in params
             "image_shape": net.module_shapes.get(net.input_name),
-            "matrix_views": [name for name in net.parameters if name in net.module_shapes],
+            "matrix_views": [(name, _literal_shape(net.inputs[name].shape, self.sizes)) for name in net.parameters
+                             if name in net.module_shapes],
             "needs_images": any(node for step in net.steps for node in step.expr.atoms(Im2col)),
             **sequences,
             "uses_batch_size": bool(re.search(r"\bN\b", " ".join(line.code for line in backward))),

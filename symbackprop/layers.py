@@ -563,6 +563,8 @@ def _convolution(b, layer, l, source, out):
     kernel = layer.kernel if len(layer.image) == 3 else layer.kernel[1:]
     b.module_shapes[W.name] = (layer.channels, layer.image[0], *kernel)  # (F, C, kh, kw) or (F, C, k)
     bias = b.parameter(f"b{l}", (1, layer.channels), "bias") if layer.bias else None
+    if bias is not None:
+        b.module_shapes[bias.name] = (layer.channels,)  # (F,), as PyTorch's and CS231n's
     X = b.step(f"Xcol{l}", Im2col(A, window), l, "im2col", [vjp(source, lambda G: Col2im(G, window))])
     rows = X.shape[0]
     locals_ = [vjp(W.name, lambda G: G.T * X), *([left(bias.name, sp.OneMatrix(1, rows))] if bias else []),

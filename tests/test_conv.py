@@ -236,6 +236,7 @@ def test_the_small_cnn_matches_pytorch_and_passes_its_own_gradient_check(tmp_pat
     module = _agree(spec, tmp_path, "small_cnn")
     params = module.init_params(0)
     assert params["W1"].shape == (2, 1, 3, 3) and params["W3"].shape == (2, 2, 2, 2)
+    assert params["b1"].shape == (2,) and params["b3"].shape == (2,)  # (F,), as PyTorch's
     assert module.gradient_check() < 1e-6
 
 

@@ -60,7 +60,12 @@ def derivation_value(network, name: str, array: np.ndarray) -> np.ndarray:
     another number of dimensions as it is."""
     if name in network.module_shapes:
         dims = len(network.module_shapes[name]) + (1 if name == network.input_name else 0)  # the input's: N
-        return array.reshape(len(array), -1) if array.ndim == dims else array
+        if array.ndim != dims:
+            return array
+        matrix = network.inputs[name].shape if name in network.inputs else ()
+        if name != network.input_name and all(isinstance(d, sp.Integer) for d in matrix):  # a kernel, a bias
+            return array.reshape(tuple(int(d) for d in matrix))
+        return array.reshape(len(array), -1)
     if name == network.input_name and network.spec.input.steps and array.ndim == 3 \
             and network.inputs[name].shape[0] != network.N:
         return array.swapaxes(0, 1).reshape(-1, array.shape[-1])

@@ -26,7 +26,7 @@ def gradients(params, X, Y_true):
     for y in range(size):
         for x in range(size):
             patch = x_pad[:, None, :, y * STRIDE:y * STRIDE + kh, x * STRIDE:x * STRIDE + kw]
-            Z1[:, :, y, x] = (patch * W1).sum(axis=(2, 3, 4)) + b1[0]
+            Z1[:, :, y, x] = (patch * W1).sum(axis=(2, 3, 4)) + b1
     a1 = np.maximum(Z1, 0)
     a2 = a1.reshape(len(X), F, size // POOL, POOL, size // POOL, POOL).max(axis=(3, 5))
     a3 = a2.reshape(len(X), -1)
@@ -61,5 +61,5 @@ def conv_backward(dout, X, W):
                     rows, cols = slice(y * STRIDE, y * STRIDE + kh), slice(x * STRIDE, x * STRIDE + kw)
                     dW[f] += x_pad[n, :, rows, cols] * dout[n, f, y, x]
                     dx_pad[n, :, rows, cols] += W[f] * dout[n, f, y, x]
-    db = dout.sum(axis=(0, 2, 3)).reshape(1, F)
+    db = dout.sum(axis=(0, 2, 3))
     return dW, db, dx_pad[:, :, PAD:-PAD, PAD:-PAD]
