@@ -3,7 +3,8 @@
 It reads the spec as the user wrote it (the TOML mapping, with the README's defaults filled in here) and takes
 arrays as the generated NumPy module takes them (parameters under the spec's names, in the spec's layout);
 nothing here imports symbackprop. Every activation, the built-in ones included, is a formula in the custom
-activations' language, evaluated with torch functions. ``gradients`` returns the loss, the prediction and
+activations' language (the built-in ones from ``tests/oracles.py``, which reads them with SymPy), evaluated
+here with torch functions. ``gradients`` returns the loss, the prediction and
 ``dL/d(array)`` for every parameter and a real-valued input, in float64.
 """
 
@@ -13,22 +14,9 @@ import functools
 
 import numpy as np
 import torch
+from oracles import ACTIVATIONS
 
 F = torch.nn.functional
-
-# The built-in activations, from their textbook definitions: (formula in z, default parameters).
-ACTIVATIONS = {
-    "identity": ("z", {}),
-    "relu": ("where(z > 0, z, 0)", {}),
-    "leaky_relu": ("where(z > 0, z, alpha * z)", {"alpha": 0.01}),
-    "sigmoid": ("1 / (1 + exp(-z))", {}),
-    "tanh": ("tanh(z)", {}),
-    "softplus": ("log(1 + exp(z))", {}),
-    "elu": ("where(z > 0, z, alpha * (exp(z) - 1))", {"alpha": 1.0}),
-    "gelu": ("z * (1 + erf(z / sqrt(2))) / 2", {}),
-    "silu": ("z / (1 + exp(-z))", {}),
-}
-
 
 def _tensor(value):
     return value if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=torch.float64)

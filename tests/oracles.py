@@ -2,18 +2,40 @@
 
 Nothing here comes from symbackprop's derivation, layer registry, loss rules or printers: each layer kind and
 each loss is written again, plainly, with explicit sums over samples and features, as the README defines it.
-Only the spec reader and the activations' forward formulas (``activation_rule(...).forward``, the definitions
-the derivatives are checked against, a custom activation's being the user's formula) are shared. Arrays are turned batch-first first, so every formula is
-written once. ``symbolic_gradients`` differentiates this loss with symengine, one entry at a time.
+Only the spec reader is shared (the ``Spec`` these functions read). Every activation, the built-in ones
+included, is a formula in the custom activations' language (``ACTIVATIONS`` below, or the spec's own
+``[activations.<name>]``), read by SymPy here and by torch in ``tests/autograd_oracle.py``. Arrays are turned
+batch-first first, so every formula is written once. ``symbolic_gradients`` differentiates this loss with
+symengine, one entry at a time.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import symengine as se
 import sympy as sp
 
-from symbackprop.rules import activation_rule
+# The built-in activations from their textbook definitions: (formula in z, default parameters).
+ACTIVATIONS = {
+    "identity": ("z", {}),
+    "relu": ("where(z > 0, z, 0)", {}),
+    "leaky_relu": ("where(z > 0, z, alpha * z)", {"alpha": 0.01}),
+    "sigmoid": ("1 / (1 + exp(-z))", {}),
+    "tanh": ("tanh(z)", {}),
+    "softplus": ("log(1 + exp(z))", {}),
+    "elu": ("where(z > 0, z, alpha * (exp(z) - 1))", {"alpha": 1.0}),
+    "gelu": ("z * (1 + erf(z / sqrt(2))) / 2", {}),
+    "silu": ("z / (1 + exp(-z))", {}),
+}
+# The functions of the formula language as SymPy writes them.
+_SYMPY = {
+    "exp": sp.exp, "log": sp.log, "log1p": lambda u: sp.log(1 + u), "sqrt": sp.sqrt, "tanh": sp.tanh,
+    "sigmoid": lambda u: 1 / (1 + sp.exp(-u)), "softplus": lambda u: sp.log(1 + sp.exp(u)), "erf": sp.erf,
+    "abs": sp.Abs, "sin": sp.sin, "cos": sp.cos, "min": sp.Min, "max": sp.Max,
+    "where": lambda condition, a, b: sp.Piecewise((a, condition), (b, True)),
+}
 
 
 def _rows(value, batch_first):
@@ -22,13 +44,28 @@ def _rows(value, batch_first):
     return rows if batch_first else [list(col) for col in zip(*rows)]
 
 
-def _activation(name, params, z):
-    """f(z) for an activation, as a symengine expression (piecewise rules rewritten for symengine)."""
+def activation(spec, layer) -> tuple[str, dict]:
+    """A layer's activation as (formula, parameters): a built-in one with the layer's parameters, or the spec's
+    custom one."""
+    if layer.activation in ACTIVATIONS:
+        formula, defaults = ACTIVATIONS[layer.activation]
+        return formula, {name: layer.params.get(name, value) for name, value in defaults.items()}
+    custom = next(definition for definition in spec.activations if definition.key == layer.activation)
+    return custom.forward, dict(custom.parameters)
+
+
+@functools.cache
+def _formula(formula: str, parameters: tuple) -> se.Basic:
+    """A formula as a symengine expression in ``x`` (piecewise functions as branches symengine derives)."""
     x = sp.Symbol("x", real=True)
-    if name == "prelu":
-        raise ValueError("prelu has a trained slope; see _prelu")
-    form = activation_rule(name).forward(x, params).rewrite(sp.Piecewise)  # Max, Min, Abs: branches symengine derives
-    return se.sympify(form).subs({se.Symbol("x"): z})
+    form = sp.sympify(formula, locals={**_SYMPY, **dict(parameters), "z": x}).rewrite(sp.Piecewise)
+    return se.sympify(form)
+
+
+def _activation(spec, layer, z):
+    """f(z) for a layer's activation, as a symengine expression."""
+    formula, parameters = activation(spec, layer)
+    return _formula(formula, tuple(sorted(parameters.items()))).subs({se.Symbol("x"): z})
 
 
 def _relu(z):
@@ -55,7 +92,7 @@ def loss(spec, values: dict):
                 alpha = _rows(values[f"alpha{l}"], bf)[0]
                 A = [[_relu(z) - alpha[j] * _relu(-z) for j, z in enumerate(row)] for row in Z]
             else:
-                A = [[_activation(layer.activation, layer.params, z) for z in row] for row in Z]
+                A = [[_activation(spec, layer, z) for z in row] for row in Z]
         elif layer.kind in ("batchnorm", "layernorm"):
             gamma, beta = _rows(values[f"gamma{l}"], bf)[0], _rows(values[f"beta{l}"], bf)[0]
             if layer.kind == "batchnorm":
