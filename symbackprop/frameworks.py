@@ -18,13 +18,14 @@ Nothing here imports torch or jax: generating a module needs neither; running it
 
 from __future__ import annotations
 
+import heapq
 import re
 
 import sympy as sp
 
 from .codegen import _Module
 from .errors import FormatError
-from .printing import NumPyPrinter
+from .printing import NumPyPrinter, _flat_coeff_matrices
 
 # The formats this module writes, and the library each needs to run.
 FRAMEWORKS = {"torch": "PyTorch", "jax": "JAX"}
@@ -48,6 +49,13 @@ class TorchPrinter(NumPyPrinter):
     def _multiply_in_place(self, name: str, factor: str) -> str:
         return f"torch.mul({name}, {factor}, out={name})"
 
+    def _print_HadamardProduct(self, expr):
+        vjp = _softmax_vjp(expr)
+        if vjp is None:
+            return super()._print_HadamardProduct(expr)
+        upstream, softmax, axis = vjp
+        return f"softmax_vjp({self._print(upstream)}, {self._print(softmax)}, dim={self._axis(axis)})"
+
     def _print_Exp(self, expr):
         return f"torch.exp({self._print(expr.arg)})"
 
@@ -68,6 +76,25 @@ class TorchPrinter(NumPyPrinter):
 
     def _print_RowMax(self, expr):
         return f"{self._operand(expr.arg)}.amax(dim=1, keepdim=True)"
+
+
+def _softmax_vjp(expr):
+    """``(G - ((G ⊙ P) 1 1ᵀ)) ⊙ P`` (softmax's backward along rows, or along columns with ``1 1ᵀ`` on the left)
+    as (G, P, the axis summed over), else None."""
+    if len(expr.args) != 2:
+        return None
+    for total, softmax in (expr.args, expr.args[::-1]):
+        if not isinstance(total, sp.MatAdd) or len(total.args) != 2:
+            continue
+        for upstream, correction in (total.args, total.args[::-1]):
+            coeff, matrices = _flat_coeff_matrices(correction) if isinstance(correction, sp.MatMul) else (1, [])
+            if coeff != -1 or len(matrices) != 2:
+                continue
+            for product, ones, axis in ((*matrices, 1), (*matrices[::-1], 0)):
+                if (isinstance(ones, sp.OneMatrix) and isinstance(product, sp.HadamardProduct)
+                        and set(product.args) == {upstream, softmax}):
+                    return upstream, softmax, axis
+    return None
 
 
 class JaxPrinter(NumPyPrinter):
@@ -131,18 +158,59 @@ def framework_context(derivation, fmt: str) -> dict:
     kept = set(module.kept.values())
     ctx["autodiff_lines"] = [line for line in ctx["forward_lines"] if line.target not in kept]
     ctx["input_only"] = _input_only(module)
+    if fmt == "torch":  # run eagerly, line by line: the order decides how much is held at once
+        ctx["backward_lines"] = _depth_first(ctx["backward_lines"])
     ctx["frees"] = _frees(ctx["backward_lines"], ctx["cached"], {grad for _, grad in ctx["returned"]} | {
         f"d{net.input_name}"})
+    ctx["forward_frees"] = _frees(ctx["forward_lines"], (), {*ctx["cached"], "Y_pred"})
+    ctx["autodiff_frees"] = _frees(ctx["autodiff_lines"], (), {"Y_pred"})
     ctx["framework"] = fmt
+    ctx["needs_softmax_vjp"] = any("softmax_vjp(" in line.code for line in ctx["backward_lines"])
     return ctx
 
 
+def _depth_first(lines) -> list:
+    """The backward lines reordered so that a gradient's consumers run soon after it (as autograd's engine walks
+    its graph): one attention head's T x T gradients are used up and let go of before the next head's are made,
+    where the derivation's order makes every head's first. Each line stays after the lines whose results it reads,
+    and in its place relative to any line that writes what it reads or writes (an in-place ``out=``). Among the
+    lines that may run next, the one reading the most recently computed value goes first, ties in the original
+    order."""
+    writes = [{line.target, *re.findall(r"\bout=(\w+)", line.code)} for line in lines]
+    reads = [set(re.findall(r"[A-Za-z_]\w*", line.code)) for line in lines]
+    waits = [0] * len(lines)
+    unblocks = [[] for _ in lines]
+    for j in range(len(lines)):
+        for i in range(j):
+            if reads[j] & writes[i] or writes[j] & (reads[i] | writes[i]):
+                waits[j] += 1
+                unblocks[i].append(j)
+    computed: dict[str, int] = {}  # a name -> when the line writing it ran
+
+    def priority(j):
+        return -max((computed.get(name, -1) for name in reads[j]), default=-1), j
+
+    ready = [priority(j) for j in range(len(lines)) if not waits[j]]
+    order = []
+    while ready:
+        _, i = heapq.heappop(ready)
+        order.append(lines[i])
+        computed.update(dict.fromkeys(writes[i], len(order)))
+        for j in unblocks[i]:
+            waits[j] -= 1
+            if not waits[j]:
+                heapq.heappush(ready, priority(j))
+    return order
+
+
 def _frees(lines, cached, returned) -> list[list[str]]:
-    """For each backward line, the values (the cache's, earlier lines' gradients) no later line reads, to let go
-    of after it: the derived backward then holds no more at once than autograd's walk, which frees each saved
-    value and each upstream gradient as soon as it is used."""
+    """For each line, the values (the cache's, earlier lines' results) that neither a later line reads nor the
+    function returns, to let go of after it. In the backward pass this frees each saved value and upstream
+    gradient as soon as it is used, as autograd's walk does; in the forward pass, each temporary (a
+    pre-activation, a centred batch) once the values built from it exist."""
     names = set(cached) | {line.target for line in lines}
-    reads = [set(re.findall(r"[A-Za-z_]\w*", line.code)) & names for line in lines]
+    reads = [(set(re.findall(r"[A-Za-z_]\w*", line.code)) | ({line.target} if line.augmented else set())) & names
+             for line in lines]
     frees, later = [], set(returned)
     for line, read in zip(reversed(lines), reversed(reads)):
         frees.append(sorted(read - later - {line.target}))
