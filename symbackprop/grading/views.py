@@ -63,7 +63,7 @@ def derivation_value(network, name: str, array: np.ndarray) -> np.ndarray:
         if array.ndim != dims:
             return array
         matrix = network.inputs[name].shape if name in network.inputs else ()
-        if name != network.input_name and all(isinstance(d, sp.Integer) for d in matrix):  # a kernel, a bias
+        if matrix and name != network.input_name and all(isinstance(d, sp.Integer) for d in matrix):  # a kernel, a bias
             return array.reshape(tuple(int(d) for d in matrix))
         return array.reshape(len(array), -1)
     if name == network.input_name and network.spec.input.steps and array.ndim == 3 \
