@@ -159,6 +159,42 @@ def test_torch_function_saves_only_what_backward_reads(tmp_path):
     assert masks and all(cached[name].dtype == torch.bool for name in masks)
 
 
+def _peaks(module, n):
+    """The most bytes of tensors live at once during a training step, forward + backward, on a float64 batch of n
+    (the profiler's allocation events, as ``make bench`` measures them): the derived Function's, autograd's."""
+    import numpy as np
+    import torch
+
+    from benchmarks.frameworks import peak_bytes
+
+    X, Y = (torch.tensor(a) for a in module._data(np.random.default_rng(0), n))
+    net = module.Network(0)
+
+    def step(loss):
+        def run():
+            loss(X, Y).backward()
+            for p in net.parameters():
+                p.grad = None
+        return run
+
+    return peak_bytes(step(net)), peak_bytes(step(net.autograd_loss))
+
+
+@pytest.mark.parametrize("spec, n, release", [("specs/batchnorm_after_dense", 512, True),
+                                              ("specs_sequence/transformer_block", 128, False)])
+def test_torch_step_peaks_below_autograd(spec, n, release, tmp_path):
+    """The derived step holds fewer bytes of tensors at its peak than autograd on the same forward code (the
+    attention block: two sequences of 128 positions, whose T x T values dominate). ``release``: without ctx
+    letting go of the saved tensors in backward, each del there frees nothing and the peak rises."""
+    pytest.importorskip("torch")
+    path = TESTS / f"{spec}.toml"
+    derived, autograd = _peaks(generated(path, "torch", tmp_path), n)
+    assert derived < autograd
+    if release:
+        held = generated(path, "torch", tmp_path, lambda source: source.replace("ctx.maybe_clear_saved_tensors()", "pass"))
+        assert _peaks(held, n)[0] > derived
+
+
 def test_torch_function_trains_and_scales_with_the_upstream_gradient(tmp_path):
     torch = pytest.importorskip("torch")
     module = generated(TESTS / "specs" / "loss_cs231n_softmax_l2.toml", "torch", tmp_path)
