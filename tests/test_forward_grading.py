@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_forward_code import _torch_gradients
+from test_forward_code import _makemore_autograd, _torch_gradients
 
 from symbackprop.cli import main
 from symbackprop.grading.forward import BackwardError, ForwardGrader
 
 FIXTURES = Path(__file__).parent / "grade" / "forward"
 CORRECT = FIXTURES / "correct.py"
+MAKEMORE = FIXTURES / "makemore.py"
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +113,46 @@ def test_a_backward_that_gives_nothing_to_grade_is_one_line(grader, tmp_path, bo
         grader.grade(path)
     message = str(error.value)
     assert message.startswith(f"{path}: {words}") and "\n" not in message
+
+
+def test_a_makemore_style_backward_with_integer_ids_gets_full_marks_and_matches_autograd():
+    grader = ForwardGrader(MAKEMORE)
+    result = grader.grade(MAKEMORE)
+    assert result.ok, result.text()
+    assert result.score == "27/27"
+    cache = grader.instances[0].cache  # what the student's backward received: ids as integers, the file's shapes
+    assert cache["Xb"].dtype.kind == "i" and cache["Xb"].shape == (32, 3) and cache["Yb"].shape == (32,)
+    assert cache["emb"].shape == (32, 3, 10) and cache["picked"].shape == (32,)
+    assert len(np.unique(cache["Xb"])) < cache["Xb"].size  # repeated ids: the scatter must add them up
+    namespace = {}
+    exec(MAKEMORE.read_text(), namespace)  # noqa: S102 - our own fixture
+    returned = namespace["backward"]({k: v.copy() for k, v in cache.items()})
+    _, expected = _makemore_autograd({name: cache[name] for name in
+                                      ("C", "W1", "b1", "bngain", "bnbias", "W2", "b2", "Xb", "Yb")})
+    for key, value in returned.items():
+        assert value.shape == expected[key].shape, key
+        np.testing.assert_allclose(value, expected[key], rtol=1e-7, atol=1e-10, err_msg=key)
+
+
+@pytest.mark.parametrize(("old", "new", "line_start", "words"), [
+    (None, None, "dC[Xb] = demb", ("your code assigns the rows of dC that Xb names (dC[Xb] = ...) where they must "
+                                    "be added up (np.add.at(dC, Xb, ...)): an id that occurs more than once in Xb "
+                                    "keeps only the gradient of its last occurrence")),
+    ("    dC[Xb] = demb\n", "    for j in range(2):\n        dC[Xb[:, j]] += demb[:, j]\n", "dC[Xb[:, j]] +=",
+     "one position of Xb at a time with a buffered dC[Xb[:, j]] += ..."),
+])
+def test_a_scatter_add_replaced_by_assignment_is_named_at_its_line(tmp_path, old, new, line_start, words):
+    path = FIXTURES / "scatter_assign.py"
+    if old is not None:
+        text = path.read_text()
+        assert old in text
+        path = tmp_path / "per_position.py"
+        path.write_text(text.replace(old, new))
+    result = ForwardGrader(path).grade(path)
+    assert {g.name for g in result.gradients if not g.ok} == {"dC"}, result.text()
+    mistake = result.verdict("dC").mistake
+    # dC's lines: the np.zeros_like and the line that writes the rows, last
+    assert f" and {_line(path, line_start)})" in mistake and words in mistake, mistake
 
 
 def test_cli_grades_a_file_against_its_own_forward_pass_and_refuses_one_without_backward(tmp_path):

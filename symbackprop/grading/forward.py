@@ -7,6 +7,11 @@ module's ``forward(inputs)`` returns it, and the function returns a dict keyed `
 gradients. Those it returns are graded, each against the derivation of the student's own forward pass, with
 the same instances-and-mistakes machinery as spec grading (``grader.py``); a mistake is named at the line of
 the backward function that computes the gradient.
+
+Integer ids (``"ids < V"`` in SHAPES) reach the cache as integers, and every value and expected gradient has the
+forward code's shape (a gather ``C[Xb]`` (N, 3, e), a pick ``A[range(n), Yb]`` (N,)); the derivation holds them
+as matrices (ids one-hot). Besides the catalogue's rewrites, a gather's table gradient may be assigned where its
+rows must be added up (``LastWritten``: NumPy's fancy assignment keeps the last of repeated ids).
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import sympy as sp
+from sympy.matrices.expressions import MatrixExpr
 
 from ..errors import SymbackpropError, suggestion
 from ..evaluate import Evaluator, Float64Backend
+from ..expressions import Block
 from ..files import read_text
 from ..verify import random_float_inputs
 from .diagnosis import Passes
@@ -32,8 +40,9 @@ from .grader import (
     submission,
 )
 from .instances import Instance, reference_module
-from .mistakes import Catalogue
+from .mistakes import NAMED, Catalogue
 from .runner import run_student
+from .windows import _Mistaken
 
 BACKWARD_NAMES = ("backward", "gradients")  # looked for in this order when no --function is given
 SEEDS = (0, 1)  # two instances at the file's sizes, two at the witness sizes
@@ -82,13 +91,13 @@ class ForwardGrader(Grader):
         self.time_limit, self.path, self.forward_function = time_limit, str(path), forward_function
         self.derivation = _as_students_write_it(derive_forward(path, forward_function, sizes))
         self.reference = reference_module(self.derivation)
-        self.catalogue = Catalogue(self.derivation)
+        self.catalogue = _CodeCatalogue(self.derivation)
         returned = {f"d{step.name}": step.name for step in self.derivation.backward}
         self.order = tuple(returned)
         with np.errstate(all="ignore"):
             self.instances = tuple(_instance(self.derivation, self.reference, witness, seed)
                                    for witness in (False, True) for seed in SEEDS)
-            self.passes = Passes(self.derivation, self.instances, returned, self.catalogue.reads)
+            self.passes = _CodePasses(self.derivation, self.instances, returned, self.catalogue.reads)
         self._check_reference()
 
     def grade(self, path, function: str = "backward"):
@@ -105,6 +114,77 @@ class ForwardGrader(Grader):
         return [f"{path}: {function}(cache) against the gradients of {self.forward_function}() in {self.path}",
                 f"cache keys: {', '.join(self.instances[0].cache)}",
                 "instances: " + "; ".join(i.label for i in self.instances)]
+
+
+class LastWritten(_Mistaken, MatrixExpr):
+    """The one-hot rows of integer ids (``count`` ids per row, their one-hot blocks side by side) with each id
+    kept only at its last occurrence in row-major order: what an assignment ``dC[Xb] = demb`` (or ``dC[Xb] +=
+    demb``) adds into the table's rows, where NumPy's fancy assignment keeps the last of repeated ids."""
+
+    def __new__(cls, arg, count: int):
+        return super().__new__(cls, arg, sp.Integer(count))
+
+    arg = property(lambda self: self.args[0])
+    count = property(lambda self: int(self.args[1]))
+    shape = property(lambda self: self.arg.shape)
+
+    def evaluate(self, value):
+        rows, vocab = len(value) * self.count, value.shape[1] // self.count
+        ids, order = value.reshape(rows, vocab).argmax(axis=1), np.arange(rows)
+        last = np.full(vocab, -1)
+        np.maximum.at(last, ids, order)
+        kept = np.zeros((rows, vocab))
+        kept[order, ids] = last[ids] == order
+        return kept.reshape(value.shape)
+
+    def _sympystr(self, printer):
+        return f"last_written({printer._print(self.arg)})"
+
+
+class _CodeCatalogue(Catalogue):
+    """The mistake catalogue with a gather's own mistake: its table's gradient assigned (``dC[Xb] = demb``, or
+    ``dC[Xb[:, j]] += demb[:, j]`` per position j) where the rows must be added up (``np.add.at(dC, Xb, demb)``),
+    so that an id repeated in the batch keeps only one row's gradient."""
+
+    def _whole(self, name, expr):
+        yield from super()._whole(name, expr)
+        net = self.net
+        scattered = {t.arg for t in expr.atoms(sp.Transpose)
+                     if (ids := _ids_of(t.arg)) is not None and net.roles.get(ids.name) == "ids"}
+        for ids in sorted({_ids_of(node) for node in scattered}, key=str):
+            added = f"where they must be added up (np.add.at(d{name}, {ids.name}, ...))"
+            yield expr.xreplace({ids: LastWritten(ids, _per_row(net, ids.name))}), (
+                f"your code assigns the rows of d{name} that {ids.name} names (d{name}[{ids.name}] = ...) {added}: an "
+                f"id that occurs more than once in {ids.name} keeps only the gradient of its last occurrence"), NAMED
+            blocks = [node for node in scattered if isinstance(node, Block) and node.arg == ids]
+            if len(blocks) > 1:
+                yield expr.xreplace({block: LastWritten(block, 1) for block in blocks}), (
+                    f"your code adds the rows of d{name} one position of {ids.name} at a time with a buffered "
+                    f"d{name}[{ids.name}[:, j]] += ... {added}: an id that occurs more than once at one position "
+                    "keeps only the gradient of its last occurrence there"), NAMED
+
+
+def _ids_of(node):
+    """The matrix symbol of ``node``, a symbol or a block of one (``Xb[block 1/3]``), else None."""
+    node = node.arg if isinstance(node, Block) else node
+    return node if isinstance(node, sp.MatrixSymbol) else None
+
+
+def _per_row(net, name: str) -> int:
+    """How many ids the integer input ``name`` holds per row (``(N,)``: 1, ``(N, k)``: k)."""
+    shape = net.module_shapes[name]
+    return int(shape[1]) if len(shape) == 2 else 1
+
+
+class _CodePasses(Passes):
+    """The passes of a forward pass written as code: a gradient is expected in the forward code's shape, which
+    the derivation holds as a matrix (a gather ``C[Xb]``'s (N, 3, e) as N x 3e, a pick's (N,) as N x 1)."""
+
+    def expected(self, name: str, index: int):
+        instance = self.instances[index]
+        value = instance.env[self.symbols[name]]
+        shape = self.network.module_shapes.get(self.returned[name])
+        return value if shape is None else value.reshape([int(sp.sympify(d).xreplace(instance.sizes)) for d in shape])
 
 
 class ForwardGraders:
@@ -216,18 +296,28 @@ def assignment_lines(text: str, function: str) -> dict[str, list[int]]:
 
 def _instance(derivation, reference, witness: bool, seed: int) -> Instance:
     """Seeded inputs at the file's sizes (or at the witness sizes, all distinct), the cache the generated
-    module's ``forward`` makes from them, and every gradient evaluated from the derivation in float64."""
+    module's ``forward`` makes from them (integer ids as integers, every value in the forward code's shape), and
+    every gradient evaluated from the derivation in float64 (as the derivation's matrices: ids one-hot)."""
     net = derivation.network
     sizes = net.sizes(witness=witness)
     values = random_float_inputs(net, sizes, np.random.default_rng(seed + 2 * witness))
-    _, cache = reference.forward({name: value.copy() for name, value in values.items()})
+    _, cache = reference.forward({name: _module_input(net, name, value) for name, value in values.items()})
     evaluator = Evaluator(Float64Backend(), dict(values), sizes)
     evaluator.forward(net)
     evaluator.backward(derivation)
     label = f"{', '.join(f'{symbol}={value}' for symbol, value in sizes.items())}, seed {seed + 2 * witness}"
     empty = np.zeros(0)
-    return Instance(label, not witness, sizes, {}, {name: np.array(value, dtype=float) for name, value in cache.items()},
+    return Instance(label, not witness, sizes, {}, {name: np.array(value) for name, value in cache.items()},
                     empty, empty, evaluator.env)
+
+
+def _module_input(net, name: str, value: np.ndarray) -> np.ndarray:
+    """An input as the forward code takes it: integer ids (``(N,)`` or ``(N, k)``) for their one-hot rows (k
+    one-hot blocks side by side), a copy of a real array."""
+    if net.roles[name] != "ids":
+        return value.copy()
+    ids = value.reshape(len(value), _per_row(net, name), -1).argmax(axis=-1)
+    return ids if len(net.module_shapes[name]) == 2 else ids[:, 0]
 
 
 def is_forward_file(path, forward_function: str = "forward") -> bool:
