@@ -171,7 +171,7 @@ def test_claims_right_or_wrong_by_construction_get_that_verdict(seed):
     verdict it was built to have."""
     decided = []
 
-    @settings(max_examples=60, deadline=None)
+    @settings(max_examples=25, deadline=None)
     @given(_claims())
     def draw(case):
         claim, expected = case
