@@ -864,11 +864,12 @@ def load_forward(path, function: str = "forward", sizes: dict | str | None = Non
     return _Reader(str(path), text, function, sizes).read()
 
 
-def render_forward(derivation, fmt: str, report=None) -> str:
-    """The derivation of a forward pass written as code in ``fmt``; the outputs are ``forward_output.py``'s."""
+def render_forward(derivation, fmt: str, report=None, lang: str = "en") -> str:
+    """The derivation of a forward pass written as code in ``fmt`` and ``lang``; the outputs are
+    ``forward_output.py``'s."""
     from .forward_output import render_forward as render
 
-    return render(derivation, fmt, report)
+    return render(derivation, fmt, report, lang)
 
 
 def derive_forward(path, function: str = "forward", sizes: dict | str | None = None):

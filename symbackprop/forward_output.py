@@ -4,7 +4,9 @@ module and the notebook, laid out by the ``forward_backprop.*.j2`` templates.
 The lecture formats walk the file's lines backwards, as a computational graph: at each line, the gradient of
 the value it defines (the sum of the shares of the lines that read it) and the local gradient it sends back to
 each value it reads. ``exact_zeros`` decides, by the exact check's evaluation modulo a prime, which gradients
-and which shares are identically 0 (a stabilizing maximum's path), so the outputs can say so as a proved fact.
+and which shares are identically 0 (a stabilizing maximum's path), so the outputs can say so as a proved fact,
+and splits such a gradient into the paths that cancel in it (a stabilizing maximum's two: through the softmax's
+numerator and through its sum), each shown not to be 0. The sentences come from the catalog (``en``, ``ko``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from .errors import FormatError
 from .evaluate import PRIME_TEXT, Evaluator, FieldBackend
 from .expressions import Elementwise, MaxMask, RowMax
 from .formats import FORWARD_FORMATS
+from .korean import particles
+from .lecture import method_text
 from .printing import MathPrinter, NumPyPrinter, function_name, shape_latex, shape_text, text
 from .rules import activation_rule
 
@@ -27,8 +31,9 @@ _MODULE_NAMES = {"np", "forward", "backward", "inputs", "cache", "random_inputs"
                  "SHAPES", "IDS", "one_hot", "unpick", "first_max_mask", "_full"}
 
 
-def render_forward(derivation, fmt: str, report=None) -> str:
-    """A forward pass written as code in ``fmt`` (``FORWARD_FORMATS``); other formats refuse in one line."""
+def render_forward(derivation, fmt: str, report=None, lang: str = "en") -> str:
+    """A forward pass written as code in ``fmt`` (``FORWARD_FORMATS``) and ``lang`` (the lecture formats' sentences
+    come from the catalog); other formats refuse in one line."""
     from .rendering import _environment
 
     if fmt not in FORWARD_FORMATS:
@@ -38,9 +43,10 @@ def render_forward(derivation, fmt: str, report=None) -> str:
         return _environment().get_template("forward_backprop.py.j2").render(module_context(derivation))
     report = report or derivation.verify()
     if fmt == "ipynb":
-        return _notebook(derivation, report)
+        return _notebook(derivation, report, lang)
     template = {"markdown": "forward_backprop.md.j2", "latex": "forward_backprop.tex.j2"}[fmt]
-    return _environment().get_template(template).render(lecture_context(derivation, report, fmt == "latex"))
+    text = _environment().get_template(template).render(lecture_context(derivation, report, fmt == "latex", lang))
+    return particles(text) if lang == "ko" else text
 
 
 # -- which gradients and shares are exactly 0 -------------------------------------------------------------------
@@ -49,11 +55,22 @@ def render_forward(derivation, fmt: str, report=None) -> str:
 class Zeros:
     """Gradients (names) and shares ((value, the line's name that sends it)) that are identically 0: every
     entry vanishes at a random point modulo a prime; ``bound`` is the chance that one that is not identically 0
-    would (Schwartz-Zippel)."""
+    would (Schwartz-Zippel). ``paths``: a zero gradient -> the paths that cancel in it (``Paths``)."""
 
     gradients: frozenset
     shares: frozenset
     bound: float
+    paths: dict
+
+
+@dataclass(frozen=True)
+class Paths:
+    """A zero gradient as the sum of the paths it comes back along, none of them 0 on its own: its formula with
+    the gradient of ``split`` (the nearest value, along single reads, whose gradient sums several shares) replaced
+    by each share in turn. ``terms``: (the line's name that sends the share, the path's formula)."""
+
+    split: str
+    terms: tuple
 
 
 def exact_zeros(derivation, seed: int = 0) -> Zeros:
@@ -78,7 +95,26 @@ def exact_zeros(derivation, seed: int = 0) -> Zeros:
     gradients = frozenset(step.name for step in derivation.backward if vanishes(values[step.symbol.name]))
     shares = frozenset((step.name, term.local.of) for step in derivation.backward for term in step.terms
                        if vanishes(evaluator(term.expr)))
-    return Zeros(gradients, shares, false_pass_bound(net, backend))
+    paths = {name: found for name in gradients if (found := _paths(derivation, name)) is not None
+             and not any(vanishes(evaluator(expr)) for _, expr in found.terms)}
+    return Zeros(gradients, shares, false_pass_bound(net, backend), paths)
+
+
+def _paths(derivation, name: str) -> Paths | None:
+    """``name``'s gradient split into its paths (see ``Paths``), or None where its formula reads no single
+    gradient that sums several shares."""
+    steps = {step.symbol: step for step in derivation.backward}
+    expr = derivation.step(name).expr
+    for _ in steps:
+        read = [symbol for symbol in expr.atoms(sp.MatrixSymbol) if symbol in steps]
+        if len(read) != 1:
+            return None
+        step = steps[read[0]]
+        if len(step.terms) > 1:
+            return Paths(step.name, tuple((term.local.of, expr.xreplace({read[0]: term.expr}).doit())
+                                          for term in step.terms))
+        expr = expr.xreplace({read[0]: step.expr})
+    return None
 
 
 # -- the lecture formats -----------------------------------------------------------------------------------------
@@ -112,8 +148,12 @@ def _tex_name(name: str) -> str:
     return r"\mathit{" + name.replace("_", r"\_") + "}"
 
 
-def lecture_context(derivation, report, tex: bool) -> dict:
-    """What the Markdown and LaTeX templates lay out: the lines, the walk backwards, the proof."""
+def lecture_context(derivation, report, tex: bool, lang: str = "en") -> dict:
+    """What the Markdown and LaTeX templates lay out: the lines, the walk backwards, the proof, and the
+    sentences in ``lang`` (code in backticks, which the LaTeX template sets as ``\\texttt``)."""
+    from .rendering import catalog
+
+    t = catalog(lang)
     net = derivation.network
     steps = {step.name: step for step in net.steps}
     ids = {name for name, role in net.roles.items() if role == "ids"}
@@ -122,55 +162,103 @@ def lecture_context(derivation, report, tex: bool) -> dict:
     backward = {step.name: step for step in derivation.backward}
     line = {name: net.lines.get(name, (step.layer, ""))[0] for name, step in steps.items()}
     loss = net.steps[-1]
+    prime = re.sub(r"\^(\d+)", r"^{\1}", PRIME_TEXT)  # as math
 
     def shape(value):
         return shape_latex(value) if tex else shape_text(value)
 
+    def reader(name):
+        return t["forward_code_reader"].format(line=line[name], name=name)
+
+    def readers(names):
+        listed = [reader(name) for name in names]
+        return listed[0] if len(listed) == 1 else ", ".join(listed[:-1]) + t["forward_code_and"] + listed[-1]
+
+    def paths(step):
+        """The paths that cancel in a zero gradient, each with its formula, and their sum equal to 0."""
+        found = zeros.paths.get(step.name)
+        if found is None:
+            return None
+        labels = [rf"{math.doprint(step.symbol)}\big|_{{{_tex_name(of)}}}" for of, _ in found.terms]
+        return {"intro": t["forward_code_paths"].format(split=found.split, line=line[found.split], name=step.name,
+                                                         readers=readers([of for of, _ in found.terms])),
+                "terms": [(t["forward_code_path"].format(reader=reader(of)), label, math.doprint(expr))
+                          for label, (of, expr) in zip(labels, found.terms)],
+                "sum": [" + ".join(labels), math.doprint(step.symbol), "0"]}
+
     def gradient(step):
         """A value's gradient: the sum of its readers' shares, with what is exactly 0 said and dropped."""
-        zero_from = [line[t.local.of] for t in step.terms if (step.name, t.local.of) in zeros.shares]
-        kept = [t.expr for t in step.terms if (step.name, t.local.of) not in zeros.shares]
+        zero_from = [str(line[term.local.of]) for term in step.terms if (step.name, term.local.of) in zeros.shares]
+        kept = [term.expr for term in step.terms if (step.name, term.local.of) not in zeros.shares]
+        names = [term.local.of for term in step.terms]
+        label = rf"\textbf{{{t['forward_code_zero_label']}}}" if tex else f"**{t['forward_code_zero_label']}**"
         return {"name": step.name, "lhs": math.doprint(step.symbol), "rhs": math.doprint(step.expr),
-                "shape": shape(step.shape), "readers": [(line[t.local.of], t.local.of) for t in step.terms],
-                "zero": step.name in zeros.gradients, "zero_from": zero_from,
+                "shape": shape(step.shape),
+                "read_by": t["forward_code_read_by"].format(readers=readers(names)) if len(names) > 1
+                else t["forward_code_read_by_one"].format(reader=reader(names[0])),
+                "zero": t["forward_code_zero"].format(label=label, name=step.name, prime=prime,
+                                                      bound=f"{zeros.bound:.0e}")
+                if step.name in zeros.gradients else None,
+                "paths": paths(step),
+                "zero_from": t["forward_code_zero_share" if len(zero_from) == 1 else "forward_code_zero_shares"]
+                .format(lines=", ".join(zero_from)) if zero_from else None,
                 "rest": math.doprint(sp.MatAdd(*kept)) if zero_from and kept and len(kept) < len(step.terms)
                 else None}
 
     walk = []
     for step in reversed(net.steps):
-        sends = [{"wrt": local.wrt, "lhs": math.doprint(backward[local.wrt].symbol), "expr": math.doprint(local.expr),
-                  "zero": (local.wrt, step.name) in zeros.shares, "only": len(backward[local.wrt].terms) == 1}
+        sends = [{"to": t["forward_code_to"].format(name=local.wrt), "lhs": math.doprint(backward[local.wrt].symbol),
+                  "expr": math.doprint(local.expr), "zero": (local.wrt, step.name) in zeros.shares,
+                  "only": len(backward[local.wrt].terms) == 1}
                  for local in derivation.local_gradients if local.of == step.name]
-        walk.append({"line": line[step.name], "code": net.lines.get(step.name, (0, ""))[1], "name": step.name,
-                     "gradient": None if step is loss else gradient(backward[step.name]), "sends": sends,
-                     "upstream": None if step is loss else math.doprint(backward[step.name].symbol)})
+        code = net.lines.get(step.name, (0, ""))[1]
+        walk.append({"title": t["forward_code_line_title"].format(line=line[step.name], code=code),
+                     "gradient": None if step is loss else gradient(backward[step.name]), "sends": sends})
     forward_rows = [{"line": line[step.name], "code": net.lines.get(step.name, (0, ""))[1], "name": step.name,
                      "lhs": _tex_name(step.name), "formula": math.doprint(step.expr), "shape": "1 \\times 1" if tex and step is loss else
                      "1 x 1" if step is loss else shape(step.symbol.shape)} for step in net.steps]
     inputs = [gradient(step) for step in derivation.backward if step.name in net.inputs]
     exprs = [*(step.expr for step in net.steps), *(step.expr for step in derivation.backward)]
+    witness = ", ".join(f"{_tex_name(k)} = {v}" for k, v in report.witness.items())
+    conventions = [t["forward_code_batch_first"]]
+    if ids:
+        conventions.append(t["forward_code_ids"].format(
+            ids=", ".join(f"`{name}`" for name in sorted(ids, key=list(net.inputs).index))))
+    conventions += [t["forward_code_flattened"].format(name=name, shape=_shape_words(shape))
+                    for name, shape in net.module_shapes.items() if len(shape) == 3]
+    if any(node.activation == "relu" for expr in exprs for node in expr.atoms(Elementwise)):
+        conventions.append(t["forward_code_relu"])
+    if any(expr.atoms(RowMax, MaxMask) for expr in exprs):
+        conventions.append(t["forward_code_row_max"])
     return {
-        "path": net.spec.path, "function": net.spec.function, "loss": net.loss_name, "loss_line": line[loss.name],
-        "forward": forward_rows, "walk": walk, "inputs": inputs, "ids": sorted(ids, key=list(net.inputs).index),
-        "vocab": {name: str(net.inputs[name].shape[1] / (net.module_shapes[name][1:] or (1,))[0]) for name in ids},
-        "flattened": {name: _shape_words(shape) for name, shape in net.module_shapes.items() if len(shape) == 3},
-        "relu": any(node.activation == "relu" for expr in exprs for node in expr.atoms(Elementwise)),
-        "row_max": any(expr.atoms(RowMax, MaxMask) for expr in exprs),
-        "zeros": sorted(zeros.gradients, key=list(backward).index), "bound": f"{zeros.bound:.0e}",
-        "prime": PRIME_TEXT, "report": report, "checks": report.checks,
-        "witness": ", ".join(f"{k}={v}" for k, v in report.witness.items()),
+        "t": t, "lang": lang, "hangul": lang == "ko",
+        "title": t["forward_code_title"].format(function=net.spec.function, path=net.spec.path),
+        "intro": t["forward_code_intro"].format(loss=net.loss_name), "conventions": conventions,
+        "forward": forward_rows, "walk": walk, "inputs": inputs,
+        "verified": t["forward_code_verified" if report.ok else "forward_code_not_verified"].format(witness=witness),
+        "checks": [{"name": _check_name(check.name, t), "ok": t["forward_code_yes" if check.ok else "forward_code_no"],
+                    "method": method_text(check.method, t)} for check in report.checks],
     }
+
+
+def _check_name(name: str, t: dict) -> str:
+    """A verification row's name: a line's local rules and the loss's own gradient in the catalog's words, a
+    formula (``dL/dx``, ``tanh'(z)``) as code."""
+    local = re.fullmatch(r"local: layer (\d+)", name)
+    if local:
+        return t["forward_code_check_local"].format(line=local.group(1))
+    return t["check_local_loss"] if name == "local: loss gradient" else f"`{name}`"
 
 
 def _shape_words(shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
-def _notebook(derivation, report) -> str:
+def _notebook(derivation, report, lang: str) -> str:
     """The Markdown as cells, one per section, then the NumPy module and its gradient check as code."""
     import nbformat
 
-    markdown = render_forward(derivation, "markdown", report)
+    markdown = render_forward(derivation, "markdown", report, lang)
     module = render_forward(derivation, "numpy")
     module = module[: module.index('\nif __name__ == "__main__":')].rstrip() + "\n"
     v4 = nbformat.v4

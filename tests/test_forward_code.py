@@ -14,8 +14,10 @@ from test_generated import load_module
 
 from symbackprop import derive
 from symbackprop.cli import main
+from symbackprop.evaluate import Evaluator, Float64Backend
 from symbackprop.forward_code import ForwardCodeError, load_forward
 from symbackprop.forward_output import exact_zeros
+from symbackprop.verify import random_float_inputs
 
 ATOMIC = Path(__file__).parent / "forward_code" / "atomic.py"
 
@@ -246,6 +248,49 @@ def test_the_stabilizing_max_is_proved_to_add_nothing():
             r"$$\mathrm{d}\mathit{logits} = \mathrm{d}\mathit{norm\_logits}$$") in markdown
 
 
+def _max_paths_autograd(logits, Yb):
+    """dloss/dlogit_maxes of the makemore-style softmax along each of its two paths, in torch from the logits:
+    through probs with counts_sum held constant, and through counts_sum with the counts that probs reads held
+    constant."""
+    torch = pytest.importorskip("torch")
+    grads = {}
+    for path in ("probs", "counts_sum"):
+        logits_t = torch.tensor(logits, dtype=torch.float64)
+        maxes = logits_t.max(1, keepdim=True).values.requires_grad_()
+        counts = (logits_t - maxes).exp()
+        counts_sum = (counts.detach() if path == "probs" else counts).sum(1, keepdim=True)
+        probs = (counts if path == "probs" else counts.detach()) * counts_sum ** -1
+        loss = -probs.log()[torch.arange(len(Yb)), torch.tensor(Yb)].mean()
+        loss.backward()
+        grads[path] = maxes.grad.numpy()
+    return grads
+
+
+def test_the_stabilizing_max_is_shown_as_two_paths_that_cancel_each_against_autograd():
+    derivation = _makemore("numpy")
+    paths = exact_zeros(derivation).paths
+    assert set(paths) == {"logit_maxes", "b1"}  # b1: through bndiff and through the batch mean
+    found = paths["logit_maxes"]
+    assert found.split == "counts" and [reader for reader, _ in found.terms] == ["probs", "counts_sum"]
+    net = derivation.network
+    sizes = net.sizes(witness=False)
+    values = random_float_inputs(net, sizes, np.random.default_rng(0))
+    evaluator = Evaluator(Float64Backend(), dict(values), sizes)
+    evaluator.forward(net)
+    evaluator.backward(derivation)
+    expected = _max_paths_autograd(evaluator.env["logits"], values["Yb"].argmax(axis=1))
+    for reader, expr in found.terms:
+        value = evaluator(expr)
+        np.testing.assert_allclose(value, expected[reader], rtol=1e-9, atol=1e-12, err_msg=reader)
+        assert np.abs(value).max() > 1e-3  # each path alone changes the loss
+    np.testing.assert_allclose(sum(expected.values()), 0, atol=1e-12)
+    markdown = derivation.render("markdown")
+    assert ("The paths cancel: the gradient of `counts` (line 30) is the sum of the shares of line 33 (`probs`) "
+            "and line 31 (`counts_sum`)") in markdown
+    assert (r"$$\mathrm{d}\mathit{logit\_maxes}\big|_{\mathit{probs}} + \mathrm{d}\mathit{logit\_maxes}\big|"
+            r"_{\mathit{counts\_sum}} = \mathrm{d}\mathit{logit\_maxes} = 0$$") in markdown
+
+
 def test_a_max_that_does_not_cancel_is_not_called_zero(tmp_path):
     # Without the normalization the max's path changes the loss: its gradient must not be judged 0.
     path = tmp_path / "shifted.py"
@@ -322,6 +367,23 @@ def test_the_article_compiles_without_overfull_boxes_and_outputs_are_determinist
     again = derive(forward=MAKEMORE["torch"])
     assert again.render("latex") == tex
     assert again.render("numpy") == derivation.render("numpy")
+
+
+def test_derive_forward_in_korean_compiles_and_holds_no_english_sentence(tmp_path):
+    from test_lecture import _prose_of_latex, _prose_of_markdown, english_sentences, korean_slips
+    from test_lecture_layout import compile_tex, layout_problems
+
+    result = CliRunner().invoke(main, ["derive", "--forward", str(MAKEMORE["numpy"]), "--lang", "ko", "--format",
+                                       "md,tex", "--out", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 0, result.output
+    markdown, tex = ((tmp_path / "out" / f"backprop.{suffix}").read_text() for suffix in ("md", "tex"))
+    assert "## 그래프를 거꾸로 따라가기" in markdown and "경로들이 상쇄된다: `counts`(30행)의 기울기는" in markdown
+    assert english_sentences(_prose_of_markdown(markdown)) == [] and english_sentences(_prose_of_latex(tex)) == []
+    assert korean_slips(markdown) == [] and korean_slips(tex) == []
+    if not shutil.which("pdflatex"):
+        pytest.skip("pdflatex is not installed (TeX Live)")
+    _, log = compile_tex(tex, tmp_path, "makemore_ko")
+    assert layout_problems(log) == []
 
 
 def test_the_notebook_holds_the_derivation_and_a_module_that_runs(tmp_path):
