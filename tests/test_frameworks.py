@@ -191,7 +191,7 @@ def test_torch_step_peaks_below_autograd(spec, n, release, tmp_path):
     derived, autograd = _peaks(generated(path, "torch", tmp_path), n)
     assert derived < autograd
     if release:
-        held = generated(path, "torch", tmp_path, lambda source: source.replace("ctx.maybe_clear_saved_tensors()", "pass"))
+        held = generated(path, "torch", tmp_path, lambda source: source.replace('getattr(ctx, "maybe_clear_saved_tensors", lambda: None)()', "pass"))
         assert _peaks(held, n)[0] > derived
 
 
