@@ -3,8 +3,9 @@
 The student file tests/grade/conv/correct.py is a hand-written NumPy solution for tests/grade/conv/cnn.toml
 (loops over positions, as CS231n's naive layers; it does not import symbackprop): it must grade full marks, and
 each classic mistake, made by changing one of its lines, must be named on the gradients it spoils. The claims
-are the im2col form of the conv backward, right and wrong, judged by the exact checker. A representative part
-runs by default (about 3 s); ``SYMBACKPROP_FULL_LECTURE=1`` runs every mistake and claim.
+are the im2col form of the conv backward and claims through im2col, col2im, fold, unfold and the max-pool mask,
+right and wrong, judged by the exact checker. A representative part runs by default (about 5 s);
+``SYMBACKPROP_FULL_LECTURE=1`` runs every mistake and claim.
 """
 
 from __future__ import annotations
@@ -108,8 +109,19 @@ def checker():
 @pytest.mark.parametrize("claim", [
     "dW1 = dZcol1.T @ Xcol1",
     full_only(r"\frac{\partial L}{\partial X_{col}^{[1]}} = \delta_{col}^{[1]} W^{[1]}"),
+    # through the image operators, whose windows (the layer's 3 x 3 kernel, stride 2, padding 1; the pool's 2 x 2)
+    # the checker takes from the derivation; the labels the lecture prints are such claims too (test_labels.py)
+    "dX = col2im(dZcol1 @ W1)",
+    "dPcol2 = first_max_mask(Pcol2) * (unfold(da2) @ np.ones((1, 4)))",
+    "a2 = fold(rowmax(Pcol2))",
+    r"\frac{\partial L}{\partial X} = \operatorname{col2im}\left(\delta_{col}^{[1]} W^{[1]}\right)",
+    (r"\frac{\partial L}{\partial P_{col}^{[2]}} = \mathbb{1}_{\operatorname{argmax}}\left(P_{col}^{[2]}\right) \odot "
+     r"\left(\operatorname{unfold}\left(\frac{\partial L}{\partial a^{[2]}}\right) \mathbf{1}_{4}^{\top}\right)"),
+    full_only("dZcol1 = unfold(dZ1)"),
+    full_only(r"\delta_{col}^{[1]} = \operatorname{unfold}\left(\delta^{[1]}\right)"),
+    full_only("dW1 = dZcol1.T @ im2col(X)"),
 ])
-def test_the_im2col_form_of_the_conv_backward_is_judged_correct(checker, claim):
+def test_the_im2col_form_and_claims_through_the_image_operators_are_judged_correct(checker, claim):
     verdict = checker.check(claim)
     assert verdict.verdict == "correct", verdict.text()
 
@@ -119,8 +131,18 @@ def test_the_im2col_form_of_the_conv_backward_is_judged_correct(checker, claim):
     ("dXcol1 = dZcol1 @ W1.T", "shape", "the inner sizes 3 and 18 differ"),
     ("dW1 = dZ1.T @ X", "shape", "dL/dW1 must be 3 x 18"),
     full_only("db1 = dZcol1.sum(axis=0) / N", "value", "no factor 1/N belongs here"),
+    # col2im of the pooling layer's window applied to the convolution's gradient
+    ("da1 = col2im(dXcol1)", "shape", "the claim has shape N x 98; dL/da1 must be N x 48"),
+    # unfold where fold belongs, and the shapes an operator would take named
+    ("dZcol1 = fold(dZ1)", "shape", "fold(dZ1): dZ1 is N x 48, and fold takes 16*N x 3 (layer 1) or 12*N x 1 (layer 2)"),
+    (r"\delta_{col}^{[1]} = \operatorname{fold}\left(\delta^{[1]}\right)", "shape", "and fold takes 16*N x 3"),
+    ("dX = col2im(dZcol1)", "shape", "col2im takes 16*N x 18 (layer 1) or 12*N x 4 (layer 2)"),
+    # the max-pool gradient spread over the window, and without its mask: the shapes fit, the values do not
+    ("dPcol2 = unfold(da2) @ np.ones((1, 4)) / 4", "value", "the values differ"),
+    ((r"\frac{\partial L}{\partial P_{col}^{[2]}} = \operatorname{unfold}\left(\frac{\partial L}{\partial a^{[2]}}\right) "
+      r"\mathbf{1}_{4}^{\top}"), "value", "the values differ"),
 ])
-def test_a_wrong_im2col_claim_is_refused(checker, claim, reason, words):
+def test_a_wrong_im2col_or_image_operator_claim_is_refused(checker, claim, reason, words):
     verdict = checker.check(claim)
     assert (verdict.verdict, verdict.reason) == ("wrong", reason) and words in verdict.detail, verdict.text()
     assert verdict.expected
@@ -129,8 +151,21 @@ def test_a_wrong_im2col_claim_is_refused(checker, claim, reason, words):
 @pytest.mark.parametrize("claim", [
     "dW1[f, c, i, j] = sum(dZ1[n, f, y, x] * X[n, c, y + i, x + j])",
     r"\frac{\partial L}{\partial W^{[1]}_{f,c,i,j}} = \sum_{n,y,x} \delta^{[1]}_{n,f,y,x} X_{n,c,y+i,x+j}",
-    "dX = col2im(dZcol1 @ W1)",
 ])
-def test_index_forms_and_image_operators_are_refused_with_the_im2col_form(checker, claim):
+def test_index_forms_are_refused_with_the_im2col_form(checker, claim):
     verdict = checker.check(claim)
     assert verdict.verdict == "error" and "dW1 = dZcol1.T @ Xcol1" in verdict.detail, verdict.text()
+    assert "dX = col2im(dXcol1)" in verdict.detail, verdict.text()
+
+
+def test_an_operator_whose_window_the_claim_cannot_say_is_refused():
+    # Both convolutions read N x 36 images (1 x 6 x 6), with 3 x 3 and 2 x 2 kernels: im2col of the input itself is
+    # the first layer's, im2col of anything else of that shape could be either.
+    conv = {"kind": "conv2d", "channels": 1, "activation": "relu"}
+    checker = Checker({"input": {"shape": [1, 6, 6]}, "loss": {"kind": "half_sse"},
+                       "layers": [{**conv, "kernel": 3, "padding": 1}, {**conv, "kernel": 2}, {"kind": "flatten"},
+                                  {"size": 2, "activation": "identity"}]})
+    assert checker.check("Xcol1 = im2col(X)").verdict == "correct"
+    verdict = checker.check("Xcol1 = im2col(X + 0)")
+    assert (verdict.verdict, verdict.reason) == ("wrong", "shape"), verdict.text()
+    assert "ambiguous: layers 1 and 2 each apply im2col to a N x 36 matrix" in verdict.detail, verdict.text()

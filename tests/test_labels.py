@@ -3,7 +3,8 @@
 The statements come from the same render context the documents print (brace labels under the backward
 formulas, the panel's and the article's local gradients, the chain-rule example); a penalty's share, which
 the checker has no name for, is compared with SymPy's derivative of the penalty itself. The MLP corpus is
-swept with ``SYMBACKPROP_FULL_LECTURE=1`` (about 40 s); by default a subset covering every kind of label.
+swept with ``SYMBACKPROP_FULL_LECTURE=1`` (about 40 s); by default a subset covering every kind of label. The small
+CNN of ``tests/specs_conv`` always runs: its labels go through col2im, unfold and the max-pool mask.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ SUBSET = ["seed", "lecture_batchnorm_softmax_l2", "lecture_layernorm_dropout_gel
           "lecture_swish_beta", "loss_ng_bce_l2_column", "skip_two_layers_column", "prelu_hidden",
           "softmax_layer_cross_entropy", "formula_squareplus_column"]
 CORPUS = sorted(path.stem for path in SPECS.glob("*.toml")) if FULL else SUBSET
+CORPUS = [*CORPUS, "small_cnn"]  # an image network (tests/specs_conv)
+
+
+def spec_path(name: str) -> Path:
+    conv = Path(__file__).parent / "specs_conv" / f"{name}.toml"
+    return conv if conv.exists() else SPECS / f"{name}.toml"
 
 
 def statements(derivation) -> list[Statement]:
@@ -55,8 +62,8 @@ def penalty_oracle(derivation, statement: Statement) -> bool:
 
 @pytest.mark.parametrize("spec", CORPUS)
 def test_every_printed_label_is_a_true_claim(spec):
-    derivation = derive(SPECS / f"{spec}.toml")
-    checker = Checker(SPECS / f"{spec}.toml")
+    derivation = derive(spec_path(spec))
+    checker = Checker(spec_path(spec))
     gradients = {step.symbol for step in derivation.backward}
     found = statements(derivation)
     assert {s.kind for s in found} >= {"local", "upstream"} if spec != "seed" else found

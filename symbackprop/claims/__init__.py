@@ -10,6 +10,7 @@ X^\\top \\delta^{[1]}``, ``\\delta^l = ((w^{l+1})^T \\delta^{l+1}) \\odot \\sigm
 - ``parse``: either notation (``numpy_syntax``, ``latex_syntax``, sharing ``syntax``) into one tree
   (``tree``), every problem a ``ClaimError`` with a column;
 - ``shapes``: NumPy's shape rules, at symbolic sizes and at the spec's;
+- ``operators``: the windows of the image operators a claim calls (``col2im``, ``unfold``), from the derivation;
 - ``semantics``: exact values (integers modulo a prime, with the activations' identities built in);
 - ``verdict``: the ``Checker``, which compares a claim with the derivation and explains the verdict
   (``explain``).

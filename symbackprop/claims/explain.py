@@ -33,6 +33,13 @@ class ClaimPrinter(NumPyPrinter):
             return super()._print_Elementwise(expr)
         return f"{activation_rule(expr.activation).name}'({self._print(expr.arg)})"
 
+    def _image_operator(self, expr):
+        """``col2im(dL/dXcol1)``: a claim's image operators take their windows from the derivation."""
+        name = {"MaxMask": "first_max_mask"}.get(type(expr).__name__, type(expr).__name__.lower())
+        return f"{name}({self._print(expr.arg)})"
+
+    _print_Im2col = _print_Col2im = _print_Fold = _print_Unfold = _print_RowMax = _print_MaxMask = _image_operator
+
 
 def formula(of: str, wrt: str, expr, as_latex: bool, gradients: dict) -> str:
     """``d<of>/d<wrt> = expr`` in the claim syntax, or in LaTeX."""

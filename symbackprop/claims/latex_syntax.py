@@ -9,6 +9,7 @@ import sympy as sp
 
 from ..rules import ACTIVATIONS, activation_rule
 from .names import LAYER_CONSTANTS, LOSS_WORDS
+from .operators import IMAGE_OPERATORS
 from .syntax import FORWARD, Parser, Token
 from .tree import Node, node
 
@@ -17,6 +18,7 @@ _LATEX_TOKENS = re.compile(r"""
                                   |quad|qquad|limits|nolimits|nonumber|notag)(?![A-Za-z])
            |\\(?:label|tag\*?)\{[^{}]*\}|%[^\n]*)  # equation labels, tags and comments: no part of the math
   | (?P<command>\\[A-Za-z]+|\\[{}|_])
+  | (?P<word>(?:im2col|col2im)(?![A-Za-z]))  # the image operators, whose names hold a digit
   | (?P<number>\d+(?:\.\d+)?)
   | (?P<letters>[A-Za-z]+)
   | (?P<op>:=|>=|<=|[-+*/(){}\[\]^_'=<>,.|;:])
@@ -40,6 +42,10 @@ _FUNCTION_WORDS = {
     **{name: "columns_sum" for name in ("columns_sum", "column_sum", "colsum", "colsums", "cols_sum")},
     "rows_mean": "rows_mean", "columns_mean": "columns_mean", "row_repeat": "row_repeat",
     "column_repeat": "column_repeat",
+    # The image operators (their windows come from the derivation: operators.py) and max pooling's row maximum
+    # and mask (the documents print the mask as \mathbb{1}_{\operatorname{argmax}}(P), read in ones_or_indicator).
+    **{name: name for name in IMAGE_OPERATORS}, "rowmax": "rowmax", "argmax_mask": "maxmask",
+    "first_max_mask": "maxmask",
 }
 _SUMS = {"rows_sum": (1, False), "columns_sum": (0, False), "rows_mean": (1, True), "columns_mean": (0, True)}
 _PRODUCTS = {r"\cdot": "dot", r"\times": "dot", r"\odot": "⊙", r"\circ": "⊙", "*": "⊙", r"\ast": "⊙", "/": "/",
@@ -403,7 +409,8 @@ class LatexParser(Parser):
         return node("sqrt", (arg,), None, token.start, self.last_end())
 
     def ones_or_indicator(self, token: Token) -> Node:
-        r"""``\mathbf{1}_N`` (a column of ones) or ``\mathbb{1}_{Z > 0}`` (an indicator)."""
+        r"""``\mathbf{1}_N`` (a column of ones; also ``\mathbf{1}_{4}``, ``\mathbf{1}_{36 N}``), ``\mathbb{1}_{Z > 0}``
+        (an indicator) or ``\mathbb{1}_{\operatorname{argmax}}(P)`` (max pooling's mask of each row's maximum)."""
         self.next()
         if self.at("{") and any(t.text in (">", "<", r"\geq", r"\ge", r"\leq", r"\le") for t in self.group_peek()):
             self.next()
@@ -414,14 +421,19 @@ class LatexParser(Parser):
                 raise self.error(r"a comparison in the indicator \mathbb{1}_{...}", token)
             return value
         sup = self.group_tokens()
-        if not sup:
-            raise self.error(r"a size after \mathbf{1}_, as in \mathbf{1}_N", token)
-        # One name (N, m) or a subscripted one as our own LaTeX prints widths: n_{2}.
-        text = "".join(t.text for t in sup if t.text not in ("{", "}"))
-        size = self.names.size(text) if sup[0].kind == "letters" else None
-        if size is None:
-            raise self.error(r"a size after \mathbf{1}_, as in \mathbf{1}_N", sup[0])
-        return self.ones([self.leaf("size", size, sup[0])], token, flat=False)
+        if [t.text for t in sup] == ["argmax"]:
+            arg = self.argument(r"\mathbb{1}_{argmax}")
+            return node("maxmask", (arg,), None, token.start, self.last_end())
+        # A count, a name (N, m) or a subscripted one as our own LaTeX prints widths (n_{2}), or a count times a name.
+        counted = sup[0].kind == "number"
+        count = (sp.Integer(sup[0].text) if sup[0].text.isdigit() and int(sup[0].text) else None) if counted \
+            else sp.Integer(1)
+        named = sup[1:] if counted else sup
+        text = "".join(t.text for t in named if t.text not in ("{", "}"))
+        size = sp.Integer(1) if not named else self.names.size(text) if named[0].kind == "letters" else None
+        if size is None or count is None:
+            raise self.error(r"a size after \mathbf{1}_, as in \mathbf{1}_N, \mathbf{1}_{4} or \mathbf{1}_{4 N}", sup[0])
+        return self.ones([node("size", (), count * size, sup[0].start, sup[-1].end)], token, flat=False)
 
     def group_peek(self, k: int = 0) -> list[Token]:
         """The tokens of the ``{...}`` group ``k`` tokens ahead (its braces included), without consuming."""
@@ -519,12 +531,7 @@ class LatexParser(Parser):
         if function is None or (order and function != "layer" and not self.names.activation_key(function)
                                 and function not in {d.key for d in self.names.network.spec.activations}):
             raise self.error(f"unknown function {token.text!r}", token)
-        if not self.at("(", "{", "["):
-            self.fail(f"'(' after {token.text}")
-        opening = self.next()
-        with self.nested():
-            arg = self.expr()
-        self.expect({"(": ")", "{": "}", "[": "]"}[opening.text])
+        arg = self.argument(token.text)
         if function == "layer" or self.names.activation_key(function) or \
                 function in {d.key for d in self.names.network.spec.activations}:
             value = self.apply(function, order, arg, token)
@@ -535,6 +542,16 @@ class LatexParser(Parser):
         else:
             value = node(function, (arg,), None, token.start, self.last_end())
         return self.power(value, power, token) if power is not None else value
+
+    def argument(self, after: str) -> Node:
+        """A function's argument in parentheses, braces or brackets."""
+        if not self.at("(", "{", "["):
+            self.fail(f"'(' after {after}")
+        opening = self.next()
+        with self.nested():
+            arg = self.expr()
+        self.expect({"(": ")", "{": "}", "[": "]"}[opening.text])
+        return arg
 
     def two_arguments(self, function: str, token: Token) -> Node:
         r"""``\max(0, Z)``, ``\min(0, Z)`` (elementwise), ``\operatorname{row\_repeat}(x, N)``."""

@@ -199,14 +199,15 @@ class Names:
     def matrix_form(self) -> str:
         """How a convolution's gradients are written to be judged (the im2col form with the derivation's names),
         as a sentence to add to a refusal; "" for a network without convolutions."""
-        conv = next((step.layer for step in self.network.steps if step.kind == "im2col"
+        conv = next((step for step in self.network.steps if step.kind == "im2col"
                      and f"Zcol{step.layer}" in self.quantities), None)
         if conv is None:
             return ""
-        return (f"; a convolution's gradients are judged in their im2col form, as dW{conv} = dZcol{conv}.T @ "
-                f"Xcol{conv}, dXcol{conv} = dZcol{conv} @ W{conv} and db{conv} = dZcol{conv}.sum(axis=0) (sums over "
-                "the positions written with indices, and im2col, col2im, fold, unfold or the max-pool mask in a "
-                "claim, are not judged yet)")
+        l, source = conv.layer, conv.expr.arg.name
+        return (f"; a convolution's gradients are judged in their im2col form, as dW{l} = dZcol{l}.T @ Xcol{l}, "
+                f"db{l} = dZcol{l}.sum(axis=0), dXcol{l} = dZcol{l} @ W{l} and d{source} = col2im(dXcol{l}) "
+                "(im2col, col2im, fold and unfold take their windows from the derivation; "
+                "sums over the positions written with indices are not judged)")
 
     def unknown(self, word: str, column: int) -> ClaimError:
         return ClaimError(f"unknown name {word!r}: {self.describe()}", column=column)

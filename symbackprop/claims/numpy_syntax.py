@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ..rules import ACTIVATIONS
+from .operators import IMAGE_OPERATORS
 from .syntax import FORWARD, Parser, Token, constant
 from .tree import Node, node
 
@@ -18,8 +19,6 @@ _NUMPY_TOKENS = re.compile(r"""
 
 _DERIVATIVE_SUFFIXES = ("_prime", "_derivative", "_deriv", "_grad", "_backward_local")
 _AXIS_VALUES = {"0": 0, "1": 1, "-1": 1, "-2": 0, "None": None}
-# The image operators of the generated code, which claims cannot apply yet.
-_IMAGE_OPERATORS = ("im2col", "col2im", "fold", "unfold", "rowmax", "first_max_mask", "argmax_mask")
 # The batch matrix forms of Wesselink et al.: rows_sum(X) is X 1 (a column), columns_sum(X) is 1^T X (a row).
 _MATRIX_SUMS = {name: (axis, mean) for names, axis, mean in (
     (("rows_sum", "row_sum", "rowsum", "rowsums"), 1, False), (("columns_sum", "column_sum", "colsum", "colsums",
@@ -313,7 +312,8 @@ class NumPyParser(Parser):
             if word.endswith(suffix) and (stem in ("g", "f", "phi", "sigma") or self.names.activation_key(stem)):
                 word, order = stem, 1
         word = {"sigma": "sigmoid", "expit": "sigmoid", "absolute": "abs", "amax": "max", "Diag": "diagmat",
-                "diagflat": "diagmat", "logsoftmax": "log_softmax"}.get(word, word)
+                "diagflat": "diagmat", "logsoftmax": "log_softmax", "first_max_mask": "maxmask",
+                "argmax_mask": "maxmask"}.get(word, word)
         if word in ("g", "f", "phi"):
             return "layer", order
         if self.names.activation_key(word):
@@ -321,11 +321,9 @@ class NumPyParser(Parser):
         known = ("sum", "mean", "softmax", "log_softmax", "ones", "dot", "matmul", "multiply", "divide",
                  "true_divide", "add", "subtract", "power", "square", "sqrt", "transpose", "where", "maximum",
                  "minimum", "heaviside", "exp", "log", "abs", "sign", "eye", "np.diag", "diag", "diagmat",
-                 "row_repeat", "column_repeat", *_MATRIX_SUMS)
+                 "row_repeat", "column_repeat", *_MATRIX_SUMS, *IMAGE_OPERATORS, "rowmax", "maxmask")
         if word in known and order == 0:
             return word, 0
-        if word in _IMAGE_OPERATORS:
-            raise self.error(f"{word}() is not a function of claims yet{self.names.matrix_form()}", token)
         activations = [*ACTIVATIONS, *(d.name for d in self.names.network.spec.activations)]
         raise self.error(f"unknown function {token.text!r}; known: the activations "
                          f"({', '.join(activations)}) and their derivatives (relu'(Z1), sigmoid_prime(Z1)), "
@@ -333,4 +331,5 @@ class NumPyParser(Parser):
                          "matrix forms rows_sum, columns_sum, row_repeat, column_repeat, diag (a square matrix's "
                          "diagonal as a column) and Diag (a diagonal matrix), and NumPy's dot, matmul, multiply, "
                          "divide, power, square, sqrt, transpose, where, maximum, minimum, heaviside, exp, log, "
-                         "abs, sign, eye, identity, diag, diagflat", token)
+                         "abs, sign, eye, identity, diag, diagflat; in an image network im2col, col2im, fold, "
+                         "unfold, rowmax and first_max_mask (argmax_mask)", token)

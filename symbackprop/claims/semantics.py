@@ -31,6 +31,7 @@ from types import SimpleNamespace
 import numpy as np
 import sympy as sp
 
+from .. import images
 from ..evaluate import PRIME, Evaluator, FieldBackend, Float64Backend, Mod
 
 # Field elements within this of 0 are the small integers they look like, with their real signs; a random draw
@@ -450,3 +451,22 @@ class TreeEvaluator:
     def _minimum(self, tree):
         a, b = np.broadcast_arrays(*(self(arg) for arg in tree.args))
         return np.where(self.sem.nonzero(self.sem.positive(self.lift(a - b), strict=True)), b, a)
+
+    # -- image operators, with the derivation's windows (``operators.py``)
+    def _im2col(self, tree):
+        return images.im2col(self(tree.args[0]), tree.value.param, self.sem.scalar(0))
+
+    def _col2im(self, tree):
+        return images.col2im(self(tree.args[0]), tree.value.param, self.sem.scalar(0))
+
+    def _fold(self, tree):
+        return images.fold(self(tree.args[0]), tree.value.param)
+
+    def _unfold(self, tree):
+        return images.unfold(self(tree.args[0]), tree.value.param)
+
+    def _rowmax(self, tree):
+        return self.sem.row_max(self(tree.args[0]))
+
+    def _maxmask(self, tree):
+        return self.sem.max_mask(self(tree.args[0]))

@@ -174,6 +174,33 @@ class ShapeInference:
     def _tuple(self, tree):
         raise ShapeMismatch("a tuple is only the shape argument of np.ones")
 
+    def _image_operator(self, tree):
+        """``im2col``, ``col2im``, ``fold``, ``unfold``: the derivation's operator (``operators.py``) takes a matrix
+        of one shape; a string in its place is why none fits."""
+        shape = self(tree.args[0])
+        if isinstance(tree.value, str):
+            raise ShapeMismatch(tree.value)
+        takes, text = self.of(tree.value.takes), self.text(tree.args[0])
+        if shape != takes:
+            raise ShapeMismatch(f"{tree.op}({text}) takes {describe(takes)} here, and {text} is {describe(shape)}")
+        return self.of(tree.value.gives)
+
+    _im2col = _col2im = _fold = _unfold = _image_operator
+
+    def _rowmax(self, tree):
+        shape = self.matrix(tree)
+        return (shape[0], sp.Integer(1))
+
+    def _maxmask(self, tree):
+        return self.matrix(tree)
+
+    def matrix(self, tree) -> tuple:
+        """The shape of ``tree``'s argument, which must be a matrix (rowmax and the max mask work row by row)."""
+        shape = self(tree.args[0])
+        if not isinstance(shape, tuple):
+            raise ShapeMismatch(f"{self.text(tree)} needs a matrix, and {self.text(tree.args[0])} is {describe(shape)}")
+        return shape
+
     # -- rules
     def broadcast(self, a, b, left, right, op, tree):
         """NumPy broadcasting: sizes equal, or one of them 1; a 1-D array is a row."""

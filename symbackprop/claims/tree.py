@@ -7,7 +7,9 @@ operator before each further factor, ``@``, ``dot`` (which also scales by a scal
 ``T``, ``pow`` (value: the exponent), ``sum`` (value: axis or None, keepdims, mean), ``ones`` (args: sizes;
 value ``"flat"`` for a 1-D array), ``fn`` (value: activation, order, params), ``softmax`` (value: axis),
 ``exp``, ``log``, ``abs``, ``sign``, ``maximum``, ``cmp`` (value: ``>``, ``>=``, ``<``, ``<=``), ``where``
-(condition, if true, if false), ``tuple`` (a shape, only inside ``np.ones``).
+(condition, if true, if false), ``tuple`` (a shape, only inside ``np.ones``), the image operators ``im2col``,
+``col2im``, ``fold``, ``unfold`` (value: the derivation's ``operators.Operator``, or why none fits), ``rowmax`` and
+``maxmask`` (max pooling's row maximum and the mask of its first maximum).
 
 Sums and product chains are n-ary, so ``a + b + ... + z`` is one level deep; only real nesting (parentheses,
 function calls) makes a tree deeper, and ``MAX_DEPTH`` bounds it so every recursive walk stays shallow.

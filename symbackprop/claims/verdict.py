@@ -42,6 +42,7 @@ from .explain import (
     sizes_text,
 )
 from .names import Names
+from .operators import Windows
 from .parse import parse
 from .semantics import ExactField, Float64, TreeEvaluator, Undefined, as_truth_shape
 from .shapes import ShapeInference, ShapeMismatch, result_problem
@@ -204,6 +205,7 @@ class Checker:
         self.fixed = {w for w, symbol in zip(self.spec.sizes, self.network.widths) if not isinstance(symbol, sp.Symbol)}
         self.widths, self.substitution = (tuple(self.spec.sizes), "") if self.fixed else \
             self._exact_widths(tuple(self.spec.sizes))
+        self.windows = Windows(self.network, self._spec_dims)  # the image operators' windows, for claims
         self._instances = {}
         self._redrawn = set()  # the texts of claims judged at points where every var + eps is a square
         # The arguments of the inverse square roots (var + eps) of normalization layers.
@@ -212,8 +214,9 @@ class Checker:
 
     # -- parsing (the parser asks for names and local gradients through this object)
     def parse(self, text: str, latex: bool | None = None) -> Claim:
-        """The claim as a tree; raises ``ClaimError`` (with the column) when it cannot be read."""
-        return parse(text, self, looks_like_latex(text) if latex is None else latex)
+        """The claim as a tree, each image operator with its window; raises ``ClaimError`` (with the column) when
+        it cannot be read."""
+        return self.windows(parse(text, self, looks_like_latex(text) if latex is None else latex))
 
     def local_factor(self, of: str, wrt: str):
         lg = self._local(of, wrt)
@@ -712,7 +715,7 @@ class Checker:
     # -- float64, only as a cross-check and for readable numbers
     def _float_values(self, claim, target, like):
         """The claim and the truth in float64 at ``like``'s sizes (None if float64 cannot evaluate them)."""
-        widths = tuple(like.sizes[w] for w in self.network.widths)
+        widths = tuple(int(like.sizes.get(w, w)) for w in self.network.widths)  # an image fixes some widths
         instance = self._instance(widths, like.N, 0, exact=False, kinked=like.kinked)
         with np.errstate(all="ignore"):
             try:
@@ -761,7 +764,7 @@ class Checker:
         for node in tree.walk():
             if node.op == "log":
                 return False
-            if node.op in ("exp", "fn", "softmax", "abs", "sign") and not simple(node.args[0]):
+            if node.op in ("exp", "fn", "softmax", "abs", "sign", "rowmax", "maxmask") and not simple(node.args[0]):
                 return False
             if node.op in ("cmp", "maximum") and not all(simple(arg) for arg in node.args):
                 return False
