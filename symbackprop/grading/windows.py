@@ -161,7 +161,7 @@ def window_mistakes(node, kernels: dict, patches: dict):
         yield Uncropped(node.arg, window), (
             f"the padding is not cropped from the gradient: it is {_size(padded_window(window))} (the padded "
             f"input's size) where the input is {_size(window)}")
-    if isinstance(node, MaxMask):
+    if isinstance(node, MaxMask) and getattr(node.arg, "name", None) in patches:  # a pooling's, not a row max's
         ones = sp.OneMatrix(*node.shape)
         yield TiedMaxMask(node.arg), ("every tied maximum of a pooling window gets the gradient, where only the "
                                       "first maximum in row-major order does (the convention of this spec, and of "
