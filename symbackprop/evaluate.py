@@ -31,7 +31,12 @@ EXACT_DERIVATIVES = {rule.name: rule.exact_derivative for rule in (*ACTIVATIONS.
 
 
 class Evaluator:
-    """Evaluate matrix expressions in ``env`` (name -> 2-D array) with ``backend``; ``sizes`` binds N, n_l."""
+    """Evaluate matrix expressions in ``env`` (name -> 2-D array) with ``backend``; ``sizes`` binds N, n_l.
+
+    A float64 value may also be a stack of matrices (an array of shape (k, rows, cols): k variants of one
+    quantity, as the finite-difference check perturbs them); the steps of a network then give stacks too.
+    Matrix axes are counted from the end, and what works on one matrix only (an image window) runs per variant.
+    """
 
     def __init__(self, backend, env: dict, sizes: dict):
         self.backend, self.env, self.sizes = backend, env, sizes
@@ -43,7 +48,7 @@ class Evaluator:
         return self.env[expr.name]
 
     def _Transpose(self, expr):
-        return self(expr.arg).T
+        return np.swapaxes(self(expr.arg), -1, -2)
 
     def _MatAdd(self, expr):
         values = [self(arg) for arg in expr.args]
@@ -99,22 +104,22 @@ class Evaluator:
         return e * self.backend.reciprocal(e + self.backend.scalar(1))
 
     def _Softmax(self, expr):
-        return self.backend.softmax(self(expr.arg), expr.axis)
+        return self.backend.softmax(self(expr.arg), expr.axis - 2)
 
     def _LogSoftmax(self, expr):
-        return self.backend.log_softmax(self(expr.arg), expr.axis)
+        return self.backend.log_softmax(self(expr.arg), expr.axis - 2)
 
     def _CausalSoftmax(self, expr):
-        return self.backend.softmax(self(expr.arg), expr.axis, causal=True)
+        return self.backend.softmax(self(expr.arg), expr.axis - 2, causal=True)
 
     def _Block(self, expr):
         value = self(expr.arg)
-        return value[_block_index(expr, value.shape[expr.axis] // expr.count)]
+        return value[_block_index(expr, value.shape[expr.axis - 2] // expr.count)]
 
     def _Place(self, expr):
         value = self(expr.arg)
-        full = self.backend.ones(self._shape(expr)) * self.backend.scalar(0)
-        full[_block_index(expr, value.shape[expr.axis])] = value
+        full = self.backend.ones(value.shape[:-2] + self._shape(expr)) * self.backend.scalar(0)
+        full[_block_index(expr, value.shape[expr.axis - 2])] = value
         return full
 
     def _LossValue(self, expr):
@@ -124,22 +129,22 @@ class Evaluator:
         return self(expr.arg)[0, 0]
 
     def _Im2col(self, expr):
-        return images.im2col(self(expr.arg), expr.window, self.backend.scalar(0))
+        return _per_matrix(lambda x: images.im2col(x, expr.window, self.backend.scalar(0)), self(expr.arg))
 
     def _Col2im(self, expr):
-        return images.col2im(self(expr.arg), expr.window, self.backend.scalar(0))
+        return _per_matrix(lambda x: images.col2im(x, expr.window, self.backend.scalar(0)), self(expr.arg))
 
     def _Fold(self, expr):
-        return images.fold(self(expr.arg), expr.positions)
+        return _per_matrix(lambda x: images.fold(x, expr.positions), self(expr.arg))
 
     def _Unfold(self, expr):
-        return images.unfold(self(expr.arg), expr.positions)
+        return _per_matrix(lambda x: images.unfold(x, expr.positions), self(expr.arg))
 
     def _RowMax(self, expr):
-        return self.backend.row_max(self(expr.arg))
+        return _per_matrix(self.backend.row_max, self(expr.arg))
 
     def _MaxMask(self, expr):
-        return self.backend.max_mask(self(expr.arg))
+        return _per_matrix(self.backend.max_mask, self(expr.arg))
 
     def scalar(self, value):
         """A number of the expression (sizes bound) in the backend: a rational, or a product with square
@@ -197,9 +202,14 @@ class Magnitude(Evaluator):
 
 
 def _block_index(expr, width: int) -> tuple:
-    """The index of block ``expr.index`` (each ``width`` long) along ``expr.axis`` of a 2-D array."""
+    """The index of block ``expr.index`` (each ``width`` long) along ``expr.axis`` of a matrix (or a stack)."""
     block = slice(expr.index * width, (expr.index + 1) * width)
-    return (block,) if expr.axis == 0 else (slice(None), block)
+    return (..., block, slice(None)) if expr.axis == 0 else (..., block)
+
+
+def _per_matrix(function, value):
+    """``function`` of a matrix, applied to each matrix of a stack."""
+    return function(value) if value.ndim == 2 else np.stack([function(matrix) for matrix in value])
 
 
 @lru_cache(maxsize=4096)

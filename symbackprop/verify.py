@@ -65,6 +65,8 @@ EXPAND_LIMIT = 220
 EXPAND_MAX_STEPS = 8
 FD_STEP = 1e-6
 FD_TOLERANCE = 1e-5
+# The finite-difference reruns travel side by side, as many at once as fit in this many float64 values.
+FD_STACK_FLOATS = 4_000_000
 # Internal symbols start with a character no user name can contain, so they never collide with one.
 INTERNAL = "%"
 # Measured cost of the exact check per scalar multiply-add of the forward pass (oracle, cse, partials,
@@ -368,6 +370,7 @@ class _Verifier:
             self.shapes[name] = tuple(int(d.xreplace(self.sizes)) for d in symbol.shape)
         self.symbols = {name: _symbols(name, shape) for name, shape in self.shapes.items()}
         self.skip = frozenset()
+        self.proved = set()  # the keys of the local checks that hold (``_local_key``)
 
     def _distributions(self, T, backend):
         """Targets whose samples sum to 1: each sample's last entry is 1 minus the others."""
@@ -406,7 +409,8 @@ class _Verifier:
         self._point("expand" if self.exact else "field")
         self._tick(len(checks) + 1, total)
 
-        fd = _FiniteDifferences(self, self.rng)
+        fd = _FiniteDifferences(self, self.rng, [step.name for step in steps if step.name not in blocked],
+                                self.check_deadline)
         for done, step in enumerate(steps, start=len(checks) + 2):
             label = gradient_label(step.name)
             if problems[step.name]:
@@ -508,7 +512,9 @@ class _Verifier:
         """Every elementwise function the forward steps apply, once per setting."""
         checks, seen = [], set()
         for step in self.network.steps:
-            for node in sorted(step.expr.atoms(Elementwise), key=str):
+            new = [node for node in step.expr.atoms(Elementwise)
+                   if (node.activation, tuple(sorted(node.params.items()))) not in seen]
+            for node in sorted(new, key=str):  # (printing a node takes time: only the new ones)
                 key = (node.activation, tuple(sorted(node.params.items())))
                 if key not in seen:
                     seen.add(key)
@@ -535,33 +541,58 @@ class _Verifier:
         """Each contribution against direct differentiation of the step it reverses (``G``: free symbols)."""
         printer, entries, claims = TextPrinter(), 0, []
         for step, term in terms:
-            objective, formula, backend = self._local_sides(step, term)
-            partials = dict(_partials(objective, set(self.symbols[step.name].flat)))
-            valuation = Valuation(backend, {symbol: symbol for symbol in objective.free_symbols})
             sign = "=" if len({t.upstream for t in step.terms}) == 1 else "∋"
             claim = f"{printer.doprint(step.symbol)} {sign} {printer.doprint(term.expr)}"
             claims.append(claim)
-            for (i, j), q in np.ndenumerate(self.symbols[step.name]):
-                difference = se.expand(valuation(partials.get(q, se.Integer(0))) - formula[i, j])
-                if difference != 0:
-                    return Check(label, False, "expand",
-                                 f"{claim}: entry ({i}, {j}): direct minus formula = {_short(difference)}")
-                self.check_deadline()
+            key = self._local_key(step, term)
+            if key not in self.proved:
+                difference = self._local_difference(step, term)
+                if difference:
+                    return Check(label, False, "expand", f"{claim}: {difference}")
+                self.proved.add(key)
             entries += self.symbols[step.name].size
         what = ("direct differentiation of the loss" if terms[0][1].upstream is None else
                 "direct differentiation of sum(G ⊙ its forward step), G a matrix of free symbols")
         return Check(label, True, "expand", f"{'; '.join(claims)}: each equals {what}, "
                                             f"identically in all {entries} entries")
 
+    def _local_key(self, step, term):
+        """What a local check computes, up to the names of the quantities: the step it reverses and the
+        contribution, every matrix symbol renamed by its order of appearance and every size given its value.
+        Layers of the same kind and widths have the same key, and the proof of one holds for the others."""
+        consumer = self._consumer(term)
+        leaves = (self.network.symbol(step.name), consumer.symbol, consumer.expr, term.expr)
+        names = {}
+        for node in sp.preorder_traversal(leaves):
+            if isinstance(node, sp.MatrixSymbol) and node not in names:
+                names[node] = sp.MatrixSymbol(f"{INTERNAL}{len(names)}", *(d.xreplace(self.sizes) for d in node.shape))
+        return tuple(leaf.xreplace(names).xreplace(self.sizes) for leaf in leaves)
+
+    def _local_difference(self, step, term) -> str:
+        """Nothing where the contribution equals direct differentiation of its step in every entry, else the
+        first entry that differs and by what."""
+        objective, formula, backend = self._local_sides(step, term)
+        partials = dict(_partials(objective, set(self.symbols[step.name].flat)))
+        valuation = Valuation(backend, {symbol: symbol for symbol in objective.free_symbols})
+        for (i, j), q in np.ndenumerate(self.symbols[step.name]):
+            difference = se.expand(valuation(partials.get(q, se.Integer(0))) - formula[i, j])
+            if difference != 0:
+                return f"entry ({i}, {j}): direct minus formula = {_short(difference)}"
+            self.check_deadline()
+        return ""
+
+    def _consumer(self, term):
+        """The forward step whose output's gradient ``term`` sends back (the loss for the loss gradient)."""
+        return self.network.steps[-1] if term.upstream is None else self.network.step(term.upstream)
+
     def _local_sides(self, step, term):
         """The objective to differentiate (symengine), the contribution's value, and the backend of its values.
 
         Every quantity is a matrix of free symbols, except the forward step's own output, which is computed
         from them (some contributions are written with it: batch norm's ``r``, softmax's ``S``)."""
-        network = self.network
         symbols = dict(self.symbols)
         backend = SymbolicBackend()
-        consumer = network.steps[-1] if term.upstream is None else network.step(term.upstream)
+        consumer = self._consumer(term)
         value = Evaluator(OracleBackend(), symbols, self.sizes)(consumer.expr)
         if term.upstream is None:
             objective = value
@@ -603,9 +634,14 @@ def _summands(expr) -> list:
 
 
 class _FiniteDifferences:
-    """Central differences of the real float64 loss along random directions, against each formula."""
+    """Central differences of the real float64 loss along random directions, against each formula.
 
-    def __init__(self, verifier, rng):
+    Each quantity is perturbed by +-h along its direction and the forward pass rerun from the first step that
+    reads it (the values before are the unperturbed ones). The reruns of many quantities share one pass: the
+    variants travel side by side as a stack of matrices, each perturbation entering at its own first reader,
+    so a deep network costs a few passes instead of a pass per quantity."""
+
+    def __init__(self, verifier, rng, names, check_deadline):
         self.network, self.verifier = verifier.network, verifier
         self.sizes = verifier.sizes
         shapes = verifier.shapes
@@ -613,32 +649,74 @@ class _FiniteDifferences:
         with np.errstate(all="ignore"):
             self.env = verifier._formulas(Float64Backend(), self.inputs)
         self.directions = {name: rng.standard_normal(shape) for name, shape in shapes.items()}
-        # The step after which each quantity is first read: None (from the start) for what the first step reads,
-        # the last step for Y_pred (only the loss reads it, and no rerun may overwrite it).
-        steps = [step for step in self.network.steps if step.kind != "loss"]
-        first = {}
-        for index, step in enumerate(steps):
+        # The indices of the first and the last step that read each quantity (the number of steps for what the
+        # loss reads: Y_pred, whose first reader no rerun may overwrite, and any weight in an L2 penalty).
+        self.steps = [step for step in self.network.steps if step.kind != "loss"]
+        readers = {}
+        for index, step in enumerate(self.network.steps):
             for symbol in step.expr.atoms(sp.MatrixSymbol):
-                first.setdefault(symbol.name, index)
-        self._start_after = {name: None if first.get(name) == 0 else steps[first.get(name, len(steps)) - 1].name
-                             for name in shapes}
+                readers.setdefault(symbol.name, []).append(min(index, len(self.steps)))
+        self.first = {name: readers.get(name, [len(self.steps)])[0] for name in shapes}
+        self.last = {name: readers.get(name, [len(self.steps)])[-1] for name in shapes}
+        # Variants per pass: the quantities held at once (from the step that makes one, or its first reader, to its
+        # last reader) take at most this many floats per variant.
+        born = {name: self.first[name] for name in self.network.inputs}
+        born.update((step.name, index) for index, step in enumerate(self.steps))
+        held = np.zeros(len(self.steps) + 2, dtype=np.int64)
+        for name, (rows, cols) in shapes.items():
+            held[born[name]:self.last[name] + 1] += rows * cols
+        size = max(1, FD_STACK_FLOATS // (2 * int(held.max())))
+        ordered = sorted(names, key=self.first.get)
+        self.slopes = {}
+        for start in range(0, len(ordered), size):
+            self.slopes.update(self._slopes(ordered[start:start + size], check_deadline))
 
-    def _loss(self, quantity, value):
-        """The loss with ``quantity`` set to ``value``: the forward pass rerun only from the first step that
-        reads it (the values before it are the unperturbed ones), so a deep network's rows stay cheap."""
-        env = {k: v for k, v in self.env.items() if k in self.verifier.shapes}
-        env[quantity] = value
+    def _slopes(self, names, check_deadline) -> dict:
+        """Central differences of the loss along each quantity's direction, for the quantities ``names``.
+
+        The stack grows as quantities enter, two variants each (plus and minus ``h`` times the direction); a
+        variant that has not entered yet would equal the unperturbed pass, so it is not computed."""
+        base = {name: self.env[name] for name in self.verifier.shapes}
+        env, stacked, variant = dict(base), set(), {}  # stacked: the names whose value is a stack
+        entering, done = {}, {}
+        for name in names:
+            entering.setdefault(self.first[name], []).append(name)
+        for name, last in self.last.items():
+            done.setdefault(last, []).append(name)
         evaluator = Evaluator(Float64Backend(), env, self.sizes)
-        evaluator.forward(self.network, self._start_after.get(quantity))
-        return evaluator.loss(self.network)
+        with np.errstate(all="ignore"):
+            for index in range(min(entering), len(self.steps) + 1):
+                new = 2 * len(entering.get(index, ()))
+                for name in stacked if new else ():
+                    env[name] = np.concatenate([env[name], np.broadcast_to(base[name], (new, *base[name].shape))])
+                count = 2 * len(variant) + new
+                for name in entering.get(index, ()):
+                    if name not in stacked:
+                        env[name] = np.repeat(base[name][None], count, axis=0)
+                        stacked.add(name)
+                    variant[name] = k = len(variant) * 2
+                    env[name][k] = base[name] + FD_STEP * self.directions[name]
+                    env[name][k + 1] = base[name] - FD_STEP * self.directions[name]
+                if index < len(self.steps) and stacked:
+                    step = self.steps[index]
+                    env[step.name] = evaluator(step.expr)
+                    if env[step.name].ndim == 3:
+                        stacked.add(step.name)
+                    for name in done.get(index, ()):  # read no more
+                        env[name] = base[name]
+                        stacked.discard(name)
+                    check_deadline()
+            loss = self.network.steps[-1]
+            read = [symbol.name for symbol in loss.expr.atoms(sp.MatrixSymbol) if symbol.name in stacked]
+            losses = [Evaluator(Float64Backend(), {**env, **{name: env[name][v] for name in read}},
+                                self.sizes).loss(self.network) for v in range(2 * len(variant))]
+        return {name: (losses[k] - losses[k + 1]) / (2 * FD_STEP) for name, k in variant.items()}
 
     def error(self, step) -> float:
         """The relative difference between the formula and central differences along a random direction."""
-        name = step.name
-        x, v = self.env[name], self.directions[name]
+        numeric = self.slopes[step.name]
         with np.errstate(all="ignore"):
-            numeric = (self._loss(name, x + FD_STEP * v) - self._loss(name, x - FD_STEP * v)) / (2 * FD_STEP)
-            analytic = float(np.sum(self.env[step.symbol.name] * v))
+            analytic = float(np.sum(self.env[step.symbol.name] * self.directions[step.name]))
         if not (math.isfinite(numeric) and math.isfinite(analytic)):
             return math.nan
         scale = max(abs(numeric) + abs(analytic), 1e-8)
