@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import functools
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sympy as sp
 
 from .expressions import LossValue
 from .layers import FUSIONS
-from .mistakes import NamedMistake
+from .mistakes import Mistake, NamedMistake
 from .network import Network, build_network
 from .rules import loss_coefficient, loss_rule, loss_terms, scaled
 from .spec import Spec, load_spec
@@ -51,12 +52,18 @@ class LocalGradient:
 @dataclass(frozen=True)
 class Term:
     """What one consumer sends back: ``expr``, the upstream gradient of ``upstream`` through ``local``;
-    ``mistakes`` the typical wrong contributions, as (words, expression)."""
+    ``mistakes`` the typical wrong rules for it (``mistakes.Mistake``), applied to ``gradient``, the upstream
+    gradient's symbol."""
 
     upstream: str | None
     local: LocalGradient
     expr: sp.Basic
-    mistakes: tuple[tuple[str, sp.Basic], ...] = ()
+    mistakes: tuple[Mistake, ...] = ()
+    gradient: sp.MatrixSymbol | None = None
+
+    def wrong(self) -> list[tuple[str, sp.Basic]]:
+        """The typical wrong contributions, as (words, expression)."""
+        return [(m.words, m.vjp(self.gradient)) for m in self.mistakes]
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,7 @@ class BackwardStep:
     """``symbol = expr``: the gradient of the loss with respect to ``name``, the sum of its ``terms``.
 
     ``mistakes`` are the step's formula with one typical mistake of its layer kind in it (``mistakes.py``),
-    named for check and grade."""
+    named for check and grade; ``build_mistakes`` makes them when they are first asked for."""
 
     name: str
     symbol: sp.MatrixSymbol
@@ -82,7 +89,11 @@ class BackwardStep:
     terms: tuple[Term, ...]
     layer: int
     alternatives: tuple[Alternative, ...] = ()
-    mistakes: tuple[NamedMistake, ...] = ()
+    build_mistakes: Callable[[], list[NamedMistake]] = field(default=list, repr=False)
+
+    @functools.cached_property
+    def mistakes(self) -> tuple[NamedMistake, ...]:
+        return tuple(self.build_mistakes())
 
     @property
     def shape(self):
@@ -184,6 +195,11 @@ def sum_of(exprs):
     return functools.reduce(operator.add, exprs)
 
 
+def _kept(terms, replaces) -> list:
+    """The contributions of ``terms`` that a shorter form replacing the consumers ``replaces`` leaves as they are."""
+    return [term.expr for term in terms if term.upstream not in replaces]
+
+
 class _Walk:
     """The reverse walk: emits each value's gradient once every step that reads the value has sent its share."""
 
@@ -208,9 +224,8 @@ class _Walk:
                 lg = LocalGradient(step.name, local.wrt, contribution if local.factor is None else local.factor,
                                    local.side, step.layer)
                 self.local.append(lg)
-                mistakes = tuple((m.words, m.vjp(upstream)) for m in local.mistakes)
                 self.pending.setdefault(local.wrt, []).append(
-                    Term(None if upstream is None else step.name, lg, contribution, mistakes))
+                    Term(None if upstream is None else step.name, lg, contribution, local.mistakes, upstream))
                 self.readers[local.wrt] -= 1
                 if not self.readers[local.wrt] and local.wrt not in self.outputs:
                     self._emit(local.wrt, step.layer)
@@ -218,23 +233,28 @@ class _Walk:
 
     def _emit(self, name: str, layer: int) -> None:
         terms = tuple(self.pending.pop(name))
-        alternatives, mistakes = [], []
-        for label, replaces, expr, assumes, wrong in self.extra.get(name, ()):
-            kept = [term.expr for term in terms if term.upstream not in replaces]
-            alternatives.append(Alternative(label, sum_of([expr, *kept]), assumes))
-            mistakes += [NamedMistake(m.words, sum_of([m.expr, *kept])) for m in wrong]
-        for i, term in enumerate(terms):
-            mistakes += [NamedMistake(words, sum_of(wrong if j == i else t.expr for j, t in enumerate(terms)))
-                         for words, wrong in term.mistakes]
+        extra = self.extra.get(name, ())
+        alternatives = [Alternative(label, sum_of([expr, *_kept(terms, replaces)]), assumes)
+                        for label, replaces, expr, assumes, _ in extra]
+
+        def mistakes():
+            named = [NamedMistake(m.words, sum_of([m.expr, *_kept(terms, replaces)]))
+                     for _, replaces, _, _, wrong in extra for m in wrong()]
+            for i, term in enumerate(terms):
+                named += [NamedMistake(words, sum_of(wrong if j == i else t.expr for j, t in enumerate(terms)))
+                          for words, wrong in term.wrong()]
+            return named
+
         self.backward.append(BackwardStep(name, gradient_symbol(self.net, name), sum_of(t.expr for t in terms),
-                                          terms, layer, tuple(alternatives), tuple(mistakes)))
+                                          terms, layer, tuple(alternatives), mistakes))
 
     def _shorter_forms(self) -> dict:
-        """value -> [(label, consumers it replaces, shorter contribution, assumption, its named mistakes)]."""
+        """value -> [(label, consumers it replaces, shorter contribution, assumption, a function giving its named
+        mistakes)]."""
         net, extra = self.net, {}
         for compact in net.compacts:
             extra.setdefault(compact.wrt, []).append((compact.label, compact.replaces, compact.expr, "",
-                                                      compact.mistakes))
+                                                      compact.build_mistakes))
         loss = net.steps[-1]
         if not isinstance(loss.expr, LossValue):  # a forward pass written as code: its loss is its own line
             return extra
@@ -247,13 +267,13 @@ class _Walk:
         if rule.simplified is not None:
             extra.setdefault(last.name, []).append(
                 ("targets_sum_to_one", (None,), scaled(k, rule.simplified(terms, settings.parameters)), DISTRIBUTION,
-                 ()))
+                 tuple))
         fusion = FUSIONS.get((last.fusion, rule.name))
         if fusion is not None:
             operand = last.locals[0].wrt
             simplified = fusion.simplified(Y, T, terms, k, net.symbol(operand))
-            extra.setdefault(operand, []).append((fusion.label, (last.name,), simplified, "", ()))
+            extra.setdefault(operand, []).append((fusion.label, (last.name,), simplified, "", tuple))
             if fusion.distribution is not None:
                 extra[operand].append(("targets_sum_to_one", (last.name,), fusion.distribution(Y, T, terms, k,
-                                       net.symbol(operand)), DISTRIBUTION, ()))
+                                       net.symbol(operand)), DISTRIBUTION, tuple))
         return extra

@@ -214,9 +214,9 @@ def _normalization(over: str):
 
         compact = form(count * dxhat - mean_term - variance_term)
         b.compact(source, (mu.name, xc.name), compact,
-                  mistakes=normalization_mistakes(form, mean_term, variance_term, count * dxhat, count, mu.name,
-                                                  var.name, source),
-                  walk=_normalization_walk(b, source, mu, xc, var, rstd, xhat, reduce, spread, count, compact))
+                  mistakes=lambda: normalization_mistakes(form, mean_term, variance_term, count * dxhat, count,
+                                                          mu.name, var.name, source),
+                  walk=lambda: _normalization_walk(b, source, mu, xc, var, rstd, xhat, reduce, spread, count, compact))
 
     return build
 

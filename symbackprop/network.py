@@ -8,6 +8,8 @@ layers reuse their input's), parameters named after their layer (``W3``, ``b3``,
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -52,8 +54,13 @@ class Compact:
     replaces: tuple[str, ...]
     expr: sp.Basic
     label: str = "compact"
-    mistakes: tuple = ()  # NamedMistakes: the form with a typical mistake in it
-    walk: tuple = ()  # WalkLines (layers.py): the substitutions that lead from the steps to it, for the lecture
+    # Built when first asked (check, grade and the lecture ask; a deep network's derivation need not wait for them):
+    build_mistakes: Callable[[], tuple] = tuple  # NamedMistakes: the form with a typical mistake in it
+    build_walk: Callable[[], tuple] = tuple  # WalkLines (layers.py): the substitutions that lead to it
+
+    @functools.cached_property
+    def walk(self) -> tuple:
+        return tuple(self.build_walk())
 
 
 @dataclass(frozen=True)
@@ -230,8 +237,10 @@ class Builder:
         samples, features = (shape[0], shape[1]) if self.batch_first else (shape[1], shape[0])
         return features if samples == self.N or (samples / self.N).is_Integer else None
 
-    def compact(self, wrt, replaces, expr, label: str = "compact", mistakes=(), walk=()) -> None:
-        self.compacts.append(Compact(wrt, tuple(replaces), expr, label, tuple(mistakes), tuple(walk)))
+    def compact(self, wrt, replaces, expr, label: str = "compact", mistakes=tuple, walk=tuple) -> None:
+        """A shorter form of what ``replaces`` send back to ``wrt``; ``mistakes`` and ``walk`` build its
+        mistakes and its lecture walk when they are first needed."""
+        self.compacts.append(Compact(wrt, tuple(replaces), expr, label, mistakes, walk))
 
     # -- layout helpers: sums and broadcasts over the batch, over features, per sample
     def broadcast_batch(self, v, rows=None):
