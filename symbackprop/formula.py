@@ -46,6 +46,12 @@ class FormulaError(SymbackpropError):
         super().__init__(f"at column {column}: {message}" if column else message)
 
 
+def _applied(name: str, printer, arg, exp=None) -> str:
+    """``name(arg)`` in LaTeX, raised to ``exp`` (printed) where the function is the base of a power."""
+    power = f"^{{{exp}}}" if exp is not None else ""
+    return rf"{name}{power}\left({printer._print(arg)}\right)"
+
+
 class sigmoid(sp.Function):
     """The logistic function 1 / (1 + exp(-u)), kept whole so that it prints (and computes) stably."""
 
@@ -64,8 +70,8 @@ class sigmoid(sp.Function):
     def elementary(self):
         return 1 / (1 + sp.exp(-self.args[0]))
 
-    def _latex(self, printer):
-        return rf"\sigma\left({printer._print(self.args[0])}\right)"
+    def _latex(self, printer, exp=None):
+        return _applied(r"\sigma", printer, self.args[0], exp)
 
 
 class softplus(sp.Function):
@@ -86,22 +92,22 @@ class softplus(sp.Function):
     def elementary(self):
         return sp.log(1 + sp.exp(self.args[0]))
 
-    def _latex(self, printer):
-        return rf"\operatorname{{softplus}}\left({printer._print(self.args[0])}\right)"
+    def _latex(self, printer, exp=None):
+        return _applied(r"\operatorname{softplus}", printer, self.args[0], exp)
 
 
 class normal_cdf(sp.Function):
     """Φ, the standard normal distribution function (1 + erf(u / √2)) / 2: a name the lecture prints by."""
 
-    def _latex(self, printer):
-        return rf"\Phi\left({printer._print(self.args[0])}\right)"
+    def _latex(self, printer, exp=None):
+        return _applied(r"\Phi", printer, self.args[0], exp)
 
 
 class normal_pdf(sp.Function):
     """φ, the standard normal density e^(-u²/2) / √(2π): a name the lecture prints by."""
 
-    def _latex(self, printer):
-        return rf"\varphi\left({printer._print(self.args[0])}\right)"
+    def _latex(self, printer, exp=None):
+        return _applied(r"\varphi", printer, self.args[0], exp)
 
 
 # The functions a printed formula may name, each with the definition that introduces it (quoted in running
