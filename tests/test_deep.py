@@ -12,6 +12,7 @@
 
 import dataclasses
 import math
+import re
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from symbackprop.cli import main
 from symbackprop.derivation import gradient_symbol
 from symbackprop.errors import SpecError, SymbackpropError
 from symbackprop.rules import ACTIVATIONS, TRAINABLE_ACTIVATIONS
+from symbackprop.verify import FD_TOLERANCE
 
 # Input names that look like the verifier's or the generated module's own names.
 ODD_NAMES = ("X", "G", "P_W1", "P_Z1", "P_a1", "P_Y_pred", "da1_dZ1", "x")
@@ -257,6 +259,20 @@ def test_verify_passes_where_float64_cannot_resolve_and_still_fails_a_wrong_form
     wrong = with_formula(derivation, "W1", (1 + 2**-20) * derivation.step("W1").expr).verify()
     failed = {check.name for check in wrong.checks if not check.ok}
     assert "dL/dW1" in failed and "dL/db1" not in failed, wrong.table()
+
+
+@pytest.mark.parametrize("spec", ["tests/specs_sequence/transformer_block.toml", "tests/specs_conv/small_cnn.toml"])
+def test_the_stacked_reruns_of_finite_differences_agree_with_every_proved_formula(spec):
+    """The finite-difference reruns of all quantities go through the forward pass side by side, as a stack of
+    matrices: two causal heads (blocks of columns put back in place), layer norm, max pooling (a window's
+    maximum, per matrix of the stack). Each row's difference quotient must agree with its exactly proved
+    formula, as a rerun of one quantity at a time does."""
+    report = derive(spec).verify()
+    rows = [check for check in report.checks if re.fullmatch(r"dL/d\S+", check.name)]  # not the shorter forms
+    assert report.ok and len(rows) > 15
+    for check in rows:
+        error = re.search(r"finite differences: rel\. error (\S+)$", check.detail)
+        assert error and float(error.group(1)) <= FD_TOLERANCE, check
 
 
 def test_a_vanishing_gradient_set_to_zero_is_still_wrong():
