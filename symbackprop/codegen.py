@@ -21,7 +21,15 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .expressions import CausalSoftmax, Elementwise, Im2col, LogSoftmax, Sigmoid, Softmax
-from .printing import NumPyPrinter, is_broadcast, shape_text, text, text_name
+from .printing import (
+    NumPyPrinter,
+    _flat_coeff_matrices,
+    is_broadcast,
+    shape_text,
+    spread_vector,
+    text,
+    text_name,
+)
 from .rules import activation_rule, loss_rule, numpy_loss_code, numpy_penalty_code
 
 # How the generated ``init_params`` draws each kind of parameter (``{shape}``, ``{fan_in}`` filled in).
@@ -113,6 +121,7 @@ class _Module:
     def __init__(self, derivation, printer: type[NumPyPrinter] = NumPyPrinter):
         self.d, self.net = derivation, derivation.network
         self.printer_class = printer
+        self.fused = printer is NumPyPrinter  # NumPy's own passes (np.einsum, out=); other libraries print plainly
         net = self.net
         self.widths = net.sizes(0, net.spec.sizes)
         del self.widths[net.N]
@@ -123,12 +132,31 @@ class _Module:
         self.real_input = net.input_name not in self.ids
         # An attention network's rows are the positions of one sequence: its code also takes (B, T, n) arrays.
         self.positions = net.N if net.attends else None
+        self.code = self._code_forms()
         self.backward = self._needed()
         self.outputs = self._outputs()
         self.kept = self._kept_local_gradients()
         self.helpers, self.helper_names = self._helpers()
 
     # -- what backward computes
+    def _code_forms(self) -> dict:
+        """Each backward step's code form by gradient name. For NumPy, a form that reads an upstream gradient
+        scaled by broadcast vectors (``dxhat = dA ⊙ 1 gamma``) only inside sums over the axis they repeat along is
+        rewritten to reuse sums an earlier line holds: ``1ᵀ (dA ⊙ 1 gamma) = gamma ⊙ 1ᵀ dA = gamma ⊙ dbeta``
+        (batch norm's dX from dgamma and dbeta: two sums and the pass that scales dA fewer), when that leaves
+        fewer sums over full arrays."""
+        forms, sums, scaled = {}, {}, {}
+        for step in self.d.backward:
+            expr = step.code_expr
+            if self.fused and scaled:
+                expr = _reusing_sums(expr, scaled, sums)
+            forms[step.symbol.name] = expr
+            if _sum_count(expr) == 1 and 1 in step.shape:
+                sums[expr] = step.symbol
+            if _scaled_gradient(expr):
+                scaled[step.symbol] = expr
+        return forms
+
     def _needed(self) -> list:
         """The backward steps a returned gradient (a parameter's or the input's) depends on, in order."""
         net = self.net
@@ -136,7 +164,7 @@ class _Module:
         needed = set()
         for step in reversed(self.d.backward):
             if step.name in wanted or step.symbol.name in needed:
-                needed |= {symbol.name for symbol in step.code_expr.atoms(sp.MatrixSymbol)}
+                needed |= {symbol.name for symbol in self.code[step.symbol.name].atoms(sp.MatrixSymbol)}
                 needed.add(step.symbol.name)
         return [step for step in self.d.backward if step.symbol.name in needed]
 
@@ -149,7 +177,7 @@ class _Module:
         """Pre-activation -> the variable holding ``f'(Z)``, computed during the forward pass instead of keeping
         ``Z``, for activations whose derivative cannot be written with their output (ReLU's mask)."""
         kept = {}
-        used = set().union(*(s.code_expr.atoms(Elementwise) for s in self.backward))
+        used = set().union(*(self.code[s.symbol.name].atoms(Elementwise) for s in self.backward))
         for step in self.net.steps:
             node = step.expr
             if not (isinstance(node, Elementwise) and node.order == 0 and node.activation != "identity"):
@@ -166,7 +194,7 @@ class _Module:
         for step in self.net.steps:
             nodes += _elementwise(step.expr)
         for step in self.backward:
-            nodes += _elementwise(step.code_expr)
+            nodes += _elementwise(self.code[step.symbol.name])
         for arg in self.kept:
             nodes.append(next(s.expr.derivative() for s in self.net.steps if isinstance(s.expr, Elementwise)
                               and s.expr.arg == arg and s.expr.order == 0))
@@ -188,11 +216,13 @@ class _Module:
 
     def printer(self, in_place=False, kept=True) -> NumPyPrinter:
         return self.printer_class(self.sizes, self.outputs, in_place, self.kept if kept else {},
-                                  self.helper_names, self.ids, self.positions)
+                                  self.helper_names, self.ids, self.positions, fused=self.fused)
 
     # -- lines
-    def forward_lines(self) -> list[Line]:
+    def forward_lines(self, backward_reads=frozenset()) -> list[Line]:
+        """The forward pass's lines; ``backward_reads``: the names backward's code reads (kept alive)."""
         lines = []
+        dead = self._dead_after(backward_reads) if self.fused else {}
         for step in self.net.steps:
             if step.kind == "loss":
                 continue
@@ -207,24 +237,70 @@ class _Module:
                 lines.append(Line(step.name, self.printer().doprint(product), comment))
                 lines.append(Line(step.name, self.printer().doprint(broadcast), augmented=True))
             else:
-                lines.append(Line(step.name, self.printer().doprint(step.expr), comment))
+                code = self._in_place(step, dead.get(step.name, ())) or self.printer().doprint(step.expr)
+                lines.append(Line(step.name, code, comment))
         return lines
+
+    def _dead_after(self, backward_reads) -> dict:
+        """Forward step -> the arrays it reads that forward computed and nothing reads after it (no later step,
+        not backward, under no other name: ``a1 = Z1`` shares Z1's array), which it may overwrite."""
+        steps = [step for step in self.net.steps if step.kind != "loss"]
+        computed = {step.name for step in steps}
+        array = {}  # name -> the name of the array it is (an identity step shares its operand's)
+        for step in steps:
+            node = step.expr
+            if isinstance(node, Elementwise) and node.activation == "identity" and node.order == 0:
+                node = node.arg
+            array[step.name] = array.get(node.name, node.name) if isinstance(node, sp.MatrixSymbol) else step.name
+        live = {array.get(name, name) for name in {*backward_reads, "Y_pred"}}
+        dead = {}
+        for step in reversed(steps):
+            reads = {symbol.name for symbol in step.expr.atoms(sp.MatrixSymbol) if symbol.name in computed}
+            dead[step.name] = {name for name in reads if array[name] in computed and array[name] not in live}
+            live |= {array[name] for name in reads}
+        return dead
+
+    def _in_place(self, step, dead) -> str | None:
+        """``X ⊙ 1 v`` or ``X ± 1 v`` written into X's own array when X is ``dead`` after this step (batch norm's
+        centred and normalized input): no new array, so no fresh memory to fault in."""
+        printer = self.printer()
+        terms = printer._terms(step.expr)
+        full = [term for term in terms if term[1]]
+        vectors = [term for term in terms if not term[1]]
+        if len(full) != 1 or full[0][0] != 1 or len(full[0][1]) != 1:
+            return None
+        _, (operand,), rows = full[0]
+        if not (isinstance(operand, sp.MatrixSymbol) and operand.name in dead and operand.shape == step.symbol.shape):
+            return None
+        name = operand.name
+        if rows and not vectors:
+            return f"np.multiply({name}, {printer._term(sp.Integer(1), [], rows)}, out={name})"
+        if len(vectors) == 1 and not rows:
+            coeff, _, vector = vectors[0]
+            negative = coeff.could_extract_minus_sign()
+            added = printer._term(-coeff if negative else coeff, [], vector)
+            return f"np.{'subtract' if negative else 'add'}({name}, {added}, out={name})"
+        return None
 
     def backward_lines(self) -> list[Line]:
         lines = []
         later_reads = [set() for _ in self.backward]
         for i in range(len(self.backward) - 2, -1, -1):
-            later_reads[i] = later_reads[i + 1] | {s.name for s in self.backward[i + 1].code_expr.atoms(sp.MatrixSymbol)}
-        aliases = {step.code_expr.name for step in self.backward if isinstance(step.code_expr, sp.MatrixSymbol)}
-        aliased = aliases | {step.symbol.name for step in self.backward if isinstance(step.code_expr, sp.MatrixSymbol)}
-        for step, reads in zip(self.backward, later_reads):
-            expr = step.code_expr
+            later_reads[i] = later_reads[i + 1] | {s.name for s in self._code(i + 1).atoms(sp.MatrixSymbol)}
+        aliases = {self._code(i).name for i in range(len(self.backward)) if isinstance(self._code(i), sp.MatrixSymbol)}
+        aliased = aliases | {step.symbol.name for i, step in enumerate(self.backward)
+                             if isinstance(self._code(i), sp.MatrixSymbol)}
+        for i, (step, reads) in enumerate(zip(self.backward, later_reads)):
+            expr = self._code(i)
             upstream = _upstream_of_product(expr)
             in_place = upstream is not None and upstream not in reads and upstream not in aliased
-            form = next((alt.label for alt in step.alternatives if alt.expr == expr), "")
-            comment = f"{text_name(step.symbol.name)} = {text(expr)}  ({shape_text(step.shape)})"
+            form = next((alt.label for alt in step.alternatives if alt.expr == step.code_expr), "")
+            comment = f"{text_name(step.symbol.name)} = {text(step.code_expr)}  ({shape_text(step.shape)})"
             lines.append(Line(step.symbol.name, self.printer(in_place).doprint(expr), comment, form=form))
         return lines
+
+    def _code(self, index: int):
+        return self.code[self.backward[index].symbol.name]
 
     def cached(self, forward: list[Line], backward: list[Line]) -> list[str]:
         """The forward names a backward line reads, in forward order."""
@@ -236,10 +312,12 @@ class _Module:
 
     def context(self) -> dict:
         net, spec = self.net, self.net.spec
-        forward, backward = self.forward_lines(), self.backward_lines()
+        backward = self.backward_lines()
+        forward = self.forward_lines(set().union(*(re.findall(r"[A-Za-z_]\w*", line.code) for line in backward)))
         settings = spec.loss
         nodes = [node for step in net.steps for node in step.expr.atoms(Sigmoid, Softmax, LogSoftmax)]
-        nodes += [node for step in self.backward for node in step.code_expr.atoms(Sigmoid, Softmax, LogSoftmax)]
+        nodes += [node for step in self.backward for node in self.code[step.symbol.name].atoms(Sigmoid, Softmax,
+                                                                                               LogSoftmax)]
         k = spec.sizes[-1]
         sequences = self._sequence_context()
         return {
@@ -308,6 +386,80 @@ class _Module:
 
 def _elementwise(expr) -> list:
     return sorted(expr.atoms(Elementwise), key=str)
+
+
+def _sum_count(expr) -> int:
+    """How many sums over an axis of a full array ``expr`` computes (``1ᵀ M``, ``M 1``)."""
+    count = 0
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.MatMul):
+            _, matrices = _flat_coeff_matrices(node)
+            if len(matrices) > 1:
+                count += isinstance(matrices[0], sp.OneMatrix) and matrices[0].shape[1] != 1
+                count += isinstance(matrices[-1], sp.OneMatrix) and matrices[-1].shape[0] != 1
+    return count
+
+
+def _scaled_gradient(expr) -> bool:
+    """Whether ``expr`` is a gradient times broadcast vectors (``dA ⊙ 1 gamma``)."""
+    if not isinstance(expr, sp.HadamardProduct):
+        return False
+    vectors = [arg for arg in expr.args if spread_vector(arg) is not None]
+    rest = [arg for arg in expr.args if spread_vector(arg) is None]
+    return bool(vectors) and len(rest) == 1 and isinstance(rest[0], sp.MatrixSymbol) and rest[0].name.startswith("d")
+
+
+def _reusing_sums(expr, scaled: dict, sums: dict):
+    """``expr`` with the scaled gradients it reads written out, their vectors taken out of the sums along the
+    axis they repeat along, and each sum an earlier line holds (``sums``: form -> name) read from that line;
+    ``expr`` itself where this leaves a scaled gradient read or no fewer sums."""
+    inlined = expr.xreplace({name: form for name, form in scaled.items() if expr.has(name)})
+    if inlined == expr:
+        return expr
+    rewritten = _vectors_out_of_sums(inlined).xreplace(sums)
+    if any(rewritten.has(name) for name in scaled) or _sum_count(rewritten) >= _sum_count(expr):
+        return expr
+    return rewritten
+
+
+def _hadamard_factors(expr) -> list:
+    if isinstance(expr, sp.HadamardProduct):
+        return [f for arg in expr.args for f in _hadamard_factors(arg)]
+    return [expr]
+
+
+def _vectors_out_of_sums(expr):
+    """``1ᵀ (A ⊙ 1 v) = v ⊙ 1ᵀ A`` (and ``(A ⊙ v 1ᵀ) 1 = v ⊙ A 1``) throughout ``expr``."""
+    if not isinstance(expr, sp.MatrixExpr) or isinstance(expr, (sp.MatrixSymbol, sp.OneMatrix)):
+        return expr
+    args = [_vectors_out_of_sums(arg) for arg in expr.args]
+    if isinstance(expr, sp.HadamardProduct):
+        return sp.hadamard_product(*(f for arg in args for f in _hadamard_factors(arg)))
+    expr = expr.func(*args)
+    if not isinstance(expr, sp.MatMul):
+        return expr
+    coeff, matrices = _flat_coeff_matrices(expr)
+    for axis, (ones, product) in enumerate(((matrices[0], matrices[-1]), (matrices[-1], matrices[0]))):
+        if len(matrices) != 2 or not isinstance(ones, sp.OneMatrix) or not isinstance(product, sp.HadamardProduct):
+            continue
+        summed = ones.shape[1 - axis]
+        if ones.shape[axis] != 1:  # 1 1ᵀ M: the sum 1ᵀ M repeated
+            spread = sp.OneMatrix(ones.shape[0], 1) if axis == 0 else sp.OneMatrix(1, ones.shape[1])
+            inner = sp.OneMatrix(1, summed) * product if axis == 0 else product * sp.OneMatrix(summed, 1)
+            inner = _vectors_out_of_sums(inner)
+            return coeff * (spread * inner if axis == 0 else inner * spread)
+        factors = _hadamard_factors(product)
+        pulled = [spread_vector(f) for f in factors]
+        vectors = [p for p in pulled if p is not None and p[2] == axis]
+        if not vectors:
+            continue
+        rest = [f for f, p in zip(factors, pulled) if p is None or p[2] != axis]
+        rest = rest[0] if len(rest) == 1 else sp.hadamard_product(*rest)
+        total = ones * rest if axis == 0 else rest * ones
+        for c, _, _ in vectors:
+            coeff *= c
+        return coeff * sp.hadamard_product(*(v for _, v, _ in vectors), total)
+    return expr
 
 
 def _split_broadcast(expr):

@@ -467,13 +467,17 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
     reads or makes one views the row-form operands per sequence (``_seq``) and flattens a row-form result
     (``_flat``). Axes count from the end. With
     ``in_place``, ``dA ⊙ f'(Z)`` prints as an update of the upstream gradient's array
-    (``np.multiply(dA, f'(Z), out=dA)``), which the caller must own.
+    (``np.multiply(dA, f'(Z), out=dA)``), which the caller must own. With ``fused`` (the NumPy module's own
+    lines, not another library's), arithmetic on full arrays costs as few passes over them as NumPy allows: a
+    sum over one axis of a product of two arrays is one ``np.einsum`` (no product array), and numbers and
+    broadcast vectors multiply each other before they meet a full array (see ``_terms``).
     """
 
     def __init__(self, sizes: dict | None = None, outputs: dict | None = None, in_place: bool = False,
                  local_gradients: dict | None = None, names: dict | None = None, ids=frozenset(),
-                 positions: sp.Symbol | None = None):
+                 positions: sp.Symbol | None = None, fused: bool = False):
         super().__init__()
+        self.fused = fused
         self.ids = ids
         self.positions = positions
         self.sizes = sizes or {}
@@ -527,6 +531,8 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
         matrices = list(matrices)
         if all(isinstance(m, sp.OneMatrix) for m in matrices):
             return self._print(coeff) if coeff != 1 else "1"
+        if self.fused and coeff != 1 and len(matrices) == 1:
+            return self._print_terms(self._terms(expr))
         if self.positions is not None and not any(isinstance(m, sp.OneMatrix) for m in matrices):
             sequence = self._sequence_product(coeff, matrices)
             if sequence is not None:
@@ -544,8 +550,11 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
         while len(matrices) > 1 and isinstance(matrices[-1], sp.OneMatrix):
             _, cols = matrices.pop().shape
             tail.append(None if cols != 1 and matrices[-1].shape[1] == 1 else 1)
-        body = " @ ".join(self._operand(m) for m in matrices)
         reductions = [axis for axis in (*head, *tail) if axis is not None]
+        einsum = self._sum_of_product(matrices, reductions)
+        if einsum is not None:
+            return self._coefficient(coeff, einsum)
+        body = " @ ".join(self._operand(m) for m in matrices)
         if reductions:
             body = self._operand_text(body, len(matrices) > 1)
             for axis in reductions:
@@ -564,6 +573,13 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
         text = self._print(expr)
         return text if re.fullmatch(r"[\w.]+", text) else super()._operand(expr)
 
+    def _is_group(self, expr) -> bool:
+        if self.fused and isinstance(expr, sp.MatMul):  # a sum or broadcast of one array: ``M.sum(...)``, ``b``
+            coeff, matrices = _flat_coeff_matrices(expr)
+            if coeff == 1 and sum(not isinstance(m, sp.OneMatrix) for m in matrices) == 1:
+                return False
+        return super()._is_group(expr)
+
     def _scaled(self, coeff, body):
         return f"{self._print(coeff)} * {body}"
 
@@ -580,8 +596,82 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
         upstream, *factors = sorted(expr.args, key=_factor_order)
         if not (self.in_place and isinstance(upstream, sp.MatrixSymbol) and len(factors) == 1
                 and not _is_reciprocal(factors[0])):
-            return super()._print_HadamardProduct(expr)
+            return self._print_terms(self._terms(expr)) if self.fused else super()._print_HadamardProduct(expr)
         return self._multiply_in_place(self._print(upstream), self._print(factors[0]))
+
+    def _print_MatAdd(self, expr):
+        if self.fused and concatenated(expr) is None:
+            return self._print_terms(self._terms(expr))
+        return super()._print_MatAdd(expr)
+
+    def _sum_of_product(self, matrices, reductions) -> str | None:
+        """``1ᵀ (A ⊙ B)`` (``(A ⊙ B) 1``) as one ``np.einsum`` pass over A and B, when fused; else None."""
+        if not (self.fused and self.positions is None and len(matrices) == 1 and reductions in ([0], [1])):
+            return None
+        product = matrices[0]
+        if isinstance(product, sp.HadamardPower) and product.exp == 2:
+            factors = [product.base, product.base]
+        elif isinstance(product, sp.HadamardProduct) and len(product.args) == 2:
+            factors = list(product.args)
+        else:
+            return None
+        if any(spread_vector(f) or _constant(f) is not None or _is_reciprocal(f) for f in factors):
+            return None
+        a, b = (self._print(f) for f in factors)
+        return (f'np.einsum("ij,ij->j", {a}, {b})[None]' if reductions == [0]
+                else f'np.einsum("ij,ij->i", {a}, {b})[:, None]')
+
+    def _terms(self, expr) -> list[tuple]:
+        """``expr`` as a sum of terms ``(number, full arrays, broadcast vectors)``: each term costs NumPy one pass
+        per full array and one for its numbers and vectors together (multiplied first, as small arrays). A
+        number or vector that multiplies a sum is spread over the sum's terms where that saves a pass (every
+        full term of the sum already pays for a factor of its own: batch norm's
+        ``rstd/N ⊙ (N dxhat - 1 s - xhat ⊙ 1 t)`` -> ``dxhat ⊙ rstd - xhat ⊙ (rstd t / N) - rstd s / N``)."""
+        if isinstance(expr, sp.MatAdd) and concatenated(expr) is None:
+            return [term for arg in expr.args for term in self._terms(arg)]
+        spread = spread_vector(expr)
+        if spread is not None:
+            return [(spread[0], [], [spread[1]])]
+        if _constant(expr) is not None:
+            return [(_constant(expr), [], [])]
+        if isinstance(expr, sp.MatMul):
+            coeff, matrices = _flat_coeff_matrices(expr)
+            if len(matrices) == 1:
+                return _spread_over(coeff, [], matrices[0], self._terms(matrices[0]))
+            return [(coeff, [sp.MatMul(*matrices)], [])]
+        if isinstance(expr, sp.HadamardProduct):
+            coeff, fulls, rows, sums = sp.Integer(1), [], [], []
+            for arg in sorted(expr.args, key=_factor_order):
+                terms = self._terms(arg)
+                if len(terms) == 1:
+                    coeff, fulls, rows = coeff * terms[0][0], fulls + terms[0][1], rows + terms[0][2]
+                else:
+                    sums.append(arg)
+            if len(sums) == 1 and not fulls:
+                return _spread_over(coeff, rows, sums[0], self._terms(sums[0]))
+            return [(coeff, fulls + sums, rows)]
+        return [(sp.Integer(1), [expr], [])]
+
+    def _print_terms(self, terms) -> str:
+        """A sum of ``_terms``: full terms first (a positive one leading), each scaled once, then the broadcast
+        ones."""
+        terms = sorted(terms, key=lambda term: (not term[1], term[0].could_extract_minus_sign()))
+        out = ""
+        for coeff, fulls, rows in terms:
+            negative = coeff.could_extract_minus_sign()
+            text = self._term(-coeff if negative and out else coeff, fulls, rows)
+            out = (f"{out} - {text}" if negative else f"{out} + {text}") if out else text
+        return out
+
+    def _term(self, coeff, fulls, rows) -> str:
+        factors = " * ".join(self._operand(f) for f in fulls)
+        vector = " * ".join(self._operand(r) for r in rows)
+        if not fulls:
+            return self._coefficient(coeff, vector) if rows else self._print(coeff)
+        if not rows:
+            return self._coefficient(coeff, factors)
+        scale = self._coefficient(coeff, vector)
+        return f"{factors} * {self._grouped_if(scale, len(rows) > 1 or coeff != 1)}"
 
     def _multiply_in_place(self, name: str, factor: str) -> str:
         """``name ⊙ factor`` written into ``name``'s own array (a printer for another array library overrides it)."""
@@ -679,6 +769,33 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
 
     def _concatenation(self, blocks, axis):
         return f"np.concatenate([{', '.join(self._print(b) for b in blocks)}], axis={self._axis(axis)})"
+
+
+def spread_vector(expr):
+    """``(c, v, axis)`` for a vector ``v`` repeated along ``axis`` of a full array (``c 1 v``: axis 0, ``c v 1ᵀ``:
+    axis 1; ``1 1ᵀ M``: ``v = 1ᵀ M``, a sum repeated), else None."""
+    if not isinstance(expr, sp.MatMul):
+        return None
+    coeff, matrices = _flat_coeff_matrices(expr)
+    if len(matrices) < 2:
+        return None
+    first, last = matrices[0], matrices[-1]
+    if isinstance(first, sp.OneMatrix) and first.shape[0] != 1:
+        rest, axis = [sp.OneMatrix(1, first.shape[1])] * (first.shape[1] != 1) + list(matrices[1:]), 0
+    elif isinstance(last, sp.OneMatrix) and last.shape[1] != 1:
+        rest, axis = list(matrices[:-1]) + [sp.OneMatrix(last.shape[0], 1)] * (last.shape[0] != 1), 1
+    else:
+        return None
+    return coeff, rest[0] if len(rest) == 1 else sp.MatMul(*rest), axis
+
+
+def _spread_over(coeff, rows, whole, terms) -> list[tuple]:
+    """``coeff ⊙ rows ⊙ whole`` as terms: spread over ``whole``'s ``terms`` when every full one already has a
+    number or vector of its own to merge them with (a sign alone spreads for free), else one term."""
+    free = not rows and coeff in (1, -1)
+    if free or all(t_rows or t_coeff not in (1, -1) for t_coeff, fulls, t_rows in terms if fulls):
+        return [(coeff * t_coeff, fulls, rows + t_rows) for t_coeff, fulls, t_rows in terms]
+    return [(coeff, [whole], rows)]
 
 
 def function_name(node, from_output: bool = False) -> str:

@@ -1,0 +1,50 @@
+"""The NumPy module's fused code (issue 30): what it writes in place never reaches the caller's arrays or a
+returned cache, and float32 steps stay float32 with integer class targets. Numbers are checked against the
+module's own float64 run with one-hot targets, an independent path through the same formulas, and against
+PyTorch autograd by tests/test_oracle.py."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from symbackprop import derive
+from tests.test_generated import load_module
+
+SPECS = Path(__file__).parent / "specs"
+
+
+@pytest.mark.parametrize("name", ["linear_batchnorm_relu", "layernorm_column", "residual_block"])
+def test_forward_and_backward_leave_their_inputs_alone(name, tmp_path):
+    module = load_module(derive(SPECS / f"{name}.toml").render("numpy"), tmp_path)
+    rng = np.random.default_rng(0)
+    params = module.init_params(0)
+    X, Y = module._data(rng, 6)
+    saved = {key: value.copy() for key, value in (*params.items(), ("X", X), ("Y", Y))}
+    cache = module.forward(params, X)[1]
+    kept = {key: np.array(value, copy=True) for key, value in cache.items()}
+    first = module.backward(params, cache, Y)
+    second = module.backward(params, cache, Y)  # backward reads the cache without changing it
+    for key, value in (*params.items(), ("X", X), ("Y", Y)):
+        np.testing.assert_array_equal(value, saved[key], err_msg=key)
+    for key, value in cache.items():
+        np.testing.assert_array_equal(value, kept[key], err_msg=key)
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+
+
+def test_integer_class_targets_keep_float32(tmp_path):
+    module = load_module(derive(SPECS / "lecture_batchnorm_softmax_l2.toml").render("numpy"), tmp_path)
+    rng = np.random.default_rng(1)
+    params = module.init_params(0)
+    X = rng.standard_normal((7, module.SIZES[0]))
+    ids = rng.integers(0, module.SIZES[-1], 7)
+    one_hot = np.eye(module.SIZES[-1])[ids]
+    expected = module.backward(params, module.forward(params, X)[1], one_hot)
+    params32 = {key: value.astype(np.float32) for key, value in params.items()}
+    Y_pred, cache = module.forward(params32, X.astype(np.float32))
+    grads = module.backward(params32, cache, ids)
+    assert {key: value.dtype for key, value in grads.items() if value.dtype != np.float32} == {}
+    assert abs(module.loss(Y_pred, ids, params32) - module.loss(Y_pred, one_hot, params32)) < 1e-6
+    for key, value in grads.items():
+        assert np.linalg.norm(value - expected[key]) <= 1e-4 * np.linalg.norm(expected[key]) + 1e-6, key
