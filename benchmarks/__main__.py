@@ -7,8 +7,8 @@ A suite is a module under ``benchmarks/`` with a ``main()`` that prints its resu
 import importlib
 import importlib.util
 
-SUITES = ("benchmarks.verification", "benchmarks.training", "benchmarks.batchnorm", "benchmarks.depth",
-          "benchmarks.sequences", "benchmarks.conv", "benchmarks.grading", "benchmarks.frameworks")
+SUITES = ("benchmarks.verification", "benchmarks.training", "benchmarks.batchnorm", "benchmarks.blas_floor",
+          "benchmarks.depth", "benchmarks.sequences", "benchmarks.conv", "benchmarks.grading", "benchmarks.frameworks")
 
 
 def main() -> None:

@@ -1,0 +1,144 @@
+"""The generated NumPy step against its own matrix products (the BLAS floor) and PyTorch eager, per layer kind
+(issue 30), one thread each, in one interleaved run.
+
+Nets: 784 -> [dense 1024 without bias -> LAYER -> ReLU] x 2 -> dense 10, softmax cross-entropy, N = 512, LAYER
+one of batch norm, layer norm or nothing (``plain``). For each kind and dtype, the median of:
+- generated: ``forward`` + ``backward`` of the module ``symbackprop derive`` writes (gradients of every
+  parameter and the input, as the peers harness times it);
+- BLAS floor: the same step's matrix products alone, on operands of its shapes, into preallocated arrays;
+- PyTorch eager: the same net (``F.batch_norm(training=True)`` / ``F.layer_norm``), same gradients.
+What a layer adds to a step is that step's median minus the plain net's, for ours and for PyTorch. Gradients
+are compared with PyTorch's before anything is timed. Goals (issue 30): batch norm adds at most 1.5x what it
+adds to PyTorch's step; the batch-norm step within 1.10x of its BLAS floor, every net of width >= 256 within
+1.05x. ``BENCH_REPEATS`` sets the number of interleaved repeats (default 10).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from benchmarks.batchnorm import one_blas_thread
+from benchmarks.training import _median_ms, blas_description, generated_module, matmul_bound
+
+N, INPUT, HIDDEN, CLASSES, EPS = 512, 784, 1024, 10, 1e-5
+KINDS = ("plain", "batchnorm", "layernorm")
+GOALS = {"adds": 1.5, "floor": {"batchnorm": 1.10, "plain": 1.05, "layernorm": 1.05}}
+
+
+def spec(kind: str) -> dict:
+    layers = []
+    for _ in range(2):
+        layers.append({"size": HIDDEN, "activation": "identity", "bias": False})
+        if kind != "plain":
+            layers.append({"kind": kind, "eps": EPS})
+        layers.append({"kind": "activation", "activation": "relu", "relu_grad_at_zero": 0})
+    layers.append({"size": CLASSES, "activation": "identity"})
+    return {"input": {"size": INPUT}, "layers": layers, "loss": {"kind": "softmax_cross_entropy"}}
+
+
+def weight_names(params) -> list[str]:
+    return [name for name in params if name.startswith("W")]
+
+
+def torch_step(kind, params, X, Y):
+    """PyTorch eager on one thread: the same net, loss and gradients; None without PyTorch."""
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None, None
+    torch.set_num_threads(1)
+    tp = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
+    tX, tY = torch.tensor(X, requires_grad=True), torch.tensor(Y)
+    Ws = weight_names(params)
+
+    def gradients():
+        A = tX
+        for W in Ws[:-1]:
+            A = A @ tp[W]
+            l = int(W[1:]) + 1  # the norm layer's number follows its dense layer's
+            if kind == "batchnorm":
+                A = F.batch_norm(A, None, None, tp[f"gamma{l}"][0], tp[f"beta{l}"][0], training=True, eps=EPS)
+            elif kind == "layernorm":
+                A = F.layer_norm(A, (A.shape[1],), tp[f"gamma{l}"][0], tp[f"beta{l}"][0], eps=EPS)
+            A = torch.relu(A)
+        A = torch.addmm(tp[f"b{Ws[-1][1:]}"], A, tp[Ws[-1]])
+        loss = -(tY * torch.log_softmax(A, dim=1)).sum() / N
+        loss.backward()
+        grads = {name: t.grad for name, t in tp.items()} | {"X": tX.grad}
+        for t in (*tp.values(), tX):
+            t.grad = None
+        return grads
+
+    return gradients, lambda: {name: g.numpy() for name, g in gradients().items()}
+
+
+def load_note() -> str:
+    """The 1-minute load against the cores: timings from a loaded machine are noisy and run slow."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    busy = " - the machine is loaded: expect noise" if load > cores - 1 else ""
+    return f"load {load:.1f} on {cores} cores{busy}"
+
+
+def bench(dtype, directory, repeats: int) -> dict:
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((N, INPUT)).astype(dtype)
+    Y = np.eye(CLASSES, dtype=dtype)[rng.integers(0, CLASSES, N)]
+    variants, steps = {}, {}
+    for kind in KINDS:
+        os.makedirs(os.path.join(directory, kind), exist_ok=True)
+        module = generated_module(spec(kind), os.path.join(directory, kind))
+        params = module.init_params(0, dtype=dtype)
+        steps[kind] = (lambda m=module, p=params: m.backward(p, m.forward(p, X)[1], Y))
+        variants[f"{kind}: generated"] = steps[kind]
+        weights = [params[name] for name in weight_names(params)]
+        variants[f"{kind}: BLAS floor"] = matmul_bound(weights, [0] * len(weights), X)  # the products alone
+        timed, reference = torch_step(kind, params, X, Y)
+        if timed is not None:
+            ours, theirs = steps[kind](), reference()
+            for name, value in ours.items():  # like for like: the same gradients (in norm: a float32 ReLU may
+                assert value.dtype == dtype, (kind, name, value.dtype)  # flip where rounding moves Z across 0)
+                error = np.linalg.norm(value - theirs[name]) / np.linalg.norm(theirs[name])
+                assert error < (1e-3 if dtype == np.float32 else 1e-9), (kind, name, error)
+            variants[f"{kind}: PyTorch eager"] = timed
+    before = load_note()
+    medians = _median_ms(variants, repeats)
+    print(f"\n{np.dtype(dtype).name}, N = {N}, 784 -> [1024 -> LAYER -> ReLU] x 2 -> 10, softmax CE, one thread "
+          f"(median of {repeats}; {before} before, {load_note()} after)")
+    print(f"  {'layer':<10} {'generated':>10} {'BLAS floor':>11} {'gen/floor':>9} {'PyTorch':>9} {'torch/gen':>9}"
+          f" {'adds (ours)':>12} {'adds (torch)':>13} {'ours/torch':>10}")
+    for kind in KINDS:
+        ours, floor = medians[f"{kind}: generated"], medians[f"{kind}: BLAS floor"]
+        torch_ms = medians.get(f"{kind}: PyTorch eager")
+        line = f"  {kind:<10} {ours:8.2f}ms {floor:9.2f}ms {ours / floor:9.3f}"
+        line += f" {torch_ms:7.2f}ms {torch_ms / ours:9.2f}" if torch_ms else f" {'-':>9} {'-':>9}"
+        if kind != "plain":
+            added = ours - medians["plain: generated"]
+            line += f" {added:10.2f}ms"
+            if torch_ms:
+                torch_added = torch_ms - medians["plain: PyTorch eager"]
+                line += f" {torch_added:11.2f}ms {added / torch_added:10.2f}" if torch_added > 0 else \
+                    f" {torch_added:11.2f}ms {'-':>10}"
+        print(line + f"   goal gen/floor <= {GOALS['floor'][kind]:.2f}")
+    print(f"  goal: what batch norm adds to ours <= {GOALS['adds']}x what it adds to PyTorch's")
+    return medians
+
+
+def main(repeats: int | None = None) -> dict:
+    repeats = repeats or int(os.environ.get("BENCH_REPEATS", "10"))
+    results = {}
+    with tempfile.TemporaryDirectory() as directory, one_blas_thread() as limits:
+        sys.dont_write_bytecode = True
+        print("BLAS floor per layer kind:", blas_description(),
+              "" if not isinstance(limits, str) else f"({limits})")
+        for dtype in (np.float32, np.float64):
+            results[np.dtype(dtype).name] = bench(dtype, directory, repeats)
+    return results
+
+
+if __name__ == "__main__":
+    main()
