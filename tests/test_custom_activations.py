@@ -9,9 +9,11 @@ run through ``tests/test_generated.py`` (finite differences and direct symbolic 
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 import tomllib
 from math import erf
 from pathlib import Path
@@ -20,7 +22,7 @@ import numpy as np
 import pytest
 import sympy as sp
 from click.testing import CliRunner
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from symbackprop import check, derive, load_spec
@@ -452,3 +454,89 @@ def test_a_simplification_out_of_time_keeps_the_exact_form(monkeypatch):
     derivative = sp.diff(z * sp.tanh(z) ** 2, z)
     assert rules.bounded_simplify(derivative) is None
     assert rules._simplified(derivative) == derivative  # the derivative as differentiated: still exact
+
+
+# --- hostile formulas (issue 29): files that run and compile, or one clear line, within the budget ----------
+
+FULL = os.environ.get("SYMBACKPROP_FULL_LECTURE") == "1"
+NESTED_TANH = "tanh(" * 10 + "z" + ")" * 10
+TWELVE = ("tanh(z) * sigmoid(z) * exp(-z**2) * softplus(z) * erf(z) * cos(z) * sin(z) * log1p(z**2) * sqrt(1 + z**2)"
+          " * abs(z) * tanh(2*z) * sigmoid(3*z)")
+# formula, its parameters, and the words of its refusal (None: accepted); the slow ones (seconds to tens of
+# seconds each) with SYMBACKPROP_FULL_LECTURE=1.
+HOSTILE = [
+    pytest.param("b * z + sigmoid(z)**2", {"b": 5e-324}, None, id="5e-324 and a power of sigmoid"),
+    pytest.param("z * exp(exp(exp(1000000)))", {}, "overflows float64", id="exp(exp(exp(1e6)))"),
+    pytest.param("z / (1 + exp(1000000))", {}, "float64", id="z/(1+exp(1e6))"),
+    *(pytest.param(*case, marks=pytest.mark.skipif(not FULL, reason="SYMBACKPROP_FULL_LECTURE=1 runs it"), id=name)
+      for name, case in {"z*sigmoid(1e6)": ("z * sigmoid(1000000)", {}, "within 20 s"),
+                         "z*softplus(-1e6)": ("z * softplus(-1000000)", {}, "within 20 s"),
+                         "tanh ten deep": (NESTED_TANH, {}, None),
+                         "twelve functions": (TWELVE, {}, None)}.items()),
+]
+# Seconds beyond the analysis bound that deriving, verifying or rendering one small network may take.
+STAGE_SLACK = 15.0
+
+
+def _derive_or_refuse(formula: str, parameters: dict, budget: float):
+    """The derivation of a two-layer network with ``formula`` as its activation, or the refusal's text; each
+    within ``budget`` seconds (a refusal: one line naming the formula's key)."""
+    definition = {"forward": formula, **({"parameters": parameters} if parameters else {})}
+    spec = _spec({"f": definition}, [{"size": 2, "activation": "f"}, {"size": 1, "activation": "identity"}])
+    start = time.monotonic()
+    try:
+        derivation = derive(spec)
+    except SpecError as error:
+        assert time.monotonic() - start < budget, (formula, time.monotonic() - start)
+        assert "\n" not in str(error) and "activations.f." in str(error), str(error)
+        return str(error)
+    assert time.monotonic() - start < budget, (formula, time.monotonic() - start)
+    return derivation
+
+
+def _files_run_and_compile(derivation, tmp_path, budget: float, compile_tex: bool = True):
+    """Verify the derivation, run its module (its own gradient check included) and compile its LaTeX article,
+    each stage within ``budget`` seconds."""
+    start = time.monotonic()
+    report = derivation.verify()
+    assert report.ok, report.table()
+    source, tex = derivation.render("numpy", report=report), derivation.render("latex", report=report)
+    assert time.monotonic() - start < budget, time.monotonic() - start
+    (tmp_path / "backprop.py").write_text(source, encoding="utf-8")
+    done = subprocess.run([sys.executable, "backprop.py"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-1000:] + done.stderr[-1000:]
+    if compile_tex:
+        _compile(tex, tmp_path, "article")
+
+
+@pytest.mark.parametrize("formula, parameters, refusal", HOSTILE)
+def test_a_hostile_formula_gives_files_that_run_and_compile_or_one_clear_line(formula, parameters, refusal, tmp_path):
+    outcome = _derive_or_refuse(formula, parameters, rules_module.ANALYSIS_SECONDS + STAGE_SLACK)
+    if refusal is not None:
+        assert isinstance(outcome, str) and refusal in outcome, outcome
+        return
+    assert not isinstance(outcome, str), outcome
+    _files_run_and_compile(outcome, tmp_path, STAGE_SLACK)
+
+
+# The formula grammar with constants at its limits (numbers up to 1e6, exponents up to 16, a parameter as small
+# as float64 holds) and deeper nesting than the grammar test above.
+_EXTREME_LEAVES = st.sampled_from(["z", "z", "b", "1000000", "0.000001", "710", "16", "0.5", "2"])
+_EXTREME_PARAMETERS = st.sampled_from([5e-324, 1e-300, 1e-6, 1e6, -1e6, 0.5])
+
+
+@settings(max_examples=40 if FULL else 2, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(text=st.recursive(_EXTREME_LEAVES, _formulas, max_leaves=12), b=_EXTREME_PARAMETERS)
+def test_a_drawn_formula_with_extreme_constants_gives_files_or_one_clear_line_in_time(text, b, monkeypatch,
+                                                                                      tmp_path_factory):
+    """Drawn from the formula grammar: a spec error (one line, naming the key) or a derivation whose files run
+    and compile, each stage in bounded time. By default two draws, with the analysis bounded at 2 s instead of
+    20 s (the same mechanism, sooner), and no LaTeX; SYMBACKPROP_FULL_LECTURE=1 draws forty at the real bound."""
+    if not FULL:
+        monkeypatch.setattr(rules_module, "ANALYSIS_SECONDS", 2.0)
+        monkeypatch.setattr(rules_module, "SIMPLIFY_SECONDS", 0.5)
+    outcome = _derive_or_refuse(text, {"b": b} if "b" in text else {}, rules_module.ANALYSIS_SECONDS + STAGE_SLACK)
+    if not isinstance(outcome, str):
+        _files_run_and_compile(outcome, tmp_path_factory.mktemp("drawn"), STAGE_SLACK, compile_tex=FULL)
