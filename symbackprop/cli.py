@@ -204,7 +204,7 @@ def _summary(report, quiet: bool, *, err: bool = False) -> None:
 @quiet_option("Print only errors and the paths written; no verification table.")
 @click.option("--forward", "forward_path", type=click.Path(dir_okay=False), metavar="FILE.py",
               help="Derive from a forward pass written as straight-line NumPy code in FILE.py (read, never run) "
-                   "instead of a spec: every input's and intermediate's gradient. Formats: md, tex, py, ipynb.")
+                   "instead of a spec: every input's and intermediate's gradient. Formats: md, tex, beamer, py, ipynb.")
 @click.option("--function", "function_name", default="forward", show_default=True, metavar="NAME",
               help="With --forward: the function that computes the loss.")
 @click.option("--sizes", metavar="N=32,d=10,...", help="With --forward: sizes for the generated module.")
@@ -222,7 +222,7 @@ def derive(spec_path, formats, out_dir, force, lang, batch, author, institute, d
             from .errors import FormatError
 
             raise FormatError(f"--format {refused[0]}: a forward pass written as code (--forward) is printed as md, "
-                              "tex, py or ipynb")
+                              "tex, beamer, py or ipynb")
     elif function_name != "forward" or sizes is not None:
         raise click.UsageError("--function and --sizes go with --forward")
     check_targets(formats, out_dir, force=force, name=name, pdf=pdf)  # before anything slow: no SymPy yet

@@ -19,7 +19,7 @@ DEFAULT_NAME = "backprop"
 # Formats whose file pdflatex can compile (``--pdf``).
 TEX_FORMATS = ("latex", "beamer")
 # Formats of a forward pass written as code (``derive --forward``).
-FORWARD_FORMATS = ("markdown", "latex", "numpy", "ipynb")
+FORWARD_FORMATS = ("markdown", "latex", "numpy", "beamer", "ipynb")
 # Short names accepted on the command line.
 ALIASES = {"md": "markdown", "tex": "latex", "py": "numpy"}
 LANGUAGES = ("en", "ko")

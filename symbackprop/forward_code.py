@@ -864,12 +864,12 @@ def load_forward(path, function: str = "forward", sizes: dict | str | None = Non
     return _Reader(str(path), text, function, sizes).read()
 
 
-def render_forward(derivation, fmt: str, report=None, lang: str = "en") -> str:
-    """The derivation of a forward pass written as code in ``fmt`` and ``lang``; the outputs are
-    ``forward_output.py``'s."""
+def render_forward(derivation, fmt: str, report=None, lang: str = "en", options=None) -> str:
+    """The derivation of a forward pass written as code in ``fmt`` and ``lang`` (``options``: the deck's title
+    page and handout form); the outputs are ``forward_output.py``'s."""
     from .forward_output import render_forward as render
 
-    return render(derivation, fmt, report, lang)
+    return render(derivation, fmt, report, lang, options)
 
 
 def derive_forward(path, function: str = "forward", sizes: dict | str | None = None):

@@ -7,12 +7,14 @@ each value it reads. ``exact_zeros`` decides, by the exact check's evaluation mo
 and which shares are identically 0 (a stabilizing maximum's path), so the outputs can say so as a proved fact,
 and splits such a gradient into the paths that cancel in it (a stabilizing maximum's two: through the softmax's
 numerator and through its sum), each shown not to be 0. The sentences come from the catalog (``en``, ``ko``).
+The deck (``beamer``) lays the article's content out on frames planned by ``slides.py``, as a spec's deck is.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import sympy as sp
@@ -23,29 +25,51 @@ from .expressions import Elementwise, MaxMask, RowMax
 from .formats import FORWARD_FORMATS
 from .korean import particles
 from .lecture import method_text
+from .mathsize import measure, text_width
 from .printing import MathPrinter, NumPyPrinter, function_name, shape_latex, shape_text, text
 from .rules import activation_rule
+from .slides import (
+    TABLE_PADDING,
+    TABLE_SCALE,
+    TEXT_WIDTH,
+    break_equation,
+    cell_lines,
+    equation_parts,
+    heading,
+    math,
+    pack,
+    pack_groups,
+    table_frames,
+)
+from .slides import text as sentence_block
+from .tex_text import tex_escape
 
 # Names the generated module defines besides the forward pass's own.
 _MODULE_NAMES = {"np", "forward", "backward", "inputs", "cache", "random_inputs", "gradient_check", "SIZES",
                  "SHAPES", "IDS", "one_hot", "unpick", "first_max_mask", "_full"}
 
 
-def render_forward(derivation, fmt: str, report=None, lang: str = "en") -> str:
+def render_forward(derivation, fmt: str, report=None, lang: str = "en", options=None) -> str:
     """A forward pass written as code in ``fmt`` (``FORWARD_FORMATS``) and ``lang`` (the lecture formats' sentences
-    come from the catalog); other formats refuse in one line."""
+    come from the catalog); other formats refuse in one line. ``options`` (``lecture.LectureOptions``): the deck's
+    title page and handout form."""
+    from .lecture import LectureOptions
     from .rendering import _environment
 
     if fmt not in FORWARD_FORMATS:
-        raise FormatError(f"--format {fmt}: a forward pass written as code (--forward) is printed as md, tex, py "
-                          "or ipynb")
+        raise FormatError(f"--format {fmt}: a forward pass written as code (--forward) is printed as md, tex, "
+                          "beamer, py or ipynb")
     if fmt == "numpy":
         return _environment().get_template("forward_backprop.py.j2").render(module_context(derivation))
     report = report or derivation.verify()
     if fmt == "ipynb":
         return _notebook(derivation, report, lang)
-    template = {"markdown": "forward_backprop.md.j2", "latex": "forward_backprop.tex.j2"}[fmt]
-    text = _environment().get_template(template).render(lecture_context(derivation, report, fmt == "latex", lang))
+    template = {"markdown": "forward_backprop.md.j2", "latex": "forward_backprop.tex.j2",
+                "beamer": "forward_backprop_slides.tex.j2"}[fmt]
+    ctx = lecture_context(derivation, report, fmt != "markdown", lang)
+    if fmt == "beamer":
+        ctx.update(deck_context(ctx, derivation, report, options or LectureOptions()))
+    text = _environment().get_template(template).render(ctx)
     return particles(text) if lang == "ko" else text
 
 
@@ -213,6 +237,7 @@ def lecture_context(derivation, report, tex: bool, lang: str = "en") -> dict:
                  for local in derivation.local_gradients if local.of == step.name]
         code = net.lines.get(step.name, (0, ""))[1]
         walk.append({"title": t["forward_code_line_title"].format(line=line[step.name], code=code),
+                     "slide_title": t["forward_code_slide_title"].format(line=line[step.name], name=step.name),
                      "gradient": None if step is loss else gradient(backward[step.name]), "sends": sends})
     forward_rows = [{"line": line[step.name], "code": net.lines.get(step.name, (0, ""))[1], "name": step.name,
                      "lhs": _tex_name(step.name), "formula": math.doprint(step.expr), "shape": "1 \\times 1" if tex and step is loss else
@@ -241,10 +266,141 @@ def lecture_context(derivation, report, tex: bool, lang: str = "en") -> dict:
     }
 
 
+# -- the deck ------------------------------------------------------------------------------------------------------
+
+# The width of a typewriter character at 10 pt (cmtt10), in pt: a line of code in the deck's forward table.
+_TT_CHAR = 5.25
+
+
+def deck_context(ctx: dict, derivation, report, options) -> dict:
+    """What ``forward_backprop_slides.tex.j2`` lays out besides the article's context: the title page and the
+    frames (``slides.pack``): conventions, the forward pass, each line walked backwards, the inputs' gradients and
+    the verification."""
+    from .rendering import _tex_code
+
+    t = ctx["t"]
+    net = derivation.network
+    frames = pack(t["conventions"], [sentence_block(ctx["intro"], step=False),
+                                     *(sentence_block(rf"$\bullet$~{sentence}") for sentence in ctx["conventions"])], t)
+    frames += _forward_table(ctx["forward"], t)
+    for index, (row, entry) in enumerate(zip(reversed(ctx["forward"]), ctx["walk"])):
+        line = [sentence_block(t["forward_code_walk_intro"], step=False)] if index == 0 else []
+        # (ragged: a typewriter space does not stretch, so a justified line of code would not break)
+        line += [replace(sentence_block(rf"{{\raggedright `{row['code']}`\par}}", step=False), leads=True),
+                 math(_related(row["lhs"], row["formula"], tail=rf" \quad ({row['shape']})"), step=False)]
+        groups = [line, *(_gradient_groups(entry["gradient"], t) if entry["gradient"] else
+                          [[sentence_block(t["forward_code_loss_itself"])]])]
+        sends = [heading(t["forward_code_locals"])]
+        for send in entry["sends"]:
+            words = send["to"] + (f" ({t['forward_code_zero_note']})" if send["zero"] else "")
+            sends += [replace(sentence_block(f"{words}:", step=False), leads=True),
+                      math(_related(send["lhs"], send["expr"], "=" if send["only"] else r"\ni"), step=False)]
+        frames += pack_groups(_tex_code(entry["slide_title"]), [*groups, sends], t)
+    frames += pack_groups(t["forward_code_inputs"], [group for g in ctx["inputs"] for group in _gradient_groups(g, t)],
+                          t)
+    frames += _verification_frames(ctx["verified"], report, t)
+    page = {key: getattr(options, key) or "" for key in ("author", "institute", "date")}
+    return {"deck": frames, "handout": options.handout, "title_page": page,
+            "title": t["forward_code_title"].format(function=net.spec.function, path=Path(net.spec.path).name)}
+
+
+def _related(lhs: str, rhs: str, relation: str = "=", tail: str = "") -> list[str]:
+    """``lhs relation rhs`` (then ``tail``) as display lines that fit a frame."""
+    lines = break_equation(equation_parts([lhs, rhs]), TEXT_WIDTH, tail)
+    if len(lines) == 1:
+        return [lines[0].replace(" = ", f" {relation} ", 1)]
+    return [lines[0].replace(" &= ", f" &{relation} ", 1), *lines[1:]]
+
+
+def _gradient_groups(g: dict, t: dict) -> list[list]:
+    """A value's gradient as the article states it (``lecture_context``'s ``gradient``), in groups of blocks that
+    belong on one frame: who reads the value and the sum of their shares (and that it is exactly 0), the paths
+    that cancel in it, the shares that are exactly 0 left out."""
+    groups = [[replace(sentence_block(g["read_by"]), leads=True),
+               math(_related(g["lhs"], g["rhs"], tail=rf" \quad ({g['shape']})"), step=False),
+               *([sentence_block(g["zero"], step=False)] if g["zero"] else [])]]
+    if g["paths"]:
+        paths = [replace(sentence_block(g["paths"]["intro"]), leads=True)]
+        for words, label, formula in g["paths"]["terms"]:
+            paths += [replace(sentence_block(words, step=False), leads=True), math(_related(label, formula), step=False)]
+        groups.append([*paths, replace(sentence_block(t["forward_code_paths_sum"], step=False), leads=True),
+                       math(break_equation(g["paths"]["sum"], TEXT_WIDTH), step=False)])
+    if g["zero_from"] and g["rest"]:
+        groups.append([replace(sentence_block(g["zero_from"], step=False), leads=True),
+                       math(_related(g["lhs"], g["rest"]), step=False)])
+    return groups
+
+
+def _forward_table(rows: list[dict], t: dict) -> list[dict]:
+    """The forward pass as a table of its lines (number, code, shape), on as many frames as it needs."""
+    number = max(measure(str(row["line"]), display=False).w for row in rows) * TABLE_SCALE
+    shape = max(measure(row["shape"], display=False).w for row in rows) * TABLE_SCALE
+    code = TEXT_WIDTH - number - shape - 6 * TABLE_PADDING - 10
+    cells = [[str(row["line"]), rf"\texttt{{{tex_escape(row['code'])}}}", f"${row['shape']}$"] for row in rows]
+    return table_frames(t["forward_pass"], rf"r>{{\raggedright\arraybackslash}}p{{{code:.0f}pt}}l",
+                        [t["forward_code_line"], t["forward_code_code"], t["shape"]], cells,
+                        [_code_lines(row["code"], code) for row in rows], t)
+
+
+def _verification_frames(verified: str, report, t: dict) -> list[dict]:
+    """The verification: the sentence, then a row per method and verdict listing the formulas it judged (the
+    local rules of several lines as one item), a long list continued on rows of its own."""
+    from .rendering import _tex_code
+
+    groups = {}
+    for check in report.checks:
+        groups.setdefault((method_text(check.method, t), check.ok), []).append(check.name)
+    verdict = max(text_width(t[key]) for key in ("forward_code_ok", "forward_code_yes", "forward_code_no"))
+    method = 0.3 * TEXT_WIDTH
+    names = TEXT_WIDTH - method - verdict * TABLE_SCALE - 6 * TABLE_PADDING - 10
+    rows, lines = [], []
+    for (how, ok), checked in groups.items():
+        local = [found.group(1) for name in checked if (found := _LOCAL_CHECK.fullmatch(name))]
+        items = []
+        for name in checked:
+            if not _LOCAL_CHECK.fullmatch(name):
+                items.append(_check_name(name, t))
+            elif name.endswith(f" {local[0]}"):  # the local rules of every line, where the first one stood
+                items.append(t["forward_code_check_local" if len(local) == 1 else "forward_code_check_locals"]
+                             .format(line=local[0], lines=", ".join(local)))
+        how_lines = cell_lines(how, method)
+        for index, part in enumerate(_runs(items, names)):
+            cell = ", ".join(part)
+            rows.append([_tex_code(cell), t["forward_code_yes" if ok else "forward_code_no"],
+                         _tex_code(how) if index == 0 else ""])
+            lines.append(max(_code_lines(cell.replace("`", ""), names), how_lines if index == 0 else 1))
+    columns = rf">{{\raggedright\arraybackslash}}p{{{names:.0f}pt}}l>{{\raggedright\arraybackslash}}p{{{method:.0f}pt}}"
+    return table_frames(t["verification"], columns, [t["formula"], t["forward_code_ok"], t["verification_method"]],
+                        rows, lines, t, intro=(sentence_block(verified, step=False),))
+
+
+# The most lines a row of the deck's verification table lists before it continues on the next row.
+_ROW_LINES = 6
+
+
+def _runs(items: list[str], width: float) -> list[list[str]]:
+    """``items`` in runs whose comma-separated cell takes at most ``_ROW_LINES`` lines of ``width``."""
+    runs = [[]]
+    for item in items:
+        if runs[-1] and _code_lines(", ".join([*runs[-1], item]).replace("`", ""), width) > _ROW_LINES:
+            runs.append([])
+        runs[-1].append(item)
+    return runs
+
+
+def _code_lines(cell: str, width: float) -> int:
+    """The lines a table cell of code and words takes at ``\\footnotesize`` (every character as wide as
+    typewriter's, to be safe)."""
+    return max(1, int(-(-len(cell) * _TT_CHAR * TABLE_SCALE // width)))
+
+
+_LOCAL_CHECK = re.compile(r"local: layer (\d+)")
+
+
 def _check_name(name: str, t: dict) -> str:
     """A verification row's name: a line's local rules and the loss's own gradient in the catalog's words, a
     formula (``dL/dx``, ``tanh'(z)``) as code."""
-    local = re.fullmatch(r"local: layer (\d+)", name)
+    local = _LOCAL_CHECK.fullmatch(name)
     if local:
         return t["forward_code_check_local"].format(line=local.group(1))
     return t["check_local_loss"] if name == "local: loss gradient" else f"`{name}`"

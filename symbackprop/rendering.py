@@ -101,7 +101,7 @@ def render(derivation, fmt: str, *, lang: str = "en", report=None, batch: int = 
     if hasattr(derivation.network, "loss_name"):  # a forward pass written as code (forward_code.py)
         from .forward_code import render_forward
 
-        return render_forward(derivation, fmt, report, lang)
+        return render_forward(derivation, fmt, report, lang, options)
     if report is None and fmt not in ("numpy", *FRAMEWORK_FORMATS):
         report = derivation.verify()
     options = options or LectureOptions()

@@ -181,6 +181,20 @@ def table(columns: str, header: list[str], rows: list[list[str]], step: bool = F
     return Block("table", height, table={"columns": columns, "header": header, "rows": rows}, step=step)
 
 
+def cell_lines(cell: str, width: float) -> int:
+    """How many lines a table's cell (text with ``$...$`` math) takes in a column ``width`` pt wide."""
+    return max(1, int(-(-_inline_width(cell) * TABLE_SCALE * 1.05 // width)))
+
+
+def table_frames(title: str, columns: str, header: list[str], rows: list[list[str]], lines: list[int],
+                 t: dict, intro: tuple[Block, ...] = ()) -> list[dict]:
+    """A table on as many frames as its rows need, cut into runs of even heights, after the blocks ``intro``;
+    ``lines``: how many lines each row's wrapped cells take."""
+    heights = [TABLE_ROW + TABLE_LINE * (count - 1) for count in lines]
+    return pack(title, [*intro, *(table(columns, header, rows[a:b], lines=lines[a:b])
+                                  for a, b in _even(heights, BODY_HEIGHT - TABLE_ROW - 10))], t)
+
+
 def _even(heights: list[float], budget: float) -> list[tuple[int, int]]:
     """Index ranges cutting items of ``heights`` into as few runs under ``budget`` as fit, of even sizes where
     even runs fit too (no near-empty last frame)."""
@@ -331,9 +345,32 @@ def frame(title: str, blocks: list[Block], **extra) -> dict:
 
 def pack(title: str, blocks: list[Block], t: dict, *, budget: float = BODY_HEIGHT, **extra) -> list[dict]:
     """Frames holding ``blocks`` in order, each under ``budget``; a heading never ends a frame."""
+    return _titled(title, _parts(blocks, budget), t, extra)
+
+
+def pack_groups(title: str, groups: list[list[Block]], t: dict, *, budget: float = BODY_HEIGHT,
+                **extra) -> list[dict]:
+    """Frames holding ``groups`` of blocks in order, each group on one frame where it fits one (a new frame
+    rather than a group cut in two), a group taller than a frame cut as ``pack`` cuts."""
+    parts, current = [], []
+    for group in groups:
+        joined = [*current, *group]
+        if sum(b.height for b in joined) <= budget:
+            current = joined
+        elif current and sum(b.height for b in group) <= budget:
+            parts.append(current)
+            current = list(group)
+        else:  # a group taller than a frame: the frame so far filled with its start, the rest continued
+            *full, current = _parts(joined, budget)
+            parts += full
+    return _titled(title, [*parts, current] if current else parts, t, extra)
+
+
+def _titled(title: str, parts: list[list[Block]], t: dict, extra: dict) -> list[dict]:
+    """A frame per part, titled ``title`` and then ``title (continued)``; a label and a link on the first only."""
     return [frame(title if index == 0 else f"{title} {t['continued']}", chunk,
                   **{key: value for key, value in extra.items() if index == 0 or key not in ("label", "link")})
-            for index, chunk in enumerate(_parts(blocks, budget))]
+            for index, chunk in enumerate(parts)]
 
 
 def _parts(blocks: list[Block], budget: float) -> list[list[Block]]:
@@ -404,12 +441,9 @@ class Deck:
         widths = [max(measure(row[key], display=False).w for row in symbols) * TABLE_SCALE
                   for key in ("symbol", "shape")]
         meaning = TEXT_WIDTH - sum(widths) - 6 * TABLE_PADDING - 10
-        lines = [max(1, -(-_inline_width(row[1]) * TABLE_SCALE * 1.05 // meaning)) for row in rows]
-        heights = [TABLE_ROW + TABLE_LINE * (count - 1) for count in lines]
+        lines = [cell_lines(row[1], meaning) for row in rows]
         columns = rf"l>{{\raggedright\arraybackslash}}p{{{meaning:.0f}pt}}l"
-        header = [t["symbol"], t["meaning"], t["shape"]]
-        return pack(t["symbols_title"], [table(columns, header, rows[a:b], lines=lines[a:b])
-                                         for a, b in _even(heights, BODY_HEIGHT - TABLE_ROW - 10)], t)
+        return table_frames(t["symbols_title"], columns, [t["symbol"], t["meaning"], t["shape"]], rows, lines, t)
 
     def loss(self) -> list[dict]:
         t, ctx = self.t, self.ctx

@@ -3,6 +3,7 @@ against PyTorch autograd on the same forward pass rebuilt in torch (an independe
 refused with file:line:col."""
 
 import functools
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -17,6 +18,7 @@ from symbackprop.cli import main
 from symbackprop.evaluate import Evaluator, Float64Backend
 from symbackprop.forward_code import ForwardCodeError, load_forward
 from symbackprop.forward_output import exact_zeros
+from symbackprop.lecture import LectureOptions
 from symbackprop.verify import random_float_inputs
 
 ATOMIC = Path(__file__).parent / "forward_code" / "atomic.py"
@@ -138,7 +140,7 @@ def test_a_missing_shape_is_named(tmp_path):
         load_forward(path)
 
 
-def test_cli_writes_md_tex_and_py_and_refuses_slides(tmp_path):
+def test_cli_writes_md_tex_and_py_and_refuses_framework_modules(tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ["derive", "--forward", str(ATOMIC), "--out", str(tmp_path / "out"), "-q",
                                   "--sizes", "N=8,d=3"])
@@ -150,10 +152,10 @@ def test_cli_writes_md_tex_and_py_and_refuses_slides(tmp_path):
     assert "dL/dbnvar_inv" not in module_text
     assert "### Line 19: `bnvar_inv = (bnvar + 1e-5) ** -0.5`" in (tmp_path / "out" / "backprop.md").read_text()
     refused = runner.invoke(main, ["derive", "--forward", str(ATOMIC), "--out", str(tmp_path / "o2"),
-                                   "--format", "beamer"])
+                                   "--format", "torch"])
     assert refused.exit_code == 2
-    assert refused.stderr.strip() == ("symbackprop: error: --format beamer: a forward pass written as code (--forward) "
-                                      "is printed as md, tex, py or ipynb")
+    assert refused.stderr.strip() == ("symbackprop: error: --format torch: a forward pass written as code (--forward) "
+                                      "is printed as md, tex, beamer, py or ipynb")
     bad = tmp_path / "bad.py"
     bad.write_text("def forward(X):\n    while True:\n        pass\n    return X\n")
     failed = runner.invoke(main, ["derive", "--forward", str(bad), "--out", str(tmp_path / "o3")])
@@ -384,6 +386,42 @@ def test_derive_forward_in_korean_compiles_and_holds_no_english_sentence(tmp_pat
         pytest.skip("pdflatex is not installed (TeX Live)")
     _, log = compile_tex(tex, tmp_path, "makemore_ko")
     assert layout_problems(log) == []
+
+
+# A gradient a LaTeX document states: the left side of an equation, or of a share a line sends back (\\ni).
+_STATED = re.compile(r"\\mathrm\{d\}\\mathit\{((?:[^{}\\]|\\_)+)\} &?(?:=|\\ni)")
+
+
+def _stated(tex: str) -> set[str]:
+    return {name.replace(r"\_", "_") for name in _STATED.findall(tex)}
+
+
+def test_the_deck_fits_is_legible_and_states_every_gradient_the_article_states(tmp_path):
+    from test_lecture import _prose_of_latex, english_sentences, korean_slips
+    from test_lecture_layout import compile_tex, layout_problems, small_print
+
+    if not shutil.which("pdflatex"):
+        pytest.skip("pdflatex is not installed (TeX Live)")
+    pytest.importorskip("pymupdf")
+    derivation = _makemore("numpy")
+    stated = _stated(derivation.render("latex"))
+    assert stated == {step.name for step in derivation.backward}
+    result = CliRunner().invoke(main, ["derive", "--forward", str(MAKEMORE["numpy"]), "--lang", "ko", "--format",
+                                       "beamer", "--handout", "--name", "makemore", "--out", str(tmp_path), "-q"])
+    assert result.exit_code == 0, result.output
+    decks = {"ko": (tmp_path / "makemore_slides.tex").read_text(),
+             "en": derivation.render("beamer", options=LectureOptions(handout=True))}
+    assert english_sentences(_prose_of_latex(decks["ko"])) == [] and korean_slips(decks["ko"]) == []
+    for lang, deck in decks.items():
+        assert deck.startswith(r"\documentclass[10pt,handout]{beamer}"), lang
+        assert _stated(deck) == stated, lang
+        # the stabilizing max: its two paths and their sum, 0
+        assert deck.count(r"\mathrm{d}\mathit{logit\_maxes}\big|_") == 4, lang
+        pdf, log = compile_tex(deck, tmp_path / lang, "slides")
+        assert layout_problems(log) == [], lang
+        assert small_print(pdf) == [], lang
+    # deterministic: the CLI's deck came from a derivation of its own
+    assert derivation.render("beamer", lang="ko", options=LectureOptions(handout=True)) == decks["ko"]
 
 
 def test_the_notebook_holds_the_derivation_and_a_module_that_runs(tmp_path):
