@@ -349,7 +349,8 @@ class MathPrinter(_MatrixLayout, LatexPrinter):
         return rf"\operatorname{{rowmax}}\left({self._print(expr.arg)}\right)"
 
     def _print_MaxMask(self, expr):
-        return rf"\mathbb{{1}}_{{\operatorname{{argmax}}}}\left({self._print(expr.arg)}\right)"
+        # a bold 1, the indicator: msbm (amssymb's \mathbb) has no blackboard digits
+        return rf"\mathbf{{1}}_{{\operatorname{{argmax}}}}\left({self._print(expr.arg)}\right)"
 
     def _print_LossValue(self, expr):
         settings, rule = expr.settings, expr.rule

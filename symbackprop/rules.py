@@ -215,7 +215,7 @@ FUNCTIONS: dict[str, ActivationRule] = {
         ),
         ActivationRule(
             # The square root of a forward pass written as code (``np.sqrt``, ``** 0.5``).
-            "sqrt", r"\sqrt",
+            "sqrt", r"\operatorname{sqrt}",  # \sqrt takes an argument: sqrt'(z) could not be set with it
             lambda z, p: sp.sqrt(z), lambda z, p: 1 / (2 * sp.sqrt(z)),
             "np.sqrt({z})", "0.5 / np.sqrt({z})",
             numpy_derivative_from_output="0.5 / {a}",

@@ -92,3 +92,23 @@ def test_numpy_loss_is_finite_for_large_scores(kind):
     with np.errstate(over="raise", invalid="raise"):
         value = float(eval(numpy_loss_code(settings), {"np": np, "Y_pred": Y, "Y_true": T}))
     assert math.isfinite(value)
+
+
+def test_every_function_and_its_derivative_typesets(tmp_path):
+    """Each rule's f(Z) and f'(Z) as the documents print them, compiled by pdflatex (\\sqrt' once was not)."""
+    import shutil
+    import subprocess
+
+    from symbackprop.expressions import Elementwise
+    from symbackprop.printing import latex
+
+    if not shutil.which("pdflatex"):
+        pytest.skip("pdflatex not installed")
+    Z = sp.MatrixSymbol("Z1", 2, 2)
+    formulas = [latex(Elementwise(name, Z, order)) for name in (*ACTIVATIONS, *FUNCTIONS) for order in (0, 1)]
+    body = "\n".join(rf"\[ {formula} \]" for formula in formulas)
+    (tmp_path / "f.tex").write_text(r"\documentclass{article}\usepackage{amsmath,amssymb}\begin{document}"
+                                    + body + r"\end{document}", encoding="utf-8")
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "f.tex"], cwd=tmp_path,
+                            capture_output=True, text=True, errors="replace", timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:]

@@ -43,7 +43,7 @@ _FUNCTION_WORDS = {
     "rows_mean": "rows_mean", "columns_mean": "columns_mean", "row_repeat": "row_repeat",
     "column_repeat": "column_repeat",
     # The image operators (their windows come from the derivation: operators.py) and max pooling's row maximum
-    # and mask (the documents print the mask as \mathbb{1}_{\operatorname{argmax}}(P), read in ones_or_indicator).
+    # and mask (the documents print the mask as \mathbf{1}_{\operatorname{argmax}}(P), read in ones_or_indicator).
     **{name: name for name in IMAGE_OPERATORS}, "rowmax": "rowmax", "argmax_mask": "maxmask",
     "first_max_mask": "maxmask",
 }
