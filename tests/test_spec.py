@@ -375,17 +375,19 @@ _ENTRYWISE = ["identity", "relu", "tanh", "sigmoid", "leaky_relu", "elu", "softp
 
 @st.composite
 def _image_specs(draw) -> dict:
-    """conv2d or conv1d (kernel, stride, padding within the image), an optional pool, flatten, dense."""
+    """conv2d or conv1d (kernel, stride, padding within the image), a skip connection where the conv keeps the
+    shape, an optional pool, flatten, dense."""
     signal = draw(st.booleans())
     shape = [draw(st.integers(1, 2)), draw(st.integers(3, 8))] if signal else \
         [draw(st.integers(1, 2)), draw(st.integers(3, 5)), draw(st.integers(3, 5))]
-    spatial = shape[1:]
-    kernel, stride, padding = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(0, 1))
-    conv = {"kind": "conv1d" if signal else "conv2d", "channels": draw(st.integers(1, 2)), "kernel": kernel,
-            "stride": stride, "padding": padding, "activation": draw(st.sampled_from(_ENTRYWISE)),
+    skip = draw(st.booleans())  # a conv that keeps the shape, and a skip connection over it
+    padding = draw(st.integers(0, 1))
+    kernel, stride = (2 * padding + 1, 1) if skip else (draw(st.integers(1, 3)), draw(st.integers(1, 2)))
+    conv = {"kind": "conv1d" if signal else "conv2d", "channels": shape[0] if skip else draw(st.integers(1, 2)),
+            "kernel": kernel, "stride": stride, "padding": padding, "activation": draw(st.sampled_from(_ENTRYWISE)),
             "bias": draw(st.booleans())}
-    layers = [conv]
-    spatial = [(size + 2 * padding - kernel) // stride + 1 for size in spatial]
+    layers = [conv, {"kind": "add", "from": "X"}] if skip else [conv]
+    spatial = [(size + 2 * padding - kernel) // stride + 1 for size in shape[1:]]
     if draw(st.booleans()) and min(spatial) >= 2:
         layers.append({"kind": draw(st.sampled_from(["maxpool", "avgpool"])), "kernel": 2, "stride": 1})
     layers += [{"kind": "flatten"}, {"size": draw(st.integers(1, 3)), "activation": "identity"}]
