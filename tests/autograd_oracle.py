@@ -11,6 +11,7 @@ here with torch functions. ``gradients`` returns the loss, the prediction and
 from __future__ import annotations
 
 import functools
+import re
 
 import numpy as np
 import torch
@@ -170,7 +171,8 @@ SHORTCUTS = {"half_sse": ("squared_error", "sum", 0.5), "mse": ("squared_error",
 
 
 def loss(spec: dict, p: dict, Y, T):
-    """``scale / D * sum(term) + l2 / 2 * sum ||W_dense||^2 (/ N)``, with D = 1, N or N k (README's table)."""
+    """``scale / D * sum(term) + l2 / 2 * sum ||W||^2 (/ N)``, with D = 1, N or N k (README's table), the sum over
+    every weight matrix (``W1``, a conv kernel, attention's ``Wq1`` .. ``Wo1``, recurrent ``Wx1``/``Wh1``)."""
     table = spec["loss"]
     rule, reduction, scale = SHORTCUTS.get(table["kind"], (table["kind"], None, table.get("scale", 1.0)))
     term, default = LOSSES[rule]
@@ -179,7 +181,7 @@ def loss(spec: dict, p: dict, Y, T):
     value = scale * term(Y, T, table.get("margin", 1.0)).sum() / {"sum": 1, "batch_mean": N, "mean": N * k}[reduction]
     l2 = spec.get("regularization", {})
     if l2:
-        weights = [p[f"W{l}"] for l, layer in enumerate(spec["layers"], start=1) if layer.get("kind", "dense") == "dense"]
+        weights = [value for name, value in p.items() if re.fullmatch(r"W[a-z]?\d+", name)]
         penalty = l2["l2"] / 2 * sum((W ** 2).sum() for W in weights)
         value = value + penalty / (N if l2.get("l2_scale", "none") == "batch_mean" else 1)
     return value

@@ -73,6 +73,14 @@ def test_generated_module_matches_the_autograd_oracle(path, tmp_path):
     _agrees(tomllib.loads(path.read_text(encoding="utf-8")), tmp_path, path.stem)
 
 
+def test_l2_covers_every_weight_matrix(tmp_path):
+    """A conv kernel and a dense weight, both in the penalty (no corpus spec has L2 beside a convolution)."""
+    spec = {"input": {"shape": [1, 5, 5]}, "loss": {"kind": "half_sse"}, "regularization": {"l2": 0.1},
+            "layers": [{"kind": "conv2d", "channels": 2, "kernel": 3, "activation": "relu"}, {"kind": "flatten"},
+                       {"size": 3, "activation": "identity"}]}
+    _agrees(spec, tmp_path, "conv_l2")
+
+
 # Random specs of every family (tests/test_spec.py's strategy): a handful by default, many in the full sweep.
 RANDOM_EXAMPLES = 100 if os.environ.get("SYMBACKPROP_FULL_LECTURE") == "1" else 4
 
