@@ -1,8 +1,8 @@
 """Convolution, pooling and flatten (issue 26): the im2col / col2im adjoint proved exactly, every formula of the
 image specs (``tests/specs_conv/``) proved by ``verify``, the generated NumPy module's gradients against PyTorch
-autograd (an independent implementation: ``torch.nn.functional``'s convolution and pooling) and, for ties in a
-max-pool window, against a naive loop over the windows; the spec reader's refusals; the outputs that refuse the
-new kinds by name.
+autograd (``tests/autograd_oracle.py``: ``torch.nn.functional``'s convolution and pooling) and, for ties in a
+max-pool window, against a naive loop over the windows; the spec reader's refusals; the lecture formats, whose
+printed index forms are evaluated against autograd.
 """
 
 import dataclasses
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import symengine as se
 import sympy as sp
+from autograd_oracle import gradients as oracle_gradients
 from test_generated import load_module
 
 from symbackprop import derive
@@ -120,43 +121,6 @@ def test_a_max_pool_gradient_spread_over_the_window_is_refuted():
 
 # -- the generated module against PyTorch autograd ----------------------------------------------------------
 
-_ACTIVATIONS = {"identity": lambda z: z, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
-
-
-def _torch_gradients(spec: dict, params: dict, X, Y) -> dict:
-    """The loss written with torch.nn.functional and differentiated by autograd; gradients by parameter name."""
-    x = torch.tensor(X, requires_grad=True)
-    p = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
-    a = x
-    for l, layer in enumerate(spec["layers"], start=1):
-        kind = layer.get("kind", "dense")
-        if kind in ("conv2d", "conv1d"):
-            conv = F.conv2d if kind == "conv2d" else F.conv1d
-            bias = p[f"b{l}"].reshape(-1) if layer.get("bias", True) else None
-            a = conv(a, p[f"W{l}"], bias, stride=layer.get("stride", 1), padding=layer.get("padding", 0))
-            a = _ACTIVATIONS[layer["activation"]](a)
-        elif kind in ("maxpool", "avgpool"):
-            two = a.dim() == 4
-            pool = {("maxpool", True): F.max_pool2d, ("maxpool", False): F.max_pool1d,
-                    ("avgpool", True): F.avg_pool2d, ("avgpool", False): F.avg_pool1d}[kind, two]
-            a = pool(a, layer["kernel"], layer.get("stride", layer["kernel"]))
-        elif kind == "flatten":
-            a = a.reshape(len(a), -1)
-        elif kind == "dense":
-            a = _ACTIVATIONS[layer["activation"]](a @ p[f"W{l}"] + p[f"b{l}"])
-        elif kind == "softmax":
-            a = torch.softmax(a, dim=1)
-        else:
-            raise AssertionError(kind)
-    T = torch.tensor(Y)
-    if spec["loss"]["kind"] == "half_sse":
-        loss = 0.5 * ((a - T) ** 2).sum()
-    else:
-        loss = -(T * torch.log(a)).sum() / len(a)
-    loss.backward()
-    return {**{name: value.grad.numpy() for name, value in p.items()}, "X": x.grad.numpy()}
-
-
 def _module_gradients(spec: dict, tmp_path, name: str, X=None, batch: int = 3):
     module = load_module(derive(spec).render("numpy"), tmp_path, name)
     rng = np.random.default_rng(2)
@@ -169,7 +133,7 @@ def _module_gradients(spec: dict, tmp_path, name: str, X=None, batch: int = 3):
 
 def _agree(spec: dict, tmp_path, name: str, X=None, batch: int = 3):
     module, params, X, Y, grads = _module_gradients(spec, tmp_path, name, X, batch)
-    expected = _torch_gradients(spec, params, X, Y)
+    expected = oracle_gradients(spec, params, X, Y)[2]  # tests/autograd_oracle.py: torch.nn.functional
     assert set(grads) == set(expected)
     for key, value in expected.items():
         assert grads[key].shape == value.shape, key
