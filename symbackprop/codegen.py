@@ -24,6 +24,7 @@ from .expressions import CausalSoftmax, Elementwise, Im2col, LogSoftmax, Sigmoid
 from .printing import (
     NumPyPrinter,
     _flat_coeff_matrices,
+    concatenated,
     is_broadcast,
     shape_text,
     spread_vector,
@@ -65,14 +66,14 @@ _MODULE_NAMES = {"np", "erf", "math", "SIZES", "BATCH_FIRST", "params", "cache",
 
 @dataclass(frozen=True)
 class Line:
-    """One line of code, ``target = code`` (or ``target += code`` when ``augmented``), with its comment: a
+    """One line of code, ``target = code`` (or ``target += code``, ``-=``, as ``augmented`` says), with its comment: a
     formula, said (in the output's language) to be a local gradient kept for backward where ``kept``, and
     to be the shorter form ``form`` (a label of the catalog's ``form_<label>``) where one is named."""
 
     target: str
     code: str
     comment: str = ""
-    augmented: bool = False
+    augmented: str = ""  # "+" or "-": ``target += code`` or ``target -= code``
     kept: bool = False
     form: str = ""
 
@@ -235,7 +236,7 @@ class _Module:
             product, broadcast = _split_broadcast(step.expr)
             if broadcast is not None:
                 lines.append(Line(step.name, self.printer().doprint(product), comment))
-                lines.append(Line(step.name, self.printer().doprint(broadcast), augmented=True))
+                lines.append(Line(step.name, self.printer().doprint(broadcast), augmented="+"))
             else:
                 code = self._in_place(step, dead.get(step.name, ())) or self.printer().doprint(step.expr)
                 lines.append(Line(step.name, code, comment))
@@ -296,8 +297,55 @@ class _Module:
             in_place = upstream is not None and upstream not in reads and upstream not in aliased
             form = next((alt.label for alt in step.alternatives if alt.expr == step.code_expr), "")
             comment = f"{text_name(step.symbol.name)} = {text(step.code_expr)}  ({shape_text(step.shape)})"
+            gradients = {earlier.symbol.name for earlier in self.backward[:i]}  # arrays backward made itself
+            split = self._sum_in_place(expr, gradients - reads - aliased) if self.fused else None
+            if split is not None:
+                hoisted, first, rest = split
+                lines += [Line(name, code) for name, code in hoisted]
+                lines.append(Line(step.symbol.name, first, comment, form=form))
+                lines += [Line(step.symbol.name, code, augmented=operator) for operator, code in rest]
+                continue
             lines.append(Line(step.symbol.name, self.printer(in_place).doprint(expr), comment, form=form))
         return lines
+
+    def _sum_in_place(self, expr, free: set) -> tuple[list, str, list] | None:
+        """A sum with a term ``G ⊙ 1 v`` whose array G is ``free`` (a gradient this backward pass made and no
+        later line reads, under no other name), written into G's array: the other terms' vectors that read G
+        first (``hoisted``: (name, code); layer norm's row sums of dxhat), then ``np.multiply(G, v, out=G)``,
+        then each other term added or subtracted in place (batch and layer norm's compact dX): a fresh array
+        fewer for every term. None otherwise."""
+        if isinstance(expr, sp.MatrixSymbol) or concatenated(expr) is not None:
+            return None
+        printer = self.printer()
+        terms = printer._terms(expr)
+        if len(terms) < 2:
+            return None
+
+        def reads(parts) -> set:
+            return {s.name for part in parts for s in sp.sympify(part).atoms(sp.MatrixSymbol)}
+
+        lead = next((term for term in terms if len(term[1]) == 1 and isinstance(term[1][0], sp.MatrixSymbol)
+                     and term[1][0].shape == expr.shape and term[1][0].name in free
+                     and not term[0].could_extract_minus_sign() and term[1][0].name not in reads(term[2])
+                     and not any(term[1][0].name in reads(other[1]) for other in terms if other is not term)), None)
+        if lead is None:
+            return None
+        coeff, (G,), rows = lead
+        hoisted, rest = [], []
+        for term_coeff, fulls, term_rows in (term for term in terms if term is not lead):
+            kept_rows = []
+            for row in term_rows:
+                if G.name in reads([row]):  # computed before G's array changes
+                    name = f"{G.name}_sum{len(hoisted) + 1}"
+                    hoisted.append((name, printer.doprint(row)))
+                    row = sp.MatrixSymbol(name, *row.shape)
+                kept_rows.append(row)
+            negative = term_coeff.could_extract_minus_sign()
+            rest.append(("-" if negative else "+", printer._term(-term_coeff if negative else term_coeff, fulls,
+                                                                 kept_rows)))
+        first = G.name if coeff == 1 and not rows else \
+            f"np.multiply({G.name}, {printer._term(coeff, [], rows) if rows else printer._print(coeff)}, out={G.name})"
+        return hoisted, first, rest
 
     def _code(self, index: int):
         return self.code[self.backward[index].symbol.name]

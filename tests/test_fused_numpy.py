@@ -48,3 +48,13 @@ def test_integer_class_targets_keep_float32(tmp_path):
     assert abs(module.loss(Y_pred, ids, params32) - module.loss(Y_pred, one_hot, params32)) < 1e-6
     for key, value in grads.items():
         assert np.linalg.norm(value - expected[key]) <= 1e-4 * np.linalg.norm(expected[key]) + 1e-6, key
+
+
+@pytest.mark.parametrize("name, sums", [("linear_batchnorm_relu", 0), ("layernorm_column", 2)])
+def test_the_compact_normalization_gradient_is_written_into_the_upstream_array(name, sums):
+    """Batch and layer norm's dX: the upstream gradient's array scaled in place, the other terms subtracted in
+    place (layer norm's row sums taken first, before that array changes): no fresh array per term."""
+    source = derive(SPECS / f"{name}.toml").render("numpy")
+    backward = source[source.index("def backward("):source.index("def sgd_step(")]
+    assert backward.count(" -= ") == 2, backward
+    assert len([line for line in backward.splitlines() if "_sum" in line.split("=")[0]]) == sums, backward
