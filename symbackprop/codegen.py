@@ -262,8 +262,16 @@ class _Module:
         return dead
 
     def _in_place(self, step, dead) -> str | None:
-        """``X ⊙ 1 v`` or ``X ± 1 v`` written into X's own array when X is ``dead`` after this step (batch norm's
-        centred and normalized input): no new array, so no fresh memory to fault in."""
+        """``X ⊙ 1 v``, ``X ± 1 v`` or ``ReLU(X)`` written into X's own array when X is ``dead`` after this step
+        (batch norm's centred and normalized input, a pre-activation): no new array, so no fresh memory to fault
+        in."""
+        node = step.expr
+        if isinstance(node, Elementwise) and node.order == 0 and isinstance(node.arg, sp.MatrixSymbol) \
+                and node.arg.name in dead and node.arg.shape == step.symbol.shape:
+            name = node.arg.name  # ReLU (np.maximum(z, 0)) into its input's array, its mask already taken
+            code = activation_rule(node.activation).numpy(0, dict(node.params), z=name)
+            if code == f"np.maximum({name}, 0)":
+                return f"np.maximum({name}, 0, out={name})"
         printer = self.printer()
         terms = printer._terms(step.expr)
         full = [term for term in terms if term[1]]
