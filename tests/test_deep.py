@@ -12,6 +12,7 @@
 
 import dataclasses
 import math
+import os
 import re
 import subprocess
 import sys
@@ -128,8 +129,9 @@ DEEP_ODD = {"title": "60 layers, odd name", "input": {"size": 2, "name": "da1_dZ
 
 
 # Each example takes seconds (a 60-layer one about ten): no shrinking, which would take minutes on a failure;
-# the failing spec is printed as drawn.
-@settings(max_examples=3, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+# the failing spec is printed as drawn. One drawn example beside the explicit one by default (make test's
+# budget), five with SYMBACKPROP_FULL_LECTURE=1.
+@settings(max_examples=5 if os.environ.get("SYMBACKPROP_FULL_LECTURE") == "1" else 1, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(spec=deep_odd_specs())
 @example(spec=DEEP_ODD)
