@@ -353,6 +353,12 @@ def _check_constants(expr: sp.Expr) -> None:
         except Exception:  # noqa: BLE001 - a function math lacks (sigmoid, softplus): nothing to check here
             finite = True
         if not finite:
+            # a log can bring an overflowing part back into range (log(1 + exp(1000000)) is 1e6); without one,
+            # the value overflows with its part (and evaluating a tower of exps exactly would take minutes)
+            value = sp.N(node, 20) if node.has(sp.log) else sp.oo
+            if value.is_finite and abs(value) < 1.7e308:
+                raise FormulaError(f"the constant {node} overflows float64 on the way to its value ({float(value):.6g}): "
+                                   "a part of it is above 1.8e308; write its value instead")
             raise FormulaError(f"the constant {node} overflows float64 (its value is above 1.8e308)")
 
 

@@ -404,8 +404,14 @@ def test_an_activation_named_like_a_builtin_or_a_notebook_variable_keeps_the_out
 
 @pytest.mark.parametrize("formula", ["z * exp(710)", "z + exp(exp(10))", "z * exp(700) * exp(700)"])
 def test_a_constant_that_overflows_float64_is_refused_at_the_spec(formula):
-    with pytest.raises(SpecError, match="overflows float64"):
+    with pytest.raises(SpecError, match=r"overflows float64 \(its value is above 1\.8e308\)"):
         load_spec(_spec({"big": {"forward": formula}}, [{"size": 3, "activation": "big"}]))
+
+
+def test_a_constant_whose_value_fits_but_whose_parts_overflow_is_refused_as_such():
+    """log(1 + exp(1e6)) is 1e6: the refusal says that a part overflows, and gives the value to write."""
+    with pytest.raises(SpecError, match=r"overflows float64 on the way to its value \(1e\+06\): a part of it"):
+        load_spec(_spec({"big": {"forward": "z * log(1 + exp(1000000))"}}, [{"size": 3, "activation": "big"}]))
 
 
 @pytest.mark.parametrize("name, words", [
