@@ -238,8 +238,10 @@ class _Module:
                 lines.append(Line(step.name, self.printer().doprint(product), comment))
                 lines.append(Line(step.name, self.printer().doprint(broadcast), augmented="+"))
             else:
-                code = self._in_place(step, dead.get(step.name, ())) or self.printer().doprint(step.expr)
-                lines.append(Line(step.name, code, comment))
+                free = dead.get(step.name, set())
+                code = self._relu_in_place(step, free)
+                written = None if code else self._in_place(step.name, step.expr, free, comment)
+                lines += written or [Line(step.name, code or self.printer().doprint(step.expr), comment)]
         return lines
 
     def _dead_after(self, backward_reads) -> dict:
@@ -261,34 +263,15 @@ class _Module:
             live |= {array[name] for name in reads}
         return dead
 
-    def _in_place(self, step, dead) -> str | None:
-        """``X ⊙ 1 v``, ``X ± 1 v`` or ``ReLU(X)`` written into X's own array when X is ``dead`` after this step
-        (batch norm's centred and normalized input, a pre-activation): no new array, so no fresh memory to fault
-        in."""
+    def _relu_in_place(self, step, dead) -> str | None:
+        """``ReLU(X)`` (``np.maximum(X, 0)``) written into X's own array when X is ``dead`` after this step (a
+        pre-activation whose mask is already taken): no new array, so no fresh memory to fault in."""
         node = step.expr
         if isinstance(node, Elementwise) and node.order == 0 and isinstance(node.arg, sp.MatrixSymbol) \
                 and node.arg.name in dead and node.arg.shape == step.symbol.shape:
-            name = node.arg.name  # ReLU (np.maximum(z, 0)) into its input's array, its mask already taken
-            code = activation_rule(node.activation).numpy(0, dict(node.params), z=name)
-            if code == f"np.maximum({name}, 0)":
+            name = node.arg.name
+            if activation_rule(node.activation).numpy(0, dict(node.params), z=name) == f"np.maximum({name}, 0)":
                 return f"np.maximum({name}, 0, out={name})"
-        printer = self.printer()
-        terms = printer._terms(step.expr)
-        full = [term for term in terms if term[1]]
-        vectors = [term for term in terms if not term[1]]
-        if len(full) != 1 or full[0][0] != 1 or len(full[0][1]) != 1:
-            return None
-        _, (operand,), rows = full[0]
-        if not (isinstance(operand, sp.MatrixSymbol) and operand.name in dead and operand.shape == step.symbol.shape):
-            return None
-        name = operand.name
-        if rows and not vectors:
-            return f"np.multiply({name}, {printer._term(sp.Integer(1), [], rows)}, out={name})"
-        if len(vectors) == 1 and not rows:
-            coeff, _, vector = vectors[0]
-            negative = coeff.could_extract_minus_sign()
-            added = printer._term(-coeff if negative else coeff, [], vector)
-            return f"np.{'subtract' if negative else 'add'}({name}, {added}, out={name})"
         return None
 
     def backward_lines(self) -> list[Line]:
@@ -306,28 +289,21 @@ class _Module:
             form = next((alt.label for alt in step.alternatives if alt.expr == step.code_expr), "")
             comment = f"{text_name(step.symbol.name)} = {text(step.code_expr)}  ({shape_text(step.shape)})"
             gradients = {earlier.symbol.name for earlier in self.backward[:i]}  # arrays backward made itself
-            split = self._sum_in_place(expr, gradients - reads - aliased) if self.fused else None
-            if split is not None:
-                hoisted, first, rest = split
-                lines += [Line(name, code) for name, code in hoisted]
-                lines.append(Line(step.symbol.name, first, comment, form=form))
-                lines += [Line(step.symbol.name, code, augmented=operator) for operator, code in rest]
-                continue
-            lines.append(Line(step.symbol.name, self.printer(in_place).doprint(expr), comment, form=form))
+            written = self._in_place(step.symbol.name, expr, gradients - reads - aliased, comment, form) \
+                if self.fused else None
+            lines += written or [Line(step.symbol.name, self.printer(in_place).doprint(expr), comment, form=form)]
         return lines
 
-    def _sum_in_place(self, expr, free: set) -> tuple[list, str, list] | None:
-        """A sum with a term ``G ⊙ 1 v`` whose array G is ``free`` (a gradient this backward pass made and no
-        later line reads, under no other name), written into G's array: the other terms' vectors that read G
-        first (``hoisted``: (name, code); layer norm's row sums of dxhat), then ``np.multiply(G, v, out=G)``,
-        then each other term added or subtracted in place (batch and layer norm's compact dX): a fresh array
-        fewer for every term. None otherwise."""
+    def _in_place(self, target: str, expr, free: set, comment: str, form: str = "") -> list[Line] | None:
+        """The lines of ``target = expr`` written into the array of a term ``G ⊙ 1 v`` whose G is ``free`` (no
+        later line reads it, under no other name): the other terms' vectors that read G first (layer norm's row
+        sums of dxhat), then ``np.multiply(G, v, out=G)``, then each other term added or subtracted in place
+        (batch norm's centred and normalized input, batch and layer norm's compact dX): no fresh array for the
+        result or for any term. None where no term's array is free (or there is nothing to write)."""
         if isinstance(expr, sp.MatrixSymbol) or concatenated(expr) is not None:
             return None
         printer = self.printer()
         terms = printer._terms(expr)
-        if len(terms) < 2:
-            return None
 
         def reads(parts) -> set:
             return {s.name for part in parts for s in sp.sympify(part).atoms(sp.MatrixSymbol)}
@@ -351,9 +327,12 @@ class _Module:
             negative = term_coeff.could_extract_minus_sign()
             rest.append(("-" if negative else "+", printer._term(-term_coeff if negative else term_coeff, fulls,
                                                                  kept_rows)))
+        if coeff == 1 and not rows and not rest:
+            return None  # target = G: an alias, nothing to write
         first = G.name if coeff == 1 and not rows else \
             f"np.multiply({G.name}, {printer._term(coeff, [], rows) if rows else printer._print(coeff)}, out={G.name})"
-        return hoisted, first, rest
+        return [*(Line(name, code) for name, code in hoisted), Line(target, first, comment, form=form),
+                *(Line(target, code, augmented=operator) for operator, code in rest)]
 
     def _code(self, index: int):
         return self.code[self.backward[index].symbol.name]
