@@ -16,7 +16,7 @@ from __future__ import annotations
 import builtins
 import keyword
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sympy as sp
 
@@ -57,7 +57,7 @@ _MODULE_NAMES = {"np", "erf", "math", "SIZES", "BATCH_FIRST", "params", "cache",
                  "params32", "masks32", "grads32", "rounding", "coarse", "estimate", "h", "drift",
                  "DEMO_MAX_PARAMETERS", "error", "Y", "Y_pred", "Y_true", "causal_softmax", "place", "scatter_rows",
                  "shape", "classes", "CACHE_KEYS", "PARAMETER_COUNT", "_data", "IMAGE_SHAPE", "im2col", "col2im",
-                 "fold", "unfold", "first_max_mask",
+                 "fold", "unfold", "first_max_mask", "row_dots", "time_step", "release_buffers",
                  # and the notebook's own cells, which run beside the module's code
                  "losses", "plt", "matplotlib", "example", "teacher", "targets", "trial", "objective", "loss_before",
                  "loss_after", "params_after", "X_train", "Y_train", "xlabel", "ylabel", "font", "hangul",
@@ -239,7 +239,7 @@ class _Module:
                 lines.append(Line(step.name, self.printer().doprint(broadcast), augmented="+"))
             else:
                 free = dead.get(step.name, set())
-                code = self._relu_in_place(step, free)
+                code = self._relu(step, free)
                 written = None if code else self._in_place(step.name, step.expr, free, comment)
                 lines += written or [Line(step.name, code or self.printer().doprint(step.expr), comment)]
         return lines
@@ -263,16 +263,24 @@ class _Module:
             live |= {array[name] for name in reads}
         return dead
 
-    def _relu_in_place(self, step, dead) -> str | None:
-        """``ReLU(X)`` (``np.maximum(X, 0)``) written into X's own array when X is ``dead`` after this step (a
-        pre-activation whose mask is already taken): no new array, so no fresh memory to fault in."""
+    def _relu(self, step, dead) -> str | None:
+        """NumPy's ``ReLU(X)``: X times its mask where forward keeps the mask for backward (one multiplication,
+        about half the time of ``np.maximum``, which checks for NaN), written into X's own array when X is
+        ``dead`` after this step: no new array, so no fresh memory to fault in. Otherwise
+        ``np.maximum(X, 0, out=X)`` in place, or None (the printer's ``np.maximum``). At X = -inf, where the step
+        has already overflowed, the product is NaN instead of 0."""
         node = step.expr
-        if isinstance(node, Elementwise) and node.order == 0 and isinstance(node.arg, sp.MatrixSymbol) \
-                and node.arg.name in dead and node.arg.shape == step.symbol.shape:
-            name = node.arg.name
-            if activation_rule(node.activation).numpy(0, dict(node.params), z=name) == f"np.maximum({name}, 0)":
-                return f"np.maximum({name}, 0, out={name})"
-        return None
+        if not (self.fused and isinstance(node, Elementwise) and node.order == 0
+                and isinstance(node.arg, sp.MatrixSymbol) and node.arg.shape == step.symbol.shape):
+            return None
+        name = node.arg.name
+        if activation_rule(node.activation).numpy(0, dict(node.params), z=name) != f"np.maximum({name}, 0)":
+            return None
+        in_place = name in dead
+        if node.arg in self.kept:
+            mask = self.kept[node.arg]
+            return f"np.multiply({name}, {mask}, out={name})" if in_place else f"{name} * {mask}"
+        return f"np.maximum({name}, 0, out={name})" if in_place else None
 
     def backward_lines(self) -> list[Line]:
         lines = []
@@ -349,6 +357,9 @@ class _Module:
         net, spec = self.net, self.net.spec
         backward = self.backward_lines()
         forward = self.forward_lines(set().union(*(re.findall(r"[A-Za-z_]\w*", line.code) for line in backward)))
+        cached = self.cached(forward, backward)
+        if self.fused:
+            forward, backward = [_into_buffer(line) for line in forward], [_into_buffer(line) for line in backward]
         settings = spec.loss
         nodes = [node for step in net.steps for node in step.expr.atoms(Sigmoid, Softmax, LogSoftmax)]
         nodes += [node for step in self.backward for node in self.code[step.symbol.name].atoms(Sigmoid, Softmax,
@@ -358,8 +369,8 @@ class _Module:
         return {
             "forward_lines": forward,
             "backward_lines": backward,
-            "cached": self.cached(forward, backward),
-            "helpers": self.helpers,
+            "cached": cached,
+            "helpers": _used(self.helpers, [line.code for line in (*forward, *backward)]),
             "helper_names": self.helper_names,
             "parameters": [{"name": name, "shape": self._module_shape(name),
                             "init": INITIALIZERS[net.initializers[name][0]].format(
@@ -388,6 +399,8 @@ class _Module:
             "needs_causal_softmax": any(isinstance(node, CausalSoftmax) for node in nodes),
             "needs_place": any(re.search(r"(?<![\w.])place\(", line.code) for line in (*forward, *backward)),
             "needs_sequences": any("_seq(" in line.code for line in (*forward, *backward)),
+            "needs_buffers": any("_buffer(" in line.code for line in (*forward, *backward)),
+            "needs_row_dots": any("row_dots(" in line.code for line in (*forward, *backward)),
             "needs_scatter": any("scatter_rows(" in line.code for line in backward),
             "needs_softmax": any(type(node) is Softmax for node in nodes)
                              or loss_rule(settings).targets == "distribution",
@@ -506,6 +519,32 @@ def _split_broadcast(expr):
         if is_broadcast(bias) and not is_broadcast(product) and isinstance(product, (sp.MatMul, sp.HadamardProduct)):
             return product, bias
     return expr, None
+
+
+def _used(helpers: dict, code: list[str]) -> dict:
+    """The helpers that the lines ``code`` call, directly or through another helper (ReLU itself is not called
+    where it is written as the input times its kept mask)."""
+    called, text = set(), " ".join(code)
+    while True:
+        more = {name for name in helpers if name not in called and re.search(rf"(?<![\w.]){name}\(", text)}
+        if not more:
+            return {name: value for name, value in helpers.items() if name in called}
+        called |= more
+        text = " ".join(helpers[name][1] for name in more)
+
+
+_PRODUCT = re.compile(r"([A-Za-z_]\w*(?:\.T)?) @ ([A-Za-z_]\w*(?:\.T)?)")
+
+
+def _into_buffer(line: Line) -> Line:
+    """A line that is one matrix product, ``A @ B``, written into the array the same line made in an earlier step
+    where nothing holds it any more (the module's ``_buffer``): the step's large new arrays are its products, and
+    reusing theirs spares the fresh memory that the allocator would otherwise map and fault in page by page."""
+    product = _PRODUCT.fullmatch(line.code)
+    if line.augmented or product is None:
+        return line
+    A, B = product.groups()
+    return replace(line, code=f'np.matmul({A}, {B}, out=_buffer("{line.target}", {A}, {B}))')
 
 
 def _upstream_of_product(expr) -> str | None:

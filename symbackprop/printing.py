@@ -606,7 +606,8 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
         return super()._print_MatAdd(expr)
 
     def _sum_of_product(self, matrices, reductions) -> str | None:
-        """``1ᵀ (A ⊙ B)`` (``(A ⊙ B) 1``) as one ``np.einsum`` pass over A and B, when fused; else None."""
+        """``1ᵀ (A ⊙ B)`` as one ``np.einsum`` pass over A and B, ``(A ⊙ B) 1`` as the module's ``row_dots`` (a
+        batched matrix product, twice as fast as einsum's row sums), when fused; else None."""
         if not (self.fused and self.positions is None and len(matrices) == 1 and reductions in ([0], [1])):
             return None
         product = matrices[0]
@@ -619,8 +620,7 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
         if any(spread_vector(f) or _constant(f) is not None or _is_reciprocal(f) for f in factors):
             return None
         a, b = (self._print(f) for f in factors)
-        return (f'np.einsum("ij,ij->j", {a}, {b})[None]' if reductions == [0]
-                else f'np.einsum("ij,ij->i", {a}, {b})[:, None]')
+        return f'np.einsum("ij,ij->j", {a}, {b})[None]' if reductions == [0] else f"row_dots({a}, {b})"
 
     def _terms(self, expr) -> list[tuple]:
         """``expr`` as a sum of terms ``(number, full arrays, broadcast vectors)``: each term costs NumPy one pass

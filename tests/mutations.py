@@ -146,6 +146,12 @@ MUTATIONS = (
              '"sum", reductions=("sum", "batch_mean"), targets="distribution", min_outputs=2,',
              "softmax cross-entropy without a reduction in the spec sums over the batch instead of averaging",
              ("tests/test_oracle.py", "-k", "depth5_mixed_column")),
+    Mutation("buffer-still-held", "templates/backprop.py.j2",
+             "_holders(slot, i) == _FREE:",
+             "_holders(slot, i) <= _FREE + 1:",
+             "a product's array is reused while one reference besides its line's slot still holds it (a cache, a "
+             "gradient or a view the caller kept is overwritten by the next step)",
+             ("tests/test_fused_numpy.py", "-k", "never_reused")),
 )
 
 
