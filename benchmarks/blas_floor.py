@@ -8,7 +8,8 @@ each kind and dtype, the median of:
   parameter and the input, as the peers harness times it);
 - BLAS floor: the same step's matrix products alone, on operands of its shapes, into preallocated arrays;
 - PyTorch eager: the same net (``F.batch_norm(training=True)`` / ``F.layer_norm``), same gradients.
-What a layer adds to a step is that step's median minus the plain net's, for ours and for PyTorch. The page
+What a layer adds to a step is the median over repeats of that step's time minus the plain net's in the same
+repeat, for ours and for PyTorch. The page
 faults of one generated step (fresh memory the allocator maps and the kernel fills page by page) are counted in
 a process that runs the module alone, as a training script would: 0 once the module reuses its products'
 arrays (4,000 to 6,000 before, 10-20 % of the step; in this process, between the other variants' allocations,
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +31,7 @@ import tempfile
 import numpy as np
 
 from benchmarks.batchnorm import one_blas_thread
-from benchmarks.training import _median_ms, blas_description, generated_module, matmul_bound
+from benchmarks.training import blas_description, generated_module, interleaved_ms, matmul_bound
 
 N, INPUT, HIDDEN, CLASSES, EPS = 512, 784, 1024, 10, 1e-5
 KINDS = ("plain", "batchnorm", "layernorm", "dropout")
@@ -116,6 +118,12 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
 """
 
 
+def paired_difference(times: dict, name: str, base: str) -> float:
+    """The median over repeats of ``name``'s time minus ``base``'s in the same repeat (both ran within one
+    interleaved round, so a slow spell of the machine slows both)."""
+    return statistics.median(a - b for a, b in zip(times[name], times[base]))
+
+
 def faults_per_step(module, dtype) -> float:
     """Minor page faults per step of the generated module in a process of its own (a training script's: no other
     library's allocations in between), after three warm-up steps; nan where the system does not count them."""
@@ -160,7 +168,8 @@ def bench(dtype, directory, repeats: int) -> dict:
                 # flips and moves dW1 by 1.1e-3; float64 agrees to 1e-15)
             variants[f"{kind}: PyTorch eager"] = timed
     before = load_note()
-    medians = _median_ms(variants, repeats)
+    times = interleaved_ms(variants, repeats)
+    medians = {name: statistics.median(ts) for name, ts in times.items()}
     faults = {kind: faults_per_step(modules[kind], dtype) for kind in KINDS}
     print(f"\n{np.dtype(dtype).name}, N = {N}, 784 -> [1024 -> LAYER -> ReLU] x 2 -> 10, softmax CE, one thread "
           f"(median of {repeats}; {before} before, {load_note()} after)")
@@ -173,10 +182,10 @@ def bench(dtype, directory, repeats: int) -> dict:
         line += f" {torch_ms:7.2f}ms {torch_ms / ours:9.2f}" if torch_ms else f" {'-':>9} {'-':>9}"
         line += f" {faults[kind]:11.0f}"
         if kind != "plain":
-            added = ours - medians["plain: generated"]
+            added = paired_difference(times, f"{kind}: generated", "plain: generated")
             line += f" {added:10.2f}ms"
             if torch_ms:
-                torch_added = torch_ms - medians["plain: PyTorch eager"]
+                torch_added = paired_difference(times, f"{kind}: PyTorch eager", "plain: PyTorch eager")
                 line += f" {torch_added:11.2f}ms {added / torch_added:10.2f}" if torch_added > 0 else \
                     f" {torch_added:11.2f}ms {'-':>10}"
         print(line + f"   goal gen/floor <= {GOALS['floor'][kind]:.2f}")

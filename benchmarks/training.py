@@ -188,8 +188,8 @@ def blas_description() -> str:
     return f"numpy {np.__version__} with {'; '.join(pools) or 'unknown BLAS'}; {env}"
 
 
-def _median_ms(variants: dict, repeats: int) -> dict:
-    """Median wall time per variant in ms, the variants interleaved in every repeat (after one warm-up).
+def interleaved_ms(variants: dict, repeats: int) -> dict:
+    """Wall times per variant in ms, one per repeat, the variants interleaved in every repeat (after one warm-up).
 
     The order rotates from repeat to repeat, so no variant always runs right after the same other one (a
     library whose threads linger after its step would otherwise always slow the same neighbour).
@@ -203,8 +203,13 @@ def _median_ms(variants: dict, repeats: int) -> dict:
         for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
             variants[name]()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
+            times[name].append(1e3 * (time.perf_counter() - start))
+    return times
+
+
+def _median_ms(variants: dict, repeats: int) -> dict:
+    """Median wall time per variant in ms, interleaved as ``interleaved_ms`` runs them."""
+    return {name: statistics.median(ts) for name, ts in interleaved_ms(variants, repeats).items()}
 
 
 def _check_same_gradients(module, params, X, Y):
