@@ -126,7 +126,12 @@ def paired_difference(times: dict, name: str, base: str) -> float:
 
 def faults_per_step(module, dtype) -> float:
     """Minor page faults per step of the generated module in a process of its own (a training script's: no other
-    library's allocations in between), after three warm-up steps; nan where the system does not count them."""
+    library's allocations in between), after three warm-up steps; nan where the system does not count them.
+
+    The script stands alone, its loop at the top level, because the count before products reused their arrays
+    depended on the order arrays were freed in: the same loop inside a function (a ``functools.partial`` of
+    ``training_step``) showed 0 faults for the plain net's old module and 4,749 for the batch-norm net's, where
+    this script shows 4,492 and 5,524. With reused products it shows 0 either way."""
     try:
         import resource  # noqa: F401 (POSIX only)
     except ImportError:
