@@ -152,6 +152,12 @@ MUTATIONS = (
              "a product's array is reused while one reference besides its line's slot still holds it (a cache, a "
              "gradient or a view the caller kept is overwritten by the next step)",
              ("tests/test_fused_numpy.py", "-k", "never_reused")),
+    Mutation("unfolded-last-chunk", "templates/backprop.py.j2",
+             "for start in range(0, len(x), chunk):\n        part, image = maps[",
+             "for start in range(0, len(x) - 1, chunk):\n        part, image = maps[",
+             "col2im_unfold_dot skips the batch's last image when it starts a chunk of its own (a convolution's dX "
+             "is 0 there)",
+             ("tests/test_conv.py", "-k", "many_positions")),
 )
 
 

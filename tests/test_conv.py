@@ -6,6 +6,8 @@ printed index forms are evaluated against autograd.
 """
 
 import dataclasses
+import inspect
+import re
 import tomllib
 from pathlib import Path
 
@@ -157,6 +159,26 @@ def test_conv2d_gradients_match_pytorch(tmp_path, shape, conv):
     _agree(_conv_spec(shape, conv), tmp_path, "conv2d")
 
 
+@pytest.mark.parametrize("shape, conv, batch", [
+    ((2, 12, 12), {"kernel": 3, "channels": 3, "padding": 1, "activation": "relu"}, 3),
+    ((3, 24, 22), {"kernel": [3, 2], "channels": 2, "stride": 2, "padding": 1, "bias": False}, 2),
+    ((2, 12, 12), {"kernel": 3, "channels": 40, "padding": 1, "activation": "tanh"}, 21),
+    ((2, 300), {"kind": "conv1d", "kernel": 3, "channels": 2, "stride": 2, "activation": "sigmoid"}, 2),
+], ids=["144-positions", "stride2-132-positions", "chunks-of-10-images", "conv1d-149-positions"])
+def test_a_convolution_with_many_positions_reads_the_maps_without_unfolding_them(tmp_path, shape, conv, batch):
+    """At 128 output positions or more the backward reads δ's maps as they are (unfold_t_dot, unfold_sums,
+    col2im_unfold_dot) instead of copying them into unfold(δ); the gradients still match PyTorch's, over several
+    chunks of the batch (40 maps of 144 positions: 10 images a chunk in float64; 21 images, the last in a chunk of
+    its own) as over one."""
+    conv = {"kind": "conv2d", "activation": "identity", **conv}
+    module = _agree(_conv_spec(shape, conv), tmp_path, "unfolded", batch=batch)
+    source = inspect.getsource(module)
+    assert "col2im_unfold_dot(dZ1, W1, " in source and "unfold_t_dot(dZ1, Xcol1, " in source
+    assert ("unfold_sums(dZ1, " in source) == conv.get("bias", True)
+    code = [line.split("  #")[0] for line in source.split("def backward")[1].splitlines()]
+    assert not [line for line in code if re.search(r"(?<![\w.])(unfold|col2im)\(", line)]
+
+
 def test_conv1d_gradients_match_pytorch(tmp_path):
     conv = {"kind": "conv1d", "channels": 3, "kernel": 3, "stride": 2, "padding": 1, "activation": "sigmoid"}
     _agree(_conv_spec((2, 9), conv), tmp_path, "conv1d")
@@ -209,13 +231,19 @@ def test_each_image_spec_matches_pytorch(tmp_path, path):
     _agree(_spec(path), tmp_path, path.stem)
 
 
-def test_the_module_has_no_python_loop_over_positions():
-    source = derive(_spec(SPECS[0].parent / "small_cnn.toml")).render("numpy")
-    helpers = source[source.index("def im2col"):source.index("def first_max_mask")]
-    assert "sliding_window_view" in helpers
-    loops = [line.strip() for line in helpers.splitlines() if line.strip().startswith("for ")]
-    # chunks of the batch (so col2im's patches stay in cache) and kernel offsets only
-    assert loops == ["for start in range(0, len(x), chunk):", "for i in range(kh):", "for j in range(kw):"]
+@pytest.mark.parametrize("shape", [(1, 5, 5), (2, 12, 12)], ids=["25-positions", "144-positions"])
+def test_the_module_has_no_python_loop_over_positions(shape):
+    spec = _conv_spec(shape, {"kind": "conv2d", "channels": 2, "kernel": 3, "padding": 1, "activation": "relu"},
+                      [{"kind": "maxpool", "kernel": 2}])
+    source = derive(spec).render("numpy")
+    names = re.findall(r"^def (im2col|col2im\w*|fold|unfold\w*|first_max_mask)\(", source, re.MULTILINE)
+    assert "im2col" in names and ("col2im_unfold_dot" in names) == (shape == (2, 12, 12)), names
+    for name in names:
+        start = source.index(f"\ndef {name}(")
+        helper = source[start:source.index("\ndef ", start + 1)]
+        loops = [line.strip() for line in helper.splitlines() if line.strip().startswith("for ")]
+        # chunks of the batch (so the patches or maps stay in cache) and kernel offsets only
+        assert loops in ([], ["for start in range(0, len(x), chunk):", "for i in range(kh):", "for j in range(kw):"])
 
 
 def test_col2im_over_several_chunks_of_the_batch_matches_pytorch(tmp_path):
