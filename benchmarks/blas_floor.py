@@ -16,13 +16,16 @@ arrays (4,000 to 6,000 before, 10-20 % of the step; in this process, between the
 the allocator happened to keep its memory). Gradients
 are compared with PyTorch's before anything is timed. Goals (issue 30): batch norm adds at most 1.5x what it
 adds to PyTorch's step; the batch-norm step within 1.10x of its BLAS floor, every net of width >= 256 within
-1.05x. ``BENCH_REPEATS`` sets the number of interleaved repeats (default 10).
+1.05x. Last, the plain net's products alone under each of OpenBLAS's kernel sets (``OPENBLAS_CORETYPE``), a process
+per set: the BLAS library's own share of the comparison with the peers. ``BENCH_REPEATS`` sets the number of
+interleaved repeats (default 10).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -118,6 +121,64 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
 """
 
 
+KERNELS = """
+import statistics, sys, time
+import numpy as np
+from threadpoolctl import threadpool_info
+from benchmarks.training import matmul_bound
+n, width, hidden, classes, repeats = map(int, sys.argv[1:6])
+rng = np.random.default_rng(0)
+print(",".join(p.get("architecture") or "?" for p in threadpool_info() if p["internal_api"] == "openblas"))
+for dtype in (np.float32, np.float64):
+    sizes = [width, hidden, hidden, classes]
+    weights = [rng.standard_normal((a, b)).astype(dtype) for a, b in zip(sizes, sizes[1:])]
+    floor = matmul_bound(weights, [0] * len(weights), rng.standard_normal((n, width)).astype(dtype))
+    floor()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        floor()
+        times.append(time.perf_counter() - start)
+    print(statistics.median(times) * 1e3)
+"""
+# OpenBLAS kernel sets to try on x86-64 (OPENBLAS_CORETYPE): its default picks by CPU model. On an AMD EPYC (Zen 4)
+# it picks SkylakeX's AVX-512 kernels; Haswell's AVX2 ones took 0.92x their time in float32 there, 1.03x in
+# float64 ("Zen" names the same kernels).
+CORETYPES = ("Haswell", "Zen", "SkylakeX")
+
+
+def kernel_floors(rounds: int = 3, repeats: int = 5) -> None:
+    """The plain net's BLAS floor under each of OpenBLAS's kernel sets (``OPENBLAS_CORETYPE``, which OpenBLAS
+    reads once, when it loads), a process per set and round, the sets in turn each round: what a user gains
+    by naming another set before NumPy loads. Prints nothing where NumPy's BLAS is not OpenBLAS on x86-64 (or
+    threadpoolctl, which tells, is missing)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return
+    if platform.machine() not in ("x86_64", "AMD64") or \
+            not any(p["internal_api"] == "openblas" for p in threadpool_info()):
+        return
+    names, times = {}, {}
+    for _ in range(rounds):
+        for coretype in ("", *CORETYPES):
+            env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_CORETYPE": coretype}
+            if not coretype:
+                del env["OPENBLAS_CORETYPE"]  # OpenBLAS's own choice
+            lines = subprocess.run([sys.executable, "-c", KERNELS, *map(str, (N, INPUT, HIDDEN, CLASSES, repeats))],
+                                   capture_output=True, text=True, check=True, env=env).stdout.split()
+            names[coretype] = lines[0]
+            times.setdefault(coretype, []).append([float(t) for t in lines[1:]])
+    print(f"\nOpenBLAS kernel sets: the plain net's BLAS floor, one thread, a process per set (median of {rounds} "
+          f"rounds of {repeats}; {load_note()})")
+    default = [statistics.median(run[i] for run in times[""]) for i in range(2)]
+    for coretype in ("", *CORETYPES):
+        ms = [statistics.median(run[i] for run in times[coretype]) for i in range(2)]
+        label = f"OPENBLAS_CORETYPE={coretype}" if coretype else "default"
+        print(f"  {label:<28} kernels {names[coretype]:<9} float32 {ms[0]:7.2f}ms ({ms[0] / default[0]:.3f}x)"
+              f"  float64 {ms[1]:7.2f}ms ({ms[1] / default[1]:.3f}x)")
+
+
 def paired_difference(times: dict, name: str, base: str) -> float:
     """The median over repeats of ``name``'s time minus ``base``'s in the same repeat (both ran within one
     interleaved round, so a slow spell of the machine slows both)."""
@@ -207,6 +268,7 @@ def main(repeats: int | None = None) -> dict:
               "" if not isinstance(limits, str) else f"({limits})")
         for dtype in (np.float32, np.float64):
             results[np.dtype(dtype).name] = bench(dtype, directory, repeats)
+    kernel_floors()
     return results
 
 

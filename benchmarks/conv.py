@@ -7,15 +7,18 @@ then ``flatten`` and half the sum of squared errors, so the upstream gradient is
 variant starts from ``(Y_pred, Y_true)`` and the input and weights the forward pass saw, and returns dW, db
 and dX:
 - generated: ``backward`` of the module ``symbackprop derive`` writes, on the cache its ``forward`` keeps
-  (the unfolded input ``Xcol1``); its col2im adds the patches back channels last, a few images at a time so
-  that they stay in cache over the kernel offsets;
+  (the unfolded input ``Xcol1``); with 1,024 positions it reads δ's maps as they are, never copying them into
+  unfold(δ): dW as each sample's maps times its rows of ``Xcol1``, summed, and dX as each kernel offset's slice
+  of W times the maps, added into the image a few images at a time, so that they stay in cache;
 - hand-written im2col: the CS231n "fast layers" backward as written here, on the unfolded input its own forward
   keeps: ``dW = dout_colᵀ X_col``, ``db`` the column sums, ``dX_col = dout_col W_col`` added back into the padded
   image one kernel offset at a time over the whole batch (col2im), the padding cropped;
 - PyTorch eager: ``aten.convolution_backward``, the one call autograd makes for a ``conv2d``'s three gradients.
 Target (issue 26): generated / hand-written <= 1.1. Each line of the two NumPy backward passes is then timed on its
-own, so that a difference can be traced to the line that makes it. Run with ``python -m benchmarks.conv``; ``BENCH_REPEATS``
-sets the number of interleaved runs a median is taken over.
+own, so that a difference can be traced to the line that makes it. Last, a sweep over layers of 16 to 1,024 output
+positions times the module's two ways of reading δ (copied into unfold(δ), or as it is), the evidence for the
+number of positions from which the module reads it as it is. Run with ``python -m benchmarks.conv``;
+``BENCH_REPEATS`` sets the number of interleaved runs a median is taken over.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from benchmarks.batchnorm import _print_lines, line_costs, one_blas_thread
 from benchmarks.training import _median_ms, generated_module
+from symbackprop.codegen import UNFOLDED_POSITIONS
 
 N, C, H, W, F, K, PAD = 64, 16, 32, 32, 32, 3, 1
 DTYPE = np.float32
@@ -121,13 +125,58 @@ def bench(module, repeats: int) -> dict:
     return {**medians, "ratio": ratio}
 
 
+# Layers for the positions sweep, N = 64, float32: (C, H = W, F, kernel, stride, padding), 16 to 1024 positions.
+SWEEP = ((128, 4, 128, 3, 1, 1), (64, 8, 128, 3, 1, 1), (16, 11, 32, 3, 1, 1), (64, 12, 64, 3, 1, 1),
+         (64, 16, 64, 3, 1, 1), (16, 32, 32, 3, 2, 1), (16, 32, 32, 3, 1, 1))
+
+
+def positions_sweep(unfolded, copied, repeats: int) -> None:
+    """A convolution's dW, db and dX from δ both ways the module writes them, per layer of ``SWEEP``: the maps
+    copied into unfold(δ) (``copied``'s helpers: below UNFOLDED_POSITIONS) and read as they are (``unfolded``'s);
+    the evidence for the threshold."""
+    print(f"\nconv2d backward by output positions (N = {N}, float32, one thread, median of {repeats}; the module "
+          f"reads the maps as they are from {UNFOLDED_POSITIONS} positions)")
+    rng = np.random.default_rng(0)
+    for layer in SWEEP:
+        _sweep_layer(unfolded, copied, layer, rng, repeats)
+
+
+def _sweep_layer(unfolded, copied, layer, rng, repeats: int) -> None:
+    c, size, f, k, stride, pad = layer
+    window = {"shape": (c, size, size), "kernel": (k, k), "stride": (stride, stride), "padding": (pad, pad)}
+    positions = ((size + 2 * pad - k) // stride + 1) ** 2
+    G = rng.standard_normal((N, f * positions)).astype(DTYPE)
+    weight = rng.standard_normal((f, c * k * k)).astype(DTYPE)
+    X_col = copied.im2col(rng.standard_normal((N, c * size * size)).astype(DTYPE), **window)
+
+    def copy_first():
+        cols = copied.unfold(G, positions)
+        return cols.T @ X_col, cols.sum(axis=0, keepdims=True), copied.col2im(cols @ weight, **window)
+
+    def as_they_are():
+        return (unfolded.unfold_t_dot(G, X_col, positions), unfolded.unfold_sums(G, positions),
+                unfolded.col2im_unfold_dot(G, weight, **window))
+
+    for a, b in zip(copy_first(), as_they_are()):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-4 * np.abs(a).max())
+    ms = _median_ms({"copied": copy_first, "as they are": as_they_are}, repeats)
+    print(f"  C {c:3d}, {size:2d}x{size:<2d}, F {f:3d}, stride {stride}: {positions:4d} positions   unfold(δ) copied "
+          f"{ms['copied']:7.2f} ms, maps as they are {ms['as they are']:7.2f} ms "
+          f"({ms['as they are'] / ms['copied']:.2f}x)")
+
+
 def main(repeats: int | None = None) -> dict:
     repeats = repeats or int(os.environ.get("BENCH_REPEATS", "15"))
     with tempfile.TemporaryDirectory() as directory, one_blas_thread() as limits:
         sys.dont_write_bytecode = True
         module = generated_module(layer_spec(), directory)
+        small = layer_spec()
+        small["input"]["shape"] = [C, 8, 8]  # 64 positions: the module copies the maps into unfold(δ)
+        copied = generated_module(small, directory)
         print(limits if isinstance(limits, str) else "BLAS limited to one thread (threadpoolctl)")
-        return bench(module, repeats)
+        results = bench(module, repeats)
+        positions_sweep(module, copied, repeats)
+        return results
 
 
 if __name__ == "__main__":

@@ -538,7 +538,7 @@ def _used(helpers: dict, code: list[str]) -> dict:
 
 
 # Output positions per image from which a convolution's backward reads δ's maps as they are, without the copy
-# of unfold(δ) (measured on one core: faster at 144 to 1024 positions, about even at 121, slower at 16 and 64).
+# of unfold(δ) (benchmarks/conv.py's sweep, one core: faster from 121 positions on, slower at 16 and 64).
 UNFOLDED_POSITIONS = 128
 _UNFOLD = re.compile(r"unfold\((\w+), (\d+)\)")
 
