@@ -179,6 +179,16 @@ def test_a_convolution_with_many_positions_reads_the_maps_without_unfolding_them
     assert not [line for line in code if re.search(r"(?<![\w.])(unfold|col2im)\(", line)]
 
 
+def test_a_network_reads_maps_as_they_are_in_its_large_layer_and_unfolds_them_in_its_small_one(tmp_path):
+    """conv (256 positions) -> ReLU -> max pool -> conv (64 positions) -> ReLU -> flatten -> dense: the two
+    forms of a convolution's backward in one module, each where its layer's size puts it, against PyTorch."""
+    conv = {"kind": "conv2d", "kernel": 3, "padding": 1, "activation": "relu"}
+    spec = _conv_spec((3, 16, 16), {**conv, "channels": 4}, [{"kind": "maxpool", "kernel": 2}, {**conv, "channels": 3}])
+    spec["layers"].append({"size": 5, "activation": "identity"})
+    source = inspect.getsource(_agree(spec, tmp_path, "mixed"))
+    assert "col2im_unfold_dot(dZ1, W1, " in source and "dZcol3 = unfold(dZ3, 64)" in source
+
+
 def test_conv1d_gradients_match_pytorch(tmp_path):
     conv = {"kind": "conv1d", "channels": 3, "kernel": 3, "stride": 2, "padding": 1, "activation": "sigmoid"}
     _agree(_conv_spec((2, 9), conv), tmp_path, "conv1d")
