@@ -88,6 +88,17 @@ def torch_backward(weight, X, Y_pred, Y_true):
     return step
 
 
+def torch_forward(weight, bias, X):
+    """PyTorch eager's conv2d on one thread (None without PyTorch)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    tW, tb, tX = (torch.from_numpy(a) for a in (weight, bias, X))
+    return lambda: torch.nn.functional.conv2d(tX, tW, tb, padding=PAD)
+
+
 def bench(module, repeats: int) -> dict:
     rng = np.random.default_rng(0)
     params = module.init_params(0, dtype=DTYPE)
@@ -122,7 +133,15 @@ def bench(module, repeats: int) -> dict:
                                          {"params": params, "cache": cache, "Y_true": Y_true}, repeats))
     _print_lines("hand-written im2col", line_costs(hand_written_backward, globals(), {
         "weight": weight, "X_col": X_col, "Y_pred": Y_pred, "Y_true": Y_true}, repeats))
-    return {**medians, "ratio": ratio}
+    forwards = {"generated": lambda: module.forward(params, X),
+                "hand-written im2col": lambda: hand_written_forward(weight, bias, X)}
+    conv = torch_forward(weight, bias, X)
+    if conv is not None:
+        forwards["PyTorch eager"] = conv
+    forward_ms = _median_ms(forwards, repeats)
+    print("  forward pass (the output and the unfolded input the backward reads; PyTorch's output alone): "
+          + ", ".join(f"{label} {ms:.2f} ms" for label, ms in forward_ms.items()))
+    return {**medians, "ratio": ratio, "forward": forward_ms}
 
 
 # Layers for the positions sweep, N = 64, float32: (C, H = W, F, kernel, stride, padding), 16 to 1024 positions.
