@@ -17,7 +17,8 @@ and dX:
 Target (issue 26): generated / hand-written <= 1.1. Each line of the two NumPy backward passes is then timed on its
 own, so that a difference can be traced to the line that makes it. Last, a sweep over layers of 16 to 1,024 output
 positions times the module's two ways of reading δ (copied into unfold(δ), or as it is), the evidence for the
-number of positions from which the module reads it as it is. Run with ``python -m benchmarks.conv``;
+number of positions from which the module reads it as it is; then a small CNN's training step (two conv + ReLU +
+max-pool stages, a dense layer, softmax cross-entropy) against PyTorch eager. Run with ``python -m benchmarks.conv``;
 ``BENCH_REPEATS`` sets the number of interleaved runs a median is taken over.
 """
 
@@ -144,6 +145,54 @@ def bench(module, repeats: int) -> dict:
     return {**medians, "ratio": ratio, "forward": forward_ms}
 
 
+def cnn_spec() -> dict:
+    """A small CNN on the benchmark's images: [conv 3x3 padding 1 -> ReLU -> max pool 2] x 2 (32, then 64 maps),
+    flatten, dense 10, softmax cross-entropy."""
+    conv = {"kind": "conv2d", "kernel": K, "padding": PAD, "activation": "relu"}
+    pool = {"kind": "maxpool", "kernel": 2}
+    return {"input": {"shape": [C, H, W]},
+            "layers": [{**conv, "channels": 32}, pool, {**conv, "channels": 64}, pool, {"kind": "flatten"},
+                       {"size": 10, "activation": "identity"}],
+            "loss": {"kind": "softmax_cross_entropy"}}
+
+
+def cnn_step(module, repeats: int) -> None:
+    """The small CNN's training step (forward + backward, the input's gradient included) in the generated module
+    against PyTorch eager on one thread, on the same parameters and data, the gradients compared first."""
+    rng = np.random.default_rng(0)
+    params = module.init_params(0, dtype=DTYPE)
+    X = rng.standard_normal((N, C, H, W)).astype(DTYPE)
+    Y = np.eye(10, dtype=DTYPE)[rng.integers(0, 10, N)]
+    variants = {"generated": lambda: module.backward(params, module.forward(params, X)[1], Y)}
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        torch.set_num_threads(1)
+        F_ = torch.nn.functional
+        tp = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
+        tX, tY = torch.tensor(X, requires_grad=True), torch.tensor(Y)
+
+        def step():
+            A = F_.max_pool2d(F_.relu(F_.conv2d(tX, tp["W1"], tp["b1"], padding=PAD)), 2)
+            A = F_.max_pool2d(F_.relu(F_.conv2d(A, tp["W3"], tp["b3"], padding=PAD)), 2)
+            logits = A.flatten(1) @ tp["W6"] + tp["b6"]
+            loss = F_.cross_entropy(logits, tY.argmax(dim=1))
+            return dict(zip([*tp, "X"], torch.autograd.grad(loss, [*tp.values(), tX])))
+
+        ours = variants["generated"]()
+        for name, value in step().items():
+            np.testing.assert_allclose(ours[name], value.numpy(), rtol=0, atol=1e-4 * float(value.abs().max()),
+                                       err_msg=name)
+        variants["PyTorch eager"] = step
+    ms = _median_ms(variants, repeats)
+    print(f"\nsmall CNN training step (forward + backward, the input's gradient included): N = {N}, {C}x{H}x{W}, "
+          f"[conv {K}x{K} -> ReLU -> max pool 2] x 2 (32, 64 maps) -> dense 10, softmax CE, float32, one thread "
+          f"(median of {repeats}): " + ", ".join(f"{label} {value:.1f} ms" for label, value in ms.items())
+          + (f" (generated / PyTorch = {ms['generated'] / ms['PyTorch eager']:.2f})" if len(ms) > 1 else ""))
+
+
 # Layers for the positions sweep, N = 64, float32: (C, H = W, F, kernel, stride, padding), 16 to 1024 positions.
 SWEEP = ((128, 4, 128, 3, 1, 1), (64, 8, 128, 3, 1, 1), (16, 11, 32, 3, 1, 1), (64, 12, 64, 3, 1, 1),
          (64, 16, 64, 3, 1, 1), (16, 32, 32, 3, 2, 1), (16, 32, 32, 3, 1, 1))
@@ -195,6 +244,7 @@ def main(repeats: int | None = None) -> dict:
         print(limits if isinstance(limits, str) else "BLAS limited to one thread (threadpoolctl)")
         results = bench(module, repeats)
         positions_sweep(module, copied, repeats)
+        cnn_step(generated_module(cnn_spec(), directory), repeats)
         return results
 
 

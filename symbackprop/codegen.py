@@ -57,8 +57,8 @@ _MODULE_NAMES = {"np", "erf", "math", "SIZES", "BATCH_FIRST", "params", "cache",
                  "params32", "masks32", "grads32", "rounding", "coarse", "estimate", "h", "drift",
                  "DEMO_MAX_PARAMETERS", "error", "Y", "Y_pred", "Y_true", "causal_softmax", "place", "scatter_rows",
                  "shape", "classes", "CACHE_KEYS", "PARAMETER_COUNT", "_data", "IMAGE_SHAPE", "im2col", "col2im",
-                 "fold", "unfold", "first_max_mask", "unfold_t_dot", "unfold_sums", "col2im_unfold_dot", "row_dots",
-                 "time_step", "release_buffers",
+                 "fold", "unfold", "first_max_mask", "row_max", "unfold_t_dot", "unfold_sums", "col2im_unfold_dot",
+                 "row_dots", "time_step", "release_buffers",
                  # and the notebook's own cells, which run beside the module's code
                  "losses", "plt", "matplotlib", "example", "teacher", "targets", "trial", "objective", "loss_before",
                  "loss_after", "params_after", "X_train", "Y_train", "xlabel", "ylabel", "font", "hangul",
@@ -402,9 +402,7 @@ class _Module:
             "needs_sequences": any("_seq(" in line.code for line in (*forward, *backward)),
             "needs_buffers": any("_buffer(" in line.code for line in (*forward, *backward)),
             "needs_row_dots": any("row_dots(" in line.code for line in (*forward, *backward)),
-            "image_helpers": {name for name in ("col2im", "fold", "unfold", "first_max_mask", "unfold_t_dot",
-                                                "unfold_sums", "col2im_unfold_dot")
-                              if any(re.search(rf"(?<![\w.]){name}\(", line.code) for line in (*forward, *backward))},
+            "image_helpers": _image_helpers([line.code for line in (*forward, *backward)]),
             "needs_scatter": any("scatter_rows(" in line.code for line in backward),
             "needs_softmax": any(type(node) is Softmax for node in nodes)
                              or loss_rule(settings).targets == "distribution",
@@ -580,6 +578,14 @@ def _unfolded_products(lines: list[Line]) -> list[Line]:
                                        comment=f"{rewritten[first].comment}; {line.comment.split('  (')[0]}")
             return _unfolded_products([rewritten.get(other, other) for other in lines if other not in dropped])
     return lines
+
+
+def _image_helpers(code: list[str]) -> set[str]:
+    """The module's image helpers that the lines ``code`` call (first_max_mask calls row_max)."""
+    called = {name for name in ("col2im", "fold", "unfold", "first_max_mask", "row_max", "unfold_t_dot",
+                                "unfold_sums", "col2im_unfold_dot")
+              if any(re.search(rf"(?<![\w.]){name}\(", line) for line in code)}
+    return called | ({"row_max"} if "first_max_mask" in called else set())
 
 
 _PRODUCT = re.compile(r"([A-Za-z_]\w*(?:\.T)?) @ ([A-Za-z_]\w*(?:\.T)?)")

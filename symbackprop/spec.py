@@ -105,8 +105,8 @@ _MODULE_NAMES = frozenset({
     "np", "erf", "math", "SIZES", "BATCH_FIRST", "params", "cache", "grads", "lr", "rng", "seed", "dtype", "eps",
     "masks", "init_params", "draw_masks", "forward", "loss", "backward", "sgd_step", "gradient_check", "softmax",
     "log_softmax", "sigmoid", "penalty", "causal_softmax", "place", "scatter_rows", "shape", "im2col", "col2im",
-    "fold", "unfold", "first_max_mask", "unfold_t_dot", "unfold_sums", "col2im_unfold_dot", "row_dots", "time_step",
-    "release_buffers",
+    "fold", "unfold", "first_max_mask", "row_max", "unfold_t_dot", "unfold_sums", "col2im_unfold_dot", "row_dots",
+    "time_step", "release_buffers",
     *ACTIVATIONS, *FUNCTIONS, *(f"{name}_grad" for name in (*ACTIVATIONS, *FUNCTIONS)), *keyword.kwlist,
     *keyword.softkwlist,
 })

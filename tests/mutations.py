@@ -158,6 +158,11 @@ MUTATIONS = (
              "col2im_unfold_dot skips the batch's last image when it starts a chunk of its own (a convolution's dX "
              "is 0 there)",
              ("tests/test_conv.py", "-k", "many_positions")),
+    Mutation("max-pool-nan-dropped", "templates/backprop.py.j2",
+             "        hit |= np.isnan(column)  # a NaN is the maximum, as for argmax\n", "",
+             "the mask of a max-pool window holding a NaN marks no entry (none equals the NaN maximum) instead of "
+             "the NaN, as argmax does",
+             ("tests/test_conv.py", "-k", "first_max_mask_marks")),
 )
 
 

@@ -226,6 +226,30 @@ def test_a_max_pool_tie_goes_to_the_first_maximum_in_row_major_order(tmp_path):
     assert module.gradient_check() < 1e-6  # away from ties the module's own check holds
 
 
+@pytest.mark.parametrize("taps", [4, 16, 20])
+def test_the_first_max_mask_marks_what_argmax_picks_ties_and_nans_included(tmp_path, taps):
+    """The module's mask of a window's first maximum against NumPy's argmax: the first of equal maxima, and the
+    first NaN where a window holds one (the NaN is then its maximum), column by column (up to 16 entries a row)
+    or by argmax itself."""
+    spec = {"input": {"shape": [1, 4, 4]}, "layers": [{"kind": "maxpool", "kernel": 2}, {"kind": "flatten"}],
+            "loss": {"kind": "half_sse"}}
+    module = load_module(derive(spec).render("numpy"), tmp_path, f"mask{taps}")
+    x = np.random.default_rng(taps).standard_normal((60, taps))
+    x[1::4, -1] = x[1::4, 0] = 9.0  # a tie for the maximum: the first one
+    x[::3, 2] = np.nan
+    x[::6, 1] = np.nan  # two NaNs: the first one
+    assert np.array_equal(module.first_max_mask(x), np.eye(taps)[x.argmax(axis=1)])
+    assert np.array_equal(module.row_max(x), x.max(axis=1, keepdims=True), equal_nan=True)
+
+
+@pytest.mark.parametrize("kernel, shape", [((5, 4), (2, 10, 8)), ((4, 4), (3, 8, 8))], ids=["20-taps", "16-taps"])
+def test_a_max_pool_over_large_windows_matches_pytorch(tmp_path, kernel, shape):
+    """Windows of more than 16 entries take the row-wise maximum and argmax; of 16 or fewer, column by column."""
+    spec = _conv_spec(shape, {"kind": "conv2d", "channels": 2, "kernel": 1, "activation": "identity"},
+                      [{"kind": "maxpool", "kernel": list(kernel), "stride": 1}])
+    _agree(spec, tmp_path, "large_windows")
+
+
 def test_the_small_cnn_matches_pytorch_and_passes_its_own_gradient_check(tmp_path):
     """conv -> relu -> maxpool -> conv -> relu -> flatten -> dense -> softmax cross-entropy."""
     spec = _spec(SPECS[0].parent / "small_cnn.toml")
@@ -246,14 +270,16 @@ def test_the_module_has_no_python_loop_over_positions(shape):
     spec = _conv_spec(shape, {"kind": "conv2d", "channels": 2, "kernel": 3, "padding": 1, "activation": "relu"},
                       [{"kind": "maxpool", "kernel": 2}])
     source = derive(spec).render("numpy")
-    names = re.findall(r"^def (im2col|col2im\w*|fold|unfold\w*|first_max_mask)\(", source, re.MULTILINE)
+    names = re.findall(r"^def (im2col|col2im\w*|fold|unfold\w*|first_max_mask|row_max)\(", source, re.MULTILINE)
     assert "im2col" in names and ("col2im_unfold_dot" in names) == (shape == (2, 12, 12)), names
     for name in names:
         start = source.index(f"\ndef {name}(")
         helper = source[start:source.index("\ndef ", start + 1)]
         loops = [line.strip() for line in helper.splitlines() if line.strip().startswith("for ")]
-        # chunks of the batch (so the patches or maps stay in cache) and kernel offsets only
-        assert loops in ([], ["for start in range(0, len(x), chunk):", "for i in range(kh):", "for j in range(kw):"])
+        # chunks of the batch (so the patches or maps stay in cache) and kernel offsets, or a pooling window's
+        # entries (rows of at most _FEW_TAPS), only
+        assert loops in ([], ["for start in range(0, len(x), chunk):", "for i in range(kh):", "for j in range(kw):"],
+                         ["for j in range(x.shape[1]):"], ["for j in range(1, x.shape[1]):"]), name
 
 
 def test_col2im_over_several_chunks_of_the_batch_matches_pytorch(tmp_path):
