@@ -536,17 +536,19 @@ def _used(helpers: dict, code: list[str]) -> dict:
 
 
 # Output positions per image from which a convolution's backward reads δ's maps as they are, without the copy
-# of unfold(δ) (benchmarks/conv.py's sweep, one core: faster from 121 positions on, slower at 16 and 64).
+# of unfold(δ) (benchmarks/conv.py's sweep, one core: faster at 121 positions and more, slower at 64 and fewer).
 UNFOLDED_POSITIONS = 128
 _UNFOLD = re.compile(r"unfold\((\w+), (\d+)\)")
+_HOLE = "\0"  # where a line reads unfold(δ), while its reads are rewritten
 
 
 def _unfolded_products(lines: list[Line]) -> list[Line]:
     """A convolution's backward without the copy ``δcol = unfold(δ)`` (a transposition of every sample's maps)
-    where it has enough positions and only products read it: ``δcolᵀ Xcol`` as ``unfold_t_dot`` (each sample's
-    maps times its rows of Xcol, summed), ``1ᵀ δcol`` as ``unfold_sums``, and ``col2im(δcol W)`` as
-    ``col2im_unfold_dot`` (each kernel offset's slice of W times the maps, added into the image), which also
-    spares the array ``δcol W``. The formulas of the lines left out stay in the comments."""
+    where it has enough positions and only products read it: ``δcolᵀ Xcol`` (the whole line, or a term in
+    parentheses beside weight decay's) as ``unfold_t_dot`` (each sample's maps times its rows of Xcol, summed),
+    ``1ᵀ δcol`` as ``unfold_sums``, and ``col2im(δcol W)`` as ``col2im_unfold_dot`` (each kernel offset's slice
+    of W times the maps, added into the image), which also spares the array ``δcol W``. The formulas of the
+    lines left out stay in the comments."""
     for line in lines:
         unfold = _UNFOLD.fullmatch(line.code)
         if line.augmented or unfold is None or int(unfold[2]) < UNFOLDED_POSITIONS:
@@ -555,21 +557,23 @@ def _unfolded_products(lines: list[Line]) -> list[Line]:
         rewritten, dropped = {}, [line]
         readers = [other for other in lines if re.search(rf"\b{line.target}\b", other.code)]
         for reader in readers:
-            code = re.sub(rf"\b{line.target}\b", "δ", reader.code)
-            product = re.fullmatch(r"δ @ (\w+)", code)
-            users = [other for other in lines if re.search(rf"\b{reader.target}\b", other.code)] if product else []
-            window = re.fullmatch(rf"col2im\({reader.target}, (shape=.*)\)", users[0].code) if users else None
-            if re.fullmatch(r"δ\.T @ \w+", code):
-                rewritten[reader] = replace(reader, code=f"unfold_t_dot({G}, {code[6:]}, {positions})")
-            elif code == "δ.sum(axis=0, keepdims=True)":
-                rewritten[reader] = replace(reader, code=f"unfold_sums({G}, {positions})")
-            elif len(users) == 1 and window and "per_channel" not in window[1]:  # a convolution's, not a pool's
-                formula = reader.comment.split("  (")[0]
+            code = re.sub(rf"\b{line.target}\b", _HOLE, reader.code)
+            product = re.fullmatch(rf"{_HOLE} @ (\w+)", code)
+            if product:  # δcol W, which only col2im may read
+                users = [other for other in lines if re.search(rf"\b{reader.target}\b", other.code)]
+                window = re.fullmatch(rf"col2im\({reader.target}, (shape=.*)\)", users[0].code)
+                if len(users) != 1 or window is None:
+                    break
                 rewritten[users[0]] = replace(users[0], code=f"col2im_unfold_dot({G}, {product[1]}, {window[1]})",
-                                              comment=f"{users[0].comment}; {formula}")
+                                              comment=f"{users[0].comment}; {reader.comment.split('  (')[0]}")
                 dropped.append(reader)
-            else:
+                continue
+            for pattern in (rf"^{_HOLE}\.T @ (\w+)$", rf"\({_HOLE}\.T @ (\w+)\)"):
+                code = re.sub(pattern, rf"unfold_t_dot({G}, \1, {positions})", code)
+            code = code.replace(f"{_HOLE}.sum(axis=0, keepdims=True)", f"unfold_sums({G}, {positions})")
+            if _HOLE in code:
                 break
+            rewritten[reader] = replace(reader, code=code)
         else:
             if not readers:
                 continue
