@@ -34,7 +34,13 @@ import tempfile
 import numpy as np
 
 from benchmarks.batchnorm import one_blas_thread
-from benchmarks.training import blas_description, generated_module, interleaved_ms, matmul_bound
+from benchmarks.training import (
+    blas_description,
+    generated_module,
+    interleaved_ms,
+    matmul_bound,
+    torch_on_one_thread,
+)
 
 N, INPUT, HIDDEN, CLASSES, EPS = 512, 784, 1024, 10, 1e-5
 KINDS = ("plain", "batchnorm", "layernorm", "dropout")
@@ -61,12 +67,10 @@ def weight_names(params) -> list[str]:
 
 def torch_step(kind, params, X, Y, masks):
     """PyTorch eager on one thread: the same net, loss and gradients; None without PyTorch."""
-    try:
-        import torch
-        import torch.nn.functional as F
-    except ImportError:
+    torch = torch_on_one_thread()
+    if torch is None:
         return None, None
-    torch.set_num_threads(1)
+    F = torch.nn.functional
     tp = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
     tX, tY = torch.tensor(X, requires_grad=True), torch.tensor(Y)
     tM = {name: torch.tensor(mask) for name, mask in masks.items()}
@@ -122,10 +126,10 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
 
 
 KERNELS = """
-import statistics, sys, time
+import sys
 import numpy as np
 from threadpoolctl import threadpool_info
-from benchmarks.training import matmul_bound
+from benchmarks.training import _median_ms, matmul_bound
 n, width, hidden, classes, repeats = map(int, sys.argv[1:6])
 rng = np.random.default_rng(0)
 print(",".join(p.get("architecture") or "?" for p in threadpool_info() if p["internal_api"] == "openblas"))
@@ -133,13 +137,7 @@ for dtype in (np.float32, np.float64):
     sizes = [width, hidden, hidden, classes]
     weights = [rng.standard_normal((a, b)).astype(dtype) for a, b in zip(sizes, sizes[1:])]
     floor = matmul_bound(weights, [0] * len(weights), rng.standard_normal((n, width)).astype(dtype))
-    floor()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        floor()
-        times.append(time.perf_counter() - start)
-    print(statistics.median(times) * 1e3)
+    print(_median_ms({"floor": floor}, repeats)["floor"])
 """
 # OpenBLAS kernel sets to try on x86-64 (OPENBLAS_CORETYPE): its default picks by CPU model. On an AMD EPYC (Zen 4)
 # it picks SkylakeX's AVX-512 kernels; Haswell's AVX2 ones took 0.92x their time in float32 there, 1.03x in

@@ -32,7 +32,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from benchmarks.batchnorm import _print_lines, line_costs, one_blas_thread
-from benchmarks.training import _median_ms, generated_module
+from benchmarks.training import _median_ms, generated_module, torch_on_one_thread
 from symbackprop.codegen import UNFOLDED_POSITIONS
 
 N, C, H, W, F, K, PAD = 64, 16, 32, 32, 32, 3, 1
@@ -73,11 +73,9 @@ def hand_written_backward(weight, X_col, Y_pred, Y_true):
 def torch_backward(weight, X, Y_pred, Y_true):
     """PyTorch eager on one thread: the upstream gradient, then the convolution's backward (None without
     PyTorch)."""
-    try:
-        import torch
-    except ImportError:
+    torch = torch_on_one_thread()
+    if torch is None:
         return None
-    torch.set_num_threads(1)
     tW, tX, tY, tT = (torch.from_numpy(a) for a in (weight, X, Y_pred, Y_true))
     shape = (N, F, H, W)
 
@@ -91,11 +89,9 @@ def torch_backward(weight, X, Y_pred, Y_true):
 
 def torch_forward(weight, bias, X):
     """PyTorch eager's conv2d on one thread (None without PyTorch)."""
-    try:
-        import torch
-    except ImportError:
+    torch = torch_on_one_thread()
+    if torch is None:
         return None
-    torch.set_num_threads(1)
     tW, tb, tX = (torch.from_numpy(a) for a in (weight, bias, X))
     return lambda: torch.nn.functional.conv2d(tX, tW, tb, padding=PAD)
 
@@ -164,12 +160,8 @@ def cnn_step(module, repeats: int) -> None:
     X = rng.standard_normal((N, C, H, W)).astype(DTYPE)
     Y = np.eye(10, dtype=DTYPE)[rng.integers(0, 10, N)]
     variants = {"generated": lambda: module.backward(params, module.forward(params, X)[1], Y)}
-    try:
-        import torch
-    except ImportError:
-        torch = None
+    torch = torch_on_one_thread()
     if torch is not None:
-        torch.set_num_threads(1)
         F_ = torch.nn.functional
         tp = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
         tX, tY = torch.tensor(X, requires_grad=True), torch.tensor(Y)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.batchnorm import one_blas_thread
-from benchmarks.training import _median_ms, generated_module
+from benchmarks.training import _median_ms, generated_module, torch_on_one_thread
 from symbackprop import derive
 
 BLOCK = {"T": 128, "d": 256, "heads": 4, "B": 8}
@@ -89,12 +89,8 @@ def _compare(name, module, torch_loss, X, Y, repeats) -> dict:
     grads = ours()
     medians = {"generated NumPy": None}
     timed = {"generated NumPy": ours}
-    try:
-        import torch
-    except ImportError:
-        torch = None
+    torch = torch_on_one_thread()
     if torch is not None:
-        torch.set_num_threads(1)
         tp = {key: torch.tensor(value, requires_grad=True) for key, value in params.items()}
         tX, tY = torch.tensor(X, requires_grad=True), torch.tensor(Y)
 

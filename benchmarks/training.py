@@ -188,6 +188,16 @@ def blas_description() -> str:
     return f"numpy {np.__version__} with {'; '.join(pools) or 'unknown BLAS'}; {env}"
 
 
+def torch_on_one_thread():
+    """PyTorch set to one thread (the per-core comparison), or None where it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    return torch
+
+
 def interleaved_ms(variants: dict, repeats: int) -> dict:
     """Wall times per variant in ms, one per repeat, the variants interleaved in every repeat (after one warm-up).
 

@@ -398,7 +398,7 @@ class _Module:
             "needs_erf": "erf(" in " ".join(code for _, code in self.helpers.values()),
             "needs_sigmoid": any(isinstance(node, Sigmoid) for node in nodes),
             "needs_causal_softmax": any(isinstance(node, CausalSoftmax) for node in nodes),
-            "needs_place": any(re.search(r"(?<![\w.])place\(", line.code) for line in (*forward, *backward)),
+            "needs_place": _calls("place", [line.code for line in (*forward, *backward)]),
             "needs_sequences": any("_seq(" in line.code for line in (*forward, *backward)),
             "needs_buffers": any("_buffer(" in line.code for line in (*forward, *backward)),
             "needs_row_dots": any("row_dots(" in line.code for line in (*forward, *backward)),
@@ -523,16 +523,21 @@ def _split_broadcast(expr):
     return expr, None
 
 
+def _calls(name: str, code: list[str]) -> bool:
+    """Whether one of the lines ``code`` calls the module's function ``name`` (not a method or a longer name)."""
+    return any(re.search(rf"(?<![\w.]){name}\(", line) for line in code)
+
+
 def _used(helpers: dict, code: list[str]) -> dict:
     """The helpers that the lines ``code`` call, directly or through another helper (ReLU itself is not called
     where it is written as the input times its kept mask)."""
-    called, text = set(), " ".join(code)
+    called, text = set(), code
     while True:
-        more = {name for name in helpers if name not in called and re.search(rf"(?<![\w.]){name}\(", text)}
+        more = {name for name in helpers if name not in called and _calls(name, text)}
         if not more:
             return {name: value for name, value in helpers.items() if name in called}
         called |= more
-        text = " ".join(helpers[name][1] for name in more)
+        text = [helpers[name][1] for name in more]
 
 
 # Output positions per image from which a convolution's backward reads δ's maps as they are, without the copy
@@ -553,16 +558,19 @@ def _unfolded_products(lines: list[Line]) -> list[Line]:
         unfold = _UNFOLD.fullmatch(line.code)
         if line.augmented or unfold is None or int(unfold[2]) < UNFOLDED_POSITIONS:
             continue
+        readers = [other for other in lines if re.search(rf"\b{line.target}\b", other.code)]
+        if not readers:
+            continue
         G, positions = unfold.groups()
         rewritten, dropped = {}, [line]
-        readers = [other for other in lines if re.search(rf"\b{line.target}\b", other.code)]
         for reader in readers:
             code = re.sub(rf"\b{line.target}\b", _HOLE, reader.code)
             product = re.fullmatch(rf"{_HOLE} @ (\w+)", code)
             if product:  # δcol W, which only col2im may read
                 users = [other for other in lines if re.search(rf"\b{reader.target}\b", other.code)]
-                window = re.fullmatch(rf"col2im\({reader.target}, (shape=.*)\)", users[0].code)
-                if len(users) != 1 or window is None:
+                window = re.fullmatch(rf"col2im\({reader.target}, (shape=.*)\)", users[0].code) if len(users) == 1 \
+                    else None
+                if window is None:
                     break
                 rewritten[users[0]] = replace(users[0], code=f"col2im_unfold_dot({G}, {product[1]}, {window[1]})",
                                               comment=f"{users[0].comment}; {reader.comment.split('  (')[0]}")
@@ -575,8 +583,6 @@ def _unfolded_products(lines: list[Line]) -> list[Line]:
                 break
             rewritten[reader] = replace(reader, code=code)
         else:
-            if not readers:
-                continue
             first = next(iter(rewritten))
             rewritten[first] = replace(rewritten[first],
                                        comment=f"{rewritten[first].comment}; {line.comment.split('  (')[0]}")
@@ -587,8 +593,7 @@ def _unfolded_products(lines: list[Line]) -> list[Line]:
 def _image_helpers(code: list[str]) -> set[str]:
     """The module's image helpers that the lines ``code`` call (first_max_mask calls row_max)."""
     called = {name for name in ("col2im", "fold", "unfold", "first_max_mask", "row_max", "unfold_t_dot",
-                                "unfold_sums", "col2im_unfold_dot")
-              if any(re.search(rf"(?<![\w.]){name}\(", line) for line in code)}
+                                "unfold_sums", "col2im_unfold_dot") if _calls(name, code)}
     return called | ({"row_max"} if "first_max_mask" in called else set())
 
 
