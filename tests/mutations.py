@@ -158,8 +158,13 @@ MUTATIONS = (
              "col2im_unfold_dot skips the batch's last image when it starts a chunk of its own (a convolution's dX "
              "is 0 there)",
              ("tests/test_conv.py", "-k", "many_positions")),
+    Mutation("col2im-apart-either-axis", "templates/backprop.py.j2",
+             "apart = sh >= kh and sw >= kw", "apart = sh >= kh or sw >= kw",
+             "col2im writes each window's entries instead of adding them where windows overlap along one axis only: "
+             "an entry two windows share keeps the last one's gradient",
+             ("tests/test_conv.py", "-k", "mixed-stride")),
     Mutation("max-pool-nan-dropped", "templates/backprop.py.j2",
-             "        hit |= np.isnan(column)  # a NaN is the maximum, as for argmax\n", "",
+             "        if nan:\n            hit |= np.isnan(column)  # a NaN is the maximum, as for argmax\n", "",
              "the mask of a max-pool window holding a NaN marks no entry (none equals the NaN maximum) instead of "
              "the NaN, as argmax does",
              ("tests/test_conv.py", "-k", "first_max_mask_marks")),

@@ -153,7 +153,8 @@ def _conv_spec(shape, conv: dict, tail=()) -> dict:
     ((3, 6, 5), {"kernel": 3, "channels": 2, "stride": 2, "padding": 1}),
     ((2, 4, 5), {"kernel": [2, 3], "channels": 3, "padding": 1, "activation": "tanh"}),
     ((2, 7, 6), {"kernel": 2, "channels": 2, "stride": [2, 1], "padding": [0, 1], "bias": False}),
-], ids=["stride1-pad0", "stride2-pad1", "rect-kernel-pad1", "mixed-stride-no-bias"])
+    ((2, 7, 8), {"kernel": 2, "channels": 3, "stride": [3, 2], "padding": [1, 0]}),
+], ids=["stride1-pad0", "stride2-pad1", "rect-kernel-pad1", "mixed-stride-no-bias", "patches-apart"])
 def test_conv2d_gradients_match_pytorch(tmp_path, shape, conv):
     conv = {"kind": "conv2d", "activation": "identity", **conv}
     _agree(_conv_spec(shape, conv), tmp_path, "conv2d")
@@ -245,11 +246,12 @@ def test_a_max_pool_tie_goes_to_the_first_maximum_in_row_major_order(tmp_path):
     assert module.gradient_check() < 1e-6  # away from ties the module's own check holds
 
 
-@pytest.mark.parametrize("taps", [4, 16])
-def test_the_first_max_mask_marks_what_argmax_picks_ties_and_nans_included(tmp_path, taps):
-    """The module's mask of a window's first maximum, computed column by column (up to 16 entries a row),
-    against NumPy's argmax: the first of equal maxima, and the first NaN where a window holds one (the NaN is
-    then its maximum); its row maximum against NumPy's."""
+@pytest.mark.parametrize("taps, order", [(4, "F"), (16, "C"), (25, "F")])
+def test_the_first_max_mask_marks_what_argmax_picks_ties_and_nans_included(tmp_path, taps, order):
+    """The module's mask of a window's first maximum, computed column by column, against NumPy's argmax: the
+    first of equal maxima, and the first NaN where a window holds one (the NaN is then its maximum); its row
+    maximum against NumPy's. Columns whole in memory (F order, as im2col lays a pooling window's patches) or
+    not."""
     spec = {"input": {"shape": [1, 4, 4]}, "layers": [{"kind": "maxpool", "kernel": 2}, {"kind": "flatten"}],
             "loss": {"kind": "half_sse"}}
     module = load_module(derive(spec).render("numpy"), tmp_path, f"mask{taps}")
@@ -257,13 +259,17 @@ def test_the_first_max_mask_marks_what_argmax_picks_ties_and_nans_included(tmp_p
     x[1::4, -1] = x[1::4, 0] = 9.0  # a tie for the maximum: the first one
     x[::3, 2] = np.nan
     x[::6, 1] = np.nan  # two NaNs: the first one
+    x = np.asarray(x, order=order)
     assert np.array_equal(module.first_max_mask(x), np.eye(taps)[x.argmax(axis=1)])
     assert np.array_equal(module.row_max(x), x.max(axis=1, keepdims=True), equal_nan=True)
+    finite = np.nan_to_num(x, nan=-1.0)  # no NaN at all: the mask skips its NaN test
+    assert np.array_equal(module.first_max_mask(finite), np.eye(taps)[finite.argmax(axis=1)])
 
 
 @pytest.mark.parametrize("kernel, shape", [((5, 4), (2, 10, 8)), ((4, 4), (3, 8, 8))], ids=["20-taps", "16-taps"])
 def test_a_max_pool_over_large_windows_matches_pytorch(tmp_path, kernel, shape):
-    """Windows of more than 16 entries take the row-wise maximum and argmax; of 16 or fewer, column by column."""
+    """Windows of 16 and 20 entries, one window overlapping the next (col2im adds their gradients), compared a
+    column at a time as the smaller ones are."""
     spec = _conv_spec(shape, {"kind": "conv2d", "channels": 2, "kernel": 1, "activation": "identity"},
                       [{"kind": "maxpool", "kernel": list(kernel), "stride": 1}])
     _agree(spec, tmp_path, "large_windows")
@@ -296,7 +302,7 @@ def test_the_module_has_no_python_loop_over_positions(shape):
         helper = source[start:source.index("\ndef ", start + 1)]
         loops = [line.strip() for line in helper.splitlines() if line.strip().startswith("for ")]
         # chunks of the batch (so the patches or maps stay in cache) and kernel offsets, or a pooling window's
-        # entries (rows of at most _FEW_TAPS), only
+        # entries, only
         assert loops in ([], ["for start in range(0, len(x), chunk):", "for i in range(kh):", "for j in range(kw):"],
                          ["for j in range(x.shape[1]):"], ["for j in range(1, x.shape[1]):"]), name
 
