@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import sympy as sp
 
-from .expressions import CausalSoftmax, Elementwise, Im2col, LogSoftmax, Sigmoid, Softmax
+from .expressions import Block, CausalSoftmax, Elementwise, Im2col, LogSoftmax, Sigmoid, Softmax
 from .printing import (
     NumPyPrinter,
     _flat_coeff_matrices,
@@ -250,10 +250,11 @@ class _Module:
         not backward, under no other name: ``a1 = Z1`` shares Z1's array), which it may overwrite."""
         steps = [step for step in self.net.steps if step.kind != "loss"]
         computed = {step.name for step in steps}
-        array = {}  # name -> the name of the array it is (an identity step shares its operand's)
+        array = {}  # name -> the name of the array it is (an identity step shares its operand's, a block is a view)
         for step in steps:
             node = step.expr
-            if isinstance(node, Elementwise) and node.activation == "identity" and node.order == 0:
+            if isinstance(node, Elementwise) and node.activation == "identity" and node.order == 0 \
+                    or isinstance(node, Block):
                 node = node.arg
             array[step.name] = array.get(node.name, node.name) if isinstance(node, sp.MatrixSymbol) else step.name
         live = {array.get(name, name) for name in {*backward_reads, "Y_pred"}}
@@ -285,21 +286,29 @@ class _Module:
 
     def backward_lines(self) -> list[Line]:
         lines = []
-        later_reads = [set() for _ in self.backward]
+        array = {}  # gradient -> the gradient whose array it is: an alias (``da1 = da2``) or a block of one (a view)
+        for i, step in enumerate(self.backward):
+            code = self._code(i)
+            operand = code.arg if isinstance(code, Block) else code
+            if isinstance(operand, sp.MatrixSymbol):
+                array[step.symbol.name] = array.get(operand.name, operand.name)
+        later_reads = [set() for _ in self.backward]  # the arrays that lines after each one read
         for i in range(len(self.backward) - 2, -1, -1):
-            later_reads[i] = later_reads[i + 1] | {s.name for s in self._code(i + 1).atoms(sp.MatrixSymbol)}
+            later_reads[i] = later_reads[i + 1] | {array.get(s.name, s.name)
+                                                   for s in self._code(i + 1).atoms(sp.MatrixSymbol)}
         aliases = {self._code(i).name for i in range(len(self.backward)) if isinstance(self._code(i), sp.MatrixSymbol)}
         aliased = aliases | {step.symbol.name for i, step in enumerate(self.backward)
                              if isinstance(self._code(i), sp.MatrixSymbol)}
         for i, (step, reads) in enumerate(zip(self.backward, later_reads)):
             expr = self._code(i)
+            # arrays backward made itself (or views of them) that no later line reads under any name
+            free = {earlier.symbol.name for earlier in self.backward[:i]
+                    if array.get(earlier.symbol.name, earlier.symbol.name) not in reads} - aliased
             upstream = _upstream_of_product(expr)
-            in_place = upstream is not None and upstream not in reads and upstream not in aliased
+            in_place = upstream is not None and upstream in free
             form = next((alt.label for alt in step.alternatives if alt.expr == step.code_expr), "")
             comment = f"{text_name(step.symbol.name)} = {text(step.code_expr)}  ({shape_text(step.shape)})"
-            gradients = {earlier.symbol.name for earlier in self.backward[:i]}  # arrays backward made itself
-            written = self._in_place(step.symbol.name, expr, gradients - reads - aliased, comment, form) \
-                if self.fused else None
+            written = self._in_place(step.symbol.name, expr, free, comment, form) if self.fused else None
             lines += written or [Line(step.symbol.name, self.printer(in_place).doprint(expr), comment, form=form)]
         return _unfolded_products(lines) if self.fused else lines
 

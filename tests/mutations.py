@@ -158,6 +158,11 @@ MUTATIONS = (
              "col2im_unfold_dot skips the batch's last image when it starts a chunk of its own (a convolution's dX "
              "is 0 there)",
              ("tests/test_conv.py", "-k", "many_positions")),
+    Mutation("block-view-written-in-place", "symbackprop/codegen.py",
+             "operand = code.arg if isinstance(code, Block) else code", "operand = code",
+             "a step's block of a gradient (a view of its array, dh1_3 = da1[2*N:3*N]) counts as an array of its own: "
+             "its backward line scales it in place while a skip connection still reads the whole gradient",
+             ("tests/test_sequences.py", "-k", "skip_connection_past")),
     Mutation("col2im-apart-either-axis", "templates/backprop.py.j2",
              "apart = sh >= kh and sw >= kw", "apart = sh >= kh or sw >= kw",
              "col2im writes each window's entries instead of adding them where windows overlap along one axis only: "

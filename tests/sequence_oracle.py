@@ -74,11 +74,11 @@ def loss(spec: dict, p: dict, X, Y):
     """The loss of ``spec`` (a spec mapping) for parameters ``p``, input ``X`` and targets ``Y`` as the
     module takes them (one-hot targets; with steps and ``return = "all"``, (N, T, k))."""
     steps = spec["input"].get("steps")
-    values = {"X": X}
     if steps:
         value = [X[:, t] for t in range(steps)]  # a list of steps while the value is a sequence
     else:
         value = X
+    values = {"X": value}
     for l, layer in enumerate(spec["layers"], start=1):
         kind = layer.get("kind", "dense")
         each = value if isinstance(value, list) else [value]

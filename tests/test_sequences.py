@@ -359,6 +359,22 @@ def test_a_head_width_whose_square_root_the_field_lacks_is_said_not_raised():
     assert verdict.verdict == "undecided" and "sqrt(67)" in verdict.detail
 
 
+@pytest.mark.parametrize("kind, first", [("rnn", {"size": 2}), ("lstm", {"size": 2}),
+                                         ("gru", {"vocab": 4, "embedding": 2})], ids=["rnn", "lstm", "gru-ids"])
+def test_a_skip_connection_past_every_step_of_a_recurrent_layer_matches_the_oracle(tmp_path, kind, first):
+    """A recurrent layer's steps, then a skip connection that adds its input back: the gradient of the steps'
+    output is read by each step's backward line as a block (a view of the array) and again whole by the skip's,
+    so no step may scale its block in place."""
+    layers = [{"kind": kind, "size": 2, "return": "all"}, {"kind": "add", "from": "X"}]
+    if "vocab" in first:
+        layers = [{"kind": "embedding", "size": first["embedding"]}, *layers]
+        layers[2] = {"kind": "add", "from": "a1"}
+    spec = {"input": {**{k: v for k, v in first.items() if k != "embedding"}, "steps": 3},
+            "layers": [*layers, {"size": 3, "activation": "identity"}],
+            "loss": {"kind": "half_sse"}}
+    _gradients_agree(spec, tmp_path, f"skip_{kind}")
+
+
 @pytest.mark.parametrize("kind", ["dropout", "batchnorm", "layernorm"])
 def test_layers_after_every_step_of_a_recurrent_layer_prove_and_run(tmp_path, kind):
     """Dropout and normalization over the T N rows of a sequence (batch norm's statistics over all of them):
