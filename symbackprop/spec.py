@@ -644,12 +644,16 @@ class _Reader:
             if kind == "embedding":
                 self.fail("an embedding reads the token ids: it must be the first layer", f"layers[{index}].kind")
         sequence = self.input_spec.steps is not None
+        stepped = {self.input_spec.name: sequence}  # value -> whether it has a row block per step of the sequence
         for index, layer in enumerate(layers):
+            if layer.kind == "add":
+                self.added_rows(layer.source, stepped[layer.source], sequence, f"layers[{index}].from")
             if layer.kind in RECURRENT_KINDS:
                 if not sequence:
                     self.fail("no sequence is left here: an earlier recurrent layer returns only its last "
                               "state; set return = \"all\" on it", f"layers[{index}].kind")
                 sequence = layer.returns == "all"
+            stepped[f"a{index + 1}"] = sequence
         if self.input_spec.steps is not None and not any(kind in RECURRENT_KINDS for kind in kinds):
             self.fail("'steps' makes the input a sequence, which needs a recurrent layer (rnn, lstm, gru)",
                       "input.steps")
@@ -661,6 +665,17 @@ class _Reader:
                 if kind in ("batchnorm", *RECURRENT_KINDS):
                     self.fail(f"a {kind} layer mixes the positions of a sequence in an attention network "
                               "(its rows are positions, not samples)", f"layers[{index}].kind")
+
+    def added_rows(self, source: str, stepped: bool, sequence: bool, key: str) -> None:
+        """A skip connection adds a value with the rows of the layer's input: not token ids, and a row block per
+        step of the sequence on both sides or on neither."""
+        if source == self.input_spec.name and self.input_spec.vocab is not None:
+            self.fail(f"{source!r} holds token ids, which cannot be added; add a value after the embedding", key)
+        if stepped != sequence:
+            rows = ("one row per sample (an earlier recurrent layer returns only its last state)",
+                    "a row per sample and step")
+            self.fail(f"{source!r} has {rows[stepped]} but this layer's input has {rows[sequence]}; an add layer "
+                      "needs the same rows", key)
 
     @staticmethod
     def _misplaced(name: str, kind: str) -> str:

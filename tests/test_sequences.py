@@ -134,6 +134,13 @@ def test_class_ids_and_one_hot_targets_give_the_same_gradients(tmp_path, name, s
      "batch-first only"),
     ({"input": {"vocab": 4, "size": 2}, "layers": [{"kind": "embedding", "size": 2}], "loss": {"kind": "half_sse"}},
      "no 'size'"),
+    ({"input": {"size": 2, "steps": 3}, "layers": [{"kind": "rnn", "size": 2}, {"kind": "add", "from": "X"}],
+      "loss": {"kind": "half_sse"}}, "'X' has a row per sample and step but this layer's input has one row per sample"),
+    ({"input": {"size": 2, "steps": 3},
+      "layers": [{"kind": "rnn", "size": 2, "return": "all"}, {"kind": "gru", "size": 2}, {"kind": "add", "from": "a1"}],
+      "loss": {"kind": "half_sse"}}, "'a1' has a row per sample and step"),
+    ({"input": {"vocab": 3}, "layers": [{"kind": "embedding", "size": 3}, {"kind": "add", "from": "X"}],
+      "loss": {"kind": "half_sse"}}, "'X' holds token ids, which cannot be added"),
 ])
 def test_misplaced_sequence_layers_are_spec_errors(mapping, message):
     with pytest.raises(SpecError) as error:
