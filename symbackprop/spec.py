@@ -661,6 +661,9 @@ class _Reader:
             if self.input_spec.steps is not None:
                 self.fail("an attention layer's rows are the positions of one sequence; it takes no [input] steps",
                           "input.steps")
+            if self.input_spec.shape is not None:
+                self.fail("an attention layer's rows are the positions of one sequence, and an image input's rows "
+                          "are images; give [input] size = n for a sequence of n-vectors", "input.shape")
             for index, kind in enumerate(kinds):
                 if kind in ("batchnorm", *RECURRENT_KINDS):
                     self.fail(f"a {kind} layer mixes the positions of a sequence in an attention network "

@@ -141,6 +141,8 @@ def test_class_ids_and_one_hot_targets_give_the_same_gradients(tmp_path, name, s
       "loss": {"kind": "half_sse"}}, "'a1' has a row per sample and step"),
     ({"input": {"vocab": 3}, "layers": [{"kind": "embedding", "size": 3}, {"kind": "add", "from": "X"}],
       "loss": {"kind": "half_sse"}}, "'X' holds token ids, which cannot be added"),
+    ({"input": {"shape": [1, 3, 3]}, "layers": [{"kind": "flatten"}, {"kind": "attention"}],
+      "loss": {"kind": "half_sse"}}, "an image input's rows are images"),
 ])
 def test_misplaced_sequence_layers_are_spec_errors(mapping, message):
     with pytest.raises(SpecError) as error:
