@@ -258,12 +258,15 @@ class _Common:
         return self.elementwise(lambda v: self.apply("log", v), x)
 
     def row_max(self, x):
-        """Each row's maximum as an opaque function of the row (a column)."""
-        return np.array([[self.apply_many(("rowmax", 0), row)] for row in x], dtype=object).reshape(len(x), 1)
+        """Each row's maximum as an opaque function of the row (a column); a row of one entry is its maximum."""
+        return np.array([[row[0] if len(row) == 1 else self.apply_many(("rowmax", 0), row)] for row in x],
+                        dtype=object).reshape(len(x), 1)
 
     def max_mask(self, x):
-        """The partials of ``row_max`` by each entry: opaque values, the same as direct differentiation's."""
-        return np.array([[self.apply_many(("rowmax", 1, i), row) for i in range(len(row))] for row in x],
+        """The partials of ``row_max`` by each entry: opaque values, the same as direct differentiation's (1 for
+        a row of one entry)."""
+        return np.array([[self.scalar(1)] if len(row) == 1 else
+                         [self.apply_many(("rowmax", 1, i), row) for i in range(len(row))] for row in x],
                         dtype=object).reshape(x.shape)
 
     def opaque(self, key, order: int, x):
@@ -496,7 +499,8 @@ class OracleBackend(_Common):
         return self.elementwise(lambda v: 1 / v, x)
 
     def row_max(self, x):
-        return np.array([[se.function_symbol("rowmax", *row)] for row in x], dtype=object).reshape(len(x), 1)
+        return np.array([[row[0] if len(row) == 1 else se.function_symbol("rowmax", *row)] for row in x],
+                        dtype=object).reshape(len(x), 1)
 
 
 class Valuation:

@@ -266,6 +266,15 @@ def test_the_first_max_mask_marks_what_argmax_picks_ties_and_nans_included(tmp_p
     assert np.array_equal(module.first_max_mask(finite), np.eye(taps)[finite.argmax(axis=1)])
 
 
+@pytest.mark.parametrize("kernel", [1, [1, 2]], ids=["one-entry", "one-row"])
+def test_a_max_pool_window_of_one_entry_or_one_row_is_proved_and_matches_pytorch(tmp_path, kernel):
+    """A window of one entry is its own maximum (the proof's opaque row maximum must not name it apart)."""
+    spec = _conv_spec((2, 2, 4), {"kind": "conv2d", "channels": 2, "kernel": 1, "activation": "tanh"},
+                      [{"kind": "maxpool", "kernel": kernel}])
+    assert derive(spec).verify().ok
+    _agree(spec, tmp_path, "one_entry")
+
+
 @pytest.mark.parametrize("kernel, shape", [((5, 4), (2, 10, 8)), ((4, 4), (3, 8, 8))], ids=["20-taps", "16-taps"])
 def test_a_max_pool_over_large_windows_matches_pytorch(tmp_path, kernel, shape):
     """Windows of 16 and 20 entries, one window overlapping the next (col2im adds their gradients), compared a
