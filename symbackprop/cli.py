@@ -408,10 +408,12 @@ def grade(spec_path, paths, function, forward_function, as_json, time_limit, job
     """
     import os
 
+    from .errors import OutputError
     from .grading import GradeError, Grader
     from .grading.batch import (
         Submission,
         check_jobs,
+        check_outputs,
         csv_text,
         grade_all,
         gradescope,
@@ -421,6 +423,7 @@ def grade(spec_path, paths, function, forward_function, as_json, time_limit, job
     )
     from .grading.forward import ForwardGraders, is_forward_file
     from .grading.grader import check_function, check_time_limit, submission
+    from .grading.notebooks import notebook_source
     from .output import write_file
 
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
@@ -430,13 +433,16 @@ def grade(spec_path, paths, function, forward_function, as_json, time_limit, job
             check_function(name)
     check_time_limit(time_limit)
     single = len(paths) == 1 and not os.path.isdir(paths[0])
-    if single:
-        submission(paths[0])  # a file that is not Python or a notebook is refused before the spec is derived
+    # A file that is not Python or a notebook (a broken notebook too) is refused before the spec is derived.
+    if single and submission(paths[0]).suffix == ".ipynb":
+        notebook_source(paths[0], GradeError)
     if gradescope_path and len(submissions(paths)) != 1:
         raise GradeError("--gradescope writes the results of one submission (Gradescope grades each submission "
                          "in a run of its own); name one file")
     if spec_path is not None and forward_function is not None:
         raise click.UsageError("--forward-function grades against the file's own forward pass; leave out --spec")
+    # A file that could not be written, or would replace a file read, is refused before anything is graded.
+    check_outputs({"--csv": csv_path, "--gradescope": gradescope_path}, paths, spec_path)
     files = [file for _, file in submissions(paths) if not isinstance(file, str)]
     if spec_path is None and (forward_function is not None
                               or files and all(is_forward_file(file) for file in files)):
@@ -450,13 +456,20 @@ def grade(spec_path, paths, function, forward_function, as_json, time_limit, job
             outcomes = grade_all(grader, paths, function, jobs, progress=None if single else progress)
     if single and outcomes[0].error:
         raise GradeError(outcomes[0].error)
-    if csv_path:
-        write_file(csv_path, csv_text(outcomes, grader.order))
-    if gradescope_path:
-        write_file(gradescope_path, json.dumps(gradescope(outcomes[0]), indent=2, ensure_ascii=False) + "\n")
+    failures = []  # a file that cannot be written does not hide the grades: they are printed, then the error
+    for option, path, text in (("--csv", csv_path, lambda: csv_text(outcomes, grader.order)),
+                               ("--gradescope", gradescope_path,
+                                lambda: json.dumps(gradescope(outcomes[0]), indent=2, ensure_ascii=False) + "\n")):
+        if path:
+            try:
+                write_file(path, text(), option)
+            except OutputError as error:
+                failures.append(str(error))
     if single:
         result = outcomes[0].grade
         echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if as_json else result.text())
     else:
         echo(json_text(outcomes) if as_json else table(outcomes, grader.order))
+    if failures:
+        raise OutputError("; ".join(failures))
     sys.exit(0 if all(outcome.ok for outcome in outcomes) else 1)

@@ -11,13 +11,14 @@ import errno
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from .errors import OutputError, allowed
-from .files import reason
+from .files import _NOT_REGULAR, reason
 from .formats import ALIASES, DEFAULT_NAME, FORMATS, FRAMEWORK_FORMATS, TEX_FORMATS, file_name
 
 STDOUT = "-"
@@ -152,13 +153,65 @@ def write_stream(text: str, *, err: bool = False) -> None:
         raise OutputError(f"cannot write to {name}: {reason(error)}") from None
 
 
-def write_file(path, text: str) -> None:
-    """Write one file whole or not at all (staged beside it, then renamed over it); OutputError if it cannot be."""
-    path = Path(path)
+def check_file(path, option: str = "") -> Path:
+    """Where :func:`write_file` would write ``path``, after refusing what it could not write: call it before
+    any slow work (``option``, such as ``--csv``, names the file in messages).
+
+    A new file in an existing folder, a regular file, or a symbolic link to one (written through: the link
+    stays, the file it points at gets the new text) is returned, links resolved; a directory, a device, a
+    FIFO, a socket, a dangling or looping link, a folder that is missing or cannot be written in is an
+    OutputError, so that nothing but a regular file is ever replaced.
+    """
+    name = os.fsdecode(path)
+    where = f"{option} {name}" if option else name
+    if not name:
+        raise OutputError(f"{option or 'file name'}: empty file name")
+    link, mode = False, None
     try:
-        os.replace(_stage(path, text), path)
+        link = stat.S_ISLNK(os.lstat(name).st_mode)
+        mode = os.stat(name).st_mode
+    except FileNotFoundError:
+        if link:
+            raise OutputError(f"{where}: is a symbolic link to nothing (dangling); remove it or name another "
+                              "file") from None
+    except NotADirectoryError:
+        raise OutputError(f"{where}: a part of the path is not a folder") from None
+    except (OSError, ValueError) as error:
+        raise OutputError(f"{where}: cannot be written ({reason(error)})") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        what = next((words for test, words in _NOT_REGULAR if test(mode)), "is a special file")
+        via = " (through a symbolic link)" if link else ""
+        raise OutputError(f"{where}: {what}{via}, not a regular file; name a file to write")
+    target = Path(os.path.realpath(name)) if link else Path(name)
+    folder = target.parent
+    if not folder.is_dir():
+        raise OutputError(f"{where}: the folder {folder} does not exist")
+    try:  # can a file be made there (permissions, a read-only file system)?
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as error:
-        raise OutputError(f"{path}: cannot be written ({reason(error)})") from None
+        raise OutputError(f"{where}: cannot be written in {folder} ({reason(error)})") from None
+    return target
+
+
+def write_file(path, text: str, option: str = "") -> None:
+    """Write one file whole or not at all (staged beside it, then renamed over it); OutputError if it cannot be.
+
+    Only what :func:`check_file` accepts is written, checked again here: a symbolic link to a regular file is
+    written through, a device, a FIFO or a dangling link is refused, never replaced."""
+    target = check_file(path, option)
+    temporary = None
+    try:
+        temporary = _stage(target, text)
+        os.replace(temporary, target)
+    except BaseException as error:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise OutputError(f"{option + ' ' if option else ''}{os.fsdecode(path)}: cannot be written "
+                              f"({reason(error)})") from None
+        raise
 
 
 def _discard(stream) -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -303,3 +304,203 @@ def test_one_submission_that_cannot_be_graded_does_not_stop_the_class(seed_grade
     assert {row["file"].split(os.sep)[-1]: row["error"] != "" for row in rows} == {
         "good.py": False, "broken.ipynb": True, "two_files": True}
     assert gradescope(outcomes["broken.ipynb"])["score"] == 0
+
+
+# Files that are not notebooks whose code cells can be read: each is refused with a reason, never a traceback.
+BROKEN_NOTEBOOKS = {
+    "empty_object.ipynb": ("{}", "without a notebook's keys nbformat and cells"),
+    "version_3_without_worksheets.ipynb": ('{"cells": [{"cell_type": "code", "source": "x=1"}], "nbformat": 3}',
+                                           "missing an expected key: worksheets"),
+    "source_a_number.ipynb": (('{"cells": [{"cell_type": "code", "source": 5, "metadata": {}, "outputs": []}], '
+                               '"metadata": {}, "nbformat": 4, "nbformat_minor": 5}'),
+                              "the source of cell 1 is a number, not text"),
+    "source_a_list_of_numbers.ipynb": (('{"cells": [{"cell_type": "markdown", "source": "# Homework"}, '
+                                        '{"cell_type": "code", "source": [1, 2]}], "nbformat": 4, '
+                                        '"nbformat_minor": 5}'),
+                                       "the source of cell 2 is a list, not text"),
+    "cells_a_number.ipynb": ('{"cells": 5, "nbformat": 4, "nbformat_minor": 5}', "its cells are a number, not a list"),
+    "cell_a_string.ipynb": ('{"cells": ["x = 1"], "nbformat": 4, "nbformat_minor": 5}',
+                            "cell 1 is text, not a cell"),
+    "top_level_list.ipynb": ("[]", "the file holds a list, not a notebook's JSON object"),
+    "version_as_text.ipynb": ('{"cells": [], "nbformat": "4"}', "its nbformat version is text, not a number"),
+    "version_7.ipynb": ('{"cells": [], "nbformat": 7}', "nbformat version 7; versions 1 to 4 can be read"),
+    "deeply_nested.ipynb": ("[" * 100_000 + "]" * 100_000, "not JSON"),
+    "empty_file.ipynb": ("", "the file is empty"),
+}
+
+
+@pytest.mark.parametrize("name", BROKEN_NOTEBOOKS)
+def test_a_broken_notebook_is_refused_with_its_reason(seed_grader, tmp_path, name):
+    text, reason = BROKEN_NOTEBOOKS[name]
+    (tmp_path / name).write_text(text)
+    with pytest.raises(GradeError) as refusal:
+        seed_grader.grade(tmp_path / name)
+    assert f"{name}: not a Jupyter notebook (" in str(refusal.value) and reason in str(refusal.value)
+    assert "\n" not in str(refusal.value)
+
+
+@pytest.mark.parametrize("name", ["empty_object.ipynb", "version_3_without_worksheets.ipynb", "source_a_number.ipynb"])
+def test_grading_one_broken_notebook_is_one_line_and_exit_2_before_the_spec_is_derived(tmp_path, name):
+    text, reason = BROKEN_NOTEBOOKS[name]
+    (tmp_path / name).write_text(text)
+    start = time.perf_counter()
+    result = CliRunner().invoke(main, ["grade", str(tmp_path / name)])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"symbackprop: error: {tmp_path / name}: not a Jupyter notebook (")
+    assert reason in result.output
+    assert len(result.output.splitlines()) == 1 and "Traceback" not in result.output
+    assert time.perf_counter() - start < 2
+
+
+def test_broken_notebooks_in_a_folder_are_rows_of_the_summary_and_the_rest_is_graded(tmp_path):
+    folder = tmp_path / "class"
+    folder.mkdir()
+    shutil.copy(STUDENTS / "seed" / "correct_by_hand.py", folder / "correct_by_hand.py")
+    broken = ["empty_object.ipynb", "version_3_without_worksheets.ipynb", "source_a_number.ipynb"]
+    for name in broken:
+        (folder / name).write_text(BROKEN_NOTEBOOKS[name][0])
+    # Valid enough for Jupyter, not for nbformat's schema (no cell ids, source as a list of lines): it is
+    # graded, and nbformat's warnings about it do not reach the terminal.
+    cell = {"cell_type": "code", "source": CORRECT.splitlines(keepends=True), "metadata": {}, "outputs": [],
+            "execution_count": None}
+    (folder / "lenient.ipynb").write_text(json.dumps({"cells": [cell], "metadata": {}, "nbformat": 4,
+                                                      "nbformat_minor": 5}))
+    table = tmp_path / "class.csv"
+    result = CliRunner().invoke(main, ["grade", "--jobs", "2", "--csv", str(table), str(folder)])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and result.stderr == ""
+    assert result.output.splitlines()[-1].startswith("5 submissions: 2 all correct, 0 with wrong gradients, "
+                                                     "3 not graded")
+    rows = {Path(row["file"]).name: row for row in csv.DictReader(io.StringIO(table.read_text()))}
+    assert set(rows) == {"correct_by_hand.py", "lenient.ipynb", *broken}
+    for name in ("correct_by_hand.py", "lenient.ipynb"):
+        assert (rows[name]["correct"], rows[name]["total"], rows[name]["error"]) == ("7", "7", "")
+    for name in broken:
+        assert rows[name]["correct"] == "" and BROKEN_NOTEBOOKS[name][1] in rows[name]["error"]
+        assert "not a Jupyter notebook" in rows[name]["error"]
+
+
+def _loud_submission(tmp_path: Path) -> Path:
+    """The correct solution, leaving ran.txt behind when it runs: no refusal may come after grading."""
+    path = tmp_path / "submission.py"
+    path.write_text("open('ran.txt', 'w').write('the student code ran')\n" + CORRECT)
+    return path
+
+
+def _character_device(path: Path) -> None:
+    try:
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 7))  # a node of /dev/full, made here
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _dangling_link(path: Path) -> None:
+    path.symlink_to(path.parent / "nothing_here.csv")
+
+
+def _link_to_a_fifo(path: Path) -> None:
+    os.mkfifo(path.parent / "pipe")
+    path.symlink_to(path.parent / "pipe")
+
+
+@pytest.fixture
+def special_files(tmp_path):
+    """tmp_path, with the device nodes and FIFOs a test makes in it removed at its end (pytest keeps the
+    temporary folders of recent runs)."""
+    yield tmp_path
+    for path in tmp_path.iterdir():
+        if not stat.S_ISREG(path.lstat().st_mode) and not path.is_dir():
+            path.unlink()
+
+
+@pytest.mark.parametrize("option", ["--csv", "--gradescope"])
+@pytest.mark.parametrize("make, words", [
+    (_character_device, "is a character device, not a regular file"),
+    (_fifo, "is a FIFO (a pipe), not a regular file"),
+    (_link_to_a_fifo, "is a FIFO (a pipe) (through a symbolic link), not a regular file"),
+    (_dangling_link, "is a symbolic link to nothing (dangling)"),
+])
+def test_an_output_that_is_not_a_regular_file_is_refused_before_grading_and_left_as_it_was(
+        special_files, monkeypatch, option, make, words):
+    tmp_path = special_files
+    target = tmp_path / "out"
+    make(target)
+    before = os.lstat(target)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["grade", option, str(target), str(_loud_submission(tmp_path))])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"symbackprop: error: {option} {target}: {words}")
+    assert len(result.output.splitlines()) == 1
+    after = os.lstat(target)
+    assert (after.st_mode, after.st_ino, after.st_rdev) == (before.st_mode, before.st_ino, before.st_rdev)
+    assert not list(tmp_path.rglob("ran.txt")) and not list(Path(tempfile.gettempdir()).glob(
+        "symbackprop-grade-*/ran.txt"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["out", "submission.py", *(["pipe"] if make is _link_to_a_fifo else [])])
+
+
+@pytest.mark.parametrize("arguments, words", [
+    (["--csv", "{sub}", "{sub}"], "--csv {sub}: is a submission this run reads ({sub})"),
+    (["--gradescope", "{sub}", "{sub}"], "--gradescope {sub}: is a submission this run reads ({sub})"),
+    (["--csv", "{link}", "{dir}"], "--csv {link}: is a submission this run reads ({sub})"),
+    (["--csv", "{dir}/two_files/a.py", "{dir}"], "--csv {dir}/two_files/a.py: is a submission this run reads"),
+    (["--csv", "{spec}", "--spec", "{spec}", "{sub}"], "--csv {spec}: is the spec this run reads"),
+    (["--csv", "{dir}/same", "--gradescope", "{dir}/same", "{sub}"], "--gradescope {dir}/same: --csv names the same"),
+    (["--csv", "{dir}/no_folder/class.csv", "{sub}"], "the folder {dir}/no_folder does not exist"),
+    (["--csv", "{sub}/class.csv", "{sub}"], "--csv {sub}/class.csv: a part of the path is not a folder"),
+])
+def test_an_output_that_would_replace_an_input_or_cannot_be_made_is_refused_before_grading(
+        tmp_path, monkeypatch, arguments, words):
+    """A submission (named, in the folder graded, reached through a link, or in a student's folder that holds
+    several), the spec, or one file named twice."""
+    submission = _loud_submission(tmp_path)
+    two = tmp_path / "two_files"
+    two.mkdir()
+    (two / "a.py").write_text(CORRECT)
+    (tmp_path / "link.csv").symlink_to(submission)
+    spec = tmp_path / "net.toml"
+    shutil.copy(Path(__file__).parent / "specs" / "seed.toml", spec)
+    names = {"sub": submission, "dir": tmp_path, "link": tmp_path / "link.csv", "spec": spec}
+    before = _snapshot(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["grade", *(a.format(**names) for a in arguments)])
+    assert result.exit_code == 2, result.output
+    assert words.format(**names) in result.output and len(result.output.splitlines()) == 1
+    assert _snapshot(tmp_path) == before  # nothing written, nothing replaced, the student's code never ran
+
+
+def test_an_output_through_a_link_is_written_to_the_file_it_points_at_whole(tmp_path):
+    real = tmp_path / "results" / "class.csv"
+    real.parent.mkdir()
+    real.write_text("last week's results\n")
+    real.chmod(0o640)
+    link = tmp_path / "class.csv"
+    link.symlink_to(real)
+    result = CliRunner().invoke(main, ["grade", "--csv", str(link), str(STUDENTS / "seed" / "correct_by_hand.py")])
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and link.resolve() == real
+    assert real.read_text().startswith("file,correct,total,W3") and real.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in real.parent.iterdir()) == ["class.csv"]  # no staged file left behind
+
+
+def test_an_output_that_fails_to_be_written_is_an_error_after_the_grades_are_printed(tmp_path):
+    """A full disk (here: a file-size limit) while writing --csv: exit 2 with one line naming the file, the
+    grades still on stdout, the file as it was and no staged file left."""
+    resource = pytest.importorskip("resource")
+    table = tmp_path / "class.csv"
+    table.write_text("old\n")
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    done = subprocess.run([sys.executable, "-m", "symbackprop", "grade", "--csv", str(table),
+                           str(STUDENTS / "seed" / "correct_by_hand.py"), str(STUDENTS / "seed" / "two_mistakes.py")],
+                          capture_output=True, text=True, preexec_fn=small_files, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"symbackprop: error: --csv {table}: cannot be written (File too large)\n"
+    assert done.stdout.splitlines()[-1].startswith("2 submissions: 1 all correct, 1 with wrong gradients")
+    assert table.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["class.csv"]

@@ -11,12 +11,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SymbackpropError, one_line
+from ..errors import OutputError, SymbackpropError, one_line
 from .grader import SUFFIXES, GradeError
 from .report import Grade
 from .runner import stop_all
@@ -63,6 +64,61 @@ def submissions(paths) -> list[tuple[str, Path | str]]:
     return found
 
 
+def check_outputs(outputs: dict, paths, spec_path=None) -> None:
+    """Refuse, before any grading, an output file (``outputs``: option -> path, None where not asked for) that
+    could not be written (see ``output.check_file``), that two options name, or that would replace a file the
+    run reads: a submission (a .py or .ipynb file the paths name or a folder of them holds, a student's folder
+    with several included) or the spec. OutputError (exit code 2) naming the option."""
+    from ..output import check_file
+
+    reads = {}
+    for path in [*_files_read(paths), *([spec_path] if spec_path else [])]:
+        identity = _identity(path)
+        if identity is not None:
+            reads.setdefault(identity, str(path))
+    outputs = {option: path for option, path in outputs.items() if path is not None}
+    written = {}
+    for option, path in outputs.items():  # links followed: a link to a submission is that submission
+        identity = _identity(path) or ("new", os.path.realpath(path))
+        if identity in reads:
+            what = "the spec" if spec_path and reads[identity] == str(spec_path) else "a submission"
+            raise OutputError(f"{option} {path}: is {what} this run reads ({reads[identity]}); "
+                              "name another file to write")
+        if identity in written:
+            raise OutputError(f"{option} {path}: {written[identity]} names the same file; name two files")
+        written[identity] = option
+    for option, path in outputs.items():
+        check_file(path, option)
+
+
+def _files_read(paths) -> list[Path]:
+    """Every file a class's submissions may be: the files the paths name, and the .py and .ipynb files a folder
+    holds, at its top and at the top of each sub-folder."""
+    found = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            found.append(path)
+            continue
+        for entry in _listing(path):
+            found += [p for p in _listing(entry) if p.suffix in SUFFIXES] if entry.is_dir() else [entry]
+    return [file for file in found if file.suffix in SUFFIXES]
+
+
+def _listing(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError:
+        return []
+
+
+def _identity(path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
 def grade_all(grader, paths, function: str = "backward", jobs: int = 1, progress=None) -> list[Submission]:
     """Grade every submission ``paths`` name with ``grader``, ``jobs`` at a time; one outcome each, in order.
 
@@ -83,6 +139,9 @@ def grade_all(grader, paths, function: str = "backward", jobs: int = 1, progress
                 outcome = Submission(name, grader.grade(path, function), seconds=time.perf_counter() - start)
             except SymbackpropError as error:
                 outcome = Submission(name, error=one_line(str(error)))
+            except Exception as error:  # noqa: BLE001 - a fault of the grader's on one file must not end a class
+                outcome = Submission(name, error=one_line(f"the grader failed on this submission "
+                                                          f"({type(error).__name__}: {error}); please report it"))
         done += 1
         if progress is not None:
             progress(done, len(found))
