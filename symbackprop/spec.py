@@ -47,6 +47,10 @@ MAX_TITLE_LENGTH = 200
 # generated module's parameters (8 TB in float64), so a larger count is surely a mistake.
 MAX_LAYERS = 200
 MAX_PARAMETERS = 10**12
+# The most entries an image (or a signal) may have per sample, at the input or after a convolution: 64 maps of
+# 512 x 512 (VGG's largest, 64 x 224 x 224, has 3.2 million). Past it a spec is surely a mistake; verify's exact
+# check, whose terms grow with the entries, exhausted memory on a 10^5 x 10^5 image before it was refused.
+MAX_IMAGE_ENTRIES = 2**24
 RELU_GRAD_AT_ZERO_VALUES = (0, 0.5, 1)
 DEFAULT_EPS = 1e-5
 DEFAULT_DROPOUT = 0.5
@@ -459,7 +463,7 @@ class _Reader:
                           + (f" of {len(shape)}" if isinstance(shape, (list, tuple)) else ""), "input.shape")
             extras["shape"] = tuple(self.size(dim, f"input.shape[{i}]") for i, dim in enumerate(shape))
             table = {key: item for key, item in table.items() if key != "shape"}
-            size = math.prod(extras["shape"])
+            size = self.image_entries(extras["shape"], "input.shape")
             if "name" not in table:
                 return InputSpec(size, **extras)
         elif "vocab" in table:
@@ -584,7 +588,15 @@ class _Reader:
                 self.fail(f"kernel {k} is larger than the {'padded ' if p else ''}input along its {axis} ({padded})",
                           f"{key}.kernel")
         self.image = image_output(layer)
-        return dataclasses.replace(layer, size=math.prod(self.image))
+        return dataclasses.replace(layer, size=self.image_entries(self.image, f"{key}.kind"))
+
+    def image_entries(self, shape: tuple[int, ...], key: str) -> int:
+        """The entries of an image of ``shape`` per sample, at most ``MAX_IMAGE_ENTRIES``."""
+        entries = math.prod(shape)
+        if entries > MAX_IMAGE_ENTRIES:
+            self.fail(f"an image of shape {list(shape)} has {entries:,} entries per sample; at most "
+                      f"{MAX_IMAGE_ENTRIES:,} are supported", key)
+        return entries
 
     def window_pair(self, value: Any, key: str, dims: int, least: int) -> tuple[int, int]:
         """A kernel, stride or padding: one integer for every axis, or one per axis ([kh, kw]); as (height,
