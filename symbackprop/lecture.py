@@ -528,7 +528,7 @@ def _note(rule, params: dict) -> dict:
         forward, values = rule.forward(_Z, params), [
             (_PARAMETER_SYMBOLS[key], value) for key, value in params.items() if key in _PARAMETER_SYMBOLS]
     else:
-        forward, derivative = d.formula, sp.piecewise_fold(at_kinks(d.simplified, d.kinks, rule.grad_at_kinks))
+        forward, derivative = d.formula, sp.piecewise_fold(at_kinks(d.simplified, d.kinks, rule.grad_at_kinks, d.smooth))
         values = [(_scalar_latex(sp.Symbol(name)), value) for name, value in d.parameters]
     shown, derivative = _named(forward), _named(derivative)
     # A named function's own definition stays elementary (sigmoid: 1 / (1 + e^{-z}), not sigma(z)).

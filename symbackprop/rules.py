@@ -38,7 +38,8 @@ class FormulaDerivation:
     named, simplified where that is shorter); ``kinks`` the points where the slope jumps; ``from_output`` the
     derivative written in the output ``a`` where SymPy proves that identity; ``numpy_notes`` names what the
     generated NumPy code does about overflow (``softplus``, ``sigmoid``, ``branches``; ``exp`` where a plain exp
-    remains).
+    remains); ``smooth`` each other breakpoint with the slope there (a ``max`` and an ``abs`` whose kinks cancel,
+    as in a stable softplus).
     """
 
     formula: sp.Expr
@@ -48,6 +49,7 @@ class FormulaDerivation:
     kinks: tuple[sp.Expr, ...]
     from_output: sp.Expr | None
     numpy_notes: tuple[str, ...]
+    smooth: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -600,7 +602,7 @@ def _custom_rule(definition: CustomActivation) -> ActivationRule:
             raise fm.FormulaError(f"parameter {name!r} is not used in the formula")
     shown = fm.stabilized(formula)
     f = fm.stabilized(shown.subs(values))
-    kinks, one_piece = _kinks(fm.elementary(f))
+    kinks, smooth, one_piece = _kinks(fm.elementary(f))
     if kinks and definition.grad_at_kinks is None:
         raise fm.FormulaError(f"the slope jumps at z = {', '.join(map(str, kinks))}: set grad_at_kinks, the "
                               "derivative to take there")
@@ -611,8 +613,8 @@ def _custom_rule(definition: CustomActivation) -> ActivationRule:
     derivative = _readable(sp.diff(fm.piecewise(shown), z))
     simplified = _simplified(derivative)
     forward = fm.elementary(f)
-    rule_derivative = fm.elementary(at_kinks(simplified.subs(values), kinks, definition.grad_at_kinks))
-    code_derivative = at_kinks(sp.diff(fm.piecewise(f), z), kinks, definition.grad_at_kinks)
+    rule_derivative = fm.elementary(at_kinks(simplified.subs(values), kinks, definition.grad_at_kinks, smooth))
+    code_derivative = at_kinks(sp.diff(fm.piecewise(f), z), kinks, definition.grad_at_kinks, smooth)
     from_output = _from_output(shown, (derivative, simplified), values) if one_piece else None
     numpy_notes = tuple(name for name, present in (
         ("softplus", f.has(fm.softplus)), ("sigmoid", f.has(fm.sigmoid) or code_derivative.has(fm.sigmoid)),
@@ -630,20 +632,22 @@ def _custom_rule(definition: CustomActivation) -> ActivationRule:
         grad_at_kinks=definition.grad_at_kinks,
         derivation=FormulaDerivation(
             _readable(formula), definition.parameters, _readable(sp.diff(fm.piecewise(formula), z)), simplified,
-            tuple(kinks), from_output, numpy_notes),
+            tuple(kinks), from_output, numpy_notes, smooth),
     )
 
 
-def at_kinks(derivative: sp.Expr, kinks, value: float | None) -> sp.Expr:
-    """``derivative`` with the value ``value`` (a custom activation's ``grad_at_kinks``) at each of ``kinks``."""
-    if not kinks:
-        return derivative
-    points = sp.Or(*(sp.Eq(fm.Z, k) for k in kinks))
-    return sp.Piecewise((_rational(value), points), (derivative, True))
+def at_kinks(derivative: sp.Expr, kinks, value: float | None, smooth=()) -> sp.Expr:
+    """``derivative`` with the value ``value`` (a custom activation's ``grad_at_kinks``) at each of ``kinks``, and
+    at each breakpoint of ``smooth`` ((point, slope) pairs: the slope does not jump there) that slope, whatever
+    value the branches' own conventions (a ``max``'s, an ``abs``'s) would add up to."""
+    pieces = [(_rational(value), sp.Or(*(sp.Eq(fm.Z, k) for k in kinks)))] if kinks else []
+    pieces += [(slope, sp.Eq(fm.Z, k)) for k, slope in smooth]
+    return sp.Piecewise(*pieces, (derivative, True)) if pieces else derivative
 
 
-def _kinks(f: sp.Expr) -> tuple[list, bool]:
-    """The points where the slope of ``f`` jumps, and whether ``f`` is one piece (no breakpoint).
+def _kinks(f: sp.Expr) -> tuple[list, tuple, bool]:
+    """The points where the slope of ``f`` jumps, the other breakpoints with the slope there, and whether ``f`` is
+    one piece (no breakpoint).
 
     Raises FormulaError where ``f``, its slope or a condition is not real and finite on a region, where ``f``
     jumps at a breakpoint, or where the slope is unbounded next to one.
@@ -657,7 +661,7 @@ def _kinks(f: sp.Expr) -> tuple[list, bool]:
     for expr, interval in zip(sides, intervals):
         _check_defined(fm.branch_at(f, fm.inside(interval), evaluate=False), interval)
         _check_defined(sp.diff(expr, z), interval)
-    kinks = []
+    kinks, smooth = [], []
     for k, left, right in zip(points, sides, sides[1:]):
         value = fm.branch_at(f, k).subs(z, k)
         limits = (_limit(left, k, "-"), _limit(right, k, "+"))
@@ -667,9 +671,11 @@ def _kinks(f: sp.Expr) -> tuple[list, bool]:
         slopes = (_limit(sp.diff(left, z), k, "-"), _limit(sp.diff(right, z), k, "+"))
         if not all(map(_finite, slopes)):
             raise fm.FormulaError(f"the slope is unbounded next to z = {k}")
-        if not _equal(*slopes):
+        if _equal(*slopes):
+            smooth.append((k, slopes[0]))
+        else:
             kinks.append(k)
-    return kinks, not points
+    return kinks, tuple(smooth), not points
 
 
 def _check_defined(expr, interval) -> None:

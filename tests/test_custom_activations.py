@@ -93,6 +93,20 @@ def test_the_formula_path_finds_kinks_and_only_kinks():
     assert soft.derivative(z, {}).subs(z, 0) == 1
 
 
+def test_a_smooth_formula_written_with_kinks_takes_its_slope_at_the_breakpoint():
+    """The stable softplus: abs and max each have a kink at 0, and they cancel. Each branch's convention at 0
+    (sign(0), max's) added up to -1/2 there; the derivative is the sigmoid, 1/2 at 0 (sympy.diff of the plain
+    softplus)."""
+    definition = CustomActivation("stable_softplus", "log1p(exp(-abs(z))) + max(z, 0)")
+    stable = custom_activation(definition)
+    assert stable.derivation.kinks == () and stable.grad_at_kinks is None
+    slope = sp.diff(sp.log(1 + sp.exp(z)), z)
+    for point in (0, sp.Rational(-3, 2), sp.Rational(5, 2)):
+        assert sp.simplify(stable.derivative(z, {}).subs(z, point) - slope.subs(z, point)) == 0, point
+    assert _numpy(stable, 1, np.array([0.0]))[0] == 0.5
+    assert check_activation_rule(definition.key, {}).ok
+
+
 def _spec(activations, layers=None, **top):
     return {"input": {"size": 2}, "activations": activations,
             "layers": layers or [{"size": 2, "activation": next(iter(activations))}],
