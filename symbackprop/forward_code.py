@@ -21,30 +21,46 @@ upstream entry back at its id), ``F.one_hot(Yb, V)`` is the one-hot matrix itsel
 (N, 3, e) that the formulas hold as its three rows side by side (N x 3e), so it must be flattened
 (``.view(n, -1)``) before anything else reads it; ``A[range(n), Yb]`` is 1-D (N,), a column in the formulas.
 
+Refused too, each at its place: a name that is ``d`` + the name of a value with a gradient (``dX`` beside an
+input ``X``, ``dZ`` beside a line ``Z``: the gradients are named so), a line the loss does not depend on, a
+number the exact check cannot hold (a division by zero, a constant past a float's range, a root of a negative
+number), a dimension or size past ``spec.MAX_PARAMETERS``, and a value with more than ``MAX_EXACT_ENTRIES``
+entries at the exact check's sizes. A divisor that is 0 only at a witness size (``1 / (n - 3)``) moves that
+size's witness instead.
+
 Anything outside the supported subset is a ``ForwardCodeError`` naming the file, line and column.
 """
 
 from __future__ import annotations
 
 import ast
+import math
 import re
+import sys
 from dataclasses import dataclass, field
 
 import sympy as sp
 
 from .errors import SymbackpropError, allowed
+from .evaluate import PRIME, PRIME_TEXT
 from .expressions import Block, Elementwise, Exp, Log, MaxMask, Place, RowMax, ScalarOf
 from .layers import Local
 from .network import Network, Step
+from .spec import MAX_PARAMETERS
 
 # Sizes the exact check uses for each size symbol, in order of first appearance: small, distinct, none below
 # 3, so that a factor 1 / (N - 1) is never 1.
 WITNESS_SIZES = (3, 4, 5, 6, 7, 8, 9, 10)
 DEFAULT_SIZE = 4
+# The most entries one value (an input or a line) may have at the exact check's sizes: a named dimension counts
+# its witness size (at most 10), an integer one as written, since the exact proof evaluates every entry. The
+# proof's time grows faster than the entries: 3 x 1000 entries took 5 s, 3 x 2000 took 31 s and 3 x 5000 over
+# a minute; a large dimension is named and sized in SIZES instead, which the proof replaces by a small one.
+MAX_EXACT_ENTRIES = 4096
 RELU_AT_ZERO = 0  # np.maximum(z, 0) and torch.relu: PyTorch's relu'(0) = 0
 _ARRAY_MODULES = {"np", "numpy", "torch", "F"}
 _IDS_MARKER = re.compile(r"ids\s*<\s*([A-Za-z_]\w*)")
-_MULTIPLE = re.compile(r"(\d+)\s*\*\s*([A-Za-z_]\w*)")
+_MULTIPLE = re.compile(r"([0-9]+)\s*\*\s*([A-Za-z_]\w*)")
 
 
 class ForwardCodeError(SymbackpropError):
@@ -163,6 +179,9 @@ class _Reader:
         self.lines: dict = {}
         self.module_shapes: dict = {}  # name -> its NumPy shape where it is not the formulas' matrix
         self.source_lines = text.splitlines()
+        self.literal_nodes: dict = {}  # "SHAPES" / "SIZES" -> their dict literals' nodes, in order
+        self.defined: dict = {}  # name -> the node that defines it (an argument, an unpacked name, a line)
+        self.numbers: list = []  # the numbers of the sizes the lines read or compute, and divisors' reciprocals
 
     def error(self, message, node=None):
         return ForwardCodeError(message, self.path, node)
@@ -186,8 +205,7 @@ class _Reader:
                 if not isinstance(value, dict):
                     raise self.error(f"{node.targets[0].id} must be a dict literal", node.value)
                 (shapes if node.targets[0].id == "SHAPES" else file_sizes).update(value)
-                self.shape_nodes = getattr(self, "shape_nodes", {})
-                self.shape_nodes[node.targets[0].id] = node
+                self.literal_nodes.setdefault(node.targets[0].id, []).append(node.value)
             elif isinstance(node, ast.FunctionDef):
                 functions[node.name] = node
         if self.function not in functions:
@@ -197,7 +215,9 @@ class _Reader:
         self.shapes = shapes
         self.file_sizes = {**file_sizes, **self.given_sizes}
         fn = functions[self.function]
-        arguments = [arg.arg for arg in (*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs)]
+        argument_nodes = (*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs)
+        arguments = [arg.arg for arg in argument_nodes]
+        self.defined.update({arg.arg: arg for arg in argument_nodes})
         if fn.args.vararg or fn.args.kwarg:
             raise self.error("*args and **kwargs are not supported; name each input", fn)
         self.arguments = arguments
@@ -257,6 +277,8 @@ class _Reader:
                          "for .shape only", node)
 
     def input(self, name, role, node):
+        if role == "parameter":
+            self.defined[name] = node
         if name not in self.shapes:
             raise self.error(f"cannot infer the shape of input {name!r}: add it to SHAPES "
                              f"(SHAPES = {{{name!r}: ('N', 'd'), ...}})", node)
@@ -265,10 +287,11 @@ class _Reader:
             self.ids_input(name, shape, role, node)
             return
         if not (isinstance(shape, tuple) and len(shape) == 2):
-            raise self.error(f"SHAPES[{name!r}] must be a pair of dimensions (names or integers), got {shape!r}; "
+            raise self.error(f"SHAPES[{name!r}] must be a pair of dimensions (names or integers), got {_repr(shape)}; "
                              "integer ids end with a marker: ('N', 'ids < V')", node)
-        dims = tuple(self.dim(d, node) for d in shape)
+        dims = tuple(self.dim(d, self.entry("SHAPES", name, node, axis)) for axis, d in enumerate(shape))
         symbol = self.inputs[name] = sp.MatrixSymbol(name, *dims)
+        self.check_entries(name, symbol.shape, self.entry("SHAPES", name, node))
         self.roles[name] = role
         self.initializers[name] = ("weight" if role == "parameter" else "data", None)
         self.env[name] = _named(name, symbol)
@@ -285,34 +308,73 @@ class _Reader:
         if len(shape) not in (2, 3):
             raise self.error(f"SHAPES[{name!r}]: ids are a vector ('N', 'ids < V') or a matrix ('N', 3, 'ids < V')",
                              node)
-        rows, vocab = self.dim(shape[0], node), self.dim(marker.group(1), node)
+        rows = self.dim(shape[0], self.entry("SHAPES", name, node, 0))
+        vocab = self.dim(marker.group(1), self.entry("SHAPES", name, node, len(shape) - 1))
         per_row = None
         if len(shape) == 3:
             per_row = shape[1]
             if not (isinstance(per_row, int) and not isinstance(per_row, bool) and per_row >= 1):
                 raise self.error(f"SHAPES[{name!r}]: the number of ids per row must be a positive integer, got "
-                                 f"{per_row!r}", node)
+                                 f"{_repr(per_row)}", self.entry("SHAPES", name, node, 1))
+            self.bounded(per_row, "the number of ids per row", self.entry("SHAPES", name, node, 1))
         symbol = self.inputs[name] = sp.MatrixSymbol(name, rows, (per_row or 1) * vocab)
+        self.check_entries(name, symbol.shape, self.entry("SHAPES", name, node))
         self.roles[name], self.initializers[name] = "ids", ("ids", None)
         code = (rows,) if per_row is None else (rows, sp.Integer(per_row))
         self.module_shapes[name] = code
         self.env[name] = _Val(symbol, lambda G: [], name, code, (vocab, per_row))
 
+    def entry(self, which, key, fallback, index=None):
+        """The node of ``which[key]`` (``which[key][index]``) in the file's ``SHAPES`` or ``SIZES`` literal (the
+        last one that sets it), else ``fallback``."""
+        found = None
+        for literal in self.literal_nodes.get(which, ()):
+            if isinstance(literal, ast.Dict):
+                for key_node, value_node in zip(literal.keys, literal.values):
+                    if isinstance(key_node, ast.Constant) and key_node.value == key:
+                        found = value_node
+        if found is not None and index is not None:
+            found = found.elts[index] if isinstance(found, ast.Tuple) and index < len(found.elts) else None
+        return found or fallback
+
+    def bounded(self, value: int, what: str, node):
+        """``value``, unless it is past ``spec.MAX_PARAMETERS``, the most a spec's network may count."""
+        if value > MAX_PARAMETERS:
+            shown = f"{value}" if value < 10**15 else f"about 10^{int(value.bit_length() * math.log10(2))}"
+            raise self.error(f"{what} is {shown}: at most {MAX_PARAMETERS:.0e} is supported", node)
+        return value
+
+    def check_entries(self, name, shape, node):
+        """Refuse a value with more than ``MAX_EXACT_ENTRIES`` entries at the exact check's sizes."""
+        witness = self.witness()
+        count = int(sp.Mul(*shape).xreplace(witness))
+        if count <= MAX_EXACT_ENTRIES:
+            return
+        sizes = ", ".join(f"{symbol}={witness[symbol]}" for symbol in sorted(sp.Mul(*shape).free_symbols, key=str))
+        raise self.error(f"{name} is {_shape_words(shape)}: {count} entries at the exact check's sizes"
+                         f"{f' ({sizes})' if sizes else ''}, and the exact proof evaluates at most "
+                         f"{MAX_EXACT_ENTRIES} per value; name the large dimensions in SHAPES and give their sizes "
+                         "in SIZES (SIZES = {'d': 5000}): the proof takes small sizes for names, the module the "
+                         "sizes in SIZES", node)
+
     def dim(self, d, node):
         if isinstance(d, int) and not isinstance(d, bool) and d >= 1:
-            return sp.Integer(d)
+            return sp.Integer(self.bounded(d, "a dimension", node))
         multiple = _MULTIPLE.fullmatch(d.strip()) if isinstance(d, str) else None
-        if multiple and int(multiple.group(1)) >= 1:
-            return int(multiple.group(1)) * self.dim(multiple.group(2), node)
+        if multiple and _digits(multiple.group(1)) >= 1:
+            factor = self.bounded(_digits(multiple.group(1)), f"the factor of {multiple.group(2)}", node)
+            return factor * self.dim(multiple.group(2), node)
         if isinstance(d, str) and d.isidentifier():
             symbol = sp.Symbol(d, positive=True, integer=True)
             if symbol not in self.dims:
                 value = self.file_sizes.get(d, DEFAULT_SIZE)
-                if not (isinstance(value, int) and value >= 1):
-                    raise self.error(f"size {d!r} must be a positive integer, got {value!r}", node)
+                where = node if d in self.given_sizes else self.entry("SIZES", d, node)
+                if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                    raise self.error(f"size {d!r} must be a positive integer, got {_repr(value)}", where)
+                self.bounded(value, f"size {d!r}", where)
                 self.dims[symbol] = (value, WITNESS_SIZES[len(self.dims) % len(WITNESS_SIZES)])
             return symbol
-        raise self.error(f"a dimension is a name, a positive integer or a multiple of a name ('3*e'), got {d!r}",
+        raise self.error(f"a dimension is a name, a positive integer or a multiple of a name ('3*e'), got {_repr(d)}",
                          node)
 
     def scalar(self, name, value, node):
@@ -334,7 +396,9 @@ class _Reader:
             locals_ = [Local(value.name, None, "identity", lambda G: G)]
         else:
             locals_ = _locals(value)
+        self.check_entries(name, value.shape, node)
         symbol = sp.MatrixSymbol(name, *value.shape)
+        self.defined[name] = node
         self.steps.append(Step(name, symbol, value.expr, node.lineno, "code", tuple(locals_)))
         self.lines[name] = (node.lineno, self.source_lines[node.lineno - 1].strip())
         if value.code is not None:
@@ -354,6 +418,8 @@ class _Reader:
         locals_ = tuple(Local(local.wrt, None, "loss", lambda G, local=local: local.vjp(unit))
                         for local in last.locals)
         loss = Step(name, sp.Symbol(name), ScalarOf(last.expr), last.layer, "loss", locals_)
+        self.check_gradient_names(name)
+        self.check_reaches_loss(loss)
         used = {local.wrt for step in (*self.steps, loss) for local in step.locals}
         used |= {symbol.name for step in (*self.steps, loss) for symbol in step.expr.free_symbols}  # ids: no locals
         for input_name in self.inputs:
@@ -366,6 +432,31 @@ class _Reader:
         return CodeNetwork(spec, batch or next((s for s in self.dims), sp.Symbol("N")), tuple(self.dims), self.inputs,
                            (*self.steps, loss), self.roles, self.initializers, module_shapes=self.module_shapes,
                            dims=self.dims, lines=self.lines, loss_name=name, arguments=tuple(self.arguments))
+
+    def check_gradient_names(self, loss_name):
+        """Refuse a name that is ``d`` + the name of a value with a gradient (a real input, a parameter, a line
+        other than the loss): the derivation, the module's ``backward`` and the claims name that gradient so."""
+        differentiated = [n for n, role in self.roles.items() if role != "ids"] + [step.name for step in self.steps]
+        gradients = {f"d{n}": n for n in differentiated}
+        names = [*self.inputs, *(step.name for step in self.steps), loss_name]
+        clashes = sorted((n for n in names if n in gradients), key=lambda n: _position(self.defined.get(n)))
+        if clashes:
+            name = clashes[0]
+            raise self.error(f"the name {name!r} is taken by the gradient of {gradients[name]!r} (every input, "
+                             "parameter and line x has its gradient named dx); rename it", self.defined.get(name))
+
+    def check_reaches_loss(self, loss):
+        """Refuse a line the loss does not read, directly or through other lines: it has no gradient to derive."""
+        read = {local.wrt for local in loss.locals}
+        for step in reversed(self.steps):
+            if step.name in read:
+                read |= {local.wrt for local in step.locals}
+        anywhere = {local.wrt for step in self.steps for local in step.locals}
+        unread = [step for step in self.steps if step.name not in read]
+        if unread:
+            step = min(unread, key=lambda step: step.name in anywhere)  # a line that nothing reads, first
+            raise self.error(f"{step.name!r} is computed but the loss {loss.name!r} does not depend on it; "
+                             "remove the line or use its value", self.defined[step.name])
 
     # -- expressions
     def load(self, name, node):
@@ -383,14 +474,48 @@ class _Reader:
         method = getattr(self, f"_{type(node).__name__}", None)
         if method is None:
             raise self.error(f"{type(node).__name__} expressions are not supported", node)
-        return method(node)
+        value = method(node)
+        if not isinstance(value, _Val):
+            self.constrain(value, node)
+        return value
+
+    def constrain(self, number, node, source=None):
+        """Refuse a number (of the sizes, as ``1 / (n - 1)``) the exact check cannot hold at its sizes: one that is
+        not finite, not real, too large for a float, or a multiple of the prime it computes modulo (or has one in
+        its denominator). A size's witness moves to another small one where that makes every such number fit."""
+        witness = self.witness()
+        if _problem(number.xreplace(witness)) is None:
+            if number.free_symbols:
+                self.numbers.append(number)
+            return
+        symbols = sorted(number.free_symbols & set(self.dims), key=str)
+        for symbol in symbols:
+            taken = {pair[1] for other, pair in self.dims.items() if other != symbol}
+            for candidate in range(WITNESS_SIZES[0], WITNESS_SIZES[0] + 4 * len(WITNESS_SIZES) + len(self.dims)):
+                trial = {**witness, symbol: sp.Integer(candidate)}
+                if candidate not in taken and all(_problem(n.xreplace(trial)) is None
+                                                  for n in (number, *self.numbers)):
+                    self.dims[symbol] = (self.dims[symbol][0], candidate)
+                    self.numbers.append(number)
+                    for name, value in self.inputs.items():  # the values' entries at the new size
+                        self.check_entries(name, value.shape, self.entry("SHAPES", name, self.defined.get(name)))
+                    for step in self.steps:
+                        self.check_entries(step.name, step.symbol.shape, self.defined[step.name])
+                    return
+        at = f" at the exact check's sizes ({', '.join(f'{s}={witness[s]}' for s in symbols)})" if symbols else ""
+        raise self.error(f"{source or ast.unparse(node)} {_problem(number.xreplace(witness))}{at}", node)
+
+    def witness(self) -> dict:
+        return {symbol: sp.Integer(pair[1]) for symbol, pair in self.dims.items()}
 
     def _Name(self, node):
         return self.load(node.id, node)
 
     def _Constant(self, node):
         if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
-            raise self.error(f"the constant {node.value!r} is not a number", node)
+            raise self.error(f"the constant {_repr(node.value)} is not a number", node)
+        if isinstance(node.value, float) and not math.isfinite(node.value) or abs(node.value) > sys.float_info.max:
+            raise self.error("this constant is larger than a float can hold (the module computes in float64)", node)
         return sp.Rational(repr(node.value)) if isinstance(node.value, float) else sp.Integer(node.value)
 
     def _UnaryOp(self, node):
@@ -408,6 +533,11 @@ class _Reader:
         if isinstance(node.op, ast.Pow):
             return self.power(left, node.right, right, node)
         op = type(node.op)
+        if op is ast.Div and not isinstance(right, _Val) and right.is_zero:
+            written = "" if isinstance(node.right, ast.Constant) else f" ({ast.unparse(node.right)} is 0)"
+            raise self.error(f"division by zero: {ast.unparse(node)}{written}", node)
+        if op is ast.Div and not isinstance(right, _Val):
+            self.constrain(1 / right, node, f"1 / ({ast.unparse(node.right)})")
         if not isinstance(left, _Val) and not isinstance(right, _Val):
             table = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
                      ast.Div: lambda a, b: a / b}
@@ -501,6 +631,10 @@ class _Reader:
         if isinstance(exponent, _Val) or not exponent.is_number:
             raise self.error("the exponent must be a number", exponent_node or node)
         if not isinstance(base, _Val):
+            size = abs(base.xreplace(self.witness()))
+            if size.is_number and size not in (0, 1) and abs(float(exponent) * float(sp.log(size, 2))) > 1100:
+                raise self.error(f"{ast.unparse(node)} is out of a float's range (the module computes in float64)",
+                                 node)
             return base ** exponent
         k = sp.Rational(exponent)
         if k == sp.Rational(-1, 2):
@@ -757,6 +891,38 @@ _INDEXING = ("supported are A.shape[i], a gather of rows C[ids] and one entry pe
 _RANGES = {"range", "np.arange", "numpy.arange", "torch.arange"}
 
 
+def _problem(value) -> str | None:
+    """Why the exact check cannot hold the number ``value``, or None."""
+    if value.has(sp.zoo, sp.oo, sp.S.NegativeInfinity, sp.nan):
+        return "is not a finite number (it divides by zero)"
+    if value.is_real is not True:
+        return f"is not a real number ({value})"
+    if abs(value) > sys.float_info.max:
+        return "is too large for a float (the module computes in float64)"
+    if isinstance(value, sp.Rational) and (value.q % PRIME == 0 or value.p != 0 and value.p % PRIME == 0):
+        return f"is a multiple of the exact check's prime {PRIME_TEXT}, or divides by one"
+    return None
+
+
+def _position(node) -> tuple:
+    return (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
+
+
+def _repr(value) -> str:
+    """``repr(value)``, or a description where a number is too long for Python to write in decimal."""
+    try:
+        return repr(value)
+    except ValueError:
+        return "a number too long to write out"
+
+
+def _digits(text: str) -> int:
+    """The number ``text`` (ASCII digits) writes; past any size allowed, only its order of magnitude (Python
+    refuses to read a very long number)."""
+    text = text.lstrip("0") or "0"
+    return int(text) if len(text) <= len(str(MAX_PARAMETERS)) else 10 ** (len(text) - 1)
+
+
 def _what(value: _Val) -> str:
     return value.name or "this value"
 
@@ -848,9 +1014,11 @@ def parse_sizes(text: str | None) -> dict:
             continue
         name, _, value = part.partition("=")
         name, value = name.strip(), value.strip()
-        if not name.isidentifier() or not value.isdigit() or int(value) < 1:
+        if not name.isidentifier() or not re.fullmatch(r"[0-9]+", value) or _digits(value) < 1:
             raise ForwardCodeError(f"--sizes: {part.strip()!r} is not NAME=POSITIVE_INTEGER")
-        sizes[name] = int(value)
+        if _digits(value) > MAX_PARAMETERS:
+            raise ForwardCodeError(f"--sizes: {name} is larger than {MAX_PARAMETERS:.0e}, the most supported")
+        sizes[name] = _digits(value)
     return sizes
 
 

@@ -433,3 +433,150 @@ def test_the_notebook_holds_the_derivation_and_a_module_that_runs(tmp_path):
     assert any(text.startswith("## The graph walked backwards") for text in markdown)
     code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
     assert load_module(code, tmp_path, "notebook_cells").gradient_check() < 1e-5
+
+
+# -- numbers the exact check cannot hold, names taken by gradients, sizes past the limits ---------------------------
+
+def _refusal(tmp_path, text, name="bad.py"):
+    """The one-line error ``load_forward`` gives for the file ``text``, and the file's path."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ForwardCodeError) as error:
+        load_forward(path)
+    return str(error.value), path
+
+
+XW = 'SHAPES = {"X": ("N", "d"), "W": ("d", 1)}\n\ndef forward(X, W):\n'
+
+
+@pytest.mark.parametrize(("body", "where", "words"), [
+    ("    a = X @ W / 0\n", "4:9", "division by zero: X @ W / 0"),
+    ("    a = X @ W * (1 / 0.0)\n", "4:18", "division by zero: 1 / 0.0"),
+    ("    n = X.shape[0]\n    a = X @ W / (n - n)\n", "5:9", "division by zero: X @ W / (n - n) (n - n is 0)"),
+    ("    c = 0 ** -1\n    a = X @ W * c\n", "4:9", "0 ** (-1) is not a finite number"),
+    ("    a = X @ W * (-2) ** 0.5\n", "4:17", "(-2) ** 0.5 is not a real number"),
+    ("    a = X @ W * 1e400\n", "4:17", "this constant is larger than a float can hold"),
+    ("    a = X @ W * (1e300 * 1e300)\n", "4:18", "1e+300 * 1e+300 is too large for a float"),
+    ("    a = X @ W / 2305843009188428111\n", "4:17", "multiple of the exact check's prime 2^61 - 25265841"),
+    ("    a = X @ W * 2 ** 100000000000\n", "4:17", "2 ** 100000000000 is out of a float's range"),
+])
+def test_a_number_the_exact_check_cannot_hold_is_refused_with_its_place(tmp_path, body, where, words):
+    message, path = _refusal(tmp_path, XW + body + "    loss = a.sum()\n    return loss\n")
+    assert message.startswith(f"{path}:{where}: "), message
+    assert words in message, message
+
+
+def test_division_by_zero_is_one_line_in_derive_check_and_grade(tmp_path):
+    forward = XW + "    Z = X @ W\n    Q = Z / 0\n    loss = Q.sum()\n    return loss\n"
+    path = tmp_path / "divzero.py"
+    path.write_text(forward + '\n\ndef backward(cache):\n    return {"dQ": cache["Q"]}\n')
+    runner = CliRunner()
+    for args in (["derive", "--forward", str(path), "--out", str(tmp_path / "out")],
+                 ["check", "--forward", str(path), "dZ = 1"], ["grade", str(path)]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr == f"symbackprop: error: {path}:5:9: division by zero: Z / 0\n", args
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_divisor_that_vanishes_at_a_witness_size_takes_another_and_is_proved(tmp_path):
+    """1 / (n - 3) is 1 / 0 at the first witness size, 3: the exact check takes another size for N, proves the
+    derivation there, and the gradients match the ones worked out by hand (the loss is 1ᵀ X W / (N - 3))."""
+    path = tmp_path / "shifted.py"
+    path.write_text('SHAPES = {"X": ("N", "d"), "W": ("d", 2)}\nSIZES = {"N": 7, "d": 5}\n\n'
+                    "def forward(X, W):\n    n = X.shape[0]\n    Z = X @ W / (n - 3)\n    loss = Z.sum()\n"
+                    "    return loss\n")
+    net = load_forward(path)
+    witness = net.sizes()
+    assert sorted(witness.values()) == sorted(set(witness.values())) and witness[net.N] != 3
+    derivation = derive(forward=path)
+    assert derivation.verify().ok
+    module = load_module(derivation.render("numpy"), tmp_path, "generated_shifted")
+    inputs = module.random_inputs(2)
+    X, W = inputs["X"], inputs["W"]
+    loss, cache = module.forward(inputs)
+    grads = module.backward(cache)
+    assert loss == pytest.approx((X @ W).sum() / 4)
+    np.testing.assert_allclose(grads["dW"], X.T @ np.ones((7, 2)) / 4, rtol=1e-12)
+    np.testing.assert_allclose(grads["dX"], np.ones((7, 2)) @ W.T / 4, rtol=1e-12)
+
+
+@pytest.mark.parametrize(("shapes", "arguments", "body", "where", "words"), [
+    ('"X": ("N", "d"), "dX": ("d", 1)', "X, dX", "    Z = X @ dX\n", "3:16", "'dX' is taken by the gradient of 'X'"),
+    ('"X": ("N", "d"), "W": ("d", 1)', "X, W", "    Z = X @ W\n    dZ = np.tanh(Z)\n", "5:5",
+     "'dZ' is taken by the gradient of 'Z'"),
+    ('"X": ("N", "d"), "W": ("d", 1), "dZ": (1, 1)', "X, W, dZ", "    Z = X @ W * dZ\n", "3:19",
+     "'dZ' is taken by the gradient of 'Z'"),
+    ('"X": ("N", "d"), "W": ("d", 1), "dW": ("d", 1)', "X, params", "    dW, W = params\n    Z = X @ (W + dW)\n",
+     "4:5", "'dW' is taken by the gradient of 'W'"),
+    ('"X": ("N", "d"), "W": ("d", 1)', "X, W", "    d = X @ W\n    dd = np.tanh(d)\n    Z = dd * 2\n", "5:5",
+     "'dd' is taken by the gradient of 'd'"),
+])
+def test_a_name_taken_by_a_gradient_is_refused_where_it_is_defined(tmp_path, shapes, arguments, body, where, words):
+    message, path = _refusal(tmp_path, f"import numpy as np\nSHAPES = {{{shapes}}}\ndef forward({arguments}):\n"
+                             + body + "    loss = Z.sum()\n    return loss\n")
+    assert message.startswith(f"{path}:{where}: "), message
+    assert words in message and "rename it" in message, message
+
+
+def test_the_loss_may_not_take_a_gradient_name_and_names_with_no_gradient_stay_free(tmp_path):
+    message, path = _refusal(tmp_path, XW + "    Z = X @ W\n    dZ = Z.sum()\n    return dZ\n")
+    assert message.startswith(f"{path}:5:5: the name 'dZ' is taken by the gradient of 'Z'"), message
+    # the loss and integer ids have no gradient, so dloss and dXb name nothing else: both are accepted, and the
+    # gradients are the ones worked out by hand (loss = 1ᵀ tanh(C[Xb] W), so dW = C[Xb]ᵀ (1 - tanh(C[Xb] W)²))
+    free = tmp_path / "free.py"
+    free.write_text('import numpy as np\nSHAPES = {"Xb": ("N", "ids < V"), "dXb": ("V", "e"), "W": ("e", 1)}\n'
+                    'SIZES = {"N": 6, "V": 5, "e": 3}\n\ndef forward(Xb, dXb, W):\n    emb = dXb[Xb]\n'
+                    "    dloss = np.tanh(emb @ W)\n    loss = dloss.sum()\n    return loss\n")
+    derivation = derive(forward=free)
+    assert derivation.verify().ok
+    module = load_module(derivation.render("numpy"), tmp_path, "generated_free")
+    inputs = module.random_inputs(4)
+    grads = module.backward(module.forward(inputs)[1])
+    emb = inputs["dXb"][inputs["Xb"]]
+    slope = 1 - np.tanh(emb @ inputs["W"]) ** 2
+    np.testing.assert_allclose(grads["dW"], emb.T @ slope, rtol=1e-12)
+    np.testing.assert_allclose(grads["ddloss"], np.ones((6, 1)))
+    expected = np.zeros((5, 3))
+    np.add.at(expected, inputs["Xb"], slope @ inputs["W"].T)
+    np.testing.assert_allclose(grads["ddXb"], expected, rtol=1e-12)
+
+
+def test_a_line_the_loss_does_not_read_is_refused(tmp_path):
+    message, path = _refusal(tmp_path, XW + "    Z = X @ W\n    U = X * 2\n    V = U + 1\n    loss = Z.sum()\n"
+                             "    return loss\n")
+    assert message == f"{path}:6:5: 'V' is computed but the loss 'loss' does not depend on it; remove the line or " \
+                      "use its value"
+
+
+@pytest.mark.parametrize(("shapes", "sizes", "where", "words"), [
+    ('"X": ("N", 100000000000000000000000000), "W": (100000000000000000000000000, 1)', "", "1:22",
+     "a dimension is about 10^26: at most 1e+12 is supported"),
+    ('"X": ("N", "d"), "W": ("d", 1)', "SIZES = {'N': 4, 'd': 10000000000000}", "2:23",
+     "size 'd' is 10000000000000: at most 1e+12 is supported"),
+    ('"X": ("N", "' + "9" * 5000 + '*d"), "W": ("d", 1)', "", "1:22", "the factor of d is about 10^4999"),
+    ('"X": ("N", 5000), "W": (5000, 1)', "", "1:16",
+     "X is (N, 5000): 15000 entries at the exact check's sizes (N=3), and the exact proof evaluates at most 4096"),
+    ('"X": ("N", 100), "W": (100, 100)', "", "1:33", "W is (100, 100): 10000 entries"),
+])
+def test_sizes_past_the_limits_are_refused_at_their_place(tmp_path, shapes, sizes, where, words):
+    message, path = _refusal(tmp_path, f"SHAPES = {{{shapes}}}\n{sizes}\ndef forward(X, W):\n    Z = X @ W\n"
+                             "    loss = Z.sum()\n    return loss\n")
+    assert message.startswith(f"{path}:{where}: "), message
+    assert words in message, message
+
+
+def test_a_value_past_the_exact_checks_limit_is_refused_at_its_line_and_sizes_flag_is_bounded(tmp_path):
+    message, path = _refusal(tmp_path, 'SHAPES = {"X": ("N", 80)}\n\ndef forward(X):\n    G = X.T @ X\n'
+                             "    loss = G.sum()\n    return loss\n")
+    assert message.startswith(f"{path}:4:5: G is (80, 80): 6400 entries"), message
+    ids, path = _refusal(tmp_path, 'SHAPES = {"Xb": ("N", 100000, "ids < V"), "C": ("V", "e")}\n\n'
+                         "def forward(Xb, C):\n    e = C[Xb].view(len(Xb), -1)\n    loss = e.sum()\n"
+                         "    return loss\n", "ids.py")
+    assert ids.startswith(f"{path}:1:17: Xb is (N, 100000*V)"), ids
+    with pytest.raises(ForwardCodeError, match=r"^--sizes: N is larger than 1e\+12, the most supported$"):
+        load_forward(ATOMIC, sizes="N=1000000000001")
+    with pytest.raises(ForwardCodeError, match=r"^--sizes: 'N=²' is not NAME=POSITIVE_INTEGER$"):
+        load_forward(ATOMIC, sizes="N=²")
+    near = load_forward(ATOMIC, sizes="N=1000000000000")  # the limit itself is a size
+    assert near.dims[near.N][0] == 10**12

@@ -192,3 +192,40 @@ def test_check_forward_accepts_a_right_claim_and_refuses_a_wrong_one():
                           "  value: the claim is N times dL/dlogprobs; the loss is loss exactly as forward() computes it"]
     assert "  shape: dlogits (N x k) @ W2 (h x k): the inner sizes k and h differ" in lines
     assert lines[-1] == "2 of 4 claims correct (2 wrong)"
+
+
+def test_check_forward_judges_a_claim_that_defines_the_loss():
+    """The loss of correct.py is -mean(picked) = -(1/N) 1ᵀ (logprobs ⊙ Y) 1, worked out from its last lines."""
+    runner = CliRunner()
+    result = runner.invoke(main, ["check", "--forward", str(CORRECT), "loss = -picked.mean()",
+                                  "L = -(logprobs * Y).sum() / N", "loss = picked.mean()", "loss = -picked.sum()",
+                                  "loss = 1"])
+    assert result.exit_code == 1, result.output
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["correct   loss = -picked.mean()", "correct   L = -(logprobs * Y).sum() / N"]
+    assert lines[2:4] == ["WRONG     loss = picked.mean()", "  value: the claim is the negative of L (a sign error)"]
+    assert lines[5:7] == ["WRONG     loss = -picked.sum()", "  value: the claim is N times L"]
+    assert lines[8] == "WRONG     loss = 1"
+    assert lines[9].startswith("  value: the shapes fit but the values differ at a random point")
+    assert lines[-1] == "2 of 5 claims correct (3 wrong)"
+    makemore = runner.invoke(main, ["check", "--forward", str(MAKEMORE), "loss = 1"])
+    assert makemore.exit_code == 1 and makemore.stdout.startswith("WRONG     loss = 1\n"), makemore.output
+
+
+def test_grade_refuses_a_forward_pass_whose_names_are_taken_by_gradients(tmp_path):
+    path = tmp_path / "shadow.py"
+    path.write_text(textwrap.dedent('''
+        SHAPES = {"X": ("N", "d"), "dX": ("d", 1)}
+
+        def forward(X, dX):
+            Z = X @ dX
+            loss = Z.sum()
+            return loss
+
+        def backward(cache):
+            return {"dZ": cache["Z"] * 0 + 1}
+    '''))
+    result = CliRunner().invoke(main, ["grade", str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (f"symbackprop: error: {path}:4:16: the name 'dX' is taken by the gradient of 'X' (every "
+                             "input, parameter and line x has its gradient named dx); rename it\n")

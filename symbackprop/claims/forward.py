@@ -51,6 +51,14 @@ class CodeChecker(Checker):
         network = dataclasses.replace(net, spec=spec)
         super().__init__(derivation=dataclasses.replace(derivation, network=network, _reports={}))
 
+    def _forward(self, claim) -> tuple:
+        """The loss as a 1 x 1 matrix is its last line's expression (the spec's loss has a ``definition``; the
+        file's loss is exactly what its last line computes)."""
+        if claim.wrt == "L":
+            loss = self.network.steps[-1].expr.arg
+            return loss, loss
+        return super()._forward(claim)
+
     def _factor_reason(self, claim, target, factor) -> tuple[str, str]:
         """A claim off by a loss scaling is a wrong value here, not another convention: the file's loss is
         exactly what its last line computes."""
