@@ -25,7 +25,7 @@ import sympy as sp
 
 from .codegen import _Module
 from .errors import FormatError
-from .printing import NumPyPrinter, _flat_coeff_matrices
+from .printing import LARGEST_INT_LITERAL, NumPyPrinter, _flat_coeff_matrices, float_literal
 
 # The formats this module writes, and the library each needs to run.
 FRAMEWORKS = {"torch": "PyTorch", "jax": "JAX"}
@@ -129,16 +129,25 @@ PRINTERS = {"torch": TorchPrinter, "jax": JaxPrinter}
 def snippet(code: str, fmt: str, what: str) -> str:
     """A rule table's NumPy snippet (``np.where(z > 0, 1.0, 0.01).astype(z.dtype)``) for ``fmt``'s module:
     ``np.<name>`` through the module's NumPy namespace, ``erf`` as the library's, ``.astype`` and ``.size``
-    as ``.to`` and ``.numel()`` for tensors. ``what`` names the rule in the error raised for a NumPy name the module does not provide."""
+    as ``.to`` and ``.numel()`` for tensors, a whole number beyond ``LARGEST_INT_LITERAL`` as a float literal.
+    ``what`` names the rule in the error raised for a NumPy name the module does not provide."""
     unknown = sorted({name for name in re.findall(r"(?<![\w.])np\.(\w+)", code) if name not in SNIPPET_NAMES})
     if unknown:
         raise FormatError(f"--format {fmt}: {what} uses NumPy's {', '.join('np.' + n for n in unknown)}, which "
                           f"the {FRAMEWORKS[fmt]} module does not provide yet; use --format numpy")
     code = re.sub(r"(?<![\w.])np\.", _NAMESPACE[fmt] + ".", code)
+    code = re.sub(r"(?<![\w.])(?<![eE][+-])\d+(?![\w.])", _float_if_large, code)  # an ELU alpha of 1e19
     code = re.sub(r"(?<![\w.])erf\(", _ERF[fmt] + "(", code)
     if fmt == "torch":  # a tensor's dtype cast and entry count
         code = re.sub(r"\.size\b(?!\()", ".numel()", code.replace(".astype(", ".to("))
     return code
+
+
+def _float_if_large(match) -> str:
+    """An integer literal of a snippet (a rule's parameter, printed whole) as a float literal where JAX (an int32
+    without float64) or PyTorch (an int64) could not take it as a Python int."""
+    value = int(match.group())
+    return match.group() if value <= LARGEST_INT_LITERAL else float_literal(value)
 
 
 def framework_context(derivation, fmt: str) -> dict:

@@ -450,6 +450,21 @@ class TextPrinter(_MatrixLayout, StrPrinter):
         return "[" + (" | " if axis == 1 else "; ").join(self._print(b) for b in blocks) + "]"
 
 
+# The largest whole number the code printers write as an integer literal; beyond it, a float literal: JAX reads a
+# Python int as int32 (unless float64 is enabled), PyTorch and NumPy as int64, and overflow where the constant (an
+# ELU alpha of 1e19, an L2 coefficient) is meant as a float anyway.
+LARGEST_INT_LITERAL = 2**31 - 1
+
+
+def float_literal(value: int) -> str:
+    """A whole number as a Python float literal (``1e+19``); beyond the largest float, as it is (Python's own
+    arithmetic keeps it exact, as in ``1 / (5...0*N)`` for a loss scaled by 1e-320)."""
+    try:
+        return repr(float(value))
+    except OverflowError:
+        return str(value)
+
+
 class NumPyPrinter(_MatrixLayout, StrPrinter):
     """NumPy code for a formula, written against the generated module's local names.
 
@@ -489,6 +504,9 @@ class NumPyPrinter(_MatrixLayout, StrPrinter):
 
     def _print_Symbol(self, expr):
         return str(self.sizes.get(expr, expr.name))
+
+    def _print_Integer(self, expr):
+        return super()._print_Integer(expr) if abs(expr.p) <= LARGEST_INT_LITERAL else float_literal(expr.p)
 
     def _print_MatrixSymbol(self, expr):
         return expr.name

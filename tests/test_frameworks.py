@@ -234,6 +234,103 @@ def test_jax_check_catches_a_wrong_backward_line(tmp_path):
     assert not passed and difference > 1e-4
 
 
+# -- specs beyond the corpus: a batch of sequences of token ids with dropout, constants past int32 ----------------
+
+# Token ids into attention, with dropout before and after it: the ids stay integers through the data and the check
+# (a gather needs them), and each dropout mask has a row per position of every sequence of the batch (B T rows).
+ATTENTION_IDS_DROPOUT = """
+[input]
+vocab = 6
+[[layers]]
+kind = "embedding"
+size = 4
+[[layers]]
+kind = "dropout"
+p = 0.25
+[[layers]]
+kind = "attention"
+heads = 2
+[[layers]]
+kind = "dropout"
+p = 0.5
+[[layers]]
+size = 3
+activation = "prelu"
+[[layers]]
+kind = "log_softmax"
+[loss]
+kind = "nll"
+"""
+
+# Whole numbers past int32 and int64 (4e19, 8e19 in dL/dY_pred, an L2 penalty of 3e9 and 6e9 in dL/dW): as integer
+# literals JAX (int32 unless float64 is on) and PyTorch (int64) overflow on them.
+LARGE_CONSTANTS = """
+[input]
+size = 2
+[[layers]]
+size = 3
+activation = "tanh"
+[[layers]]
+size = 2
+activation = "identity"
+[loss]
+kind = "squared_error"
+reduction = "sum"
+scale = 4e19
+[regularization]
+l2 = 6e9
+"""
+
+
+def _spec_file(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["torch", "jax"])
+def test_attention_over_token_ids_with_dropout_runs_as_a_script(fmt, tmp_path):
+    """The module run as a script: training steps on a batch of sequences (masks drawn for its B T rows; in JAX
+    under jit), then the framework's gradient check and the comparison with autograd / jax.grad, exit status 0."""
+    pytest.importorskip(fmt)
+    source = derive(str(_spec_file(tmp_path, "attention_ids_dropout", ATTENTION_IDS_DROPOUT))).render(fmt)
+    script = tmp_path / f"backprop_{fmt}.py"
+    script.write_text(source, encoding="utf-8")
+    result = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\(float64\): passed; largest relative difference from \S+: \S+$", result.stdout.strip())
+
+
+def test_torch_module_with_constants_past_int64_matches_autograd(tmp_path):
+    pytest.importorskip("torch")
+    module = generated(_spec_file(tmp_path, "large_constants", LARGE_CONSTANTS), "torch", tmp_path)
+    passed, difference = module.gradient_check()
+    assert passed and difference < 1e-10
+
+
+def test_jax_module_with_constants_past_int32_runs_under_jit_and_matches_jax_grad(tmp_path):
+    """In a fresh process: a jitted step in float32 (Python ints are int32 there), compared with jax.grad's
+    gradients, then the float64 check."""
+    pytest.importorskip("jax")
+    path = _spec_file(tmp_path, "large_constants", LARGE_CONSTANTS)
+    (tmp_path / "backprop_jax.py").write_text(derive(str(path)).render("jax"), encoding="utf-8")
+    code = ("import jax, jax.numpy as jnp, numpy as np, backprop_jax as m\n"
+            "assert not jax.config.jax_enable_x64\n"
+            "params = m.init_params(0)\n"
+            "X, Y = (jnp.asarray(a, dtype=jnp.float32) for a in m._data(np.random.default_rng(0), 8))\n"
+            "value, grads = jax.jit(jax.value_and_grad(m.network_loss))(params, X, Y, {})\n"
+            "reference = jax.grad(m.autodiff_loss)(params, X, Y, {})\n"
+            "assert value.dtype == jnp.float32 and np.isfinite(float(value))\n"
+            "print(max(float(jnp.linalg.norm(grads[n] - reference[n]) / jnp.linalg.norm(reference[n])) "
+            "for n in m.PARAMETERS))\n"
+            "print(*m.gradient_check())\n")
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    float32_difference, passed, difference = result.stdout.split()
+    assert float(float32_difference) < 1e-5
+    assert passed == "True" and float(difference) < 1e-10
+
+
 # -- the formats ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("spec, helpers", [
@@ -255,6 +352,11 @@ def test_a_rule_snippet_with_a_numpy_name_the_module_lacks_is_refused():
     assert snippet("np.where(z > 0, 1.0, 0.5).astype(z.dtype)", "torch", "x") == \
         "tnp.where(z > 0, 1.0, 0.5).to(z.dtype)"
     assert snippet("0.5 * (1 + erf(z))", "jax", "x") == "0.5 * (1 + jax.scipy.special.erf(z))"
+    # whole numbers past int32 as float literals (an ELU alpha of 1e19); other numbers as they are
+    assert snippet("np.where(z > 0, z, 10000000000000000000 * np.expm1(np.minimum(z, 0)))", "torch", "x") == \
+        "tnp.where(z > 0, z, 1e+19 * tnp.expm1(tnp.minimum(z, 0)))"
+    assert snippet("3000000000 * z + 2147483647 - 1e-05 * z ** 2 + 2.5e+20", "jax", "x") == \
+        "3000000000.0 * z + 2147483647 - 1e-05 * z ** 2 + 2.5e+20"
     with pytest.raises(FormatError, match=r"^--format jax: the activation helper foo uses NumPy's np\.arctan"):
         snippet("np.arctan(z)", "jax", "the activation helper foo")
 

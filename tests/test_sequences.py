@@ -245,6 +245,29 @@ def test_a_batch_of_sequences_is_the_sum_of_its_sequences(tmp_path, name):
     assert module.loss(module.forward(params, X)[0], Y) == pytest.approx(total, rel=1e-12)
 
 
+@pytest.mark.parametrize("ids", [False, True], ids=["vectors", "token-ids"])
+def test_dropout_in_an_attention_network_draws_a_mask_row_per_position_of_each_sequence(tmp_path, ids):
+    """forward() without masks on a batch of sequences (B, T, ...): a mask row for each of the B T positions (a
+    mask for B rows did not broadcast), in the parameters' dtype (token ids are integers); with those masks the
+    batch is the sum of its sequences."""
+    first = [{"kind": "embedding", "size": 4}] if ids else []
+    spec = {"input": {"vocab": 5} if ids else {"size": 3},
+            "layers": [*first, {"kind": "attention", "heads": 2 if ids else 1}, {"kind": "dropout", "p": 0.25},
+                       {"size": 2, "activation": "identity"}], "loss": {"kind": "half_sse"}}
+    module = load_module(derive(spec).render("numpy"), tmp_path, f"dropout_batch_{ids}")
+    params = module.init_params(0, dtype=np.float32)
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 5, (3, 6, 1)) if ids else rng.standard_normal((3, 6, 3)).astype(np.float32)
+    Y_pred, cache = module.forward(params, X)
+    masks = {name: value for name, value in cache.items() if name.startswith("M")}
+    assert Y_pred.shape == (3, 6, 2) and Y_pred.dtype == np.float32
+    assert masks and all(mask.shape[0] == 18 and mask.dtype == np.float32 for mask in masks.values())
+    rows = {name: value.reshape(3, 6, -1) for name, value in masks.items()}
+    for b in range(3):
+        alone = module.forward(params, X[b], {name: value[b] for name, value in rows.items()})[0]
+        np.testing.assert_allclose(Y_pred[b], alone, rtol=1e-6)
+
+
 # Textbook claims for the new kinds, right and wrong, in NumPy and LaTeX notation: (spec, claim, correct).
 CLAIMS = [
     ("attention_bias", "dV1 = P1.T @ dO1", True),
