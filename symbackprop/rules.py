@@ -613,6 +613,9 @@ def _custom_rule(definition: CustomActivation) -> ActivationRule:
     derivative = _readable(sp.diff(fm.piecewise(shown), z))
     simplified = _simplified(derivative)
     forward = fm.elementary(f)
+    # a smooth breakpoint needs its own value only where the branches' conventions there add up to another one
+    smooth = tuple((k, slope) for k, slope in smooth if not all(
+        _equal(expr.subs(z, k), slope) for expr in (simplified.subs(values), sp.diff(fm.piecewise(f), z))))
     rule_derivative = fm.elementary(at_kinks(simplified.subs(values), kinks, definition.grad_at_kinks, smooth))
     code_derivative = at_kinks(sp.diff(fm.piecewise(f), z), kinks, definition.grad_at_kinks, smooth)
     from_output = _from_output(shown, (derivative, simplified), values) if one_piece else None
