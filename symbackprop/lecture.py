@@ -454,12 +454,15 @@ def _condition(where, z) -> str:
 
 class _ScalarPrinter(formula.FormulaLatexPrinter):
     """Scalar rules as a lecture writes them: cases with conditions in math only (no 'otherwise': the last
-    row states the remaining set); decimals and named functions as custom formulas print them."""
+    row states the remaining set; a branch that applies nowhere is left out); decimals and named functions as
+    custom formulas print them."""
 
     def _print_Piecewise(self, expr):
         rows, covered = [], sp.S.EmptySet
         for value, condition in expr.args:
             where = (sp.S.Reals if condition is sp.true else condition.as_set()) - covered
+            if where is sp.S.EmptySet:  # a branch that earlier rows cover wholly applies nowhere
+                continue
             covered = covered | where
             rows.append(f"{self._print(value)} & {_condition(where, _Z)}")
         return r"\begin{cases} " + r" \\ ".join(rows) + r" \end{cases}"

@@ -221,7 +221,8 @@ def _loss_context(derivation, t) -> dict:
 
 def custom_activations(network, t: dict) -> list[dict]:
     """The derivation step of each custom activation the network uses: the formula, its derivative worked
-    out by SymPy and simplified, kinks, the form in the output; comments for the NumPy helpers."""
+    out by SymPy and simplified, kinks and the breakpoints without one, the form in the output; comments for the
+    NumPy helpers."""
     steps = []
     applied = [node.activation for step in network.steps for node in sorted(step.expr.atoms(Elementwise), key=str)]
     for key in dict.fromkeys(applied):
@@ -243,6 +244,9 @@ def custom_activations(network, t: dict) -> list[dict]:
         if d.kinks:
             lines.append(t["code_custom_kinks"].format(derivative=f"{rule.name}'(z) = {rule.grad_at_kinks}",
                                                        points=", ".join(map(str, d.kinks))))
+        slopes = ", ".join(f"{rule.name}'({formula.text(k)}) = {formula.text(slope)}" for k, slope in d.smooth)
+        if d.smooth:
+            lines.append(t["code_custom_smooth"].format(derivative=slopes))
         # Keyed like the module's helpers: (function key, order, written with the output).
         comments = {(node.key, 0, False): lines[0], (node.key, 1, False): f"{rule.name}'(z) = {formula.text(d.simplified)}"}
         if d.from_output is not None:
@@ -257,6 +261,8 @@ def custom_activations(network, t: dict) -> list[dict]:
             "named": r", \quad ".join(named),
             "kinks": t["custom_kinks"].format(points=", ".join(map(str, d.kinks)), value=rule.grad_at_kinks)
                      if d.kinks else "",
+            "smooth": t["custom_smooth"].format(points=", ".join(formula.text(k) for k, _ in d.smooth), values=slopes)
+                      if d.smooth else "",
             "from_output": (rf"{f}'\left(z\right) = {formula.latex(d.from_output)}, \quad a = {f}\left(z\right)"
                             if d.from_output is not None else ""),
             "text": lines, "comments": comments,

@@ -105,6 +105,10 @@ def test_a_smooth_formula_written_with_kinks_takes_its_slope_at_the_breakpoint()
         assert sp.simplify(stable.derivative(z, {}).subs(z, point) - slope.subs(z, point)) == 0, point
     assert _numpy(stable, 1, np.array([0.0]))[0] == 0.5
     assert check_activation_rule(definition.key, {}).ok
+    spec = _spec({"stable_softplus": {"forward": "log1p(exp(-abs(z))) + max(z, 0)"}})
+    markdown = derive(spec).render("markdown")
+    assert "At z = 0 the branches meet without a kink: stable_softplus'(0) = 1/2." in markdown
+    assert r"\frac{1}{2} & z = 0" in markdown  # the derivative's cases, as the notes print them
 
 
 def _spec(activations, layers=None, **top):

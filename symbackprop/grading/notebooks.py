@@ -5,8 +5,8 @@ meaning outside IPython; each becomes ``pass`` at the same indentation (so line 
 were) and is listed in the grade's notes.
 
 A file that is not a notebook whose code cells can be read (not JSON, no list of cells, a cell whose source is
-not text, a format nbformat cannot convert) is refused with one line that says why; nbformat's schema checks,
-which only log and warn, are not run (its warnings would clutter a class's grading).
+not text, a format nbformat cannot read or convert, a cell its schema check refuses) is refused with one line that
+says why.
 """
 
 from __future__ import annotations
