@@ -28,6 +28,9 @@ PRIME_TEXT = "2^61 - 25265841"
 # Functions whose derivative the exact backends compute from their value (see ``ActivationRule``).
 EXACT_DERIVATIVES = {rule.name: rule.exact_derivative for rule in (*ACTIVATIONS.values(), *FUNCTIONS.values())
                      if rule.exact_derivative}
+# The key of ``exp`` in the exact backends' tables: an opaque function of order 0, as the oracle's ``exp`` is one,
+# whose derivatives are itself.
+EXP = ("exp", 0)
 
 
 class Evaluator:
@@ -252,7 +255,7 @@ class _Common:
         return self.elementwise(lambda x: self.opaque(node.key, node.order, x), z)
 
     def exp(self, x):
-        return self.elementwise(lambda v: self.apply("exp", v), x)
+        return self.elementwise(lambda v: self.apply(EXP, v), x)
 
     def log(self, x):
         return self.elementwise(lambda v: self.apply("log", v), x)
@@ -271,7 +274,9 @@ class _Common:
 
     def opaque(self, key, order: int, x):
         """``f(x)`` or ``f'(x)`` of an opaque function, a value per argument; ``f'`` is written with ``f`` where
-        the rule knows it (``EXACT_DERIVATIVES``: sigmoid, tanh, rsqrt)."""
+        the rule knows it (``EXACT_DERIVATIVES``: sigmoid, tanh, rsqrt), and ``exp``'s is ``exp`` itself."""
+        if key == EXP[0]:
+            return self.apply(EXP, x)
         rule = EXACT_DERIVATIVES.get(key) if order == 1 else None
         return rule(self.apply((key, 0), x), x) if rule is not None else self.apply((key, order), x)
 
@@ -476,7 +481,7 @@ class SymbolicBackend(_Common):
     def reciprocal(self, x):
         """An opaque inverse, except of a single ``exp`` (never 0), whose inverse cancels it: a causal softmax's
         first row is ``e / e = 1``, as direct differentiation finds."""
-        exps = {value for (key, _), value in self.table.items() if key == "exp"}
+        exps = {value for (key, _), value in self.table.items() if key == EXP}
         return self.elementwise(lambda v: v ** -1 if v in exps else self.apply("inverse", v), x)
 
 
@@ -490,7 +495,10 @@ class OracleBackend(_Common):
         return self.elementwise(lambda x: se.function_symbol(node.key, x), z)
 
     def exp(self, x):
-        return self.elementwise(se.exp, x)
+        """An opaque ``exp`` (its derivative itself, ``EXP``): symengine would merge ``e^a e^b`` into
+        ``e^(a+b)``, which the formulas' ``exp(a + b)`` (a forward pass's ``np.exp(S - m)``) could not be told
+        apart from."""
+        return self.elementwise(lambda v: se.function_symbol("exp", v), x)
 
     def log(self, x):
         return self.elementwise(se.log, x)
@@ -538,8 +546,6 @@ class Valuation:
             return self.backend.scalar(sp.sympify(str(node)))
         if kind == "Pow":
             base, exponent = node.args
-            if base == se.E:
-                return self._exp(exponent)
             return self._power(self(base), int(exponent))
         if kind == "FunctionSymbol" and len(node.args) > 1:  # a window's maximum
             return self.backend.apply_many((node.get_name(), 0), [self(a) for a in node.args])
@@ -565,20 +571,4 @@ class Valuation:
         if k < 0 and isinstance(self.backend, SymbolicBackend):
             return self.backend.apply("inverse", value) ** -k
         return value ** k
-
-    def _exp(self, exponent):
-        """``exp`` of a sum as the product of each term's ``exp`` (symengine merges ``e^a e^b`` into ``e^(a+b)``,
-        which the evaluator computes as a product); integer multiples as powers."""
-        factors = []
-        for term in (exponent.args if isinstance(exponent, se.Add) else (exponent,)):
-            coefficient, rest = se.Integer(1), term
-            if isinstance(term, se.Mul) and term.args[0].is_Number:
-                coefficient, rest = term.args[0], se.Mul(*term.args[1:])
-            if not (coefficient.is_integer and rest.free_symbols):
-                return self.backend.apply("exp", self(exponent))
-            factors.append(self._power(self.backend.apply("exp", self(rest)), int(coefficient)))
-        result = factors[0]
-        for factor in factors[1:]:
-            result = result * factor
-        return result
 

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from test_forward_code import _makemore_autograd, _torch_gradients
 
+from symbackprop import derive
 from symbackprop.cli import main
 from symbackprop.grading.forward import BackwardError, ForwardGrader
 
@@ -192,6 +193,30 @@ def test_check_forward_accepts_a_right_claim_and_refuses_a_wrong_one():
                           "  value: the claim is N times dL/dlogprobs; the loss is loss exactly as forward() computes it"]
     assert "  shape: dlogits (N x k) @ W2 (h x k): the inner sizes k and h differ" in lines
     assert lines[-1] == "2 of 4 claims correct (2 wrong)"
+
+
+EXP_FORMS = {
+    "sigmoid": ("P = 1 / (1 + np.exp(-Z))\n    loss = ((P - Y) ** 2).sum()", "dZ = dP * P * (1 - P)", "dZ = dP * P"),
+    "exp-of-a-multiple": ("E = np.exp(2 * Z)\n    loss = (E * Y).sum()", "dZ = 2 * dE * E", "dZ = dE * E"),
+    "stable-softmax": (("mx = Z.max(axis=1, keepdims=True)\n    e = np.exp(Z - mx)\n"
+                        "    P = e / e.sum(axis=1, keepdims=True)\n    loss = -(np.log(P) * Y).sum() / X.shape[0]"),
+                       "dP = -1 / N * (Y / P)", "dP = -Y / P"),
+}
+
+
+@pytest.mark.parametrize("name", list(EXP_FORMS))
+def test_exp_of_an_expression_is_proved_and_claims_about_it_are_judged(tmp_path, name):
+    """np.exp of a sum, a negation or a multiple, as students write a sigmoid or a stable softmax: the exact proof
+    treats exp as a function of its argument on both sides (direct differentiation merged e^a e^b into e^(a+b)
+    and read exp(Z - m) apart from itself: a correct pass was judged wrong), and a wrong claim is still wrong."""
+    body, right, wrong = EXP_FORMS[name]
+    path = tmp_path / f"{name}.py"
+    path.write_text('import numpy as np\n\nSHAPES = {"X": ("N", "d"), "Y": ("N", "k"), "W": ("d", "k")}\n\n\n'
+                    f"def forward(X, Y, W):\n    Z = X @ W\n    {body}\n    return loss\n", encoding="utf-8")
+    report = derive(forward=path).verify()
+    assert report.ok, [check.name for check in report.checks if not check.ok]
+    result = CliRunner().invoke(main, ["check", "--forward", str(path), right, wrong])
+    assert result.stdout.splitlines()[:2] == [f"correct   {right}", f"WRONG     {wrong}"], result.output
 
 
 def test_check_forward_judges_a_claim_that_defines_the_loss():
