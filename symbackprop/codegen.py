@@ -287,8 +287,11 @@ class _Module:
     def backward_lines(self) -> list[Line]:
         lines = []
         array = {}  # gradient -> the gradient whose array it is: an alias (``da1 = da2``) or a block of one (a view)
+        aliased = set()  # both names of a plain alias, never written in place
         for i, step in enumerate(self.backward):
             code = self._code(i)
+            if isinstance(code, sp.MatrixSymbol):
+                aliased |= {code.name, step.symbol.name}
             operand = code.arg if isinstance(code, Block) else code
             if isinstance(operand, sp.MatrixSymbol):
                 array[step.symbol.name] = array.get(operand.name, operand.name)
@@ -296,9 +299,6 @@ class _Module:
         for i in range(len(self.backward) - 2, -1, -1):
             later_reads[i] = later_reads[i + 1] | {array.get(s.name, s.name)
                                                    for s in self._code(i + 1).atoms(sp.MatrixSymbol)}
-        aliases = {self._code(i).name for i in range(len(self.backward)) if isinstance(self._code(i), sp.MatrixSymbol)}
-        aliased = aliases | {step.symbol.name for i, step in enumerate(self.backward)
-                             if isinstance(self._code(i), sp.MatrixSymbol)}
         for i, (step, reads) in enumerate(zip(self.backward, later_reads)):
             expr = self._code(i)
             # arrays backward made itself (or views of them) that no later line reads under any name

@@ -613,11 +613,13 @@ def _custom_rule(definition: CustomActivation) -> ActivationRule:
     derivative = _readable(sp.diff(fm.piecewise(shown), z))
     simplified = _simplified(derivative)
     forward = fm.elementary(f)
+    derivatives = simplified.subs(values), sp.diff(fm.piecewise(f), z)  # the rule's and the code's
     # a smooth breakpoint needs its own value only where the branches' conventions there add up to another one
-    smooth = tuple((k, slope) for k, slope in smooth if not all(
-        _equal(expr.subs(z, k), slope) for expr in (simplified.subs(values), sp.diff(fm.piecewise(f), z))))
-    rule_derivative = fm.elementary(at_kinks(simplified.subs(values), kinks, definition.grad_at_kinks, smooth))
-    code_derivative = at_kinks(sp.diff(fm.piecewise(f), z), kinks, definition.grad_at_kinks, smooth)
+    smooth = tuple((k, slope) for k, slope in smooth
+                   if not all(_equal(expr.subs(z, k), slope) for expr in derivatives))
+    rule_derivative, code_derivative = (at_kinks(expr, kinks, definition.grad_at_kinks, smooth)
+                                        for expr in derivatives)
+    rule_derivative = fm.elementary(rule_derivative)
     from_output = _from_output(shown, (derivative, simplified), values) if one_piece else None
     numpy_notes = tuple(name for name, present in (
         ("softplus", f.has(fm.softplus)), ("sigmoid", f.has(fm.sigmoid) or code_derivative.has(fm.sigmoid)),
