@@ -21,6 +21,13 @@ _NOT_REGULAR = ((stat.S_ISDIR, "is a directory"), (stat.S_ISFIFO, "is a FIFO (a 
                 (stat.S_ISSOCK, "is a socket"))
 
 
+def not_regular(mode: int) -> str | None:
+    """What a file of ``mode`` (``st_mode``) is, in words (``is a FIFO (a pipe)``), unless it is a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((what for test, what in _NOT_REGULAR if test(mode)), "is a special file")
+
+
 def _limit_text(limit: int) -> str:
     return f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
 
@@ -41,10 +48,9 @@ def read_bytes(path: str | os.PathLike, *, limit: int = MAX_INPUT_BYTES) -> byte
     except (OSError, ValueError) as error:
         raise InputFileError(name, f"cannot open: {reason(error)}") from None
     try:
-        mode = os.fstat(fd).st_mode
-        for test, what in _NOT_REGULAR:
-            if test(mode):
-                raise InputFileError(name, f"{what}, not a regular file")
+        what = not_regular(os.fstat(fd).st_mode)
+        if what is not None:
+            raise InputFileError(name, f"{what}, not a regular file")
         with os.fdopen(fd, "rb", closefd=False) as handle:
             return read_limited(handle, name, limit=limit)
     except OSError as error:

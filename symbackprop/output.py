@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import OutputError, allowed
-from .files import _NOT_REGULAR, reason
+from .files import not_regular, reason
 from .formats import ALIASES, DEFAULT_NAME, FORMATS, FRAMEWORK_FORMATS, TEX_FORMATS, file_name
 
 STDOUT = "-"
@@ -178,8 +178,8 @@ def check_file(path, option: str = "") -> Path:
         raise OutputError(f"{where}: a part of the path is not a folder") from None
     except (OSError, ValueError) as error:
         raise OutputError(f"{where}: cannot be written ({reason(error)})") from None
-    if mode is not None and not stat.S_ISREG(mode):
-        what = next((words for test, words in _NOT_REGULAR if test(mode)), "is a special file")
+    what = None if mode is None else not_regular(mode)
+    if what is not None:
         via = " (through a symbolic link)" if link else ""
         raise OutputError(f"{where}: {what}{via}, not a regular file; name a file to write")
     target = Path(os.path.realpath(name)) if link else Path(name)

@@ -113,6 +113,15 @@ def test_log_sum_exp_softmax_relu_and_sqrt(tmp_path):
     np.testing.assert_allclose(grads["dz"], z.grad.numpy(), rtol=1e-7, atol=1e-12)
 
 
+def _refusal(tmp_path, text, name="bad.py"):
+    """The one-line error ``load_forward`` gives for the file ``text``, and the file's path."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ForwardCodeError) as error:
+        load_forward(path)
+    return str(error.value), path
+
+
 @pytest.mark.parametrize(("body", "where", "words"), [
     ("    for i in range(3):\n        a = X @ W\n", "4:5", "a loop (for)"),
     ("    if True:\n        a = X @ W\n", "4:5", "an if statement"),
@@ -123,13 +132,10 @@ def test_log_sum_exp_softmax_relu_and_sqrt(tmp_path):
     ("    a = X[0] @ W\n", "4:9", "indexing: supported are"),
 ])
 def test_unsupported_code_is_refused_with_its_place(tmp_path, body, where, words):
-    path = tmp_path / "bad.py"
-    path.write_text('SHAPES = {"X": ("N", "d"), "W": ("d", "k")}\n\ndef forward(X, W):\n' + body
-                    + "    loss = a.sum()\n    return loss\n")
-    with pytest.raises(ForwardCodeError) as error:
-        load_forward(path)
-    assert str(error.value).startswith(f"{path}:{where}: ")
-    assert words in str(error.value)
+    message, path = _refusal(tmp_path, 'SHAPES = {"X": ("N", "d"), "W": ("d", "k")}\n\ndef forward(X, W):\n' + body
+                             + "    loss = a.sum()\n    return loss\n")
+    assert message.startswith(f"{path}:{where}: ")
+    assert words in message
 
 
 def test_a_missing_shape_is_named(tmp_path):
@@ -436,15 +442,6 @@ def test_the_notebook_holds_the_derivation_and_a_module_that_runs(tmp_path):
 
 
 # -- numbers the exact check cannot hold, names taken by gradients, sizes past the limits ---------------------------
-
-def _refusal(tmp_path, text, name="bad.py"):
-    """The one-line error ``load_forward`` gives for the file ``text``, and the file's path."""
-    path = tmp_path / name
-    path.write_text(text)
-    with pytest.raises(ForwardCodeError) as error:
-        load_forward(path)
-    return str(error.value), path
-
 
 XW = 'SHAPES = {"X": ("N", "d"), "W": ("d", 1)}\n\ndef forward(X, W):\n'
 
